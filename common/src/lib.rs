@@ -1,0 +1,291 @@
+//! The event ABI shared by the eBPF programs and user space.
+//!
+//! Every type is `#[repr(C)]`, `Copy`, with explicit padding so both sides agree byte for byte
+//! (the eBPF side writes them into the ring buffer, user space reads them back). Integers are
+//! used instead of `bool` and enums so that no bit pattern coming from the kernel is undefined.
+#![no_std]
+
+/// Length of `task_struct::comm`.
+pub const COMM_LEN: usize = 16;
+/// Bytes of the driver-specific uAPI struct copied from user memory at the op's entry.
+/// The largest known is `iommu_hwpt_amd_guest` (32 bytes, 7.3); 48 leaves room to grow.
+pub const USER_DATA_MAX: usize = 48;
+/// Driver-specific words read from a freshly allocated domain (levels, format, ...).
+pub const DRIVER_WORDS: usize = 4;
+/// How many distinct drivers the eBPF side can tell apart (index into `Config::drivers`).
+pub const MAX_DRIVERS: usize = 8;
+
+/// `EventHeader::kind` values.
+pub mod kind {
+    /// A driver domain-allocation op returned (`DomainAllocEvent`).
+    pub const DOMAIN_ALLOC: u32 = 1;
+    /// The `IOMMU_HWPT_ALLOC` ioctl handler returned (`HwptAllocEvent`).
+    pub const HWPT_ALLOC: u32 = 2;
+    /// `iommu_domain_free` returned (`DomainFreeEvent`).
+    pub const DOMAIN_FREE: u32 = 3;
+    /// `iommu_map` returned (`MapEvent`).
+    pub const MAP: u32 = 4;
+    /// `iommu_unmap` / `iommu_unmap_fast` returned (`MapEvent`).
+    pub const UNMAP: u32 = 5;
+    /// Page-table pages allocated (delta > 0) or freed (delta < 0) for a domain (`PtPagesEvent`).
+    pub const PT_PAGES: u32 = 6;
+}
+
+/// `DomainAllocEvent::op`: which driver op ran.
+pub mod op {
+    /// `iommu_ops.domain_alloc_user(dev, flags, parent, user_data)` (6.7 to 6.12).
+    pub const ALLOC_USER: u32 = 1;
+    /// `iommu_ops.domain_alloc_paging_flags(dev, flags, user_data)` (6.13+).
+    pub const PAGING_FLAGS: u32 = 2;
+    /// `iommu_ops.domain_alloc_nested(dev, parent, flags, user_data)` (6.13+).
+    pub const NESTED: u32 = 3;
+}
+
+/// `DomainAllocEvent::context` bits: where in iommufd the op was called from.
+pub mod context {
+    /// Inside the `IOMMU_HWPT_ALLOC` ioctl (`iommufd_hwpt_alloc`).
+    pub const HWPT_ALLOC_IOCTL: u32 = 1 << 0;
+    /// Inside `iommufd_hwpt_paging_alloc` (explicit or auto domain).
+    pub const HWPT_PAGING_ALLOC: u32 = 1 << 1;
+}
+
+/// `PtPagesEvent::op`: the domain operation during which page-table pages changed.
+pub mod pt_op {
+    pub const ALLOC: u32 = 1;
+    pub const MAP: u32 = 2;
+    pub const UNMAP: u32 = 3;
+    pub const FREE: u32 = 4;
+}
+
+/// Common prefix of every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventHeader {
+    pub kind: u32,
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Thread-group id (what user space calls the pid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// cgroup v2 id of the task (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Domain geometry read from the returned `struct iommu_domain` at offsets user space
+/// computed from BTF, plus driver-specific words (see `Config::drivers`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DomainGeometry {
+    pub pgsize_bitmap: u64,
+    pub aperture_start: u64,
+    pub aperture_end: u64,
+    pub domain_type: u32,
+    pub _pad: u32,
+    pub driver_words: [u64; DRIVER_WORDS],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DomainAllocEvent {
+    pub hdr: EventHeader,
+    pub op: u32,
+    /// Index into the probe plan's driver table.
+    pub driver: u32,
+    pub flags: u32,
+    /// `context` bits.
+    pub context: u32,
+    /// Parent domain pointer for nested allocations, else 0.
+    pub parent: u64,
+    /// The returned domain pointer, 0 on failure.
+    pub domain: u64,
+    /// Positive errno on failure, 0 on success.
+    pub errno: i32,
+    pub data_type: u32,
+    pub data_len: u32,
+    /// Bytes of `data` actually copied from user memory (0 when none or the read failed).
+    pub data_copied: u32,
+    pub latency_ns: u64,
+    pub data: [u8; USER_DATA_MAX],
+    pub geometry: DomainGeometry,
+}
+
+/// The `IOMMU_HWPT_ALLOC` ioctl: what user space asked for and what it got back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HwptAllocEvent {
+    pub hdr: EventHeader,
+    pub flags: u32,
+    pub dev_id: u32,
+    pub pt_id: u32,
+    pub out_hwpt_id: u32,
+    pub data_type: u32,
+    pub data_len: u32,
+    pub errno: i32,
+    pub _pad: u32,
+    pub latency_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DomainFreeEvent {
+    pub hdr: EventHeader,
+    pub domain: u64,
+    pub latency_ns: u64,
+}
+
+/// `iommu_map` or `iommu_unmap` on a tracked domain.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MapEvent {
+    pub hdr: EventHeader,
+    pub domain: u64,
+    pub iova: u64,
+    /// Physical address for maps, 0 for unmaps.
+    pub paddr: u64,
+    /// Requested size.
+    pub size: u64,
+    /// Bytes done: `size` for a successful map, the return value of `iommu_unmap`.
+    pub done: u64,
+    pub errno: i32,
+    pub _pad: u32,
+    pub latency_ns: u64,
+}
+
+/// Page-table pages allocated or freed while an operation on a tracked domain ran,
+/// seen through the `NR_SECONDARY_PAGETABLE` statistic update that every iommu-pages
+/// allocation and free makes (kernel-notes.md §3).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PtPagesEvent {
+    pub hdr: EventHeader,
+    pub domain: u64,
+    /// Pages allocated (> 0) or freed (< 0).
+    pub delta: i64,
+    /// 1 when the pages belong to a memory cgroup (`folio->memcg_data != 0`).
+    pub charged: u32,
+    /// `pt_op` value.
+    pub op: u32,
+    /// cgroup id of the memory cgroup charged, 0 when not charged or unknown.
+    pub memcg_id: u64,
+}
+
+/// Offsets user space computed from the running kernel's BTF, passed to the eBPF programs
+/// as a read-only global. A field of `u32::MAX` means "not available on this kernel".
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// `struct iommu_domain`: `type`, `pgsize_bitmap`, `geometry.aperture_start/_end`.
+    pub domain_type: u32,
+    pub domain_pgsize_bitmap: u32,
+    pub domain_aperture_start: u32,
+    pub domain_aperture_end: u32,
+    /// `struct iommu_user_data`: `type`, `uptr`, `len`.
+    pub user_data_type: u32,
+    pub user_data_uptr: u32,
+    pub user_data_len: u32,
+    /// `struct iommufd_ucmd::cmd`.
+    pub ucmd_cmd: u32,
+    /// `struct folio::memcg_data` (equals `struct page::memcg_data`).
+    pub folio_memcg_data: u32,
+    /// `struct mem_cgroup::css` + `struct cgroup_subsys_state::cgroup`,
+    /// `struct cgroup::kn`, `struct kernfs_node::id`: the charged cgroup's id.
+    pub memcg_css_cgroup: u32,
+    pub cgroup_kn: u32,
+    pub kn_id: u32,
+    /// Value of `enum node_stat_item::NR_SECONDARY_PAGETABLE`.
+    pub nr_secondary_pagetable: u32,
+    /// Only trace tasks in this thread group when non-zero.
+    pub filter_pid: u32,
+    /// Per driver index: up to `DRIVER_WORDS` fields to read relative to the domain pointer.
+    pub drivers: [DriverFields; MAX_DRIVERS],
+}
+
+/// Fields of a driver's domain struct to copy into `DomainGeometry::driver_words`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DriverFields {
+    /// Byte offset from the `struct iommu_domain` pointer (negative: the domain is embedded
+    /// in a larger driver struct, as in `struct dmar_domain`).
+    pub offsets: [i32; DRIVER_WORDS],
+    /// Bytes to read at each offset: 0 (unused), 1, 2, 4 or 8.
+    pub sizes: [u32; DRIVER_WORDS],
+}
+
+impl Config {
+    pub const UNSET: u32 = u32::MAX;
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            domain_type: Self::UNSET,
+            domain_pgsize_bitmap: Self::UNSET,
+            domain_aperture_start: Self::UNSET,
+            domain_aperture_end: Self::UNSET,
+            user_data_type: Self::UNSET,
+            user_data_uptr: Self::UNSET,
+            user_data_len: Self::UNSET,
+            ucmd_cmd: Self::UNSET,
+            folio_memcg_data: Self::UNSET,
+            memcg_css_cgroup: Self::UNSET,
+            cgroup_kn: Self::UNSET,
+            kn_id: Self::UNSET,
+            nr_secondary_pagetable: Self::UNSET,
+            filter_pid: 0,
+            drivers: [DriverFields::default(); MAX_DRIVERS],
+        }
+    }
+}
+
+/// Index of the per-CPU loss counters (`LOST` map).
+pub mod lost {
+    /// Ring-buffer reservation failed: the event was dropped.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// A per-thread context map was full: the operation could not be attributed.
+    pub const CONTEXT_FULL: u32 = 1;
+    /// Number of counters.
+    pub const COUNT: u32 = 2;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: every type below is repr(C), Copy, made only of integers and arrays of
+    // integers, with explicit padding: any bit pattern is a valid value.
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for DriverFields {}
+}
+
+/// Size of each event kind, for user space to check a ring-buffer record before reading it.
+pub const fn event_size(kind: u32) -> usize {
+    match kind {
+        kind::DOMAIN_ALLOC => core::mem::size_of::<DomainAllocEvent>(),
+        kind::HWPT_ALLOC => core::mem::size_of::<HwptAllocEvent>(),
+        kind::DOMAIN_FREE => core::mem::size_of::<DomainFreeEvent>(),
+        kind::MAP | kind::UNMAP => core::mem::size_of::<MapEvent>(),
+        kind::PT_PAGES => core::mem::size_of::<PtPagesEvent>(),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    // The layout is an ABI between two compilers: pin the sizes so a change is deliberate.
+    #[test]
+    fn layouts_are_pinned() {
+        assert_eq!(size_of::<EventHeader>(), 48);
+        assert_eq!(size_of::<DomainGeometry>(), 64);
+        assert_eq!(size_of::<DomainAllocEvent>(), 48 + 56 + USER_DATA_MAX + 64);
+        assert_eq!(size_of::<HwptAllocEvent>(), 48 + 40);
+        assert_eq!(size_of::<MapEvent>(), 48 + 56);
+        assert_eq!(size_of::<PtPagesEvent>(), 48 + 32);
+        assert_eq!(event_size(kind::UNMAP), size_of::<MapEvent>());
+        assert_eq!(event_size(99), 0);
+    }
+}

@@ -1,0 +1,251 @@
+//! The one event stream every consumer takes, live or from a capture file.
+//!
+//! `collect/` turns ring-buffer records into these, `capture/` stores and reads them back,
+//! and `state/`, `replay/`, the TUI and the exporter consume them. Their JSON form (one
+//! object per event, `inspect --format jsonl`) is a documented, stable interface: see the
+//! README, "JSONL events".
+
+mod names;
+mod user_data;
+
+pub use names::{errno_name, hwpt_flag_names};
+pub use user_data::UserData;
+
+use serde::{Deserialize, Serialize};
+
+/// One thing the kernel did, with who caused it and when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// CLOCK_MONOTONIC nanoseconds (the capture header gives the wall-clock base).
+    pub ts_ns: u64,
+    pub cpu: u32,
+    /// Thread-group id.
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    /// cgroup v2 id of the task that caused the event.
+    pub cgroup_id: u64,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// What happened. Serialized with an `event` tag in snake_case.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventBody {
+    /// A driver's domain-allocation op returned.
+    DomainAlloc(DomainAlloc),
+    /// The `IOMMU_HWPT_ALLOC` ioctl returned.
+    HwptAlloc(HwptAlloc),
+    /// `iommu_domain_free` ran for a traced domain.
+    DomainFree(DomainFree),
+    Map(MapOp),
+    Unmap(MapOp),
+    /// Page-table pages allocated for a domain.
+    PtAlloc(PtPages),
+    /// Page-table pages freed for a domain.
+    PtFree(PtPages),
+    /// Events dropped in the kernel since the previous `lost` event on this CPU.
+    Lost(Lost),
+}
+
+impl EventBody {
+    /// The `event` tag, as in the JSON form.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventBody::DomainAlloc(_) => "domain_alloc",
+            EventBody::HwptAlloc(_) => "hwpt_alloc",
+            EventBody::DomainFree(_) => "domain_free",
+            EventBody::Map(_) => "map",
+            EventBody::Unmap(_) => "unmap",
+            EventBody::PtAlloc(_) => "pt_alloc",
+            EventBody::PtFree(_) => "pt_free",
+            EventBody::Lost(_) => "lost",
+        }
+    }
+
+    /// The domain this event is about, if any.
+    pub fn domain(&self) -> Option<u64> {
+        match self {
+            EventBody::DomainAlloc(a) if a.errno == 0 => Some(a.domain.0),
+            EventBody::DomainFree(f) => Some(f.domain.0),
+            EventBody::Map(m) | EventBody::Unmap(m) => Some(m.domain.0),
+            EventBody::PtAlloc(p) | EventBody::PtFree(p) => Some(p.domain.0),
+            _ => None,
+        }
+    }
+}
+
+/// A kernel pointer. Written as a hex string in JSON: pointers do not fit the 53-bit
+/// integers that jq and JavaScript read exactly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KernelPtr(pub u64);
+
+impl Serialize for KernelPtr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&format!("{:#x}", self.0))
+        } else {
+            s.serialize_u64(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KernelPtr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            let hex = s.strip_prefix("0x").unwrap_or(&s);
+            u64::from_str_radix(hex, 16)
+                .map(KernelPtr)
+                .map_err(serde::de::Error::custom)
+        } else {
+            u64::deserialize(d).map(KernelPtr)
+        }
+    }
+}
+
+impl std::fmt::Display for KernelPtr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+/// Which `iommu_ops` member allocated the domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocOp {
+    /// `domain_alloc_user` (6.7 to 6.12).
+    AllocUser,
+    /// `domain_alloc_paging_flags` (6.13+).
+    PagingFlags,
+    /// `domain_alloc_nested` (6.13+).
+    Nested,
+}
+
+/// What kind of domain user space got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainKind {
+    /// `IOMMU_HWPT_ALLOC` on an IOAS.
+    Paging,
+    /// `IOMMU_HWPT_ALLOC` on a NEST_PARENT hwpt (or a vIOMMU).
+    Nested,
+    /// Allocated by iommufd itself when a device was attached straight to an IOAS.
+    Auto,
+    /// Allocated outside the iommufd paths the probes know.
+    Other,
+}
+
+impl DomainKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DomainKind::Paging => "paging",
+            DomainKind::Nested => "nested",
+            DomainKind::Auto => "auto",
+            DomainKind::Other => "other",
+        }
+    }
+}
+
+/// The geometry a page-table model needs, as the kernel reported it for this domain.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Geometry {
+    pub pgsize_bitmap: u64,
+    pub aperture_start: u64,
+    pub aperture_end: u64,
+    /// `iommu_domain.type` (IOMMU_DOMAIN_* bits).
+    pub domain_type: u32,
+    /// Driver-specific fields by name (e.g. VT-d `agaw`), as the probe plan read them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub driver_fields: Vec<(String, u64)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DomainAlloc {
+    /// `intel`, `amd`, `arm-smmu-v3`, `mock` (iommufd selftest) or `unknown`.
+    pub driver: String,
+    pub op: AllocOp,
+    pub kind: DomainKind,
+    /// `IOMMU_HWPT_ALLOC_*` flags passed to the driver.
+    pub flags: u32,
+    /// `IOMMU_HWPT_DATA_*` type of the driver-specific data, 0 for none.
+    pub data_type: u32,
+    pub data_len: u32,
+    /// The driver-specific data, decoded, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<UserData>,
+    pub parent: KernelPtr,
+    /// The new domain; 0 on failure.
+    pub domain: KernelPtr,
+    /// 0 on success, else the positive errno the op returned.
+    pub errno: i32,
+    pub latency_ns: u64,
+    pub geometry: Geometry,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HwptAlloc {
+    pub flags: u32,
+    pub dev_id: u32,
+    pub pt_id: u32,
+    pub data_type: u32,
+    pub data_len: u32,
+    /// The new hwpt object id, 0 on failure.
+    pub hwpt_id: u32,
+    pub errno: i32,
+    pub latency_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DomainFree {
+    pub domain: KernelPtr,
+    pub latency_ns: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MapOp {
+    pub domain: KernelPtr,
+    pub iova: u64,
+    /// Bytes asked for.
+    pub size: u64,
+    /// Bytes mapped or unmapped.
+    pub done: u64,
+    /// Physical address (maps only; 0 for unmaps).
+    #[serde(default)]
+    pub paddr: u64,
+    pub errno: i32,
+    pub latency_ns: u64,
+}
+
+/// The domain operation during which page-table pages changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PtCause {
+    /// Domain allocation (the top-level table).
+    Alloc,
+    Map,
+    Unmap,
+    /// Domain free.
+    Free,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PtPages {
+    pub domain: KernelPtr,
+    /// Number of 4 KiB pages.
+    pub pages: u64,
+    /// Whether the pages were charged to a memory cgroup.
+    pub charged: bool,
+    /// cgroup id of that memory cgroup, 0 when not charged.
+    pub memcg_id: u64,
+    pub cause: PtCause,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Lost {
+    /// Events dropped because the ring buffer was full.
+    pub ringbuf_full: u64,
+    /// Operations not attributed because a per-thread context table was full.
+    pub context_full: u64,
+}

@@ -1,0 +1,5 @@
+//! The `iommu-trace` command line: parse arguments, call the library.
+
+fn main() {
+    println!("iommu-trace");
+}
