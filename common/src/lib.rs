@@ -190,6 +190,12 @@ pub struct Config {
     pub ucmd_cmd: u32,
     /// `struct folio::memcg_data` (equals `struct page::memcg_data`).
     pub folio_memcg_data: u32,
+    /// `enum memcg_data_flags`: the `MEMCG_DATA_KMEM` bit, and the mask of all flag bits
+    /// (`__NR_MEMCG_DATA_FLAGS - 1`). A kmem page's `memcg_data` points at an `obj_cgroup`.
+    pub memcg_data_kmem: u32,
+    pub memcg_data_flags_mask: u32,
+    /// `struct obj_cgroup::memcg`.
+    pub objcg_memcg: u32,
     /// `struct mem_cgroup::css` + `struct cgroup_subsys_state::cgroup`,
     /// `struct cgroup::kn`, `struct kernfs_node::id`: the charged cgroup's id.
     pub memcg_css_cgroup: u32,
@@ -216,10 +222,9 @@ pub struct DriverFields {
 
 impl Config {
     pub const UNSET: u32 = u32::MAX;
-}
 
-impl Default for Config {
-    fn default() -> Self {
+    /// Every offset unavailable: what the eBPF object holds until user space sets it.
+    pub const fn unset() -> Self {
         Config {
             domain_type: Self::UNSET,
             domain_pgsize_bitmap: Self::UNSET,
@@ -230,13 +235,25 @@ impl Default for Config {
             user_data_len: Self::UNSET,
             ucmd_cmd: Self::UNSET,
             folio_memcg_data: Self::UNSET,
+            memcg_data_kmem: 0,
+            memcg_data_flags_mask: 0,
+            objcg_memcg: Self::UNSET,
             memcg_css_cgroup: Self::UNSET,
             cgroup_kn: Self::UNSET,
             kn_id: Self::UNSET,
             nr_secondary_pagetable: Self::UNSET,
             filter_pid: 0,
-            drivers: [DriverFields::default(); MAX_DRIVERS],
+            drivers: [DriverFields {
+                offsets: [0; DRIVER_WORDS],
+                sizes: [0; DRIVER_WORDS],
+            }; MAX_DRIVERS],
         }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::unset()
     }
 }
 

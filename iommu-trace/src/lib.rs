@@ -8,6 +8,7 @@
 
 pub mod capture;
 pub mod collect;
+pub mod commands;
 pub mod events;
 pub mod exercise;
 pub mod model;

@@ -1,5 +1,134 @@
 //! The `iommu-trace` command line: parse arguments, call the library.
 
-fn main() {
-    println!("iommu-trace");
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use iommu_trace::capture::inspect::Format;
+use iommu_trace::commands;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "See, and verify, what the Linux IOMMU does for user space (iommufd domains and I/O page tables)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show what this kernel offers: each probe point, the symbol and program type chosen,
+    /// and why anything is missing. Needs no privileges.
+    Probes {
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Treat this symbol as missing (repeatable), to see how the plan degrades.
+        #[arg(long = "deny-symbol", value_name = "SYMBOL")]
+        deny: Vec<String>,
+    },
+    /// Record events to a capture file until Ctrl-C, SIGTERM or --duration.
+    Record {
+        /// The capture file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<f64>,
+        /// Kernel ring-buffer size in bytes (a power of two, at least 4096).
+        #[arg(long, value_name = "BYTES", default_value_t = 1 << 22)]
+        ringbuf_size: u32,
+        /// Only trace this process.
+        #[arg(long, value_name = "PID", default_value_t = 0)]
+        pid: u32,
+        /// Create this file once the probes are attached.
+        #[arg(long, value_name = "FILE")]
+        ready_file: Option<PathBuf>,
+        /// Treat this symbol as missing (repeatable), to test degraded kernels.
+        #[arg(long = "deny-symbol", value_name = "SYMBOL")]
+        deny: Vec<String>,
+    },
+    /// Print a capture: every event as text or JSON lines, or its summary.
+    Inspect {
+        file: PathBuf,
+        /// text or jsonl
+        #[arg(long, default_value = "text")]
+        format: Format,
+        /// Print only the counts.
+        #[arg(long)]
+        summary: bool,
+    },
+    /// Drive every iommufd allocation path and print, as JSON, what was done and what the
+    /// kernel answered (the workload the tests and the demo trace).
+    Exercise(iommu_trace::exercise::ExerciseArgs),
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Probes { json, deny } => {
+            let plan = iommu_trace::probe::discover(&deny);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print!(
+                    "{}",
+                    commands::probes::report(&plan, nix::unistd::geteuid().is_root())
+                );
+            }
+        }
+        Cmd::Record {
+            output,
+            duration,
+            ringbuf_size,
+            pid,
+            ready_file,
+            deny,
+        } => {
+            let duration = match duration {
+                Some(s) if !(s.is_finite() && s > 0.0) => {
+                    anyhow::bail!("--duration {s} is invalid: give a positive number of seconds")
+                }
+                Some(s) => Some(Duration::from_secs_f64(s)),
+                None => None,
+            };
+            commands::record::run(commands::record::RecordOptions {
+                output,
+                duration,
+                ringbuf_bytes: ringbuf_size,
+                filter_pid: pid,
+                ready_file,
+                deny,
+            })?;
+        }
+        Cmd::Inspect {
+            file,
+            format,
+            summary,
+        } => {
+            let mut stdout = std::io::stdout().lock();
+            let s = commands::inspect::run(&file, format, summary, &mut stdout)?;
+            if summary {
+                println!("{s}");
+            }
+        }
+        Cmd::Exercise(args) => {
+            iommu_trace::exercise::run_cli(&args)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

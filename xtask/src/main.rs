@@ -1,1 +1,63 @@
-fn main() {}
+//! Developer tasks: toolchain set-up, test kernels, the VM harness, the demo, benchmarks.
+//!
+//! `cargo xtask setup` installs what a fresh machine lacks; `cargo xtask vm-test` boots the
+//! test kernels in QEMU and runs every VM scenario; `cargo xtask demo` shows the tool live.
+
+mod checks;
+mod kernel;
+mod setup;
+mod util;
+mod vm;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "iommu-trace developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install toolchains and packages this project needs (idempotent, fast when done).
+    Setup {
+        /// Also install what the VM harness needs (QEMU, kernel build tools, sources).
+        #[arg(long)]
+        vm: bool,
+    },
+    /// Build (or reuse from the cache) a test kernel; prints the bzImage path.
+    BuildKernel {
+        #[arg(long, default_value = "6.12")]
+        kernel: String,
+    },
+    /// Run every VM scenario on the test kernels; each scenario is a pass/fail test.
+    VmTest {
+        /// Kernel versions to run (default: all in the matrix).
+        #[arg(long)]
+        kernel: Vec<String>,
+        /// Keep the results here instead of a temporary folder.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Boot the test kernel in QEMU, record the exercise workload and print its summary.
+    Demo {
+        #[arg(long, default_value = "6.12")]
+        kernel: String,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup { vm } => setup::run(vm),
+        Cmd::BuildKernel { kernel } => {
+            setup::run(true)?;
+            let k = kernel::build(&kernel::spec(&kernel)?)?;
+            println!("{}", k.bzimage.display());
+            Ok(())
+        }
+        Cmd::VmTest { kernel, out } => vm::test(&kernel, out),
+        Cmd::Demo { kernel } => vm::demo(&kernel),
+    }
+}

@@ -1,0 +1,457 @@
+//! `iommu-trace inspect`: events as text lines or JSON lines, and a summary of a capture.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::io::{self, Read, Write};
+
+use super::{CaptureReader, Ending, LostTotals};
+use crate::events::{errno_name, hwpt_flag_names, Event, EventBody, MapOp, PtPages, UserData};
+
+/// Output format of `inspect`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line: the stable, documented form of [`Event`].
+    Jsonl,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Format, String> {
+        match s {
+            "text" => Ok(Format::Text),
+            "jsonl" | "json" => Ok(Format::Jsonl),
+            _ => Err(format!("unknown format {s:?}: use text or jsonl")),
+        }
+    }
+}
+
+/// The JSON-lines form of an event: exactly `serde_json::to_string(event)`.
+pub fn json_line(ev: &Event) -> serde_json::Result<String> {
+    serde_json::to_string(ev)
+}
+
+/// Formats events as text lines, times relative to the first event formatted.
+#[derive(Clone, Debug, Default)]
+pub struct TextFormatter {
+    base_ts: Option<u64>,
+}
+
+impl TextFormatter {
+    pub fn new() -> TextFormatter {
+        TextFormatter::default()
+    }
+
+    pub fn line(&mut self, ev: &Event) -> String {
+        let base = *self.base_ts.get_or_insert(ev.ts_ns);
+        text_line(ev, base)
+    }
+}
+
+/// One human-readable line for `ev`, its time relative to `base_ts` (both CLOCK_MONOTONIC):
+///
+/// ```text
+/// +0.000012500 cpu 3 1234/qemu-system-x86 map domain=0xffff888101a2c000 iova=0x1000 size=0x1000 paddr=0x1234000 done=0x1000 OK latency=2.1us
+/// ```
+pub fn text_line(ev: &Event, base_ts: u64) -> String {
+    let mut s = String::with_capacity(160);
+    let rel = ev.ts_ns as i128 - base_ts as i128;
+    let sign = if rel < 0 { '-' } else { '+' };
+    let rel = rel.unsigned_abs();
+    let _ = write!(
+        s,
+        "{sign}{}.{:09} cpu {} {}/{}",
+        rel / 1_000_000_000,
+        rel % 1_000_000_000,
+        ev.cpu,
+        ev.pid,
+        ev.comm
+    );
+    if ev.tid != ev.pid {
+        let _ = write!(s, " tid {}", ev.tid);
+    }
+    let _ = write!(s, " {}", ev.body.name());
+    match &ev.body {
+        EventBody::DomainAlloc(a) => {
+            let _ = write!(
+                s,
+                " driver={} op={} kind={} flags={} data_type={:#x} data_len={}",
+                a.driver,
+                serde_name(&a.op),
+                a.kind.name(),
+                flags_text(a.flags),
+                a.data_type,
+                a.data_len
+            );
+            if let Some(d) = &a.data {
+                let _ = write!(s, " data={}", user_data_text(d));
+            }
+            let _ = write!(s, " parent={}", a.parent);
+            if a.errno == 0 {
+                let _ = write!(s, " domain={} OK", a.domain);
+            } else {
+                let _ = write!(s, " {}", errno_name(a.errno));
+                if a.domain.0 != 0 {
+                    let _ = write!(s, " domain={}", a.domain);
+                }
+            }
+            let g = &a.geometry;
+            let _ = write!(
+                s,
+                " latency={} pgsize_bitmap={:#x} aperture={:#x}..={:#x} type={:#x}",
+                duration_text(a.latency_ns),
+                g.pgsize_bitmap,
+                g.aperture_start,
+                g.aperture_end,
+                g.domain_type
+            );
+            for (name, v) in &g.driver_fields {
+                let _ = write!(s, " {name}={v}");
+            }
+        }
+        EventBody::HwptAlloc(h) => {
+            let _ = write!(
+                s,
+                " dev_id={} pt_id={} flags={} data_type={:#x} data_len={}",
+                h.dev_id,
+                h.pt_id,
+                flags_text(h.flags),
+                h.data_type,
+                h.data_len
+            );
+            if h.errno == 0 {
+                let _ = write!(s, " hwpt_id={} OK", h.hwpt_id);
+            } else {
+                let _ = write!(s, " {}", errno_name(h.errno));
+                if h.hwpt_id != 0 {
+                    let _ = write!(s, " hwpt_id={}", h.hwpt_id);
+                }
+            }
+            let _ = write!(s, " latency={}", duration_text(h.latency_ns));
+        }
+        EventBody::DomainFree(f) => {
+            let _ = write!(
+                s,
+                " domain={} latency={}",
+                f.domain,
+                duration_text(f.latency_ns)
+            );
+        }
+        EventBody::Map(m) => map_text(&mut s, m, true),
+        EventBody::Unmap(m) => map_text(&mut s, m, false),
+        EventBody::PtAlloc(p) | EventBody::PtFree(p) => pt_text(&mut s, p),
+        EventBody::Lost(l) => {
+            let _ = write!(
+                s,
+                " ringbuf_full={} context_full={}",
+                l.ringbuf_full, l.context_full
+            );
+        }
+    }
+    s
+}
+
+fn map_text(s: &mut String, m: &MapOp, map: bool) {
+    let _ = write!(
+        s,
+        " domain={} iova={:#x} size={:#x}",
+        m.domain, m.iova, m.size
+    );
+    if map || m.paddr != 0 {
+        let _ = write!(s, " paddr={:#x}", m.paddr);
+    }
+    let _ = write!(
+        s,
+        " done={:#x} {} latency={}",
+        m.done,
+        errno_name(m.errno),
+        duration_text(m.latency_ns)
+    );
+}
+
+fn pt_text(s: &mut String, p: &PtPages) {
+    let _ = write!(
+        s,
+        " domain={} pages={} cause={}",
+        p.domain,
+        p.pages,
+        serde_name(&p.cause)
+    );
+    if p.charged {
+        let _ = write!(s, " charged memcg={}", p.memcg_id);
+    } else {
+        s.push_str(" uncharged");
+        if p.memcg_id != 0 {
+            let _ = write!(s, " memcg={}", p.memcg_id);
+        }
+    }
+}
+
+/// `NEST_PARENT|DIRTY_TRACKING`, or `0`.
+fn flags_text(flags: u32) -> String {
+    let names = hwpt_flag_names(flags);
+    if names.is_empty() {
+        "0".into()
+    } else {
+        names.join("|")
+    }
+}
+
+fn user_data_text(d: &UserData) -> String {
+    match d {
+        UserData::VtdS1 {
+            flags,
+            pgtbl_addr,
+            addr_width,
+        } => format!("vtd_s1(flags={flags:#x},pgtbl_addr={pgtbl_addr:#x},addr_width={addr_width})"),
+        UserData::ArmSmmuv3 { ste } => format!("arm_smmuv3(ste={:#x},{:#x})", ste[0], ste[1]),
+        UserData::AmdGuest { dte } => format!(
+            "amd_guest(dte={:#x},{:#x},{:#x},{:#x})",
+            dte[0], dte[1], dte[2], dte[3]
+        ),
+        UserData::Selftest { iotlb } => format!("selftest(iotlb={iotlb})"),
+        UserData::Raw { data_type, hex } => format!("raw(type={data_type:#x},{hex})"),
+    }
+}
+
+/// The snake_case name serde gives a unit enum variant.
+fn serde_name<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "?".into(),
+    }
+}
+
+/// `850ns`, `12.3us`, `4.56ms`, `1.234s`.
+pub fn duration_text(ns: u64) -> String {
+    if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1}us", ns as f64 / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.2}ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.3}s", ns as f64 / 1e9)
+    }
+}
+
+/// `4096 B`, `2.0 MiB`, ...
+fn bytes_text(b: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if b < 1024 {
+        return format!("{b} B");
+    }
+    let mut v = b as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// Domain allocations are counted by these.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AllocKey {
+    pub driver: String,
+    /// `DomainKind::name()`.
+    pub kind: &'static str,
+    /// 0 for success.
+    pub errno: i32,
+}
+
+/// Map or unmap totals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapTotals {
+    pub ops: u64,
+    pub failed: u64,
+    /// Bytes asked for.
+    pub requested: u64,
+    /// Bytes mapped / unmapped.
+    pub done: u64,
+}
+
+/// Page-table page totals (4 KiB pages).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PtTotals {
+    pub allocated: u64,
+    pub freed: u64,
+    /// Allocated pages charged to a memory cgroup.
+    pub charged: u64,
+    /// Allocated pages charged to none.
+    pub uncharged: u64,
+}
+
+/// What a capture holds, in numbers. Feed it events with [`add`](Summary::add), then the
+/// reader's [`ending`](CaptureReader::ending) with [`set_ending`](Summary::set_ending).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Summary {
+    pub events: u64,
+    pub first_ts_ns: Option<u64>,
+    pub last_ts_ns: Option<u64>,
+    /// Events per kind (the `event` tag).
+    pub per_kind: BTreeMap<&'static str, u64>,
+    /// Domain allocations per driver, kind and result.
+    pub domain_allocs: BTreeMap<AllocKey, u64>,
+    /// `IOMMU_HWPT_ALLOC` calls per result errno.
+    pub hwpt_allocs: BTreeMap<i32, u64>,
+    pub map: MapTotals,
+    pub unmap: MapTotals,
+    pub pt: PtTotals,
+    /// Sum of the `lost` events.
+    pub lost: LostTotals,
+    /// How the file ended; `None` for a live stream or a file not read to its end.
+    pub ending: Option<Ending>,
+}
+
+impl Summary {
+    pub fn new() -> Summary {
+        Summary::default()
+    }
+
+    pub fn add(&mut self, ev: &Event) {
+        self.events += 1;
+        self.first_ts_ns = Some(self.first_ts_ns.map_or(ev.ts_ns, |t| t.min(ev.ts_ns)));
+        self.last_ts_ns = Some(self.last_ts_ns.map_or(ev.ts_ns, |t| t.max(ev.ts_ns)));
+        *self.per_kind.entry(ev.body.name()).or_default() += 1;
+        match &ev.body {
+            EventBody::DomainAlloc(a) => {
+                let key = AllocKey {
+                    driver: a.driver.clone(),
+                    kind: a.kind.name(),
+                    errno: a.errno,
+                };
+                *self.domain_allocs.entry(key).or_default() += 1;
+            }
+            EventBody::HwptAlloc(h) => *self.hwpt_allocs.entry(h.errno).or_default() += 1,
+            EventBody::DomainFree(_) => {}
+            EventBody::Map(m) => add_map(&mut self.map, m),
+            EventBody::Unmap(m) => add_map(&mut self.unmap, m),
+            EventBody::PtAlloc(p) => {
+                self.pt.allocated = self.pt.allocated.saturating_add(p.pages);
+                if p.charged {
+                    self.pt.charged = self.pt.charged.saturating_add(p.pages);
+                } else {
+                    self.pt.uncharged = self.pt.uncharged.saturating_add(p.pages);
+                }
+            }
+            EventBody::PtFree(p) => self.pt.freed = self.pt.freed.saturating_add(p.pages),
+            EventBody::Lost(l) => {
+                self.lost.ringbuf_full = self.lost.ringbuf_full.saturating_add(l.ringbuf_full);
+                self.lost.context_full = self.lost.context_full.saturating_add(l.context_full);
+            }
+        }
+    }
+
+    pub fn set_ending(&mut self, ending: Option<&Ending>) {
+        self.ending = ending.cloned();
+    }
+}
+
+fn add_map(t: &mut MapTotals, m: &MapOp) {
+    t.ops += 1;
+    if m.errno != 0 {
+        t.failed += 1;
+    }
+    t.requested = t.requested.saturating_add(m.size);
+    t.done = t.done.saturating_add(m.done);
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let span = match (self.first_ts_ns, self.last_ts_ns) {
+            (Some(a), Some(b)) => format!(" over {}", duration_text(b - a)),
+            _ => String::new(),
+        };
+        writeln!(f, "events: {}{span}", self.events)?;
+        for (kind, n) in &self.per_kind {
+            writeln!(f, "  {kind:<13} {n}")?;
+        }
+        if !self.domain_allocs.is_empty() {
+            writeln!(f, "domain allocations (driver, kind, result):")?;
+            for (k, n) in &self.domain_allocs {
+                writeln!(
+                    f,
+                    "  {:<12} {:<7} {:<12} {n}",
+                    k.driver,
+                    k.kind,
+                    errno_name(k.errno)
+                )?;
+            }
+        }
+        if !self.hwpt_allocs.is_empty() {
+            let parts: Vec<String> = self
+                .hwpt_allocs
+                .iter()
+                .map(|(e, n)| format!("{} {n}", errno_name(*e)))
+                .collect();
+            writeln!(f, "hwpt allocations: {}", parts.join(", "))?;
+        }
+        for (name, t) in [("map", &self.map), ("unmap", &self.unmap)] {
+            writeln!(
+                f,
+                "{name:<6} {} ops ({} failed), {} done of {} requested",
+                t.ops,
+                t.failed,
+                bytes_text(t.done),
+                bytes_text(t.requested)
+            )?;
+        }
+        writeln!(
+            f,
+            "page-table pages: {} allocated ({} charged, {} uncharged), {} freed, {} outstanding",
+            self.pt.allocated,
+            self.pt.charged,
+            self.pt.uncharged,
+            self.pt.freed,
+            self.pt.allocated as i128 - self.pt.freed as i128
+        )?;
+        writeln!(
+            f,
+            "lost: {} (ring buffer full {}, context table full {})",
+            self.lost.total(),
+            self.lost.ringbuf_full,
+            self.lost.context_full
+        )?;
+        match &self.ending {
+            None => Ok(()),
+            Some(Ending::Finalized { trailer, file_len }) => writeln!(
+                f,
+                "file: finalized, {file_len} bytes; loss reported at close: {} (ring buffer \
+                 full {}, context table full {})",
+                trailer.lost_reported.total(),
+                trailer.lost_reported.ringbuf_full,
+                trailer.lost_reported.context_full
+            ),
+            Some(Ending::Incomplete(w)) => writeln!(
+                f,
+                "file: NOT finalized, stopped at byte offset {}: {}",
+                w.offset, w.reason
+            ),
+        }
+    }
+}
+
+/// Writes every event of `reader` to `out` in `format` and returns their summary, with the
+/// file's ending. A warning (file cut short or damaged) is not written to `out`: it is in
+/// `summary.ending` for the caller to print.
+pub fn dump<R: Read, W: Write>(
+    reader: &mut CaptureReader<R>,
+    format: Format,
+    out: &mut W,
+) -> io::Result<Summary> {
+    let mut summary = Summary::new();
+    let mut text = TextFormatter::new();
+    for item in reader.by_ref() {
+        let Ok(ev) = item else { break };
+        summary.add(&ev);
+        match format {
+            Format::Text => writeln!(out, "{}", text.line(&ev))?,
+            Format::Jsonl => writeln!(out, "{}", json_line(&ev).map_err(io::Error::other)?)?,
+        }
+    }
+    summary.set_ending(reader.ending());
+    Ok(summary)
+}

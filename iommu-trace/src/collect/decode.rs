@@ -1,0 +1,335 @@
+//! Ring-buffer records (the `common` ABI) -> `Event`s.
+
+use iommu_trace_common::{
+    context, kind, op, pt_op, DomainAllocEvent, DomainFreeEvent, EventHeader, HwptAllocEvent,
+    MapEvent, PtPagesEvent,
+};
+use thiserror::Error;
+
+use crate::events::{
+    AllocOp, DomainAlloc, DomainFree, DomainKind, Event, EventBody, Geometry, HwptAlloc, KernelPtr,
+    MapOp, PtCause, PtPages, UserData,
+};
+use crate::probe::plan::DriverInfo;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is too short for an event header")]
+    Short(usize),
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+    #[error("event kind {kind} needs {want} bytes, the record has {got}")]
+    Size { kind: u32, want: usize, got: usize },
+}
+
+/// Decodes records with the driver table of the plan the programs were loaded with.
+pub struct Decoder {
+    drivers: Vec<DriverInfo>,
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> T {
+    assert!(bytes.len() >= std::mem::size_of::<T>());
+    // SAFETY: length checked above; T is a plain-old-data ABI struct (common/), valid for
+    // any bit pattern, and read_unaligned tolerates the ring buffer's 8-byte alignment.
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+}
+
+fn comm(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+fn event(h: &EventHeader, body: EventBody) -> Event {
+    Event {
+        ts_ns: h.ts_ns,
+        cpu: h.cpu,
+        pid: h.pid,
+        tid: h.tid,
+        comm: comm(&h.comm),
+        cgroup_id: h.cgroup_id,
+        body,
+    }
+}
+
+/// Which kind of domain the op produced, from where in iommufd it was called
+/// (kernel-notes.md §1.3: auto domains come from iommufd_hwpt_paging_alloc outside the
+/// IOMMU_HWPT_ALLOC ioctl, i.e. from a device attach).
+pub fn domain_kind(op_value: u32, parent: u64, context_bits: u32) -> DomainKind {
+    if op_value == op::NESTED || parent != 0 {
+        DomainKind::Nested
+    } else if context_bits & context::HWPT_ALLOC_IOCTL != 0 {
+        DomainKind::Paging
+    } else if context_bits & context::HWPT_PAGING_ALLOC != 0 {
+        DomainKind::Auto
+    } else {
+        DomainKind::Other
+    }
+}
+
+impl Decoder {
+    pub fn new(drivers: Vec<DriverInfo>) -> Decoder {
+        Decoder { drivers }
+    }
+
+    pub fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
+        if bytes.len() < std::mem::size_of::<EventHeader>() {
+            return Err(DecodeError::Short(bytes.len()));
+        }
+        let h: EventHeader = read(bytes);
+        let want = iommu_trace_common::event_size(h.kind);
+        if want == 0 {
+            return Err(DecodeError::UnknownKind(h.kind));
+        }
+        if bytes.len() < want {
+            return Err(DecodeError::Size {
+                kind: h.kind,
+                want,
+                got: bytes.len(),
+            });
+        }
+        let body = match h.kind {
+            kind::DOMAIN_ALLOC => EventBody::DomainAlloc(self.domain_alloc(&read(bytes))),
+            kind::HWPT_ALLOC => {
+                let e: HwptAllocEvent = read(bytes);
+                EventBody::HwptAlloc(HwptAlloc {
+                    flags: e.flags,
+                    dev_id: e.dev_id,
+                    pt_id: e.pt_id,
+                    data_type: e.data_type,
+                    data_len: e.data_len,
+                    hwpt_id: e.out_hwpt_id,
+                    errno: e.errno,
+                    latency_ns: e.latency_ns,
+                })
+            }
+            kind::DOMAIN_FREE => {
+                let e: DomainFreeEvent = read(bytes);
+                EventBody::DomainFree(DomainFree {
+                    domain: KernelPtr(e.domain),
+                    latency_ns: e.latency_ns,
+                })
+            }
+            kind::MAP | kind::UNMAP => {
+                let e: MapEvent = read(bytes);
+                let m = MapOp {
+                    domain: KernelPtr(e.domain),
+                    iova: e.iova,
+                    size: e.size,
+                    done: e.done,
+                    paddr: e.paddr,
+                    errno: e.errno,
+                    latency_ns: e.latency_ns,
+                };
+                if h.kind == kind::MAP {
+                    EventBody::Map(m)
+                } else {
+                    EventBody::Unmap(m)
+                }
+            }
+            kind::PT_PAGES => {
+                let e: PtPagesEvent = read(bytes);
+                let p = PtPages {
+                    domain: KernelPtr(e.domain),
+                    pages: e.delta.unsigned_abs(),
+                    charged: e.charged != 0,
+                    memcg_id: e.memcg_id,
+                    cause: match e.op {
+                        pt_op::ALLOC => PtCause::Alloc,
+                        pt_op::MAP => PtCause::Map,
+                        pt_op::UNMAP => PtCause::Unmap,
+                        _ => PtCause::Free,
+                    },
+                };
+                if e.delta >= 0 {
+                    EventBody::PtAlloc(p)
+                } else {
+                    EventBody::PtFree(p)
+                }
+            }
+            other => return Err(DecodeError::UnknownKind(other)),
+        };
+        Ok(event(&h, body))
+    }
+
+    fn domain_alloc(&self, e: &DomainAllocEvent) -> DomainAlloc {
+        let driver = self.drivers.get(e.driver as usize);
+        let mut geometry = Geometry {
+            pgsize_bitmap: e.geometry.pgsize_bitmap,
+            aperture_start: e.geometry.aperture_start,
+            aperture_end: e.geometry.aperture_end,
+            domain_type: e.geometry.domain_type,
+            driver_fields: vec![],
+        };
+        if let (Some(d), true) = (driver, e.errno == 0) {
+            for (f, raw) in d.fields.iter().zip(e.geometry.driver_words) {
+                let v = if f.bit_width > 0 {
+                    (raw >> f.bit_shift) & ((1u64 << f.bit_width) - 1)
+                } else {
+                    raw
+                };
+                geometry.driver_fields.push((f.name.clone(), v));
+            }
+        }
+        let copied = (e.data_copied as usize).min(e.data.len());
+        DomainAlloc {
+            driver: driver.map_or_else(|| "unknown".to_string(), |d| d.name.clone()),
+            op: match e.op {
+                op::PAGING_FLAGS => AllocOp::PagingFlags,
+                op::NESTED => AllocOp::Nested,
+                _ => AllocOp::AllocUser,
+            },
+            kind: domain_kind(e.op, e.parent, e.context),
+            flags: e.flags,
+            data_type: e.data_type,
+            data_len: e.data_len,
+            data: if copied > 0 {
+                UserData::decode(e.data_type, &e.data[..copied])
+            } else {
+                None
+            },
+            parent: KernelPtr(e.parent),
+            domain: KernelPtr(e.domain),
+            errno: e.errno,
+            latency_ns: e.latency_ns,
+            geometry,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::plan::DriverField;
+    use iommu_trace_common::{DomainGeometry, USER_DATA_MAX};
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a repr(C) POD value for the test.
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
+    }
+
+    fn hdr(kind: u32) -> EventHeader {
+        let mut comm = [0u8; 16];
+        comm[..8].copy_from_slice(b"exercise");
+        EventHeader {
+            kind,
+            cpu: 1,
+            ts_ns: 1000,
+            pid: 42,
+            tid: 43,
+            cgroup_id: 7,
+            comm,
+        }
+    }
+
+    #[test]
+    fn decodes_an_auto_domain_with_driver_fields() {
+        let d = Decoder::new(vec![DriverInfo {
+            name: "intel".into(),
+            fields: vec![
+                DriverField {
+                    name: "agaw".into(),
+                    offset: -8,
+                    size: 4,
+                    bit_shift: 0,
+                    bit_width: 0,
+                },
+                DriverField {
+                    name: "use_first_level".into(),
+                    offset: -31,
+                    size: 1,
+                    bit_shift: 3,
+                    bit_width: 1,
+                },
+            ],
+        }]);
+        let mut geometry = DomainGeometry::default();
+        geometry.pgsize_bitmap = 0x4020_1000;
+        geometry.driver_words = [2, 0b1000, 0, 0];
+        let raw = DomainAllocEvent {
+            hdr: hdr(kind::DOMAIN_ALLOC),
+            op: op::ALLOC_USER,
+            driver: 0,
+            flags: 0,
+            context: context::HWPT_PAGING_ALLOC,
+            parent: 0,
+            domain: 0xffff_8881_0000_1000,
+            errno: 0,
+            data_type: 0,
+            data_len: 0,
+            data_copied: 0,
+            latency_ns: 5000,
+            data: [0; USER_DATA_MAX],
+            geometry,
+        };
+        let e = d.decode(&bytes_of(&raw)).unwrap();
+        assert_eq!(
+            (e.pid, e.tid, e.comm.as_str(), e.cgroup_id),
+            (42, 43, "exercise", 7)
+        );
+        let EventBody::DomainAlloc(a) = e.body else {
+            panic!("{e:?}")
+        };
+        assert_eq!(a.kind, DomainKind::Auto);
+        assert_eq!(a.driver, "intel");
+        assert_eq!(
+            a.geometry.driver_fields,
+            vec![("agaw".into(), 2), ("use_first_level".into(), 1)]
+        );
+        assert_eq!(a.domain, KernelPtr(0xffff_8881_0000_1000));
+    }
+
+    #[test]
+    fn decodes_pt_frees_and_rejects_bad_records() {
+        let d = Decoder::new(vec![]);
+        let raw = PtPagesEvent {
+            hdr: hdr(kind::PT_PAGES),
+            domain: 0x1000,
+            delta: -3,
+            charged: 1,
+            op: pt_op::UNMAP,
+            memcg_id: 99,
+        };
+        let e = d.decode(&bytes_of(&raw)).unwrap();
+        assert_eq!(
+            e.body,
+            EventBody::PtFree(PtPages {
+                domain: KernelPtr(0x1000),
+                pages: 3,
+                charged: true,
+                memcg_id: 99,
+                cause: PtCause::Unmap
+            })
+        );
+        let bytes = bytes_of(&raw);
+        assert_eq!(d.decode(&bytes[..10]), Err(DecodeError::Short(10)));
+        assert!(matches!(
+            d.decode(&bytes[..60]),
+            Err(DecodeError::Size { .. })
+        ));
+        let mut bad = bytes.clone();
+        bad[0] = 77;
+        assert_eq!(d.decode(&bad), Err(DecodeError::UnknownKind(77)));
+    }
+
+    #[test]
+    fn kind_follows_the_calling_context() {
+        use context::*;
+        assert_eq!(
+            domain_kind(op::ALLOC_USER, 0, HWPT_ALLOC_IOCTL | HWPT_PAGING_ALLOC),
+            DomainKind::Paging
+        );
+        assert_eq!(
+            domain_kind(op::ALLOC_USER, 0x10, HWPT_ALLOC_IOCTL),
+            DomainKind::Nested
+        );
+        assert_eq!(domain_kind(op::NESTED, 0, 0), DomainKind::Nested);
+        assert_eq!(
+            domain_kind(op::PAGING_FLAGS, 0, HWPT_PAGING_ALLOC),
+            DomainKind::Auto
+        );
+        assert_eq!(domain_kind(op::PAGING_FLAGS, 0, 0), DomainKind::Other);
+    }
+}

@@ -1,0 +1,38 @@
+//! `iommu-trace inspect`: print a capture as text or JSON lines, or its summary.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::capture::inspect::{dump, Format, Summary};
+use crate::capture::CaptureReader;
+
+/// Prints the events (unless `summary_only`) and returns the summary. A damaged capture is
+/// read up to its last good frame; the warning (with the byte offset) goes to stderr.
+pub fn run(
+    path: &Path,
+    format: Format,
+    summary_only: bool,
+    out: &mut dyn Write,
+) -> Result<Summary> {
+    let mut reader = CaptureReader::open(path)?;
+    let summary = if summary_only {
+        let mut summary = Summary::new();
+        for item in reader.by_ref() {
+            let Ok(ev) = item else { break };
+            summary.add(&ev);
+        }
+        summary.set_ending(reader.ending());
+        summary
+    } else {
+        let mut out = std::io::BufWriter::new(out);
+        let s = dump(&mut reader, format, &mut out).context("writing the events")?;
+        out.flush()?;
+        s
+    };
+    if let Some(warning) = reader.ending().and_then(|e| e.warning()) {
+        eprintln!("warning: {}: {warning}", path.display());
+    }
+    Ok(summary)
+}

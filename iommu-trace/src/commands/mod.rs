@@ -1,0 +1,5 @@
+//! The subcommands' glue: each wires library stages together for one CLI command.
+
+pub mod inspect;
+pub mod probes;
+pub mod record;

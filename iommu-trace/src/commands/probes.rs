@@ -1,0 +1,43 @@
+//! `iommu-trace probes`: what this kernel offers, what will attach, what is missing and why.
+
+use std::fmt::Write as _;
+
+use crate::probe::Plan;
+
+/// The human-readable report. Works without privileges (addresses are then hidden, which
+/// does not change what can be attached).
+pub fn report(plan: &Plan, is_root: bool) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "kernel {}", plan.kernel_release);
+    if !is_root {
+        let _ = writeln!(
+            s,
+            "note: not root: this report is complete, but tracing itself needs root"
+        );
+    }
+    for b in &plan.blockers {
+        let _ = writeln!(s, "BLOCKED: {b}");
+    }
+    for p in &plan.points {
+        let _ = writeln!(s, "\n{:<18} {:<8} {}", p.point, p.status(), p.what);
+        for a in &p.attach {
+            let driver = a
+                .driver
+                .and_then(|d| plan.drivers.get(d))
+                .map(|d| format!(" [driver {}]", d.name))
+                .unwrap_or_default();
+            let _ = writeln!(s, "    + {:<40} {}{}", a.symbol, a.program_type, driver);
+        }
+        for g in &p.gaps {
+            let _ = writeln!(s, "    - {:<40} {}", g.symbol, g.reason);
+        }
+    }
+    if !plan.drivers.is_empty() {
+        let _ = writeln!(s, "\ndriver fields read from each new domain:");
+        for d in &plan.drivers {
+            let fields: Vec<_> = d.fields.iter().map(|f| f.name.as_str()).collect();
+            let _ = writeln!(s, "    {:<12} {}", d.name, fields.join(", "));
+        }
+    }
+    s
+}

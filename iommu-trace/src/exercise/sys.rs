@@ -1,0 +1,167 @@
+//! Thin unsafe wrappers: ioctl returning an errno, anonymous / hugetlb mappings.
+
+use std::os::fd::RawFd;
+
+/// `errno` of the last failed libc call.
+pub fn last_errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// Issue `_IO` ioctl `req` with a pointer to `arg`; returns 0 or the errno.
+///
+/// `T` must be the `#[repr(C)]` struct the command expects (see `uapi`).
+pub fn ioctl<T>(fd: RawFd, req: u32, arg: &mut T) -> i32 {
+    #[cfg(test)]
+    if let Some(e) = FAKE_KERNEL.with(|f| {
+        f.borrow_mut()
+            .as_mut()
+            .map(|k| k(fd, req, arg as *mut T as *mut u8))
+    }) {
+        return e;
+    }
+    // SAFETY: `arg` is a valid, exclusively borrowed repr(C) struct for the duration of the
+    // call; the kernel reads/writes at most its declared `size`/`argsz`, which callers set
+    // to size_of::<T>() or less.
+    let rc = unsafe { libc::ioctl(fd, req as _, arg as *mut T) };
+    if rc < 0 {
+        last_errno()
+    } else {
+        0
+    }
+}
+
+/// Test hook: when set (per thread), `ioctl` calls this instead of the kernel.
+#[cfg(test)]
+pub type FakeKernel = Box<dyn FnMut(RawFd, u32, *mut u8) -> i32>;
+#[cfg(test)]
+thread_local! {
+    pub static FAKE_KERNEL: std::cell::RefCell<Option<FakeKernel>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Symbolic name of an errno ("EOPNOTSUPP"), "OK" for 0.
+pub fn errno_name(errno: i32) -> String {
+    if errno == 0 {
+        return "OK".to_string();
+    }
+    format!("{:?}", nix::errno::Errno::from_raw(errno))
+}
+
+pub const PAGE_4K: u64 = 4096;
+pub const HUGE_2M: u64 = 2 << 20;
+
+/// A private anonymous mapping, unmapped on drop.
+pub struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+    pub hugetlb: bool,
+}
+
+impl Mapping {
+    /// `len` bytes of 4K anonymous memory, THP disabled (MADV_NOHUGEPAGE) so that the
+    /// kernel sees runs of individual 4K pages, every page touched.
+    pub fn anon_4k(len: usize) -> Result<Mapping, i32> {
+        let m = Self::mmap(len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS)?;
+        // SAFETY: madvise on a mapping we own. Failure is harmless (THP may be disabled).
+        unsafe {
+            libc::madvise(m.ptr, len, libc::MADV_NOHUGEPAGE);
+        }
+        m.touch(PAGE_4K as usize);
+        Ok(m)
+    }
+
+    /// `len` bytes backed by 2M hugetlb pages (each page physically contiguous and 2M
+    /// aligned). Fails with ENOMEM when no hugepages are reserved (vm.nr_hugepages).
+    pub fn hugetlb_2m(len: usize) -> Result<Mapping, i32> {
+        let mut m = Self::mmap(
+            len,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB | libc::MAP_HUGE_2MB,
+        )?;
+        m.hugetlb = true;
+        m.touch(HUGE_2M as usize);
+        Ok(m)
+    }
+
+    fn mmap(len: usize, flags: libc::c_int) -> Result<Mapping, i32> {
+        // SAFETY: fresh anonymous mapping, no existing memory is affected.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(last_errno());
+        }
+        Ok(Mapping {
+            ptr,
+            len,
+            hugetlb: false,
+        })
+    }
+
+    fn touch(&self, stride: usize) {
+        let base = self.ptr as *mut u8;
+        let mut off = 0;
+        while off < self.len {
+            // SAFETY: off < len, inside our RW mapping.
+            unsafe { base.add(off).write_volatile((off / stride) as u8 | 1) };
+            off += stride;
+        }
+    }
+
+    /// User virtual address of byte `offset`.
+    pub fn addr(&self, offset: u64) -> u64 {
+        debug_assert!(offset <= self.len as u64);
+        self.ptr as u64 + offset
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len as u64
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: we own the mapping; nothing borrows into it past this point.
+        unsafe {
+            libc::munmap(self.ptr, self.len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(0), "OK");
+        assert_eq!(errno_name(libc::EOPNOTSUPP), "EOPNOTSUPP");
+        assert_eq!(errno_name(libc::ENOENT), "ENOENT");
+        assert_eq!(errno_name(libc::ENOTTY), "ENOTTY");
+    }
+
+    #[test]
+    fn anon_mapping() {
+        let m = Mapping::anon_4k(16 * 4096).unwrap();
+        assert_eq!(m.len(), 16 * 4096);
+        assert_eq!(m.addr(0) % 4096, 0);
+        assert_eq!(m.addr(4096), m.addr(0) + 4096);
+    }
+
+    #[test]
+    fn ioctl_on_bad_fd_reports_errno() {
+        let mut d = crate::exercise::uapi::IommuDestroy { size: 8, id: 1 };
+        assert_eq!(
+            ioctl(-1, crate::exercise::uapi::IOMMU_DESTROY, &mut d),
+            libc::EBADF
+        );
+    }
+}

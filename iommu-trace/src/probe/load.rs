@@ -1,0 +1,186 @@
+//! Loading the eBPF object and attaching the plan's programs.
+
+use std::collections::BTreeSet;
+
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::KProbe,
+    Ebpf, EbpfLoader,
+};
+use iommu_trace_common::{lost, Config};
+use thiserror::Error;
+
+use super::plan::{Gap, Plan};
+
+/// The eBPF object built by build.rs (empty when built with IOMMU_TRACE_SKIP_EBPF).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/iommu-trace"));
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error(
+        "iommu-trace needs root to trace: loading eBPF programs and attaching kprobes requires \
+         CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (and /proc/kallsyms shows addresses only to \
+         root). Run it with sudo. `iommu-trace probes` works without privileges and shows what \
+         would be attached; `inspect` and `replay` work on capture files as any user."
+    )]
+    NotRoot,
+    #[error("tracing is not possible on this kernel:\n  {}\nRun `iommu-trace probes` for the full report.", .0.join("\n  "))]
+    Blocked(Vec<String>),
+    #[error(
+        "this iommu-trace binary was built without its eBPF programs (IOMMU_TRACE_SKIP_EBPF was \
+         set). Rebuild without it, after `cargo xtask setup` installed bpf-linker."
+    )]
+    NoEbpfObject,
+    #[error(
+        "--ringbuf-size {0} is invalid: it must be a power of two and at least 4096 (one page)"
+    )]
+    BadRingSize(u32),
+    #[error("loading the eBPF programs failed: {0}. The kernel verifier log, if any, is above; run with RUST_LOG=debug for more.")]
+    Load(String),
+    #[error("no probe could be attached:\n  {}", .0.iter().map(|g| format!("{}: {}", g.symbol, g.reason)).collect::<Vec<_>>().join("\n  "))]
+    NothingAttached(Vec<Gap>),
+}
+
+pub struct TracerOptions {
+    /// Ring buffer size in bytes (power of two, ≥ page size).
+    pub ringbuf_bytes: u32,
+    /// Trace only this process (thread group) when non-zero.
+    pub filter_pid: u32,
+}
+
+impl Default for TracerOptions {
+    fn default() -> Self {
+        TracerOptions {
+            ringbuf_bytes: 1 << 22,
+            filter_pid: 0,
+        }
+    }
+}
+
+/// Loaded and attached programs. Detached when dropped.
+pub struct Tracer {
+    ebpf: Ebpf,
+    /// (symbol, program) pairs attached.
+    pub attached: Vec<(String, String)>,
+    /// Attachments the plan wanted that the kernel refused at attach time.
+    pub failed: Vec<Gap>,
+}
+
+impl Tracer {
+    pub fn start(plan: &Plan, opts: &TracerOptions) -> Result<Tracer, LoadError> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(LoadError::NotRoot);
+        }
+        if !plan.blockers.is_empty() {
+            return Err(LoadError::Blocked(plan.blockers.clone()));
+        }
+        if EBPF_OBJECT.is_empty() {
+            return Err(LoadError::NoEbpfObject);
+        }
+        if !opts.ringbuf_bytes.is_power_of_two() || opts.ringbuf_bytes < 4096 {
+            return Err(LoadError::BadRingSize(opts.ringbuf_bytes));
+        }
+        let config: Config = plan.config(opts.filter_pid);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", opts.ringbuf_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(|e| LoadError::Load(format!("{e:#}")))?;
+
+        // Driver op addresses -> driver index, for the shared allocation programs. With
+        // IBT the kprobe sits after the 4-byte endbr64, and bpf_get_func_ip reports that.
+        {
+            let map = ebpf
+                .map_mut("DRIVER_BY_IP")
+                .ok_or_else(|| LoadError::Load("map DRIVER_BY_IP missing".into()))?;
+            let mut by_ip: BpfHashMap<&mut MapData, u64, u32> =
+                BpfHashMap::try_from(map).map_err(|e| LoadError::Load(e.to_string()))?;
+            for a in plan.attachments() {
+                if let (Some(d), true) = (a.driver, a.addr != 0) {
+                    for ip in [a.addr, a.addr + 4] {
+                        by_ip
+                            .insert(ip, d as u32, 0)
+                            .map_err(|e| LoadError::Load(e.to_string()))?;
+                    }
+                }
+            }
+        }
+
+        let mut loaded = BTreeSet::new();
+        let mut attached = Vec::new();
+        let mut failed = Vec::new();
+        for a in plan.attachments() {
+            let programs = std::iter::once(&a.entry_program).chain(a.exit_program.iter());
+            let mut result = Ok(());
+            for name in programs {
+                result = attach_one(&mut ebpf, &mut loaded, name, &a.symbol);
+                if result.is_err() {
+                    break;
+                }
+                attached.push((a.symbol.clone(), name.clone()));
+            }
+            if let Err(reason) = result {
+                failed.push(Gap {
+                    symbol: a.symbol.clone(),
+                    reason,
+                });
+            }
+        }
+        if attached.is_empty() {
+            return Err(LoadError::NothingAttached(failed));
+        }
+        Ok(Tracer {
+            ebpf,
+            attached,
+            failed,
+        })
+    }
+
+    /// Takes the ring buffer (once) for the collector.
+    pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
+        let map = self.ebpf.take_map("EVENTS")?;
+        RingBuf::try_from(map).ok()
+    }
+
+    /// Per-CPU loss counters summed per reason: (ringbuf_full, context_full), and per CPU.
+    pub fn lost_per_cpu(&self) -> Vec<[u64; lost::COUNT as usize]> {
+        let Some(map) = self.ebpf.map("LOST") else {
+            return vec![];
+        };
+        let Ok(arr) = PerCpuArray::<&MapData, u64>::try_from(map) else {
+            return vec![];
+        };
+        let mut per_cpu: Vec<[u64; lost::COUNT as usize]> = Vec::new();
+        for reason in 0..lost::COUNT {
+            if let Ok(values) = arr.get(&reason, 0) {
+                for (cpu, v) in values.iter().enumerate() {
+                    if per_cpu.len() <= cpu {
+                        per_cpu.resize(cpu + 1, [0; lost::COUNT as usize]);
+                    }
+                    per_cpu[cpu][reason as usize] = *v;
+                }
+            }
+        }
+        per_cpu
+    }
+}
+
+fn attach_one(
+    ebpf: &mut Ebpf,
+    loaded: &mut BTreeSet<String>,
+    program: &str,
+    symbol: &str,
+) -> Result<(), String> {
+    let prog: &mut KProbe = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} is not in the eBPF object"))?
+        .try_into()
+        .map_err(|e| format!("program {program}: {e}"))?;
+    if loaded.insert(program.to_string()) {
+        prog.load()
+            .map_err(|e| format!("loading {program} failed: {e:#}"))?;
+    }
+    prog.attach(symbol, 0)
+        .map_err(|e| format!("attaching {program} failed: {e:#}"))?;
+    Ok(())
+}

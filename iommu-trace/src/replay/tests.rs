@@ -1,0 +1,393 @@
+//! Replay over synthetic event streams.
+
+use super::*;
+use crate::events::{AllocOp, DomainAlloc, DomainFree, Geometry, Lost, MapOp, PtPages};
+use crate::model::{KernelBehaviour, SmmuBehaviour};
+
+const D1: u64 = 0xffff_8880_0000_1000;
+const D2: u64 = 0xffff_8880_0000_2000;
+const M2: u64 = 2 << 20;
+
+fn ev(tid: u32, body: EventBody) -> Event {
+    Event {
+        ts_ns: 0,
+        cpu: 0,
+        pid: tid,
+        tid,
+        comm: "t".into(),
+        cgroup_id: 1,
+        body,
+    }
+}
+
+fn alloc_ev(
+    domain: u64,
+    driver: &str,
+    fields: &[(&str, u64)],
+    pgsize: u64,
+    aperture_end: u64,
+) -> Event {
+    ev(
+        1,
+        EventBody::DomainAlloc(DomainAlloc {
+            driver: driver.into(),
+            op: AllocOp::AllocUser,
+            kind: DomainKind::Paging,
+            flags: 0,
+            data_type: 0,
+            data_len: 0,
+            data: None,
+            parent: KernelPtr(0),
+            domain: KernelPtr(domain),
+            errno: 0,
+            latency_ns: 0,
+            geometry: Geometry {
+                pgsize_bitmap: pgsize,
+                aperture_start: 0,
+                aperture_end,
+                domain_type: 0,
+                driver_fields: fields.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+            },
+        }),
+    )
+}
+
+fn intel(domain: u64) -> Event {
+    alloc_ev(
+        domain,
+        "intel",
+        &[
+            ("agaw", 2),
+            ("gaw", 48),
+            ("iommu_superpage", 2),
+            ("use_first_level", 0),
+        ],
+        0x4000_1000 | 0x20_0000,
+        (1 << 48) - 1,
+    )
+}
+
+fn pt(domain: u64, tid: u32, alloc: bool, pages: u64, charged: bool, cause: PtCause) -> Event {
+    let p = PtPages {
+        domain: KernelPtr(domain),
+        pages,
+        charged,
+        memcg_id: if charged { 7 } else { 0 },
+        cause,
+    };
+    ev(
+        tid,
+        if alloc {
+            EventBody::PtAlloc(p)
+        } else {
+            EventBody::PtFree(p)
+        },
+    )
+}
+
+fn op(domain: u64, tid: u32, map: bool, iova: u64, size: u64, done: u64) -> Event {
+    let m = MapOp {
+        domain: KernelPtr(domain),
+        iova,
+        size,
+        done,
+        paddr: if map { iova } else { 0 },
+        errno: 0,
+        latency_ns: 0,
+    };
+    ev(
+        tid,
+        if map {
+            EventBody::Map(m)
+        } else {
+            EventBody::Unmap(m)
+        },
+    )
+}
+
+fn map_pa(domain: u64, iova: u64, paddr: u64, size: u64) -> Event {
+    let mut e = op(domain, 1, true, iova, size, size);
+    if let EventBody::Map(m) = &mut e.body {
+        m.paddr = paddr;
+    }
+    e
+}
+
+fn free_ev(domain: u64) -> Event {
+    ev(
+        1,
+        EventBody::DomainFree(DomainFree {
+            domain: KernelPtr(domain),
+            latency_ns: 0,
+        }),
+    )
+}
+
+/// A VT-d 4-level stream, page counts computed by hand from intel/iommu.c:
+/// 0 alloc, 1 pgd (+1 GFP_KERNEL), 2-4 map 4K pages [0, 2M) (+3 tables), 5-6 map 2M block
+/// at 2M (level-2 table exists: +0), 7-8 unmap [0, 2M) frees the level-1 table at the sync
+/// (-1), 9-10 domain free (pgd, level 3, level 2: -3).
+fn vtd_stream(d: u64) -> Vec<Event> {
+    vec![
+        intel(d),
+        pt(d, 1, true, 1, false, PtCause::Alloc),
+        pt(d, 1, true, 2, true, PtCause::Map),
+        pt(d, 1, true, 1, true, PtCause::Map),
+        // paddr 4K off the 2M alignment: iommu_pgsize picks 4K pages.
+        map_pa(d, 0, 0x1000, M2),
+        op(d, 1, true, M2, M2, M2),
+        pt(d, 1, false, 1, false, PtCause::Unmap),
+        op(d, 1, false, 0, M2, M2),
+        pt(d, 1, false, 3, false, PtCause::Free),
+        free_ev(d),
+    ]
+}
+
+#[test]
+fn vtd_stream_verifies() {
+    let r = replay(vtd_stream(D1), &ReplayOptions::default());
+    assert!(r.all_verified(), "{r}");
+    let d = &r.domains[0];
+    assert_eq!(d.verdict, Verdict::Verified);
+    assert_eq!((d.maps, d.unmaps), (2, 1));
+    assert_eq!(
+        d.observed,
+        PageTotals {
+            allocated: 4,
+            freed: 4,
+            peak: 4
+        }
+    );
+    assert_eq!(d.predicted.allocated, 4);
+    assert_eq!(d.never_freed, 0);
+    // The pgd is GFP_KERNEL by design (paging_domain_alloc).
+    assert_eq!(
+        d.uncharged,
+        Uncharged {
+            policy: 1,
+            unexpected: 0,
+            first_unexpected_index: None
+        }
+    );
+    assert!(r.to_string().contains("every domain verified"));
+}
+
+// One PtFree dropped: the unmap (now event 6) must be reported as the divergence.
+#[test]
+fn dropped_pt_free_diverges_at_unmap() {
+    let mut s = vtd_stream(D1);
+    s.remove(6);
+    let r = replay(&s, &ReplayOptions::default());
+    assert!(!r.all_verified());
+    let d = &r.domains[0];
+    assert_eq!(d.verdict, Verdict::Diverged);
+    let v = d.divergence.as_ref().expect("divergence");
+    assert_eq!(v.event_index, 6);
+    assert_eq!(v.predicted, vec![PageRun::Free { pages: 1 }]);
+    assert_eq!(v.observed, vec![]);
+    assert!(v.context.iter().any(|c| c.here && c.index == 6));
+    assert!(r.to_string().contains("first divergence at event 6"), "{r}");
+}
+
+// The first map moved before its page events: divergence at the map's new index (2).
+#[test]
+fn moved_map_diverges_at_map() {
+    let mut s = vtd_stream(D1);
+    let m = s.remove(4);
+    s.insert(2, m);
+    let r = replay(&s, &ReplayOptions::default());
+    let v = r.domains[0].divergence.as_ref().expect("divergence");
+    assert_eq!(v.event_index, 2);
+    assert_eq!(v.predicted, vec![PageRun::Alloc { pages: 3 }]);
+    assert_eq!(r.first_divergence().map(|(_, v)| v.event_index), Some(2));
+}
+
+// An extra alloc-time page shows at once (observed must stay a prefix of predicted).
+#[test]
+fn extra_alloc_page_diverges_immediately() {
+    let mut s = vtd_stream(D1);
+    s.insert(2, pt(D1, 1, true, 1, false, PtCause::Alloc));
+    let r = replay(&s, &ReplayOptions::default());
+    assert_eq!(r.domains[0].divergence.as_ref().unwrap().event_index, 2);
+}
+
+// A map-time table not charged to the memcg is a defect (iommufd: GFP_KERNEL_ACCOUNT).
+#[test]
+fn uncharged_map_table_is_unexpected() {
+    let mut s = vtd_stream(D1);
+    s[3] = pt(D1, 1, true, 1, false, PtCause::Map);
+    let r = replay(&s, &ReplayOptions::default());
+    let d = &r.domains[0];
+    assert_eq!(d.verdict, Verdict::Verified);
+    assert_eq!(d.uncharged.policy, 1);
+    assert_eq!(d.uncharged.unexpected, 1);
+    assert_eq!(d.uncharged.first_unexpected_index, Some(3));
+    assert!(r.to_string().contains("UNEXPECTED"));
+}
+
+// Two domains and two threads interleaved still verify.
+#[test]
+fn interleaved_domains_verify() {
+    let a = vtd_stream(D1);
+    let mut b = vtd_stream(D2);
+    for e in b.iter_mut() {
+        e.tid = 2;
+    }
+    let mut s = Vec::new();
+    for (x, y) in a.into_iter().zip(b) {
+        s.push(x);
+        s.push(y);
+    }
+    let r = replay(&s, &ReplayOptions::default());
+    assert!(r.all_verified(), "{r}");
+    assert_eq!(r.domains.len(), 2);
+}
+
+// Pages still held at the end of the capture are reported as never freed.
+#[test]
+fn alive_domain_reports_held_pages() {
+    let mut s = vtd_stream(D1);
+    s.truncate(8);
+    let r = replay(&s, &ReplayOptions::default());
+    let d = &r.domains[0];
+    assert!(d.alive_at_end);
+    assert_eq!(d.never_freed, 3);
+    assert!(r.all_verified());
+}
+
+// intel without agaw: unknown levels, reported, never guessed.
+#[test]
+fn unknown_config_is_unverifiable() {
+    let s = vec![alloc_ev(D1, "intel", &[("gaw", 48)], 0x1000, (1 << 48) - 1)];
+    let r = replay(&s, &ReplayOptions::default());
+    match &r.domains[0].verdict {
+        Verdict::Unverifiable(why) => assert!(why.contains("agaw"), "{why}"),
+        v => panic!("{v:?}"),
+    }
+    assert!(!r.all_verified());
+    let s = vec![alloc_ev(D1, "amd", &[], 0x1000, 0)];
+    let r = replay(&s, &ReplayOptions::default());
+    assert!(matches!(&r.domains[0].verdict, Verdict::Unverifiable(w) if w.contains("amd")));
+}
+
+// Events of a domain allocated before the capture: unverifiable, pages still counted.
+#[test]
+fn domain_from_before_capture() {
+    let s = vec![
+        pt(D1, 1, true, 1, true, PtCause::Map),
+        op(D1, 1, true, 0, 4096, 4096),
+    ];
+    let r = replay(&s, &ReplayOptions::default());
+    assert!(matches!(r.domains[0].verdict, Verdict::Unverifiable(_)));
+    assert_eq!(r.domains[0].observed.allocated, 1);
+}
+
+// mock (iommufd selftest): no page tables, ever.
+#[test]
+fn mock_has_no_tables() {
+    let s = vec![
+        alloc_ev(D1, "mock", &[], 0x1000, u64::MAX),
+        op(D1, 1, true, 0, M2, M2),
+        op(D1, 1, false, 0, M2, M2),
+        free_ev(D1),
+    ];
+    assert!(replay(&s, &ReplayOptions::default()).all_verified());
+    let mut s = s;
+    s.insert(1, pt(D1, 1, true, 1, true, PtCause::Map));
+    let r = replay(&s, &ReplayOptions::default());
+    assert_eq!(r.domains[0].divergence.as_ref().unwrap().event_index, 2);
+}
+
+// Lost events make the capture unverifiable as a whole.
+#[test]
+fn lost_events_fail_verification() {
+    let mut s = vtd_stream(D1);
+    s.push(ev(
+        0,
+        EventBody::Lost(Lost {
+            ringbuf_full: 3,
+            context_full: 0,
+        }),
+    ));
+    let r = replay(&s, &ReplayOptions::default());
+    assert!(!r.all_verified());
+    assert_eq!(r.lost_events, 3);
+}
+
+fn smmu(domain: u64) -> Event {
+    alloc_ev(
+        domain,
+        "arm-smmu-v3",
+        &[("stage", 1), ("ias", 48), ("oas", 48), ("granule", 4096)],
+        0x4000_1000 | 0x20_0000,
+        (1 << 48) - 1,
+    )
+}
+
+// io-pgtable-arm 6.12: a 4K unmap inside a 2M block splits it with a GFP_ATOMIC table
+// (uncharged by policy); under the 7.x rules the same stream diverges (0 bytes unmapped).
+#[test]
+fn smmu_split_block_6_12_vs_7() {
+    let s = vec![
+        smmu(D1),
+        pt(D1, 1, true, 1, false, PtCause::Alloc),
+        pt(D1, 1, true, 2, true, PtCause::Map),
+        op(D1, 1, true, M2, M2, M2),
+        pt(D1, 1, true, 1, false, PtCause::Unmap),
+        op(D1, 1, false, M2, 4096, 4096),
+        pt(D1, 1, false, 4, false, PtCause::Free),
+        free_ev(D1),
+    ];
+    let r = replay(&s, &ReplayOptions::default());
+    assert!(r.all_verified(), "{r}");
+    assert_eq!(r.domains[0].uncharged.policy, 2);
+    assert_eq!(r.domains[0].uncharged.unexpected, 0);
+    let opts = ReplayOptions {
+        behaviour: KernelBehaviour {
+            smmu: SmmuBehaviour::V7,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let r = replay(&s, &opts);
+    assert_eq!(r.domains[0].divergence.as_ref().unwrap().event_index, 5);
+}
+
+// --what-if: the same maps under 4/5 levels and superpages on/off.
+#[test]
+fn what_if_rows() {
+    let opts = ReplayOptions {
+        what_if: true,
+        ..Default::default()
+    };
+    let r = replay(vtd_stream(D1), &opts);
+    let w = &r.what_if[0];
+    assert_eq!(w.rows.iter().filter(|x| x.actual).count(), 1);
+    let actual = w.rows.iter().find(|x| x.actual).unwrap();
+    assert_eq!(actual.peak_pages, 4);
+    // 5 levels, 4K only: [0, 4M) of 4K pages needs pgd + 3 + 2 level-1 tables.
+    let five_4k = w
+        .rows
+        .iter()
+        .find(|x| x.format.contains("5-level") && x.format.contains("4K only"))
+        .unwrap();
+    assert_eq!(five_4k.peak_pages, 6);
+    assert!(r.to_string().contains("what if"));
+}
+
+#[test]
+fn report_serializes() {
+    let mut s = vtd_stream(D1);
+    s.remove(6);
+    let r = replay(&s, &ReplayOptions::default());
+    let j = serde_json::to_value(&r).unwrap();
+    assert_eq!(j["domains"][0]["verdict"], "diverged");
+    assert_eq!(j["domains"][0]["divergence"]["event_index"], 6);
+}
+
+#[test]
+fn progress_is_reported() {
+    let mut calls = Vec::new();
+    replay_with_progress(vtd_stream(D1), &ReplayOptions::default(), |n| calls.push(n));
+    assert_eq!(calls.last(), Some(&10));
+}

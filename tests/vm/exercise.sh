@@ -1,0 +1,73 @@
+# VM scenario "exercise": record the exercise workload on a real kernel, then the checks in
+# xtask/src/checks.rs compare the capture with what the workload says it did and with the
+# kernel's own counters (/proc/vmstat nr_iommu_pages, the cgroup's sec_pagetables).
+R=/results
+export RUST_LOG=warn
+
+# The emulated e1000e (8086:10d3) has no driver in the test kernel: give it to vfio-pci.
+for d in /sys/bus/pci/devices/*; do
+    if [ "$(cat "$d/vendor")" = 0x8086 ] && [ "$(cat "$d/device")" = 0x10d3 ]; then
+        echo vfio-pci > "$d/driver_override"
+        echo "${d##*/}" > /sys/bus/pci/drivers_probe
+    fi
+done
+ls -l /dev/vfio/devices > $R/vfio-devices.txt 2>&1
+echo 16 > /proc/sys/vm/nr_hugepages
+
+iommu-trace probes > $R/probes.txt 2>&1
+iommu-trace probes --json > $R/probes.json 2> $R/probes.err
+
+# Not root: a clear error, and probes still reports.
+su -s /bin/sh nobody -c "iommu-trace record -o /tmp/notroot.itc" > $R/notroot-record.txt 2>&1
+echo $? > $R/notroot-record.rc
+su -s /bin/sh nobody -c "iommu-trace probes" > $R/notroot-probes.txt 2>&1
+echo $? > $R/notroot-probes.rc
+
+# The workload runs in its own cgroup with the memory controller on.
+echo +memory > /sys/fs/cgroup/cgroup.subtree_control
+mkdir -p /sys/fs/cgroup/exercise
+stat -c %i /sys/fs/cgroup/exercise > $R/cgroup-id.txt
+
+wait_ready() {
+    i=0
+    while [ ! -e "$1" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+}
+
+grep -w nr_iommu_pages /proc/vmstat > $R/vmstat-before.txt
+iommu-trace record -o $R/exercise.itc --ready-file /tmp/ready > $R/record.log 2>&1 &
+REC=$!
+wait_ready /tmp/ready
+sh -c 'echo $$ > /sys/fs/cgroup/exercise/cgroup.procs; echo $$ > /results/exercise.pid;
+       exec iommu-trace exercise -o /results/exercise.json' > $R/exercise.log 2>&1
+echo $? > $R/exercise.rc
+sleep 1
+kill -INT $REC
+wait $REC
+echo $? > $R/record.rc
+grep -w nr_iommu_pages /proc/vmstat > $R/vmstat-after.txt
+
+iommu-trace inspect $R/exercise.itc --summary > $R/summary.txt 2>&1
+iommu-trace inspect $R/exercise.itc --format jsonl > $R/exercise.jsonl 2> $R/inspect.err
+echo $? > $R/inspect.rc
+
+# A deliberately tiny ring buffer (one page) under the map/unmap loop: loss must show.
+rm -f /tmp/ready
+iommu-trace record -o $R/tiny.itc --ringbuf-size 4096 --ready-file /tmp/ready > $R/tiny-record.log 2>&1 &
+REC=$!
+wait_ready /tmp/ready
+iommu-trace exercise --steps map,loop --loop 300 --no-hugepages -o /tmp/tiny-exercise.json > $R/tiny-exercise.log 2>&1
+kill -TERM $REC
+wait $REC
+echo $? > $R/tiny-record.rc
+iommu-trace inspect $R/tiny.itc --summary > $R/tiny-summary.txt 2>&1
+iommu-trace inspect $R/tiny.itc --format jsonl > $R/tiny.jsonl 2>/dev/null
+
+# Damaged captures: a truncated copy is read up to its last good frame, with a warning
+# naming the byte offset; a file that is not a capture is refused.
+size=$(stat -c %s $R/exercise.itc)
+head -c $((size - 7)) $R/exercise.itc > /tmp/truncated.itc
+iommu-trace inspect /tmp/truncated.itc --summary > $R/truncated-summary.txt 2> $R/truncated.err
+echo $? > $R/truncated.rc
+iommu-trace inspect /proc/version --summary > $R/notcapture.txt 2>&1
+echo $? > $R/notcapture.rc
+exit 0

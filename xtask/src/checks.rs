@@ -1,0 +1,500 @@
+//! What each VM scenario must show. The checks read the scenario's results folder: the
+//! workload's own JSON report, the capture as JSON lines (the documented interface), the
+//! summaries, and the kernel's counters sampled in the guest.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+pub struct Outcome {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl Outcome {
+    pub fn pass(name: &str) -> Outcome {
+        Outcome {
+            name: name.into(),
+            ok: true,
+            detail: String::new(),
+        }
+    }
+    pub fn fail(name: &str, detail: impl Into<String>) -> Outcome {
+        Outcome {
+            name: name.into(),
+            ok: false,
+            detail: detail.into(),
+        }
+    }
+    fn from(name: &str, r: Result<(), String>) -> Outcome {
+        match r {
+            Ok(()) => Outcome::pass(name),
+            Err(e) => Outcome::fail(name, e),
+        }
+    }
+}
+
+fn read(dir: &Path, name: &str) -> Result<String, String> {
+    std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{name}: {e}"))
+}
+
+fn rc(dir: &Path, name: &str) -> Result<i32, String> {
+    read(dir, name)?
+        .trim()
+        .parse()
+        .map_err(|e| format!("{name}: {e}"))
+}
+
+fn jsonl(dir: &Path, name: &str) -> Result<Vec<Value>, String> {
+    read(dir, name)?
+        .lines()
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("{name}:{}: {e}", i + 1)))
+        .collect()
+}
+
+fn vmstat(dir: &Path, name: &str) -> Result<i64, String> {
+    let s = read(dir, name)?;
+    s.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("{name}: no nr_iommu_pages value in {s:?}"))
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn ensure(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
+    if cond {
+        Ok(())
+    } else {
+        Err(msg())
+    }
+}
+
+/// Inputs shared by the exercise checks.
+struct Exercise {
+    report: Value,
+    pid: u64,
+    events: Vec<Value>,
+}
+
+impl Exercise {
+    fn load(dir: &Path) -> Result<Exercise, String> {
+        let report: Value = serde_json::from_str(&read(dir, "exercise.json")?)
+            .map_err(|e| format!("exercise.json: {e}"))?;
+        let pid = read(dir, "exercise.pid")?
+            .trim()
+            .parse()
+            .map_err(|e| format!("exercise.pid: {e}"))?;
+        Ok(Exercise {
+            report,
+            pid,
+            events: jsonl(dir, "exercise.jsonl")?,
+        })
+    }
+
+    /// Events the workload caused, in order.
+    fn ours<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.events
+            .iter()
+            .filter(move |e| s(e, "event") == kind && u(e, "pid") == self.pid)
+    }
+
+    fn steps(&self) -> &[Value] {
+        self.report["steps"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+pub fn exercise(dir: &Path) -> Vec<Outcome> {
+    let mut out = vec![
+        Outcome::from(
+            "scenario_ran",
+            (|| {
+                ensure(rc(dir, "scenario.rc")? == 0, || {
+                    "scenario script failed".into()
+                })?;
+                ensure(rc(dir, "exercise.rc")? == 0, || {
+                    format!(
+                        "exercise failed: {}",
+                        read(dir, "exercise.log").unwrap_or_default()
+                    )
+                })?;
+                ensure(rc(dir, "record.rc")? == 0, || {
+                    format!(
+                        "record failed: {}",
+                        read(dir, "record.log").unwrap_or_default()
+                    )
+                })?;
+                let summary = read(dir, "summary.txt")?;
+                ensure(summary.contains("file: finalized"), || {
+                    format!("the capture was not finalized cleanly:\n{summary}")
+                })
+            })(),
+        ),
+        Outcome::from(
+            "probes_report",
+            (|| {
+                let p = read(dir, "probes.txt")?;
+                for point in [
+                    "hwpt_alloc_ioctl",
+                    "driver_alloc",
+                    "domain_free",
+                    "map",
+                    "unmap",
+                    "pt_pages",
+                ] {
+                    let line = p
+                        .lines()
+                        .find(|l| l.starts_with(point))
+                        .ok_or_else(|| format!("probes lists no {point}:\n{p}"))?;
+                    ensure(line.split_whitespace().nth(1) == Some("ok"), || {
+                        format!("probe point not ok: {line}\n{p}")
+                    })?;
+                }
+                ensure(
+                    p.contains("intel_iommu_domain_alloc_user")
+                        && p.contains("mock_domain_alloc_user"),
+                    || format!("the 6.12 driver ops are not in the plan:\n{p}"),
+                )
+            })(),
+        ),
+        Outcome::from(
+            "not_root_is_a_clear_error",
+            (|| {
+                ensure(rc(dir, "notroot-record.rc")? != 0, || {
+                    "record as nobody succeeded".into()
+                })?;
+                let msg = read(dir, "notroot-record.txt")?;
+                ensure(msg.contains("needs root") && msg.contains("probes"), || {
+                    format!("unclear not-root error: {msg}")
+                })?;
+                ensure(rc(dir, "notroot-probes.rc")? == 0, || {
+                    "probes as nobody failed".into()
+                })?;
+                let p = read(dir, "notroot-probes.txt")?;
+                ensure(p.contains("not root") && p.contains("driver_alloc"), || {
+                    format!("probes as nobody did not report: {p}")
+                })
+            })(),
+        ),
+        Outcome::from(
+            "damaged_captures",
+            (|| {
+                ensure(rc(dir, "truncated.rc")? == 0, || {
+                    "inspect of a truncated capture failed".into()
+                })?;
+                let warn = read(dir, "truncated.err")?;
+                ensure(warn.contains("warning") && warn.contains("offset"), || {
+                    format!("no offset warning for a truncated capture: {warn}")
+                })?;
+                let summary = read(dir, "truncated-summary.txt")?;
+                ensure(summary.contains("NOT finalized"), || {
+                    format!("truncated summary: {summary}")
+                })?;
+                ensure(rc(dir, "notcapture.rc")? != 0, || {
+                    "a non-capture was accepted".into()
+                })?;
+                let msg = read(dir, "notcapture.txt")?;
+                ensure(msg.contains("not an iommu-trace capture"), || {
+                    format!("unclear refusal: {msg}")
+                })
+            })(),
+        ),
+        Outcome::from(
+            "tiny_ring_counts_loss",
+            (|| {
+                ensure(rc(dir, "tiny-record.rc")? == 0, || {
+                    format!(
+                        "tiny record failed: {}",
+                        read(dir, "tiny-record.log").unwrap_or_default()
+                    )
+                })?;
+                let events = jsonl(dir, "tiny.jsonl")?;
+                let lost: u64 = events
+                    .iter()
+                    .filter(|e| s(e, "event") == "lost")
+                    .map(|e| u(e, "ringbuf_full"))
+                    .sum();
+                ensure(lost > 0, || {
+                    "a one-page ring buffer under the loop lost nothing".into()
+                })?;
+                let summary = read(dir, "tiny-summary.txt")?;
+                ensure(summary.contains(&format!("lost: {lost} ")), || {
+                    format!("summary does not show the {lost} lost events:\n{summary}")
+                })
+            })(),
+        ),
+    ];
+    match Exercise::load(dir) {
+        Ok(x) => {
+            out.push(Outcome::from("no_loss", no_loss(&x)));
+            out.push(Outcome::from("hwpt_alloc_ioctls_match", hwpt_ioctls(&x)));
+            out.push(Outcome::from("domain_allocs_match", domain_allocs(&x)));
+            out.push(Outcome::from("map_unmap_bytes_per_domain", map_bytes(&x)));
+            out.push(Outcome::from("pt_pages_balance_per_domain", pt_balance(&x)));
+            out.push(Outcome::from("pt_pages_match_vmstat", pt_vmstat(&x, dir)));
+            out.push(Outcome::from(
+                "pt_pages_charged_to_cgroup",
+                pt_charged(&x, dir),
+            ));
+        }
+        Err(e) => out.push(Outcome::fail("exercise_results", e)),
+    }
+    out
+}
+
+fn no_loss(x: &Exercise) -> Result<(), String> {
+    let lost: Vec<_> = x
+        .events
+        .iter()
+        .filter(|e| s(e, "event") == "lost")
+        .collect();
+    ensure(lost.is_empty(), || format!("events were lost: {lost:?}"))
+}
+
+/// Every IOMMU_HWPT_ALLOC the workload made is in the capture, in order, with its flags,
+/// data type and the kernel's errno.
+fn hwpt_ioctls(x: &Exercise) -> Result<(), String> {
+    let want: Vec<(u64, u64, i64)> = x
+        .steps()
+        .iter()
+        .filter(|st| s(st, "call") == "IOMMU_HWPT_ALLOC")
+        .map(|st| {
+            (
+                u(&st["params"], "flags"),
+                u(&st["params"], "data_type"),
+                st["errno"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    let got: Vec<(u64, u64, i64)> = x
+        .ours("hwpt_alloc")
+        .map(|e| {
+            (
+                u(e, "flags"),
+                u(e, "data_type"),
+                e["errno"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    ensure(!want.is_empty(), || {
+        "the workload made no IOMMU_HWPT_ALLOC".into()
+    })?;
+    ensure(want == got, || {
+        format!("IOMMU_HWPT_ALLOC (flags, data_type, errno):\n  workload: {want:?}\n  capture:  {got:?}")
+    })
+}
+
+fn device_of(driver: &str) -> &str {
+    match driver {
+        "mock" => "mock",
+        _ => "vfio",
+    }
+}
+
+/// Successful domain allocations per device kind and domain kind equal what the workload
+/// created; each has the workload's pid and comm and a latency; each failure at a driver
+/// matches a failed ioctl with the same errno.
+fn domain_allocs(x: &Exercise) -> Result<(), String> {
+    let mut got: BTreeMap<String, u64> = BTreeMap::new();
+    let mut failures: Vec<i64> = Vec::new();
+    for e in x.ours("domain_alloc") {
+        ensure(u(e, "latency_ns") > 0, || format!("no latency: {e}"))?;
+        ensure(s(e, "comm") == "iommu-trace", || {
+            format!("comm is not the workload's: {e}")
+        })?;
+        let errno = e["errno"].as_i64().unwrap_or(-1);
+        if errno == 0 {
+            *got.entry(format!("{}_{}", device_of(s(e, "driver")), s(e, "kind")))
+                .or_default() += 1;
+        } else {
+            failures.push(errno);
+        }
+    }
+    let total: u64 = got.values().sum();
+    got.insert("total".into(), total);
+    let want: BTreeMap<String, u64> = x.report["totals"]["expected_domain_allocations"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure(got == want, || {
+        format!("successful domain allocations by kind:\n  workload: {want:?}\n  capture:  {got:?}")
+    })?;
+    let failed_ioctls: Vec<i64> = x
+        .steps()
+        .iter()
+        .filter(|st| s(st, "call") == "IOMMU_HWPT_ALLOC")
+        .filter_map(|st| st["errno"].as_i64())
+        .filter(|&e| e != 0)
+        .collect();
+    for f in &failures {
+        ensure(failed_ioctls.contains(f), || {
+            format!("a driver failed with errno {f}, but no HWPT_ALLOC of the workload did: {failed_ioctls:?}")
+        })?;
+    }
+    Ok(())
+}
+
+/// The workload's domains, in allocation order.
+fn our_domains(x: &Exercise) -> Vec<String> {
+    x.ours("domain_alloc")
+        .filter(|e| e["errno"].as_i64() == Some(0))
+        .map(|e| s(e, "domain").to_string())
+        .collect()
+}
+
+/// Map and unmap events carry the domain and add up, per domain, to the bytes the
+/// workload's ledger says each hwpt received (matched in creation order).
+fn map_bytes(x: &Exercise) -> Result<(), String> {
+    let domains = our_domains(x);
+    let hwpts = x.report["totals"]["hwpts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    ensure(domains.len() == hwpts.len(), || {
+        format!(
+            "{} domains captured, {} hwpts in the workload's ledger",
+            domains.len(),
+            hwpts.len()
+        )
+    })?;
+    let mut mapped: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut unmapped: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in &x.events {
+        let d = s(e, "domain");
+        match s(e, "event") {
+            "map" => *mapped.entry(d).or_default() += u(e, "done"),
+            "unmap" => *unmapped.entry(d).or_default() += u(e, "done"),
+            _ => {}
+        }
+    }
+    let mut problems = Vec::new();
+    for (d, h) in domains.iter().zip(&hwpts) {
+        let want_map = u(h, "bytes_mapped") + u(h, "bytes_filled_at_alloc");
+        let want_unmap = u(h, "bytes_unmapped");
+        let (m, un) = (
+            mapped.get(d.as_str()).copied().unwrap_or(0),
+            unmapped.get(d.as_str()).copied().unwrap_or(0),
+        );
+        if (m, un) != (want_map, want_unmap) {
+            problems.push(format!(
+                "hwpt {} ({}) = domain {d}: mapped {m} unmapped {un}, workload says {want_map} / {want_unmap}",
+                u(h, "id"),
+                s(h, "label")
+            ));
+        }
+    }
+    ensure(mapped.values().sum::<u64>() > 0, || {
+        "no bytes mapped at all".into()
+    })?;
+    ensure(problems.is_empty(), || problems.join("\n"))
+}
+
+/// Page-table pages allocated minus freed, per domain, never goes negative and is zero once
+/// the domain is freed; every domain of the workload is freed.
+fn pt_balance(x: &Exercise) -> Result<(), String> {
+    let domains = our_domains(x);
+    let mut live: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut freed: Vec<&str> = Vec::new();
+    for e in &x.events {
+        let d = s(e, "domain");
+        match s(e, "event") {
+            "pt_alloc" => *live.entry(d).or_default() += u(e, "pages") as i64,
+            "pt_free" => {
+                let v = live.entry(d).or_default();
+                *v -= u(e, "pages") as i64;
+                ensure(*v >= 0, || {
+                    format!("domain {d} freed more page-table pages than it had, at {e}")
+                })?;
+            }
+            "domain_free" => {
+                ensure(live.get(d).copied().unwrap_or(0) == 0, || {
+                    format!(
+                        "domain {d} freed with {} page-table pages outstanding",
+                        live[d]
+                    )
+                })?;
+                freed.push(d);
+            }
+            _ => {}
+        }
+    }
+    for d in &domains {
+        ensure(freed.contains(&d.as_str()), || {
+            format!("domain {d} was never freed")
+        })?;
+    }
+    ensure(live.get("0x0").copied().unwrap_or(0) == 0, || {
+        format!(
+            "{} page-table pages allocated by failed allocations were not freed",
+            live["0x0"]
+        )
+    })?;
+    let allocated: u64 = x
+        .events
+        .iter()
+        .filter(|e| s(e, "event") == "pt_alloc")
+        .map(|e| u(e, "pages"))
+        .sum();
+    ensure(allocated > 0, || {
+        "no page-table page was seen at all".into()
+    })
+}
+
+/// The total of all page-table page changes equals the change of nr_iommu_pages.
+fn pt_vmstat(x: &Exercise, dir: &Path) -> Result<(), String> {
+    let delta = vmstat(dir, "vmstat-after.txt")? - vmstat(dir, "vmstat-before.txt")?;
+    let captured: i64 = x
+        .events
+        .iter()
+        .map(|e| match s(e, "event") {
+            "pt_alloc" => u(e, "pages") as i64,
+            "pt_free" => -(u(e, "pages") as i64),
+            _ => 0,
+        })
+        .sum();
+    ensure(captured == delta, || {
+        format!("captured page-table pages net {captured}, /proc/vmstat nr_iommu_pages changed by {delta}")
+    })
+}
+
+/// Pages charged to a memory cgroup are charged to the workload's cgroup.
+fn pt_charged(x: &Exercise, dir: &Path) -> Result<(), String> {
+    let cg: u64 = read(dir, "cgroup-id.txt")?
+        .trim()
+        .parse()
+        .map_err(|e| format!("cgroup-id.txt: {e}"))?;
+    let mut charged = 0;
+    for e in x.ours("pt_alloc") {
+        if e["charged"].as_bool() == Some(true) {
+            charged += u(e, "pages");
+            ensure(u(e, "memcg_id") == cg, || {
+                format!(
+                    "page charged to memcg {} instead of the workload's cgroup {cg}: {e}",
+                    u(e, "memcg_id")
+                )
+            })?;
+            ensure(u(e, "cgroup_id") == cg, || {
+                format!("event not from the workload's cgroup: {e}")
+            })?;
+        }
+    }
+    ensure(charged > 0, || {
+        "no page-table page was charged to the workload's cgroup".into()
+    })
+}

@@ -1,0 +1,162 @@
+//! Test kernels: built from Debian's `linux-source-*` packages with the committed config
+//! fragments, cached outside the repository keyed by version, arch and fragment content.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{cache_dir, fnv1a, run, workspace_root};
+
+pub struct KernelSpec {
+    /// "6.12"
+    pub version: String,
+    pub arch: &'static str,
+    /// Debian's source tarball.
+    pub tarball: PathBuf,
+    pub fragments: Vec<PathBuf>,
+}
+
+pub struct Kernel {
+    pub bzimage: PathBuf,
+    pub config: PathBuf,
+}
+
+/// The kernels of the VM matrix.
+pub const MATRIX: &[&str] = &["6.12"];
+
+pub fn spec(version: &str) -> Result<KernelSpec> {
+    if !MATRIX.contains(&version) {
+        bail!(
+            "no test kernel {version}: the matrix has {}",
+            MATRIX.join(", ")
+        );
+    }
+    let dir = workspace_root().join("xtask/kernel");
+    Ok(KernelSpec {
+        version: version.to_string(),
+        arch: "x86_64",
+        tarball: PathBuf::from(format!("/usr/src/linux-source-{version}.tar.xz")),
+        fragments: vec![
+            dir.join("fragment-common.config"),
+            dir.join("fragment-x86_64.config"),
+        ],
+    })
+}
+
+fn cache_key(spec: &KernelSpec) -> Result<String> {
+    let mut data = Vec::new();
+    for f in &spec.fragments {
+        data.extend(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?);
+    }
+    // The source package's size stands in for its version: a new Debian upload rebuilds.
+    let src_len = std::fs::metadata(&spec.tarball)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    data.extend(src_len.to_le_bytes());
+    Ok(format!(
+        "{}-{}-{:016x}",
+        spec.version,
+        spec.arch,
+        fnv1a(&data)
+    ))
+}
+
+/// Returns the cached kernel, building it first when the cache is cold.
+pub fn build(spec: &KernelSpec) -> Result<Kernel> {
+    let key = cache_key(spec)?;
+    let out = cache_dir().join("kernels").join(&key);
+    let kernel = Kernel {
+        bzimage: out.join("bzImage"),
+        config: out.join("config"),
+    };
+    if kernel.bzimage.exists() {
+        return Ok(kernel);
+    }
+    if !spec.tarball.exists() {
+        bail!(
+            "{} is missing: install Debian's linux-source-{} (`cargo xtask setup --vm`)",
+            spec.tarball.display(),
+            spec.version
+        );
+    }
+    let src_root = cache_dir().join("kernel");
+    let src = src_root.join(format!("linux-source-{}", spec.version));
+    if !src.join("Makefile").exists() {
+        eprintln!("kernel: extracting {}", spec.tarball.display());
+        std::fs::create_dir_all(&src_root)?;
+        run(Command::new("tar")
+            .arg("xf")
+            .arg(&spec.tarball)
+            .arg("-C")
+            .arg(&src_root))?;
+    }
+    // One build folder per version and arch: incremental rebuilds when only the fragment
+    // changed.
+    let build = src_root.join(format!("build-{}-{}", spec.version, spec.arch));
+    std::fs::create_dir_all(&build)?;
+    let o = format!("O={}", build.display());
+    eprintln!("kernel: configuring {key}");
+    run(Command::new("make")
+        .current_dir(&src)
+        .args([&o, "defconfig"])
+        .stdout(std::process::Stdio::null()))?;
+    run(Command::new(src.join("scripts/kconfig/merge_config.sh"))
+        .current_dir(&src)
+        .args(["-m", "-O"])
+        .arg(&build)
+        .arg(build.join(".config"))
+        .args(&spec.fragments)
+        .stdout(std::process::Stdio::null()))?;
+    run(Command::new("make")
+        .current_dir(&src)
+        .args([&o, "olddefconfig"])
+        .stdout(std::process::Stdio::null()))?;
+    check_config(&build.join(".config"), &spec.fragments)?;
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get() + 1);
+    eprintln!("kernel: building {key} with {jobs} jobs (about 10-15 minutes cold on 2 cores)");
+    let started = std::time::Instant::now();
+    run(Command::new("make")
+        .current_dir(&src)
+        .args([&o, &format!("-j{jobs}"), "bzImage"])
+        .stdout(std::process::Stdio::null()))?;
+    eprintln!("kernel: built in {:.0?}", started.elapsed());
+    std::fs::create_dir_all(&out)?;
+    std::fs::copy(build.join("arch/x86/boot/bzImage"), &kernel.bzimage)?;
+    std::fs::copy(build.join(".config"), &kernel.config)?;
+    Ok(kernel)
+}
+
+/// Every option the fragments set must survive `olddefconfig`: a dependency that silently
+/// turned one off (as DEBUG_INFO_REDUCED does to BTF) fails here, not in a VM.
+fn check_config(config: &Path, fragments: &[PathBuf]) -> Result<()> {
+    let have = std::fs::read_to_string(config)?;
+    let mut lost = Vec::new();
+    for f in fragments {
+        for line in std::fs::read_to_string(f)?.lines() {
+            let line = line.trim();
+            let Some((name, value)) = line.split_once('=') else {
+                continue;
+            };
+            if line.starts_with('#') {
+                continue;
+            }
+            let ok = if value == "n" {
+                !have.lines().any(|l| l.starts_with(&format!("{name}=")))
+            } else {
+                have.lines().any(|l| l == line)
+            };
+            if !ok {
+                lost.push(line.to_string());
+            }
+        }
+    }
+    if !lost.is_empty() {
+        bail!(
+            "the kernel configuration lost options the fragments ask for (a Kconfig \
+             dependency is missing): {}",
+            lost.join(", ")
+        );
+    }
+    Ok(())
+}

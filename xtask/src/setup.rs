@@ -1,0 +1,209 @@
+//! Installs what a fresh machine lacks: the nightly's rust-src, bpf-linker linked against
+//! the nightly's own libLLVM (DESIGN.md, Toolchain), and, for the VM harness, Debian
+//! packages (a recent QEMU from bookworm-backports, kernel build tools and sources).
+//! Each step checks first, so a warm machine spends seconds here.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{cache_dir, output, run as run_cmd};
+
+/// bpf-linker release known to build against the nightly's LLVM 22.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Packages the VM harness needs, with the suite to take them from (None: the default).
+const VM_PACKAGES: &[(&str, Option<&str>)] = &[
+    ("qemu-system-x86", Some("bookworm-backports")),
+    ("linux-source-6.12", None),
+    ("flex", None),
+    ("bison", None),
+    ("bc", None),
+    ("libelf-dev", None),
+    ("libssl-dev", None),
+    ("dwarves", None),
+    ("cpio", None),
+    ("busybox-static", None),
+    ("xz-utils", None),
+    ("binutils", None),
+];
+
+const APT_SOURCES: &str = "/etc/apt/sources.list.d/iommu-trace.sources";
+
+pub fn run(vm: bool) -> Result<()> {
+    rust_src()?;
+    bpf_linker()?;
+    if vm {
+        apt_packages()?;
+    }
+    Ok(())
+}
+
+fn rust_src() -> Result<()> {
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .context("the nightly toolchain is needed to build the eBPF programs")?;
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("setup: adding rust-src to the nightly toolchain");
+        run_cmd(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    Ok(())
+}
+
+/// The nightly's LLVM major version and its shared library.
+fn nightly_llvm() -> Result<(String, std::path::PathBuf)> {
+    let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let major = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("rustc +nightly -vV shows no LLVM version")?
+        .to_string();
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    let so = std::fs::read_dir(&lib)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so"))
+        })
+        .with_context(|| format!("no libLLVM shared library in {}", lib.display()))?;
+    Ok((major, so))
+}
+
+fn bpf_linker() -> Result<()> {
+    let (major, so) = nightly_llvm()?;
+    // bpf-linker loads libLLVM from this folder at run time (its rpath): keep it in place.
+    let prefix = cache_dir().join("llvm");
+    let libdir = prefix.join("lib");
+    std::fs::create_dir_all(&libdir)?;
+    let real = std::fs::canonicalize(&so)?;
+    let soname = real.file_name().context("libLLVM file name")?.to_owned();
+    for name in [std::ffi::OsStr::new("libLLVM.so"), soname.as_os_str()] {
+        let link = libdir.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&real, &link)?;
+    }
+    let works = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        })
+        .unwrap_or(false);
+    if works {
+        return Ok(());
+    }
+    eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major}");
+    run_cmd(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--force",
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{major}"),
+            ])
+            .env("LLVM_PREFIX", &prefix),
+    )
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<_> = VM_PACKAGES
+        .iter()
+        .filter(|(p, _)| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !nix_is_root() {
+        bail!(
+            "the VM harness needs these Debian packages: {}. Run `sudo cargo xtask setup --vm` \
+             once, or install them yourself.",
+            missing
+                .iter()
+                .map(|(p, _)| *p)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    if !Path::new(APT_SOURCES).exists() {
+        // Backports for a recent QEMU (10.x, with a current VT-d model); trixie and its
+        // backports for newer test kernels, pinned low so nothing upgrades by accident.
+        std::fs::write(
+            APT_SOURCES,
+            "Types: deb\nURIs: http://deb.debian.org/debian\n\
+             Suites: bookworm-backports trixie trixie-backports\nComponents: main\n\
+             Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+        )?;
+        std::fs::write(
+            "/etc/apt/preferences.d/iommu-trace",
+            "Package: *\nPin: release n=trixie\nPin-Priority: 100\n\n\
+             Package: *\nPin: release n=trixie-backports\nPin-Priority: 100\n",
+        )?;
+    }
+    eprintln!(
+        "setup: installing {}",
+        missing
+            .iter()
+            .map(|(p, _)| *p)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+    let (plain, suited): (Vec<&(&str, Option<&str>)>, Vec<_>) =
+        missing.iter().copied().partition(|(_, s)| s.is_none());
+    let install = |pkgs: Vec<&str>, suite: Option<&str>| -> Result<()> {
+        if pkgs.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = Command::new("apt-get");
+        cmd.env("DEBIAN_FRONTEND", "noninteractive").args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+        ]);
+        if let Some(s) = suite {
+            cmd.args(["-t", s]);
+        }
+        run_cmd(cmd.args(pkgs))
+    };
+    install(plain.iter().map(|(p, _)| *p).collect(), None)?;
+    for (p, s) in suited {
+        install(vec![*p], *s)?;
+    }
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    output(Command::new("id").arg("-u"))
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false)
+}

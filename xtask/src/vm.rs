@@ -1,0 +1,258 @@
+//! The VM harness: a static iommu-trace and the scenarios in an initramfs, a test kernel,
+//! QEMU (TCG) with an emulated VT-d and an e1000e for vfio-pci, results back on a raw disk.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::checks::{self, Outcome};
+use crate::kernel;
+use crate::setup;
+use crate::util::{cache_dir, run, workspace_root};
+
+/// A scenario: a script under tests/vm/ run as the VM's workload, and its checks.
+pub struct Scenario {
+    pub name: &'static str,
+    pub timeout: Duration,
+    pub check: fn(&Path) -> Vec<Outcome>,
+}
+
+pub const SCENARIOS: &[Scenario] = &[Scenario {
+    name: "exercise",
+    timeout: Duration::from_secs(900),
+    check: checks::exercise,
+}];
+
+/// Builds the static iommu-trace for the guest.
+fn build_guest_binary() -> Result<PathBuf> {
+    let root = workspace_root();
+    let target = "x86_64-unknown-linux-gnu";
+    eprintln!("vm: building a static iommu-trace for the guest");
+    run(Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "iommu-trace",
+            "--target",
+            target,
+        ])
+        // Only the target's artifacts get +crt-static; build scripts and the nested eBPF
+        // build are unaffected.
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            "-C target-feature=+crt-static",
+        ))?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target_dir.join(target).join("release/iommu-trace"))
+}
+
+/// Writes the initramfs: busybox, iommu-trace, /init and the scenarios.
+fn build_initramfs(binary: &Path, out: &Path) -> Result<()> {
+    let stage = out.with_extension("d");
+    let _ = std::fs::remove_dir_all(&stage);
+    for d in ["bin", "proc", "sys", "dev", "tmp", "scenarios", "etc"] {
+        std::fs::create_dir_all(stage.join(d))?;
+    }
+    std::fs::copy("/bin/busybox", stage.join("bin/busybox"))
+        .context("copying /bin/busybox (Debian's busybox-static; `cargo xtask setup --vm`)")?;
+    run(Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(stage.join("bin/iommu-trace"))
+        .arg(binary))?;
+    let vm_dir = workspace_root().join("tests/vm");
+    std::fs::copy(vm_dir.join("init"), stage.join("init"))?;
+    for entry in std::fs::read_dir(&vm_dir)? {
+        let p = entry?.path();
+        if p.extension().is_some_and(|e| e == "sh") {
+            std::fs::copy(
+                &p,
+                stage.join("scenarios").join(p.file_name().expect("file")),
+            )?;
+        }
+    }
+    std::fs::write(
+        stage.join("etc/passwd"),
+        "root:x:0:0::/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(stage.join("init"), std::fs::Permissions::from_mode(0o755))?;
+    run(Command::new("sh")
+        .current_dir(&stage)
+        .arg("-c")
+        .arg(format!(
+            "find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+            out.display()
+        )))?;
+    Ok(())
+}
+
+pub struct VmRun {
+    pub results: PathBuf,
+    pub console: PathBuf,
+    pub elapsed: Duration,
+}
+
+/// Boots `bzimage` with `initramfs`, runs `scenario`, and unpacks its results into `out`.
+pub fn boot(bzimage: &Path, initramfs: &Path, scenario: &Scenario, out: &Path) -> Result<VmRun> {
+    std::fs::create_dir_all(out)?;
+    let disk = out.join("results.img");
+    let console = out.join("console.log");
+    std::fs::File::create(&disk)?.set_len(256 << 20)?;
+    let started = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-machine",
+            "q35,kernel-irqchip=split",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+        ])
+        .args([
+            "-smp",
+            "2",
+            "-m",
+            "2048",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
+        // The emulated VT-d comes first so that it translates the devices after it.
+        .args(["-device", "intel-iommu,intremap=on,caching-mode=on"])
+        .args(["-device", "e1000e"])
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio", disk.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .arg("-kernel")
+        .arg(bzimage)
+        .arg("-initrd")
+        .arg(initramfs)
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 intel_iommu=on panic=-1 loglevel=4 scenario={}",
+            scenario.name
+        ))
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting qemu-system-x86_64 (`cargo xtask setup --vm` installs it)")?;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if !status.success() {
+                bail!("QEMU failed ({status}); console: {}", console.display());
+            }
+            break;
+        }
+        if started.elapsed() > scenario.timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "scenario {} did not finish within {:?}; console: {}",
+                scenario.name,
+                scenario.timeout,
+                console.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let elapsed = started.elapsed();
+    run(Command::new("tar").arg("-xf").arg(&disk).arg("-C").arg(out))
+        .with_context(|| format!("the VM wrote no results; console: {}", console.display()))?;
+    let _ = std::fs::remove_file(&disk);
+    Ok(VmRun {
+        results: out.join("results"),
+        console,
+        elapsed,
+    })
+}
+
+/// Prepares everything for a boot: set-up, kernel, guest binary, initramfs.
+fn prepare(version: &str) -> Result<(kernel::Kernel, PathBuf)> {
+    setup::run(true)?;
+    let k = kernel::build(&kernel::spec(version)?)?;
+    let binary = build_guest_binary()?;
+    let initramfs = cache_dir().join("vm").join("initramfs.cpio.gz");
+    std::fs::create_dir_all(initramfs.parent().expect("has parent"))?;
+    build_initramfs(&binary, &initramfs)?;
+    Ok((k, initramfs))
+}
+
+pub fn test(kernels: &[String], out: Option<PathBuf>) -> Result<()> {
+    let kernels: Vec<String> = if kernels.is_empty() {
+        kernel::MATRIX.iter().map(|s| s.to_string()).collect()
+    } else {
+        kernels.to_vec()
+    };
+    let out = out.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("iommu-trace-vm-{}", std::process::id()))
+    });
+    let (mut passed, mut failed) = (0, 0);
+    for version in &kernels {
+        let (k, initramfs) = prepare(version)?;
+        for scenario in SCENARIOS {
+            let dir = out.join(format!("{version}-{}", scenario.name));
+            let _ = std::fs::remove_dir_all(&dir);
+            eprintln!("vm-test: {version} {} ...", scenario.name);
+            let outcomes = match boot(&k.bzimage, &initramfs, scenario, &dir) {
+                Ok(vm) => {
+                    eprintln!(
+                        "vm-test: {version} {} ran in {:.1?}",
+                        scenario.name, vm.elapsed
+                    );
+                    (scenario.check)(&vm.results)
+                }
+                Err(e) => vec![Outcome::fail("boot", format!("{e:#}"))],
+            };
+            for o in outcomes {
+                let mark = if o.ok { "ok" } else { "FAILED" };
+                println!(
+                    "test vm::{version}::{}::{} ... {mark}",
+                    scenario.name, o.name
+                );
+                if !o.ok {
+                    println!("    {}", o.detail.replace('\n', "\n    "));
+                    failed += 1;
+                } else {
+                    passed += 1;
+                }
+            }
+            println!("vm-test: results in {}", dir.display());
+        }
+    }
+    println!("vm-test: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} VM checks failed");
+    }
+    Ok(())
+}
+
+pub fn demo(version: &str) -> Result<()> {
+    let (k, initramfs) = prepare(version)?;
+    let scenario = SCENARIOS
+        .iter()
+        .find(|s| s.name == "exercise")
+        .expect("exercise scenario");
+    let dir = std::env::temp_dir().join(format!("iommu-trace-demo-{}", std::process::id()));
+    eprintln!("demo: booting {version} in QEMU (TCG) with an emulated VT-d; recording the exercise workload");
+    let vm = boot(&k.bzimage, &initramfs, scenario, &dir)?;
+    let summary = std::fs::read_to_string(vm.results.join("summary.txt")).with_context(|| {
+        format!(
+            "the VM produced no summary; console: {}",
+            vm.console.display()
+        )
+    })?;
+    println!("{summary}");
+    println!(
+        "demo: capture, JSONL and the workload's own report are in {}",
+        vm.results.display()
+    );
+    Ok(())
+}
