@@ -16,9 +16,8 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_func_ip, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_user_buf,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_func_ip,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user_buf,
     },
     macros::{kprobe, kretprobe, map},
     maps::{HashMap, PerCpuArray, RingBuf},
@@ -27,8 +26,7 @@ use aya_ebpf::{
 };
 use iommu_trace_common::{
     context, kind, lost, op, pt_op, Config, DomainAllocEvent, DomainFreeEvent, DomainGeometry,
-    EventHeader, HwptAllocEvent, MapEvent, PtPagesEvent, DRIVER_WORDS, MAX_DRIVERS,
-    USER_DATA_MAX,
+    EventHeader, HwptAllocEvent, MapEvent, PtPagesEvent, DRIVER_WORDS, MAX_DRIVERS, USER_DATA_MAX,
 };
 
 /// Offsets from BTF and filters; user space rewrites this before loading.
@@ -194,6 +192,19 @@ fn field(base: u64, offset: u32) -> Option<u64> {
     }
 }
 
+/// Errno of an `int`-returning function: only the low 32 bits of the return register are
+/// defined (x86-64 psABI), so sign-extend them rather than reading 64 bits.
+#[inline(always)]
+fn errno_of_int(ret: u64) -> i32 {
+    let r = ret as u32 as i32;
+    if r < 0 {
+        -r
+    } else {
+        0
+    }
+}
+
+/// Errno of a pointer-returning function (`ERR_PTR`).
 #[inline(always)]
 fn errno_of(ret: u64) -> i32 {
     let r = ret as i64;
@@ -237,6 +248,7 @@ pub fn hwpt_alloc_ioctl_exit(ctx: RetProbeContext) -> u32 {
     };
     let _ = IOCTL_CTX.remove(&tid);
     let ret: u64 = ctx.ret();
+    let errno = errno_of_int(ret);
     let Some(mut entry) = EVENTS.reserve::<HwptAllocEvent>(0) else {
         count_lost(lost::RINGBUF_FULL);
         return 0;
@@ -265,7 +277,6 @@ pub fn hwpt_alloc_ioctl_exit(ctx: RetProbeContext) -> u32 {
             data_len: 0,
         }
     };
-    let errno = errno_of(ret);
     entry.write(HwptAllocEvent {
         hdr: header(kind::HWPT_ALLOC),
         flags: cmd.flags,
@@ -319,7 +330,9 @@ fn alloc_entry(ctx: &ProbeContext, op: u32, flags: u32, parent: u64, user_data: 
     // SAFETY: ctx is the kprobe's context.
     let ip = unsafe { bpf_get_func_ip(ctx.as_ptr()) };
     // SAFETY: plain lookup, value copied.
-    a.driver = unsafe { DRIVER_BY_IP.get(&ip) }.copied().unwrap_or(u32::MAX);
+    a.driver = unsafe { DRIVER_BY_IP.get(&ip) }
+        .copied()
+        .unwrap_or(u32::MAX);
     a.flags = flags;
     let mut context_bits = 0;
     // SAFETY: plain lookups.
@@ -340,9 +353,13 @@ fn alloc_entry(ctx: &ProbeContext, op: u32, flags: u32, parent: u64, user_data: 
         if let Some(p) = field(user_data, cfg!(user_data_type)) {
             a.data_type = read_u32(p);
         }
-        let len = field(user_data, cfg!(user_data_len)).map(read_u64).unwrap_or(0);
+        let len = field(user_data, cfg!(user_data_len))
+            .map(read_u64)
+            .unwrap_or(0);
         a.data_len = len as u32;
-        let uptr = field(user_data, cfg!(user_data_uptr)).map(read_u64).unwrap_or(0);
+        let uptr = field(user_data, cfg!(user_data_uptr))
+            .map(read_u64)
+            .unwrap_or(0);
         let n = if len > USER_DATA_MAX as u64 {
             USER_DATA_MAX
         } else {
@@ -390,9 +407,15 @@ pub fn alloc_nested_entry(ctx: ProbeContext) -> u32 {
 /// Fills `g` from the new domain, in place (the event is too large to build on the stack).
 #[inline(always)]
 fn fill_geometry(g: &mut DomainGeometry, domain: u64, driver: u32) {
-    g.pgsize_bitmap = field(domain, cfg!(domain_pgsize_bitmap)).map(read_u64).unwrap_or(0);
-    g.aperture_start = field(domain, cfg!(domain_aperture_start)).map(read_u64).unwrap_or(0);
-    g.aperture_end = field(domain, cfg!(domain_aperture_end)).map(read_u64).unwrap_or(0);
+    g.pgsize_bitmap = field(domain, cfg!(domain_pgsize_bitmap))
+        .map(read_u64)
+        .unwrap_or(0);
+    g.aperture_start = field(domain, cfg!(domain_aperture_start))
+        .map(read_u64)
+        .unwrap_or(0);
+    g.aperture_end = field(domain, cfg!(domain_aperture_end))
+        .map(read_u64)
+        .unwrap_or(0);
     g.domain_type = field(domain, cfg!(domain_type)).map(read_u32).unwrap_or(0);
     g._pad = 0;
     for i in 0..DRIVER_WORDS {
@@ -625,7 +648,7 @@ fn emit_map(o: Op, kind: u32, done: u64, errno: i32) {
 pub fn map_exit(ctx: RetProbeContext) -> u32 {
     if let Some(o) = op_exit(pt_op::MAP) {
         let ret: u64 = ctx.ret();
-        let errno = errno_of(ret);
+        let errno = errno_of_int(ret);
         emit_map(o, kind::MAP, if errno == 0 { o.size } else { 0 }, errno);
     }
     0
@@ -661,7 +684,9 @@ fn memcg_of(folio: u64) -> (u32, u64) {
     } else {
         ptr
     };
-    let cgroup = field(memcg, cfg!(memcg_css_cgroup)).map(read_u64).unwrap_or(0);
+    let cgroup = field(memcg, cfg!(memcg_css_cgroup))
+        .map(read_u64)
+        .unwrap_or(0);
     let kn = field(cgroup, cfg!(cgroup_kn)).map(read_u64).unwrap_or(0);
     let id = field(kn, cfg!(kn_id)).map(read_u64).unwrap_or(0);
     (1, id)

@@ -38,7 +38,7 @@ iommu-trace record -o $R/exercise.itc --ready-file /tmp/ready > $R/record.log 2>
 REC=$!
 wait_ready /tmp/ready
 sh -c 'echo $$ > /sys/fs/cgroup/exercise/cgroup.procs; echo $$ > /results/exercise.pid;
-       exec iommu-trace exercise -o /results/exercise.json' > $R/exercise.log 2>&1
+       exec iommu-trace exercise --sample-cgroup -o /results/exercise.json' > $R/exercise.log 2>&1
 echo $? > $R/exercise.rc
 sleep 1
 kill -INT $REC

@@ -37,15 +37,49 @@ enum Cmd {
         /// Kernel versions to run (default: all in the matrix).
         #[arg(long)]
         kernel: Vec<String>,
+        /// Scenarios to run (default: all).
+        #[arg(long)]
+        scenario: Vec<String>,
         /// Keep the results here instead of a temporary folder.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
-    /// Boot the test kernel in QEMU, record the exercise workload and print its summary.
+    /// The whole test suite: format, lints, unit tests, then every VM scenario.
+    Test,
+    /// Benchmarks: `capture` (tracer overhead in the VM).
+    Bench {
+        what: String,
+        #[arg(long, default_value = "6.12")]
+        kernel: String,
+    },
+    /// Record the exercise workload and print its summary: on this host when it has
+    /// iommufd, else in a QEMU VM running the test kernel.
     Demo {
         #[arg(long, default_value = "6.12")]
         kernel: String,
     },
+}
+
+/// Format, lints, unit tests, VM tests: what CI runs.
+fn test() -> Result<()> {
+    use std::process::Command;
+    setup::run(true)?;
+    let cargo = env!("CARGO");
+    let root = util::workspace_root();
+    util::run(
+        Command::new(cargo)
+            .current_dir(&root)
+            .args(["fmt", "--all", "--", "--check"]),
+    )?;
+    util::run(Command::new(cargo).current_dir(&root).args([
+        "clippy",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    util::run(Command::new(cargo).current_dir(&root).args(["test"]))?;
+    vm::test(&[], &[], None)
 }
 
 fn main() -> Result<()> {
@@ -57,7 +91,16 @@ fn main() -> Result<()> {
             println!("{}", k.bzimage.display());
             Ok(())
         }
-        Cmd::VmTest { kernel, out } => vm::test(&kernel, out),
+        Cmd::VmTest {
+            kernel,
+            scenario,
+            out,
+        } => vm::test(&kernel, &scenario, out),
+        Cmd::Test => test(),
+        Cmd::Bench { what, kernel } => match what.as_str() {
+            "capture" => vm::bench(&kernel, &vm::BENCH_CAPTURE),
+            other => anyhow::bail!("unknown benchmark {other:?}: try `capture`"),
+        },
         Cmd::Demo { kernel } => vm::demo(&kernel),
     }
 }

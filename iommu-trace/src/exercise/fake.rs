@@ -190,10 +190,7 @@ impl FakeState {
         }
         let areas = self.areas.entry(c.ioas_id).or_default();
         let last = c.iova + c.length - 1;
-        if areas
-            .iter()
-            .any(|(&a, &l)| a <= last && a + l - 1 >= c.iova)
-        {
+        if areas.iter().any(|(&a, &l)| a <= last && a + l > c.iova) {
             return EEXIST;
         }
         areas.insert(c.iova, c.length);
@@ -216,7 +213,7 @@ impl FakeState {
         let areas = self.areas.entry(c.ioas_id).or_default();
         let hit: Vec<(u64, u64)> = areas
             .iter()
-            .filter(|(&a, &l)| a <= last && a + l - 1 >= start)
+            .filter(|(&a, &l)| a <= last && a + l > start)
             .map(|(&a, &l)| (a, l))
             .collect();
         let mut unmapped = 0;

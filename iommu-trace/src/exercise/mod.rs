@@ -182,6 +182,10 @@ pub struct ExerciseOptions {
     pub hugepages: bool,
     /// 2M-aligned IOVA base of the [base, base + 64 MiB) window the run uses.
     pub iova_base: u64,
+    /// Sample the cgroup's sec_pagetables at the start, at the VFIO flow's peak (all its
+    /// domains live) and at the end. Each sample first waits for the kernel's periodic
+    /// memcg stat flush (2 s, mm/memcontrol.c FLUSH_TIME).
+    pub sample_cgroup: bool,
 }
 
 impl Default for ExerciseOptions {
@@ -194,6 +198,7 @@ impl Default for ExerciseOptions {
             loop_pages: 16,
             hugepages: true,
             iova_base: DEFAULT_IOVA_BASE,
+            sample_cgroup: false,
         }
     }
 }
@@ -316,6 +321,9 @@ pub struct ExerciseArgs {
     /// 2M-aligned IOVA base (decimal or 0x hex) of the 64 MiB window the run uses.
     #[arg(long, value_name = "IOVA", default_value = "0x40000000", value_parser = parse_u64)]
     pub iova_base: u64,
+    /// Sample the cgroup's memory.stat sec_pagetables at start, peak and end (adds ~9 s).
+    #[arg(long)]
+    pub sample_cgroup: bool,
     /// Write the JSON report here instead of stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -349,6 +357,7 @@ impl ExerciseArgs {
             loop_pages: self.loop_pages,
             hugepages: !self.no_hugepages,
             iova_base: self.iova_base,
+            sample_cgroup: self.sample_cgroup,
         }
     }
 }

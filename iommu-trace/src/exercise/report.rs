@@ -233,6 +233,23 @@ pub struct Report {
     pub totals: Totals,
     pub loop_result: Option<LoopResult>,
     pub warnings: Vec<String>,
+    /// The workload's memory cgroup `sec_pagetables`, sampled at named points
+    /// (`--sample-cgroup`), to reconcile charged page-table pages with the kernel's count.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cgroup_samples: Vec<CgroupSample>,
+}
+
+/// One reading of the workload's cgroup `memory.stat`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CgroupSample {
+    pub label: String,
+    /// CLOCK_MONOTONIC when read (the clock of the capture's `ts_ns`).
+    pub ts_ns: u64,
+    /// The cgroup v2 path, from /proc/self/cgroup.
+    pub cgroup: String,
+    /// `sec_pagetables` in bytes; None when memory.stat could not be read.
+    pub sec_pagetables: Option<u64>,
+    pub error: Option<String>,
 }
 
 impl Report {

@@ -165,6 +165,7 @@ pub(super) fn run(opts: &ExerciseOptions) -> Result<Report> {
             .expect(0),
     );
     r.alloc_buffer();
+    r.sample_cgroup("start");
 
     if let (Some(vfio), Some(path)) = (vfio, vfio_path) {
         r.vfio_flow(vfio, &path);
@@ -185,6 +186,7 @@ pub(super) fn run(opts: &ExerciseOptions) -> Result<Report> {
         });
     }
     r.close("close_iommufd", iommufd);
+    r.sample_cgroup("end");
     r.buf = None;
     r.huge = None;
 
@@ -270,6 +272,44 @@ impl StepExt for Step {
 }
 
 impl Runner<'_> {
+    /// Reads this process's cgroup `sec_pagetables` after the periodic memcg stat flush.
+    fn sample_cgroup(&mut self, label: &str) {
+        if !self.opts.sample_cgroup {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(4500));
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+            })
+            .unwrap_or_default();
+        let path = format!("/sys/fs/cgroup{cgroup}/memory.stat");
+        let (sec_pagetables, error) = match std::fs::read_to_string(&path) {
+            Ok(stat) => match stat
+                .lines()
+                .find_map(|l| l.strip_prefix("sec_pagetables "))
+                .and_then(|v| v.trim().parse().ok())
+            {
+                Some(v) => (Some(v), None),
+                None => (None, Some(format!("{path} has no sec_pagetables"))),
+            },
+            Err(e) => (None, Some(format!("{path}: {e}"))),
+        };
+        let ts_ns = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+            .unwrap_or(0);
+        self.report
+            .cgroup_samples
+            .push(super::report::CgroupSample {
+                label: label.into(),
+                ts_ns,
+                cgroup,
+                sec_pagetables,
+                error,
+            });
+    }
     fn on(&self, g: StepGroup) -> bool {
         self.opts.steps.contains(g)
     }
@@ -952,6 +992,7 @@ impl Runner<'_> {
             self.map_loop("", ioas);
         }
 
+        self.sample_cgroup("peak");
         self.teardown_maps_start("", ioas);
         // Detach.
         let mut det = VfioDeviceDetachIommufdPt {

@@ -1,0 +1,25 @@
+# VM scenario "mock": no emulated VT-d, so the iommufd selftest's mock driver is the only
+# IOMMU and its domains (paging, NEST_PARENT, DIRTY_TRACKING, nested with selftest data,
+# auto) can be allocated; the checks in xtask/src/checks.rs compare them with the capture.
+R=/results
+export RUST_LOG=warn
+iommu-trace probes > $R/probes.txt 2>&1
+echo +memory > /sys/fs/cgroup/cgroup.subtree_control
+mkdir -p /sys/fs/cgroup/exercise
+stat -c %i /sys/fs/cgroup/exercise > $R/cgroup-id.txt
+i=0
+grep -w nr_iommu_pages /proc/vmstat > $R/vmstat-before.txt
+iommu-trace record -o $R/exercise.itc --ready-file /tmp/ready > $R/record.log 2>&1 &
+REC=$!
+while [ ! -e /tmp/ready ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+sh -c 'echo $$ > /sys/fs/cgroup/exercise/cgroup.procs; echo $$ > /results/exercise.pid;
+       exec iommu-trace exercise --no-vfio --no-hugepages -o /results/exercise.json' > $R/exercise.log 2>&1
+echo $? > $R/exercise.rc
+sleep 1
+kill -INT $REC
+wait $REC
+echo $? > $R/record.rc
+grep -w nr_iommu_pages /proc/vmstat > $R/vmstat-after.txt
+iommu-trace inspect $R/exercise.itc --summary > $R/summary.txt 2>&1
+iommu-trace inspect $R/exercise.itc --format jsonl > $R/exercise.jsonl 2> $R/inspect.err
+exit 0
