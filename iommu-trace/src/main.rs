@@ -30,6 +30,12 @@ enum Cmd {
         /// Treat this symbol as missing (repeatable), to see how the plan degrades.
         #[arg(long = "deny-symbol", value_name = "SYMBOL")]
         deny: Vec<String>,
+        /// Plan for another kernel: its BTF (a copy of /sys/kernel/btf/vmlinux).
+        #[arg(long, value_name = "FILE")]
+        btf: Option<PathBuf>,
+        /// Plan for another kernel: its symbols (a copy of /proc/kallsyms).
+        #[arg(long, value_name = "FILE")]
+        kallsyms: Option<PathBuf>,
     },
     /// Record events to a capture file until Ctrl-C, SIGTERM or --duration.
     Record {
@@ -69,8 +75,14 @@ enum Cmd {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
-        Cmd::Probes { json, deny } => {
-            let plan = iommu_trace::probe::discover(&deny);
+        Cmd::Probes {
+            json,
+            deny,
+            btf,
+            kallsyms,
+        } => {
+            let plan =
+                iommu_trace::probe::discover(&deny, &iommu_trace::probe::Sources { btf, kallsyms });
             if json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
             } else {

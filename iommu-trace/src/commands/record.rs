@@ -66,7 +66,7 @@ pub fn stop_signal(duration: Option<Duration>) -> Result<impl std::future::Futur
 }
 
 pub fn run(opts: RecordOptions) -> Result<()> {
-    let plan = probe::discover(&opts.deny);
+    let plan = probe::discover(&opts.deny, &probe::Sources::default());
     let mut tracer = Tracer::start(
         &plan,
         &TracerOptions {

@@ -1,0 +1,133 @@
+//! The command line as a user meets it: errors that say what is wrong and what to do,
+//! damaged captures read up to the last good frame, never a panic.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use iommu_trace::capture::{CaptureHeader, CaptureWriter, FinishInfo};
+use iommu_trace::events::{Event, EventBody, KernelPtr, MapOp};
+
+fn iommu_trace(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_iommu-trace"))
+        .args(args)
+        .output()
+        .expect("running iommu-trace")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn write_capture(path: &Path, n: u64) {
+    let header = CaptureHeader::for_this_host(serde_json::json!({"test": true}), 4096);
+    let mut w = CaptureWriter::create(path, &header).expect("create");
+    for i in 0..n {
+        w.write(&Event {
+            ts_ns: 1_000 + i * 10,
+            cpu: 0,
+            pid: 7,
+            tid: 7,
+            comm: "vmm".into(),
+            cgroup_id: 1,
+            body: EventBody::Map(MapOp {
+                domain: KernelPtr(0xffff_8881_0000_0000),
+                iova: 0x1000 * i,
+                size: 0x1000,
+                done: 0x1000,
+                paddr: 0x20_0000 + 0x1000 * i,
+                errno: 0,
+                latency_ns: 100,
+            }),
+        })
+        .expect("write");
+        if i % 100 == 99 {
+            w.flush().expect("flush");
+        }
+    }
+    w.finish(FinishInfo::default()).expect("finish");
+}
+
+#[test]
+fn probes_reports_a_kernel_without_iommufd_or_btf() {
+    let dir = tempfile::tempdir().unwrap();
+    let kallsyms = dir.path().join("kallsyms");
+    std::fs::write(
+        &kallsyms,
+        "ffffffff81000000 T iommu_map\nffffffff81000010 T iommu_unmap\n",
+    )
+    .unwrap();
+    let o = iommu_trace(&[
+        "probes",
+        "--kallsyms",
+        kallsyms.to_str().unwrap(),
+        "--btf",
+        dir.path().join("missing-btf").to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("BLOCKED") && t.contains("CONFIG_DEBUG_INFO_BTF"),
+        "{t}"
+    );
+    assert!(t.contains("CONFIG_IOMMUFD"), "{t}");
+    assert!(
+        t.contains("iommu_map") && t.contains("kprobe+kretprobe"),
+        "{t}"
+    );
+    assert!(
+        t.contains("hwpt_alloc_ioctl") && t.contains("missing"),
+        "{t}"
+    );
+}
+
+#[test]
+fn inspect_reads_a_truncated_capture_up_to_the_last_good_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cap.itc");
+    write_capture(&path, 1000);
+    let whole = iommu_trace(&["inspect", path.to_str().unwrap(), "--summary"]);
+    assert!(whole.status.success(), "{}", text(&whole));
+    assert!(text(&whole).contains("events: 1000"), "{}", text(&whole));
+    assert!(text(&whole).contains("file: finalized"), "{}", text(&whole));
+
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.path().join("cut.itc");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let o = iommu_trace(&["inspect", cut.to_str().unwrap(), "--format", "jsonl"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let lines = String::from_utf8_lossy(&o.stdout).lines().count();
+    assert!(lines > 0 && lines < 1000, "{lines} events from a cut file");
+    assert!(t.contains("warning") && t.contains("offset"), "{t}");
+}
+
+#[test]
+fn inspect_refuses_a_file_that_is_not_a_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, "just some notes, not a capture at all\n").unwrap();
+    let o = iommu_trace(&["inspect", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("not an iommu-trace capture"),
+        "{}",
+        text(&o)
+    );
+    let missing = iommu_trace(&["inspect", dir.path().join("nope.itc").to_str().unwrap()]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(!text(&missing).contains("panicked"), "{}", text(&missing));
+}
+
+#[test]
+fn record_rejects_bad_flags_before_touching_the_kernel() {
+    let o = iommu_trace(&["record", "-o", "/tmp/x.itc", "--duration=0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--duration"), "{}", text(&o));
+    let o = iommu_trace(&["inspect", "x.itc", "--format", "xml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("xml"), "{}", text(&o));
+}
