@@ -205,6 +205,9 @@ pub struct Config {
     pub nr_secondary_pagetable: u32,
     /// Only trace tasks in this thread group when non-zero.
     pub filter_pid: u32,
+    /// Wake the reader when the ring holds this many bytes (0: on every event).
+    pub wakeup_bytes: u32,
+    pub _pad: u32,
     /// Per driver index: up to `DRIVER_WORDS` fields to read relative to the domain pointer.
     pub drivers: [DriverFields; MAX_DRIVERS],
 }
@@ -243,6 +246,8 @@ impl Config {
             kn_id: Self::UNSET,
             nr_secondary_pagetable: Self::UNSET,
             filter_pid: 0,
+            wakeup_bytes: 0,
+            _pad: 0,
             drivers: [DriverFields {
                 offsets: [0; DRIVER_WORDS],
                 sizes: [0; DRIVER_WORDS],

@@ -19,9 +19,10 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_func_ip,
         bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user_buf,
     },
-    macros::{kprobe, kretprobe, map},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::{HashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RetProbeContext},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
 };
 use iommu_trace_common::{
@@ -135,6 +136,20 @@ macro_rules! cfg {
         // volatile read keeps the compiler from folding the compile-time initial value.
         unsafe { core::ptr::read_volatile(&CONFIG.$($field)+) }
     };
+}
+
+/// Submit flags: wake the reader only once the ring holds `wakeup_bytes`; the collector
+/// also drains on a short timer. A wakeup per event would cost a context switch per event.
+#[inline(always)]
+fn submit_flags() -> u64 {
+    let threshold = cfg!(wakeup_bytes) as u64;
+    if threshold == 0 {
+        0
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
 }
 
 #[inline(always)]
@@ -290,7 +305,7 @@ pub fn hwpt_alloc_ioctl_exit(ctx: RetProbeContext) -> u32 {
         // SAFETY: helper without arguments.
         latency_ns: unsafe { bpf_ktime_get_ns() }.saturating_sub(c.start),
     });
-    entry.submit(0);
+    entry.submit(submit_flags());
     0
 }
 
@@ -452,7 +467,7 @@ fn emit_pt(domain: u64, delta: i64, charged: u32, op: u32, memcg_id: u64) {
         op,
         memcg_id,
     });
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
 #[kretprobe]
@@ -497,7 +512,7 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
                 );
                 fill_geometry(&mut (*e).geometry, domain, a.driver);
             }
-            entry.submit(0);
+            entry.submit(submit_flags());
         }
         None => count_lost(lost::RINGBUF_FULL),
     }
@@ -598,7 +613,7 @@ pub fn domain_free_exit(_ctx: RetProbeContext) -> u32 {
         // SAFETY: helper without arguments.
         latency_ns: unsafe { bpf_ktime_get_ns() }.saturating_sub(o.start),
     });
-    entry.submit(0);
+    entry.submit(submit_flags());
     0
 }
 
@@ -641,7 +656,7 @@ fn emit_map(o: Op, kind: u32, done: u64, errno: i32) {
         // SAFETY: helper without arguments.
         latency_ns: unsafe { bpf_ktime_get_ns() }.saturating_sub(o.start),
     });
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
 #[kretprobe]
@@ -659,6 +674,53 @@ pub fn unmap_exit(ctx: RetProbeContext) -> u32 {
     if let Some(o) = op_exit(pt_op::UNMAP) {
         let done: u64 = ctx.ret();
         emit_map(o, kind::UNMAP, done, 0);
+    }
+    0
+}
+
+// The same points through BPF trampolines (fentry/fexit), used when the kernel's BTF has the
+// function with the expected arity: no breakpoint trap per call, which matters on these hot
+// paths. In fexit, argument N (the arity) is the return value.
+
+#[fentry(function = "iommu_map")]
+pub fn map_fentry(ctx: FEntryContext) -> u32 {
+    op_enter(ctx.arg(0), pt_op::MAP, ctx.arg(1), ctx.arg(2), ctx.arg(3));
+    0
+}
+
+#[fexit(function = "iommu_map")]
+pub fn map_fexit(ctx: FExitContext) -> u32 {
+    if let Some(o) = op_exit(pt_op::MAP) {
+        let errno = errno_of_int(ctx.arg(6));
+        emit_map(o, kind::MAP, if errno == 0 { o.size } else { 0 }, errno);
+    }
+    0
+}
+
+#[fentry(function = "iommu_unmap")]
+pub fn unmap_fentry(ctx: FEntryContext) -> u32 {
+    op_enter(ctx.arg(0), pt_op::UNMAP, ctx.arg(1), 0, ctx.arg(2));
+    0
+}
+
+#[fexit(function = "iommu_unmap")]
+pub fn unmap_fexit(ctx: FExitContext) -> u32 {
+    if let Some(o) = op_exit(pt_op::UNMAP) {
+        emit_map(o, kind::UNMAP, ctx.arg(3), 0);
+    }
+    0
+}
+
+#[fentry(function = "iommu_unmap_fast")]
+pub fn unmap_fast_fentry(ctx: FEntryContext) -> u32 {
+    op_enter(ctx.arg(0), pt_op::UNMAP, ctx.arg(1), 0, ctx.arg(2));
+    0
+}
+
+#[fexit(function = "iommu_unmap_fast")]
+pub fn unmap_fast_fexit(ctx: FExitContext) -> u32 {
+    if let Some(o) = op_exit(pt_op::UNMAP) {
+        emit_map(o, kind::UNMAP, ctx.arg(4), 0);
     }
     0
 }
@@ -694,16 +756,27 @@ fn memcg_of(folio: u64) -> (u32, u64) {
 
 #[kprobe]
 pub fn pt_stat(ctx: ProbeContext) -> u32 {
-    let idx: u32 = ctx.arg(1).unwrap_or(u32::MAX);
+    pt_stat_common(
+        ctx.arg(0).unwrap_or(0),
+        ctx.arg(1).unwrap_or(u32::MAX),
+        ctx.arg(2).unwrap_or(0),
+    )
+}
+
+#[fentry(function = "__lruvec_stat_mod_folio")]
+pub fn pt_stat_fentry(ctx: FEntryContext) -> u32 {
+    pt_stat_common(ctx.arg(0), ctx.arg(1), ctx.arg(2))
+}
+
+#[inline(always)]
+fn pt_stat_common(folio: u64, idx: u32, val: i32) -> u32 {
     if idx != cfg!(nr_secondary_pagetable) {
         return 0;
     }
     let tid = current_tid();
-    let val: i32 = ctx.arg(2).unwrap_or(0);
     if let Some(a) = ALLOC_CTX.get_ptr_mut(&tid) {
         // SAFETY: this thread's own entry.
         let a = unsafe { &mut *a };
-        let folio: u64 = ctx.arg(0).unwrap_or(0);
         let (charged, memcg) = memcg_of(folio);
         // Frees inside an allocation op (error unwinding) net out against what it allocated.
         if charged != 0 {
@@ -720,7 +793,6 @@ pub fn pt_stat(ctx: ProbeContext) -> u32 {
     // SAFETY: this thread's own entry, copied.
     let c = unsafe { *c };
     let o = if c.depth == 2 { c.ops[1] } else { c.ops[0] };
-    let folio: u64 = ctx.arg(0).unwrap_or(0);
     let (charged, memcg) = memcg_of(folio);
     emit_pt(o.domain, val as i64, charged, o.op, memcg);
     0

@@ -586,9 +586,9 @@ fn pt_charged(x: &Exercise, dir: &Path) -> Result<(), String> {
     ensure(problems.is_empty(), || problems.join("\n"))
 }
 
-/// The capture benchmark's numbers: loop rate without and with the tracer (the baseline
-/// is the mean of the runs before and after), events per second recorded, loss, bytes
-/// per event on disk. `detail` carries the measurement even when the check passes.
+/// The capture benchmark's numbers: loop rate without and with the tracer (medians over
+/// interleaved rounds), events per second recorded, loss, bytes per event on disk.
+/// `detail` carries the measurement even when the check passes.
 pub fn bench_capture(dir: &Path) -> Vec<Outcome> {
     let run = || -> Result<String, String> {
         let rate = |name: &str| -> Result<(f64, u64, u64), String> {
@@ -598,39 +598,55 @@ pub fn bench_capture(dir: &Path) -> Vec<Outcome> {
             ensure(u(l, "map_errors") + u(l, "unmap_errors") == 0, || {
                 format!("{name}: loop errors: {l}")
             })?;
-            Ok((
-                l["ops_per_sec"].as_f64().unwrap_or(0.0),
-                u(l, "ops"),
-                u(l, "elapsed_ns"),
-            ))
+            Ok((l["ops_per_sec"].as_f64().unwrap_or(0.0), u(l, "ops"), u(l, "elapsed_ns")))
         };
-        let (b1, _, _) = rate("base1.json")?;
-        let (b2, _, _) = rate("base2.json")?;
-        let (t, ops, elapsed) = rate("traced.json")?;
-        ensure(rc(dir, "record.rc")? == 0, || "the recorder failed".into())?;
-        let summary = read(dir, "summary.txt")?;
-        let events: u64 = summary
-            .lines()
-            .find_map(|l| l.strip_prefix("events: "))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| format!("no event count in summary:\n{summary}"))?;
-        let lost_line = summary
-            .lines()
-            .find(|l| l.starts_with("lost: "))
-            .unwrap_or("lost: ?");
-        let bytes: u64 = read(dir, "capture-bytes.txt")?
-            .trim()
-            .parse()
-            .map_err(|e| format!("{e}"))?;
-        let base = (b1 + b2) / 2.0;
+        let median = |mut v: Vec<f64>| -> f64 {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let mut base = Vec::new();
+        let mut traced = Vec::new();
+        let (mut events, mut bytes, mut traced_ns, mut lost, mut ops) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        for r in 1.. {
+            if !dir.join(format!("base{r}.json")).exists() {
+                break;
+            }
+            base.push(rate(&format!("base{r}.json"))?.0);
+            if !dir.join(format!("traced{r}.json")).exists() {
+                continue;
+            }
+            let (t, o, ns) = rate(&format!("traced{r}.json"))?;
+            traced.push(t);
+            ops = o;
+            traced_ns += ns;
+            ensure(rc(dir, &format!("record{r}.rc"))? == 0, || "the recorder failed".into())?;
+            let summary = read(dir, &format!("summary{r}.txt"))?;
+            let count = |prefix: &str| -> Result<u64, String> {
+                summary
+                    .lines()
+                    .find_map(|l| l.strip_prefix(prefix))
+                    .and_then(|l| l.split_whitespace().next())
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| format!("no {prefix:?} in summary:\n{summary}"))
+            };
+            events += count("events: ")?;
+            lost += count("lost: ")?;
+            bytes += read(dir, &format!("capture-bytes{r}.txt"))?
+                .trim()
+                .parse::<u64>()
+                .map_err(|e| e.to_string())?;
+        }
+        ensure(!traced.is_empty(), || "no traced round ran".into())?;
+        let (b, t) = (median(base.clone()), median(traced.clone()));
+        ensure(lost == 0, || format!("{lost} events lost at the loop's full rate"))?;
         Ok(format!(
-            "map/unmap loop, {ops} ops: {base:.0} ops/s untraced (runs {b1:.0} and {b2:.0}), \
-             {t:.0} ops/s traced; slowdown {:.1}% (traced/untraced time ratio {:.3}); \
-             {events} events recorded at {:.0} events/s; {lost_line}; {:.1} bytes/event on disk",
-            (base / t - 1.0) * 100.0,
-            base / t,
-            events as f64 / (elapsed as f64 / 1e9),
+            "map/unmap loop, {ops} ops per run, {} rounds: median {b:.0} ops/s untraced {base:.0?}, \
+             {t:.0} ops/s traced {traced:.0?}; slowdown {:.1}% (time ratio {:.3}); \
+             {events} events recorded at {:.0} events/s, 0 lost; {:.1} bytes/event on disk",
+            traced.len(),
+            (b / t - 1.0) * 100.0,
+            b / t,
+            events as f64 / (traced_ns as f64 / 1e9),
             bytes as f64 / events.max(1) as f64
         ))
     };

@@ -99,6 +99,9 @@ pub async fn run(
     let mut stats = CollectStats::default();
     let mut loss = LossWatch::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The eBPF side wakes us only when the ring is a quarter full: drain it on a short
+    // timer too, so live consumers see events within this delay.
+    let mut drain_tick = tokio::time::interval(Duration::from_millis(50));
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -106,6 +109,9 @@ pub async fn run(
                 let mut guard = guard?;
                 drain(guard.get_inner_mut(), decoder, sink, &mut stats)?;
                 guard.clear_ready();
+            }
+            _ = drain_tick.tick() => {
+                drain(ring.get_mut(), decoder, sink, &mut stats)?;
             }
             _ = tick.tick() => {
                 for e in loss.poll(tracer.lost_per_cpu(), &mut stats) {

@@ -26,7 +26,16 @@ pub fn report(plan: &Plan, is_root: bool) -> String {
                 .and_then(|d| plan.drivers.get(d))
                 .map(|d| format!(" [driver {}]", d.name))
                 .unwrap_or_default();
-            let _ = writeln!(s, "    + {:<40} {}{}", a.symbol, a.program_type, driver);
+            let fallback = a
+                .fallback
+                .as_ref()
+                .map(|f| format!(" (else {})", f.program_type))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "    + {:<40} {}{}{}",
+                a.symbol, a.program_type, fallback, driver
+            );
         }
         for g in &p.gaps {
             let _ = writeln!(s, "    - {:<40} {}", g.symbol, g.reason);

@@ -141,7 +141,7 @@ mod tests {
             any::<bool>(),
             0u64..1024,
             prop_oneof![Just(0u64), 0u64..512],
-            prop_oneof![0u64..3, Just(512u64), Just(1024u64)],
+            prop_oneof![0u64..3, Just(512u64)],
             prop_oneof![Just(0u64), 1u64..512],
             prop_oneof![Just(0u64), Just(0x1000u64)],
         )
@@ -164,7 +164,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
         /// vtd.rs (legacy) against the set-based restatement: same tables, same leaves,
         /// same pages allocated and freed by every map and unmap, same bytes unmapped,

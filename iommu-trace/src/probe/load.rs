@@ -4,13 +4,13 @@ use std::collections::BTreeSet;
 
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::KProbe,
-    Ebpf, EbpfLoader,
+    programs::{FEntry, FExit, KProbe},
+    Btf, Ebpf, EbpfLoader,
 };
 use iommu_trace_common::{lost, Config};
 use thiserror::Error;
 
-use super::plan::{Gap, Plan};
+use super::plan::{Attachment, Gap, Plan};
 
 /// The eBPF object built by build.rs (empty when built with IOMMU_TRACE_SKIP_EBPF).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/iommu-trace"));
@@ -60,9 +60,10 @@ impl Default for TracerOptions {
 /// Loaded and attached programs. Detached when dropped.
 pub struct Tracer {
     ebpf: Ebpf,
-    /// (symbol, program) pairs attached.
+    /// (symbol, program type) of every attachment made.
     pub attached: Vec<(String, String)>,
-    /// Attachments the plan wanted that the kernel refused at attach time.
+    /// Attachments the plan wanted that the kernel refused at attach time (or that fell
+    /// back to kprobes, with the reason).
     pub failed: Vec<Gap>,
 }
 
@@ -80,7 +81,10 @@ impl Tracer {
         if !opts.ringbuf_bytes.is_power_of_two() || opts.ringbuf_bytes < 4096 {
             return Err(LoadError::BadRingSize(opts.ringbuf_bytes));
         }
-        let config: Config = plan.config(opts.filter_pid);
+        let mut config: Config = plan.config(opts.filter_pid);
+        // Batch wakeups: the reader is woken when a quarter of the ring is used, and drains
+        // on a short timer otherwise (collect/).
+        config.wakeup_bytes = opts.ringbuf_bytes / 4;
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", opts.ringbuf_bytes)
@@ -107,23 +111,31 @@ impl Tracer {
         }
 
         let mut loaded = BTreeSet::new();
+        let mut btf = None;
         let mut attached = Vec::new();
         let mut failed = Vec::new();
         for a in plan.attachments() {
-            let programs = std::iter::once(&a.entry_program).chain(a.exit_program.iter());
-            let mut result = Ok(());
-            for name in programs {
-                result = attach_one(&mut ebpf, &mut loaded, name, &a.symbol);
-                if result.is_err() {
-                    break;
-                }
-                attached.push((a.symbol.clone(), name.clone()));
-            }
-            if let Err(reason) = result {
-                failed.push(Gap {
-                    symbol: a.symbol.clone(),
-                    reason,
-                });
+            match attach(&mut ebpf, &mut loaded, &mut btf, a) {
+                Ok(()) => attached.push((a.symbol.clone(), a.program_type.clone())),
+                Err(reason) => match a.fallback.as_deref() {
+                    Some(fb) => match attach(&mut ebpf, &mut loaded, &mut btf, fb) {
+                        Ok(()) => {
+                            attached.push((fb.symbol.clone(), fb.program_type.clone()));
+                            failed.push(Gap {
+                                symbol: a.symbol.clone(),
+                                reason: format!("{} refused ({reason}); using {}", a.program_type, fb.program_type),
+                            });
+                        }
+                        Err(r2) => failed.push(Gap {
+                            symbol: a.symbol.clone(),
+                            reason: format!("{reason}; fallback: {r2}"),
+                        }),
+                    },
+                    None => failed.push(Gap {
+                        symbol: a.symbol.clone(),
+                        reason,
+                    }),
+                },
             }
         }
         if attached.is_empty() {
@@ -163,6 +175,45 @@ impl Tracer {
         }
         per_cpu
     }
+}
+
+/// Loads (once) and attaches the programs of one attachment.
+fn attach(
+    ebpf: &mut Ebpf,
+    loaded: &mut BTreeSet<String>,
+    btf: &mut Option<Btf>,
+    a: &Attachment,
+) -> Result<(), String> {
+    let programs = std::iter::once(&a.entry_program).chain(a.exit_program.iter());
+    if a.program_type.starts_with("fentry") {
+        if btf.is_none() {
+            *btf = Some(Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?);
+        }
+        let btf = btf.as_ref().expect("set above");
+        for (i, name) in programs.enumerate() {
+            let prog = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("program {name} is not in the eBPF object"))?;
+            if i == 0 {
+                let p: &mut FEntry = prog.try_into().map_err(|e| format!("{name}: {e}"))?;
+                if loaded.insert(name.clone()) {
+                    p.load(&a.symbol, btf).map_err(|e| format!("loading {name}: {e:#}"))?;
+                }
+                p.attach().map_err(|e| format!("attaching {name}: {e:#}"))?;
+            } else {
+                let p: &mut FExit = prog.try_into().map_err(|e| format!("{name}: {e}"))?;
+                if loaded.insert(name.clone()) {
+                    p.load(&a.symbol, btf).map_err(|e| format!("loading {name}: {e:#}"))?;
+                }
+                p.attach().map_err(|e| format!("attaching {name}: {e:#}"))?;
+            }
+        }
+        return Ok(());
+    }
+    for name in programs {
+        attach_one(ebpf, loaded, name, &a.symbol)?;
+    }
+    Ok(())
 }
 
 fn attach_one(

@@ -140,6 +140,41 @@ const CORE_POINTS: &[CorePoint] = &[
 /// `__lruvec_stat_mod_folio` from 6.11 to 7.x (iommu-pages.h / iommu-pages.c).
 const PT_SYMBOL: &str = "__lruvec_stat_mod_folio";
 
+/// Functions that also have trampoline programs (fentry/fexit): (symbol, arity, fentry
+/// program, fexit program). Chosen when BTF shows the function with that arity; the kprobe
+/// programs stay as the fallback.
+const TRAMPOLINES: &[(&str, usize, &str, Option<&str>)] = &[
+    ("iommu_map", 6, "map_fentry", Some("map_fexit")),
+    ("iommu_unmap", 3, "unmap_fentry", Some("unmap_fexit")),
+    ("iommu_unmap_fast", 4, "unmap_fast_fentry", Some("unmap_fast_fexit")),
+    ("__lruvec_stat_mod_folio", 3, "pt_stat_fentry", None),
+];
+
+/// The trampoline programs for `symbol` on this kernel, if it can use them.
+fn trampoline(inputs: &PlanInputs, symbol: &str) -> Option<(String, &'static str, Option<String>)> {
+    let (_, arity, fentry, fexit) = TRAMPOLINES.iter().find(|t| t.0 == symbol)?;
+    let params = inputs.btf?.func_params(symbol)?;
+    if params.len() != *arity {
+        return None;
+    }
+    let kind = if fexit.is_some() { "fentry+fexit" } else { "fentry" };
+    Some((fentry.to_string(), kind, fexit.map(str::to_string)))
+}
+
+/// Picks trampolines over kprobes where possible, keeping the kprobes as the fallback.
+fn with_trampoline(inputs: &PlanInputs, mut a: Attachment) -> Attachment {
+    if let Some((entry, kind, exit)) = trampoline(inputs, &a.symbol) {
+        a.fallback = Some(Box::new(Attachment {
+            fallback: None,
+            ..a.clone()
+        }));
+        a.program_type = kind.into();
+        a.entry_program = entry;
+        a.exit_program = exit;
+    }
+    a
+}
+
 /// A symbol attached for a logical point.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Attachment {
@@ -155,6 +190,9 @@ pub struct Attachment {
     /// Address from kallsyms, 0 when hidden (not root).
     #[serde(skip)]
     pub addr: u64,
+    /// What to attach instead if this kind of program is refused (kprobes for trampolines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Box<Attachment>>,
 }
 
 /// A candidate symbol that will not be attached, and why.
@@ -294,14 +332,18 @@ impl Plan {
             };
             for sym in cp.symbols {
                 match symbol_gap(inputs, sym, cp.params) {
-                    None => plan.attach.push(Attachment {
-                        symbol: sym.to_string(),
-                        program_type: "kprobe+kretprobe".into(),
-                        entry_program: cp.entry_program.into(),
-                        exit_program: Some(cp.exit_program.into()),
-                        driver: None,
-                        addr: addr_of(inputs, sym),
-                    }),
+                    None => plan.attach.push(with_trampoline(
+                        inputs,
+                        Attachment {
+                            symbol: sym.to_string(),
+                            program_type: "kprobe+kretprobe".into(),
+                            entry_program: cp.entry_program.into(),
+                            exit_program: Some(cp.exit_program.into()),
+                            driver: None,
+                            addr: addr_of(inputs, sym),
+                            fallback: None,
+                        },
+                    )),
                     Some(reason) => plan.gaps.push(Gap {
                         symbol: sym.to_string(),
                         reason,
@@ -357,6 +399,7 @@ impl Plan {
                     entry_program: shape.entry_program.into(),
                     exit_program: Some("alloc_exit".into()),
                     driver: Some(idx),
+                    fallback: None,
                 });
             }
         }
@@ -385,14 +428,18 @@ impl Plan {
             symbol_gap(inputs, PT_SYMBOL, &["folio", "idx", "val"]),
             stat,
         ) {
-            (None, Some(_)) => pt.attach.push(Attachment {
-                symbol: PT_SYMBOL.into(),
-                program_type: "kprobe".into(),
-                entry_program: "pt_stat".into(),
-                exit_program: None,
-                driver: None,
-                addr: addr_of(inputs, PT_SYMBOL),
-            }),
+            (None, Some(_)) => pt.attach.push(with_trampoline(
+                inputs,
+                Attachment {
+                    symbol: PT_SYMBOL.into(),
+                    program_type: "kprobe".into(),
+                    entry_program: "pt_stat".into(),
+                    exit_program: None,
+                    driver: None,
+                    addr: addr_of(inputs, PT_SYMBOL),
+                    fallback: None,
+                },
+            )),
             (Some(reason), _) => pt.gaps.push(Gap {
                 symbol: PT_SYMBOL.into(),
                 reason,
@@ -632,6 +679,14 @@ mod tests {
             .any(|(s, r)| *s == "arm_smmu_domain_alloc_user" && r.starts_with("ambiguous")));
         assert_eq!(plan.point("unmap").unwrap().attach.len(), 2);
         assert_eq!(plan.point("pt_pages").unwrap().status(), "ok");
+
+        // BTF shows iommu_map with its 6 parameters: a trampoline, kprobes as fallback.
+        let map = &plan.point("map").unwrap().attach[0];
+        assert_eq!((map.program_type.as_str(), map.entry_program.as_str()), ("fentry+fexit", "map_fentry"));
+        assert_eq!(map.fallback.as_ref().unwrap().program_type, "kprobe+kretprobe");
+        assert_eq!(plan.point("pt_pages").unwrap().attach[0].program_type, "fentry");
+        // No BTF record for iommu_unmap in the fixture: kprobes.
+        assert_eq!(plan.point("unmap").unwrap().attach[0].program_type, "kprobe+kretprobe");
 
         // Driver fields are relative to the embedded iommu_domain (at byte 32).
         let f = &plan.drivers[0].fields;

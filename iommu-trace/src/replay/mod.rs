@@ -819,7 +819,6 @@ impl Replayer {
         st.ring.push_back(c);
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn diverge(
         st: &mut DomainState,
         reports: &mut [DomainReport],
@@ -995,7 +994,7 @@ where
     let mut r = Replayer::new(opts.clone());
     for ev in events {
         r.push(ev.borrow());
-        if r.index % 4096 == 0 {
+        if r.index.is_multiple_of(4096) {
             progress(r.index);
         }
     }
