@@ -68,6 +68,27 @@ enum Cmd {
         #[arg(long)]
         summary: bool,
     },
+    /// Verify a capture against the reference VT-d / SMMUv3 page-table allocators, page for
+    /// page. Exit status 0 only when every domain verifies and nothing was lost.
+    Replay {
+        file: PathBuf,
+        /// auto (by driver), vtd or smmuv3
+        #[arg(long, default_value = "auto")]
+        model: iommu_trace::model::ModelSelect,
+        /// VT-d kernel behaviour: legacy (6.12-6.18), generic-pt (6.19), generic-pt-whole-range (7.0+)
+        #[arg(long, default_value = "legacy")]
+        vtd: iommu_trace::model::VtdBehaviour,
+        /// SMMUv3 io-pgtable-arm behaviour: 6.12 or 7
+        #[arg(long, default_value = "6.12")]
+        smmu: iommu_trace::model::SmmuBehaviour,
+        /// Also replay every domain's maps and unmaps under other page-table formats and
+        /// report their page-table memory (peak and final).
+        #[arg(long)]
+        what_if: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Drive every iommufd allocation path and print, as JSON, what was done and what the
     /// kernel answered (the workload the tests and the demo trace).
     Exercise(iommu_trace::exercise::ExerciseArgs),
@@ -125,6 +146,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let s = commands::inspect::run(&file, format, summary, &mut stdout)?;
             if summary {
                 println!("{s}");
+            }
+        }
+        Cmd::Replay {
+            file,
+            model,
+            vtd,
+            smmu,
+            what_if,
+            json,
+        } => {
+            let opts = iommu_trace::replay::ReplayOptions {
+                model,
+                behaviour: iommu_trace::model::KernelBehaviour { vtd, smmu },
+                what_if,
+                ..Default::default()
+            };
+            let report = commands::replay::run(&file, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            if !report.all_verified() {
+                return Ok(ExitCode::from(1));
             }
         }
         Cmd::Exercise(args) => {

@@ -3,3 +3,4 @@
 pub mod inspect;
 pub mod probes;
 pub mod record;
+pub mod replay;
