@@ -181,7 +181,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if matches!(
+        cli.cmd,
+        Cmd::Probes { .. } | Cmd::Inspect { .. } | Cmd::Replay { .. } | Cmd::Exercise(_)
+    ) {
+        // Commands whose output goes to a pager or `head`: end quietly when the reader goes
+        // away, as other Unix filters do, instead of failing on a broken pipe.
+        // SAFETY: called before any thread starts; SIG_DFL is a valid disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -131,3 +131,25 @@ fn record_rejects_bad_flags_before_touching_the_kernel() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("xml"), "{}", text(&o));
 }
+
+#[test]
+fn output_cut_short_by_a_pager_is_not_a_panic() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cap.itc");
+    write_capture(&path, 20_000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iommu-trace"))
+        .args(["inspect", path.to_str().unwrap(), "--format", "jsonl"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line's worth, then close the pipe, as `| head -1` does.
+    let mut first = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let _ = child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -48,6 +48,10 @@ grep -w nr_iommu_pages /proc/vmstat > $R/vmstat-after.txt
 
 iommu-trace inspect $R/exercise.itc --summary > $R/summary.txt 2>&1
 iommu-trace inspect $R/exercise.itc --format jsonl > $R/exercise.jsonl 2> $R/inspect.err
+# Every capture is replayed through the reference page-table models.
+iommu-trace replay $R/exercise.itc --json > $R/replay.json 2> $R/replay.err
+echo $? > $R/replay.rc
+iommu-trace replay $R/exercise.itc --what-if > $R/replay.txt 2>&1
 echo $? > $R/inspect.rc
 
 # A deliberately tiny ring buffer (one page) under the map/unmap loop: loss must show.
@@ -61,6 +65,8 @@ wait $REC
 echo $? > $R/tiny-record.rc
 iommu-trace inspect $R/tiny.itc --summary > $R/tiny-summary.txt 2>&1
 iommu-trace inspect $R/tiny.itc --format jsonl > $R/tiny.jsonl 2>/dev/null
+iommu-trace replay $R/tiny.itc > $R/tiny-replay.txt 2>&1
+echo $? > $R/tiny-replay.rc
 
 # Damaged captures: a truncated copy is read up to its last good frame, with a warning
 # naming the byte offset; a file that is not a capture is refused.

@@ -22,4 +22,8 @@ echo $? > $R/record.rc
 grep -w nr_iommu_pages /proc/vmstat > $R/vmstat-after.txt
 iommu-trace inspect $R/exercise.itc --summary > $R/summary.txt 2>&1
 iommu-trace inspect $R/exercise.itc --format jsonl > $R/exercise.jsonl 2> $R/inspect.err
+# Every capture is replayed through the reference page-table models.
+iommu-trace replay $R/exercise.itc --json > $R/replay.json 2> $R/replay.err
+echo $? > $R/replay.rc
+iommu-trace replay $R/exercise.itc --what-if > $R/replay.txt 2>&1
 exit 0

@@ -140,6 +140,24 @@ fn scenario_ran(dir: &Path) -> Result<(), String> {
     })
 }
 
+/// The capture replays through the reference models with zero divergence: every domain of
+/// the workload verified, page for page.
+fn replay_verifies(dir: &Path, x: &Exercise) -> Result<(), String> {
+    let report: Value = serde_json::from_str(&read(dir, "replay.json")?)
+        .map_err(|e| format!("replay.json: {e}"))?;
+    let text = read(dir, "replay.txt").unwrap_or_default();
+    ensure(rc(dir, "replay.rc")? == 0, || format!("replay did not verify:\n{text}"))?;
+    let domains = report["domains"].as_array().cloned().unwrap_or_default();
+    for d in our_domains(x) {
+        let r = domains
+            .iter()
+            .find(|r| s(r, "domain") == d)
+            .ok_or_else(|| format!("domain {d} is not in the replay report"))?;
+        ensure(r["verdict"] == "verified", || format!("domain {d}: {}", r["verdict"]))?;
+    }
+    Ok(())
+}
+
 /// The checks of the capture against the workload's report, shared by the scenarios.
 fn capture_checks(dir: &Path, out: &mut Vec<Outcome>, vtd: bool) {
     match Exercise::load(dir) {
@@ -153,6 +171,7 @@ fn capture_checks(dir: &Path, out: &mut Vec<Outcome>, vtd: bool) {
                 pt_balance(&x, vtd),
             ));
             out.push(Outcome::from("pt_pages_match_vmstat", pt_vmstat(&x, dir)));
+            out.push(Outcome::from("replay_verifies_page_for_page", replay_verifies(dir, &x)));
             if vtd {
                 out.push(Outcome::from(
                     "pt_pages_charged_to_cgroup",
@@ -284,7 +303,11 @@ pub fn exercise(dir: &Path) -> Vec<Outcome> {
                 ensure(lost > 0, || {
                     "a one-page ring buffer under the loop lost nothing".into()
                 })?;
-                let summary = read(dir, "tiny-summary.txt")?;
+                // Loss is never silent: a capture with lost events does not verify.
+            ensure(rc(dir, "tiny-replay.rc")? == 1, || {
+                format!("replay of a lossy capture: {}", read(dir, "tiny-replay.txt").unwrap_or_default())
+            })?;
+            let summary = read(dir, "tiny-summary.txt")?;
                 ensure(summary.contains(&format!("lost: {lost} ")), || {
                     format!("summary does not show the {lost} lost events:\n{summary}")
                 })

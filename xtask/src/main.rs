@@ -46,7 +46,7 @@ enum Cmd {
     },
     /// The whole test suite: format, lints, unit tests, then every VM scenario.
     Test,
-    /// Benchmarks: `capture` (tracer overhead in the VM).
+    /// Benchmarks: `capture` (tracer overhead in the VM), `replay` (model speed vs decode).
     Bench {
         what: String,
         #[arg(long, default_value = "6.12")]
@@ -99,7 +99,14 @@ fn main() -> Result<()> {
         Cmd::Test => test(),
         Cmd::Bench { what, kernel } => match what.as_str() {
             "capture" => vm::bench(&kernel, &vm::BENCH_CAPTURE),
-            other => anyhow::bail!("unknown benchmark {other:?}: try `capture`"),
+            // Pure user space: no eBPF object needed, so none is built.
+            "replay" => util::run(
+                std::process::Command::new(env!("CARGO"))
+                    .current_dir(util::workspace_root())
+                    .args(["bench", "-p", "iommu-trace", "--bench", "replay"])
+                    .env("IOMMU_TRACE_SKIP_EBPF", "1"),
+            ),
+            other => anyhow::bail!("unknown benchmark {other:?}: try `capture` or `replay`"),
         },
         Cmd::Demo { kernel } => vm::demo(&kernel),
     }

@@ -1,0 +1,117 @@
+//! Golden captures recorded on real kernels in the VM harness (`cargo xtask vm-test`, then
+//! copied here): they must replay through the reference models with zero divergence, and an
+//! edited copy must be reported as diverging at the edited event.
+
+use std::path::PathBuf;
+
+use iommu_trace::capture::read_all;
+use iommu_trace::events::{Event, EventBody};
+use iommu_trace::replay::{replay, Report, ReplayOptions};
+
+fn golden(name: &str) -> Vec<Event> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/golden")
+        .join(name);
+    let (_, events, ending) =
+        read_all(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    assert!(ending.is_finalized(), "{name}: {ending}");
+    events
+}
+
+fn first_divergence(report: &Report) -> u64 {
+    report
+        .first_divergence()
+        .unwrap_or_else(|| panic!("no divergence reported:\n{report}"))
+        .1
+        .event_index
+}
+
+/// Index of the first event at or after `from` that closes an operation on `domain`
+/// (the event the replay compares the buffered page changes against).
+fn next_op_of(events: &[Event], from: usize, domain: u64) -> usize {
+    (from..events.len())
+        .find(|&i| {
+            matches!(
+                &events[i].body,
+                EventBody::Map(m) | EventBody::Unmap(m) if m.domain.0 == domain
+            ) || matches!(&events[i].body, EventBody::DomainFree(f) if f.domain.0 == domain)
+        })
+        .expect("an operation follows")
+}
+
+#[test]
+fn golden_captures_replay_with_zero_divergence() {
+    for name in ["6.12-vtd-exercise.itc", "6.12-mock-exercise.itc"] {
+        let events = golden(name);
+        let report = replay(&events, &ReplayOptions::default());
+        assert!(report.all_verified(), "{name}:\n{report}");
+        assert!(!report.domains.is_empty(), "{name}: no domain");
+    }
+}
+
+#[test]
+fn the_vtd_golden_capture_covers_the_interesting_paths() {
+    let events = golden("6.12-vtd-exercise.itc");
+    let count = |f: &dyn Fn(&EventBody) -> bool| events.iter().filter(|e| f(&e.body)).count();
+    assert!(
+        count(&|b| matches!(b, EventBody::Map(m) if m.size >= 2 << 20 && m.iova % (2 << 20) == 0)) > 0,
+        "no 2M-aligned map"
+    );
+    assert!(count(&|b| matches!(b, EventBody::DomainFree(_))) >= 2, "domains not destroyed");
+    // Unmaps that freed a table (its pt_free comes right before it) and partial unmaps that
+    // left the emptied table in place.
+    let (mut freed, mut kept) = (0, 0);
+    for w in events.windows(2) {
+        if let EventBody::Unmap(u) = &w[1].body {
+            match &w[0].body {
+                EventBody::PtFree(p) if p.domain == u.domain => freed += 1,
+                _ => kept += 1,
+            }
+        }
+    }
+    assert!(freed > 0 && kept > 0, "unmaps freeing tables: {freed}, keeping them: {kept}");
+}
+
+#[test]
+fn a_dropped_page_free_diverges_at_its_operation() {
+    let mut events = golden("6.12-vtd-exercise.itc");
+    let i = events
+        .iter()
+        .position(|e| matches!(&e.body, EventBody::PtFree(p) if p.cause == iommu_trace::events::PtCause::Unmap))
+        .expect("the capture frees a table at an unmap");
+    let EventBody::PtFree(p) = &events[i].body else {
+        unreachable!()
+    };
+    let domain = p.domain.0;
+    events.remove(i);
+    let report = replay(&events, &ReplayOptions::default());
+    assert!(!report.all_verified());
+    assert_eq!(first_divergence(&report), next_op_of(&events, i, domain) as u64, "{report}");
+}
+
+#[test]
+fn a_moved_map_diverges_at_the_operation_it_displaced() {
+    let mut events = golden("6.12-vtd-exercise.itc");
+    // A map that allocated page-table pages (its pt_alloc events come right before it) and
+    // whose domain's next operation is an unmap of it.
+    let (j, k) = (1..events.len())
+        .filter(|&j| {
+            matches!(&events[j].body, EventBody::Map(_))
+                && matches!(&events[j - 1].body, EventBody::PtAlloc(_))
+        })
+        .find_map(|j| {
+            let EventBody::Map(m) = &events[j].body else {
+                return None;
+            };
+            let k = next_op_of(&events, j + 1, m.domain.0);
+            matches!(&events[k].body, EventBody::Unmap(_)).then_some((j, k))
+        })
+        .expect("a map that allocated tables, then unmapped");
+    // Move the map after the unmap: the tables it allocated now precede an unmap of a range
+    // that is not mapped yet, which the model does not predict.
+    let moved = events.remove(j);
+    events.insert(k, moved);
+    let report = replay(&events, &ReplayOptions::default());
+    assert!(!report.all_verified());
+    assert_eq!(first_divergence(&report), (k - 1) as u64, "{report}");
+}
