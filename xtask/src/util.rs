@@ -15,14 +15,13 @@ pub fn workspace_root() -> PathBuf {
 
 /// Cache kept outside the repository: test kernels, the LLVM link folder, VM images.
 pub fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("IOMMU_TRACE_CACHE")
+    std::env::var_os("IOMMU_TRACE_CACHE")
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("iommu-trace"))
         })
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/iommu-trace")))
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/iommu-trace-cache"));
-    base
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/iommu-trace-cache"))
 }
 
 /// Runs a command, failing with its command line when it fails.

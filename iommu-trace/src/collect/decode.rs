@@ -245,9 +245,11 @@ mod tests {
                 },
             ],
         }]);
-        let mut geometry = DomainGeometry::default();
-        geometry.pgsize_bitmap = 0x4020_1000;
-        geometry.driver_words = [2, 0b1000, 0, 0];
+        let geometry = DomainGeometry {
+            pgsize_bitmap: 0x4020_1000,
+            driver_words: [2, 0b1000, 0, 0],
+            ..Default::default()
+        };
         let raw = DomainAllocEvent {
             hdr: hdr(kind::DOMAIN_ALLOC),
             op: op::ALLOC_USER,
