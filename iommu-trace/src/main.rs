@@ -75,12 +75,13 @@ enum Cmd {
         /// auto (by driver), vtd or smmuv3
         #[arg(long, default_value = "auto")]
         model: iommu_trace::model::ModelSelect,
-        /// VT-d kernel behaviour: legacy (6.12-6.18), generic-pt (6.19), generic-pt-whole-range (7.0+)
-        #[arg(long, default_value = "legacy")]
-        vtd: iommu_trace::model::VtdBehaviour,
-        /// SMMUv3 io-pgtable-arm behaviour: 6.12 or 7
-        #[arg(long, default_value = "6.12")]
-        smmu: iommu_trace::model::SmmuBehaviour,
+        /// VT-d kernel behaviour: legacy (6.12-6.18), generic-pt (6.19), generic-pt-whole-range
+        /// (7.0+). Default: what the capture's probe plan detected in the traced kernel.
+        #[arg(long)]
+        vtd: Option<iommu_trace::model::VtdBehaviour>,
+        /// SMMUv3 io-pgtable-arm behaviour: 6.12 or 7. Default: from the capture.
+        #[arg(long)]
+        smmu: Option<iommu_trace::model::SmmuBehaviour>,
         /// Also replay every domain's maps and unmaps under other page-table formats and
         /// report their page-table memory (peak and final).
         #[arg(long)]
@@ -156,11 +157,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             what_if,
             json,
         } => {
-            let opts = iommu_trace::replay::ReplayOptions {
+            let opts = commands::replay::Options {
                 model,
-                behaviour: iommu_trace::model::KernelBehaviour { vtd, smmu },
+                vtd,
+                smmu,
                 what_if,
-                ..Default::default()
             };
             let report = commands::replay::run(&file, &opts)?;
             if json {

@@ -17,6 +17,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const VM_PACKAGES: &[(&str, Option<&str>)] = &[
     ("qemu-system-x86", Some("bookworm-backports")),
     ("linux-source-6.12", None),
+    ("linux-source-7.3", Some("trixie-backports")),
     ("flex", None),
     ("bison", None),
     ("bc", None),
@@ -197,7 +198,13 @@ fn apt_packages() -> Result<()> {
     };
     install(plain.iter().map(|(p, _)| *p).collect(), None)?;
     for (p, s) in suited {
-        install(vec![*p], *s)?;
+        if p.starts_with("linux-source") {
+            // Only the package itself from that suite: `-t` would also pull newer
+            // versions of installed packages (linux-libc-dev) from it.
+            install(vec![&format!("{p}/{}", s.unwrap_or_default())], None)?;
+        } else {
+            install(vec![*p], *s)?;
+        }
     }
     Ok(())
 }

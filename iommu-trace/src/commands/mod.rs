@@ -4,3 +4,4 @@ pub mod inspect;
 pub mod probes;
 pub mod record;
 pub mod replay;
+pub mod serve;

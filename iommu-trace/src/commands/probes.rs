@@ -15,6 +15,9 @@ pub fn report(plan: &Plan, is_root: bool) -> String {
             "note: not root: this report is complete, but tracing itself needs root"
         );
     }
+    if !plan.features.is_empty() {
+        let _ = writeln!(s, "page-table behaviour detected: {}", plan.features.join(", "));
+    }
     for b in &plan.blockers {
         let _ = writeln!(s, "BLOCKED: {b}");
     }

@@ -281,11 +281,19 @@ pub enum ModelConfig {
 }
 
 fn field(a: &DomainAlloc, name: &str) -> Option<u64> {
-    a.geometry
-        .driver_fields
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| *v)
+    let raw = |n: &str| {
+        a.geometry
+            .driver_fields
+            .iter()
+            .find(|(f, _)| f == n)
+            .map(|(_, v)| *v)
+    };
+    match (name, raw(name)) {
+        // Generic page table (6.19+): the top level sits in the low PT_TOP_LEVEL_BITS (3)
+        // bits of `pt_common.top_of_table` (include/linux/generic_pt/common.h).
+        ("top_level", None) => raw("top_of_table").map(|t| t & 0x7),
+        (_, v) => v,
+    }
 }
 
 /// `IOMMU_HWPT_ALLOC_NEST_PARENT` (uapi iommufd.h).

@@ -48,7 +48,8 @@ struct DriverSpec {
     prefix: &'static str,
     /// The driver's domain struct, embedding `struct iommu_domain` as member `domain`.
     domain_struct: &'static str,
-    /// Members of `domain_struct` copied into the event (missing ones are skipped).
+    /// Members of `domain_struct` copied into the event, as `name` or `name=path.in.struct`;
+    /// missing ones are skipped, and at most `DRIVER_WORDS` are kept, in this order.
     fields: &'static [&'static str],
 }
 
@@ -58,7 +59,16 @@ const DRIVERS: &[DriverSpec] = &[
         name: "intel",
         prefix: "intel_iommu",
         domain_struct: "dmar_domain",
-        fields: &["agaw", "gaw", "iommu_superpage", "use_first_level"],
+        // 6.19+: dmar_domain overlays the generic page table; the level is encoded in the
+        // low bits of top_of_table (include/linux/generic_pt/common.h).
+        fields: &[
+            "agaw",
+            "gaw",
+            "iommu_superpage",
+            "use_first_level",
+            "top_of_table=sspt.vtdss_pt.common.top_of_table",
+            "max_vasz_lg2=sspt.vtdss_pt.common.max_vasz_lg2",
+        ],
     },
     DriverSpec {
         name: "amd",
@@ -78,7 +88,12 @@ const DRIVERS: &[DriverSpec] = &[
         name: "mock",
         prefix: "mock",
         domain_struct: "mock_iommu_domain",
-        fields: &["flags"],
+        // 7.x: the mock has real page tables in the generic AMDv1 format.
+        fields: &[
+            "flags",
+            "top_of_table=amdv1.amdpt.common.top_of_table",
+            "max_vasz_lg2=amdv1.amdpt.common.max_vasz_lg2",
+        ],
     },
 ];
 
@@ -249,6 +264,10 @@ pub struct Plan {
     pub offsets: Vec<(String, i64)>,
     /// Reasons tracing cannot work at all on this kernel (empty when it can).
     pub blockers: Vec<String>,
+    /// Kernel behaviours the reference models must follow, detected from BTF and kallsyms
+    /// (see `detect_features`).
+    #[serde(default)]
+    pub features: Vec<String>,
 }
 
 /// Inputs the plan is computed from (separate from the system so tests can feed fixtures).
@@ -464,7 +483,9 @@ impl Plan {
         }
 
         let offsets = inputs.btf.map(offsets_from_btf).unwrap_or_default();
+        let features = detect_features(inputs);
         Plan {
+            features,
             kernel_release: inputs.kernel_release.clone(),
             points,
             drivers,
@@ -527,6 +548,29 @@ impl Plan {
     }
 }
 
+/// Page-table behaviours of this kernel, from what it contains (kernel-notes.md §4.1):
+/// - `vtd_generic_pt`: VT-d page tables come from the generic page table (6.19+), seen as
+///   `pt_iommu_vtdss_init`;
+/// - `generic_pt_whole_range_unmap`: the core hands the whole unmap range to the page
+///   table (7.0+), seen as `struct pt_iommu_ops` having `unmap_range`;
+/// - `io_pgtable_arm_concat_mandatory`: io-pgtable-arm's 7.x stage-2 concatenation rule.
+pub fn detect_features(inputs: &PlanInputs) -> Vec<String> {
+    let mut f = Vec::new();
+    if !inputs.kallsyms.get("pt_iommu_vtdss_init").is_empty() {
+        f.push("vtd_generic_pt".to_string());
+    }
+    if inputs
+        .btf
+        .is_some_and(|b| b.member("pt_iommu_ops", "unmap_range").is_some())
+    {
+        f.push("generic_pt_whole_range_unmap".to_string());
+    }
+    if !inputs.kallsyms.get("arm_lpae_concat_mandatory").is_empty() {
+        f.push("io_pgtable_arm_concat_mandatory".to_string());
+    }
+    f
+}
+
 /// The struct offsets and enum values the eBPF programs need (kernel-internal, so from BTF).
 fn offsets_from_btf(btf: &Btf) -> Vec<(String, i64)> {
     let mut out = Vec::new();
@@ -570,8 +614,9 @@ fn driver_fields(btf: Option<&Btf>, spec: &DriverSpec) -> Vec<DriverField> {
     };
     spec.fields
         .iter()
-        .filter_map(|name| {
-            let m = btf.member(spec.domain_struct, name)?;
+        .filter_map(|field| {
+            let (name, path) = field.split_once('=').unwrap_or((field, field));
+            let m = btf.member(spec.domain_struct, path)?;
             Some(DriverField {
                 name: name.to_string(),
                 offset: m.byte_offset as i32 - base.byte_offset as i32,

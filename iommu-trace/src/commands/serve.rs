@@ -1,0 +1,395 @@
+//! `iommu-trace serve`: the Prometheus exporter. Live events (or a capture's, with
+//! `--from FILE`) -> `state/` -> `/metrics`, until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::capture::CaptureReader;
+use crate::collect::{self, Decoder, EventSink};
+use crate::events::Event;
+use crate::export::http::{Server, ServerContext};
+use crate::export::{
+    self, BpfProgramStats, CgroupIds, CgroupNamer, CgroupPaths, ExportOptions, Meta, ReplaySummary,
+    Shared,
+};
+use crate::probe::{self, Tracer, TracerOptions};
+use crate::replay::{self, Verdict};
+
+/// The exporter's default address: loopback only; `--listen 0.0.0.0:9464` to expose it.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    /// Serve a capture's metrics instead of tracing this host.
+    pub from: Option<PathBuf>,
+    /// Owner cgroups with their own series (the rest: `cgroup="other"`).
+    pub top_cgroups: usize,
+    pub ringbuf_bytes: u32,
+    pub filter_pid: u32,
+    pub deny: Vec<String>,
+    /// Created once metrics are served (and, live, the probes attached).
+    pub ready_file: Option<PathBuf>,
+    /// `--from`: also replay the capture against the reference models and export verdicts.
+    pub verify: bool,
+    /// `--from`: feed the capture this many times (0: until stopped), for load tests.
+    pub repeat: u64,
+    /// `--from`: at most this many events per second (default: as fast as they are read).
+    pub rate: Option<f64>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            listen: DEFAULT_LISTEN.parse().expect("valid address"),
+            from: None,
+            top_cgroups: 10,
+            ringbuf_bytes: 1 << 22,
+            filter_pid: 0,
+            deny: Vec::new(),
+            ready_file: None,
+            verify: false,
+            repeat: 1,
+            rate: None,
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<Server> {
+    Server::bind(addr).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {addr}: {e}. Another exporter (or another iommu-trace serve) may \
+             hold that port: pick another with --listen ADDRESS:PORT."
+        )
+    })
+}
+
+pub fn run(opts: ServeOptions) -> Result<()> {
+    let server = bind(opts.listen)?;
+    let addr = server.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match &opts.from {
+        Some(file) => serve_capture(&opts, file, server, &runtime),
+        None => serve_live(&opts, server, &runtime),
+    }
+    .map(|()| eprintln!("stopped serving on {addr}"))
+}
+
+fn context(shared: Arc<Shared>, namer: Box<dyn CgroupNamer>, top: usize) -> Arc<ServerContext> {
+    Arc::new(ServerContext {
+        shared,
+        opts: ExportOptions {
+            top_cgroups: top,
+            cgroups: namer,
+        },
+        healthy: Arc::new(AtomicBool::new(true)),
+        scrapes: AtomicU64::new(0),
+    })
+}
+
+fn announce(addr: SocketAddr, what: &str, ready: &Option<PathBuf>) -> Result<()> {
+    eprintln!("serving metrics of {what} on http://{addr}/metrics; Ctrl-C to stop");
+    if let Some(ready) = ready {
+        std::fs::write(ready, format!("{addr}\n"))
+            .with_context(|| format!("writing {}", ready.display()))?;
+    }
+    Ok(())
+}
+
+// ---- capture ----------------------------------------------------------------------------
+
+fn serve_capture(
+    opts: &ServeOptions,
+    file: &PathBuf,
+    server: Server,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<()> {
+    let reader = CaptureReader::open(file)?;
+    let header = reader.header().clone();
+    drop(reader);
+    let probes = match serde_json::from_value::<probe::Plan>(header.probe_plan.clone()) {
+        Ok(plan) => {
+            let failed: Vec<probe::plan::Gap> = header
+                .extra
+                .get("attach_failed")
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            export::probe_status(&plan, None, &failed)
+        }
+        Err(_) => Vec::new(),
+    };
+    let replay = if opts.verify {
+        Some(verify(file)?)
+    } else {
+        None
+    };
+    let shared = Shared::new(Meta {
+        source: "capture".into(),
+        kernel_release: header.kernel_release.clone(),
+        probes,
+        bpf_programs: Vec::new(),
+        replay,
+    });
+    let ctx = context(shared.clone(), Box::new(CgroupIds), opts.top_cgroups);
+    let handle = server.spawn(ctx)?;
+    runtime.block_on(async {
+        let stop = collect_stop()?;
+        tokio::pin!(stop);
+        announce(handle.addr, &file.display().to_string(), &opts.ready_file)?;
+        tokio::select! {
+            r = feed(file, &shared, opts.repeat, opts.rate) => {
+                r?;
+                // Everything is in: keep serving until stopped.
+                stop.await;
+            }
+            _ = &mut stop => {}
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    handle.shutdown();
+    Ok(())
+}
+
+fn collect_stop() -> Result<impl std::future::Future<Output = ()>> {
+    super::record::stop_signal(None)
+}
+
+/// Replays the capture once and sums the verdicts.
+fn verify(file: &PathBuf) -> Result<ReplaySummary> {
+    let events = CaptureReader::open(file)?.map_while(|r| r.ok());
+    let report = replay::replay(events, &replay::ReplayOptions::default());
+    let mut by = [("verified", 0u64), ("diverged", 0), ("unverifiable", 0)];
+    for d in &report.domains {
+        let i = match d.verdict {
+            Verdict::Verified => 0,
+            Verdict::Diverged => 1,
+            Verdict::Unverifiable(_) => 2,
+        };
+        by[i].1 += 1;
+    }
+    Ok(ReplaySummary {
+        domains_by_verdict: by.iter().map(|(v, n)| (v.to_string(), *n)).collect(),
+        unexpected_uncharged_pages: report.unexpected_uncharged(),
+    })
+}
+
+/// Feeds the capture into the state `repeat` times (0: forever), yielding to the runtime
+/// between batches so that a stop signal is seen, and pacing to `rate` events/s.
+async fn feed(file: &PathBuf, shared: &Shared, repeat: u64, rate: Option<f64>) -> Result<()> {
+    const BATCH: usize = 256;
+    let start = Instant::now();
+    let mut fed = 0u64;
+    let mut pass = 0u64;
+    let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
+    while repeat == 0 || pass < repeat {
+        pass += 1;
+        let mut reader = CaptureReader::open(file)?;
+        let mut warned = false;
+        loop {
+            batch.clear();
+            for r in reader.by_ref().take(BATCH) {
+                match r {
+                    Ok(e) => batch.push(e),
+                    Err(w) => {
+                        if pass == 1 {
+                            log::warn!("{}: {w}", file.display());
+                        }
+                        warned = true;
+                    }
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            {
+                let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                for e in &batch {
+                    state.apply(e);
+                }
+            }
+            fed += batch.len() as u64;
+            match rate {
+                Some(r) if r > 0.0 => {
+                    let due = Duration::from_secs_f64(fed as f64 / r);
+                    let now = start.elapsed();
+                    if due > now {
+                        tokio::time::sleep(due - now).await;
+                    } else {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                _ => tokio::task::yield_now().await,
+            }
+        }
+        if warned {
+            // A damaged or truncated capture: its bad frame counts as a decode error.
+            shared
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .note_decode_errors(1);
+        }
+        if repeat == 0 && fed == 0 {
+            anyhow::bail!("{} holds no events to repeat", file.display());
+        }
+    }
+    Ok(())
+}
+
+// ---- live -------------------------------------------------------------------------------
+
+struct StateSink {
+    shared: Arc<Shared>,
+    bpf: Option<BpfStats>,
+}
+
+impl EventSink for StateSink {
+    fn event(&mut self, event: Event) -> Result<()> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply(&event);
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<()> {
+        if let Some(b) = &self.bpf {
+            let stats = b.read();
+            self.shared
+                .meta
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .bpf_programs = stats;
+        }
+        Ok(())
+    }
+}
+
+/// The kernel's run-time statistics for our programs, while `_fd` keeps BPF_ENABLE_STATS on.
+struct BpfStats {
+    _fd: std::os::fd::OwnedFd,
+    /// Program names as the kernel stores them (at most 15 bytes).
+    names: Vec<String>,
+}
+
+impl BpfStats {
+    fn enable(plan: &probe::Plan) -> Option<BpfStats> {
+        let fd = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::warn!("BPF_ENABLE_STATS failed ({e}): eBPF run-time metrics are off");
+                return None;
+            }
+        };
+        let mut names: Vec<String> = Vec::new();
+        let mut add = |a: &probe::plan::Attachment| {
+            for n in std::iter::once(&a.entry_program).chain(a.exit_program.iter()) {
+                let short: String = n.chars().take(15).collect();
+                if !names.contains(&short) {
+                    names.push(short);
+                }
+            }
+        };
+        for a in plan.attachments() {
+            add(a);
+            if let Some(fb) = a.fallback.as_deref() {
+                add(fb);
+            }
+        }
+        Some(BpfStats { _fd: fd, names })
+    }
+
+    fn read(&self) -> Vec<BpfProgramStats> {
+        let mut out: Vec<BpfProgramStats> = Vec::new();
+        for info in aya::programs::loaded_programs().flatten() {
+            let Some(name) = info.name_as_str() else {
+                continue;
+            };
+            if !self.names.iter().any(|n| n == name) {
+                continue;
+            }
+            let (t, c) = (info.run_time().as_nanos() as u64, info.run_count());
+            match out.iter_mut().find(|s| s.program == name) {
+                Some(s) => {
+                    s.run_time_ns += t;
+                    s.run_count += c;
+                }
+                None => out.push(BpfProgramStats {
+                    program: name.to_string(),
+                    run_time_ns: t,
+                    run_count: c,
+                }),
+            }
+        }
+        out
+    }
+}
+
+fn serve_live(
+    opts: &ServeOptions,
+    server: Server,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<()> {
+    let plan = probe::discover(&opts.deny, &probe::Sources::default());
+    let mut tracer = Tracer::start(
+        &plan,
+        &TracerOptions {
+            ringbuf_bytes: opts.ringbuf_bytes,
+            filter_pid: opts.filter_pid,
+        },
+    )?;
+    for gap in &tracer.failed {
+        log::warn!("not attached: {}: {}", gap.symbol, gap.reason);
+    }
+    let shared = Shared::new(Meta {
+        source: "live".into(),
+        kernel_release: plan.kernel_release.clone(),
+        probes: export::probe_status(&plan, Some(&tracer.attached), &tracer.failed),
+        bpf_programs: Vec::new(),
+        replay: None,
+    });
+    let ctx = context(
+        shared.clone(),
+        Box::new(CgroupPaths::new("/sys/fs/cgroup")),
+        opts.top_cgroups,
+    );
+    let healthy = ctx.healthy.clone();
+    let handle = server.spawn(ctx)?;
+    let mut sink = StateSink {
+        shared: shared.clone(),
+        bpf: BpfStats::enable(&plan),
+    };
+    let decoder = Decoder::new(plan.drivers.clone());
+    let result = runtime.block_on(async {
+        let stop = collect_stop()?;
+        announce(
+            handle.addr,
+            &format!("this host ({} probes attached)", tracer.attached.len()),
+            &opts.ready_file,
+        )?;
+        collect::run(&mut tracer, &decoder, &mut sink, stop).await
+    });
+    match result {
+        Ok(stats) => {
+            shared
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .note_decode_errors(stats.decode_errors);
+            handle.shutdown();
+            Ok(())
+        }
+        Err(e) => {
+            healthy.store(false, Ordering::Relaxed);
+            handle.shutdown();
+            Err(e)
+        }
+    }
+}
