@@ -11,6 +11,7 @@ pub mod collect;
 pub mod commands;
 pub mod events;
 pub mod exercise;
+pub mod export;
 pub mod model;
 pub mod probe;
 pub mod replay;

@@ -93,6 +93,40 @@ enum Cmd {
     /// Drive every iommufd allocation path and print, as JSON, what was done and what the
     /// kernel answered (the workload the tests and the demo trace).
     Exercise(iommu_trace::exercise::ExerciseArgs),
+    /// Prometheus exporter: trace this host (or read a capture with --from) and serve
+    /// metrics on /metrics and /healthz until Ctrl-C or SIGTERM.
+    Serve {
+        /// Address to listen on (loopback by default; 0.0.0.0:9464 to expose it).
+        #[arg(long, default_value = commands::serve::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// Serve the metrics of this capture instead of tracing (then keep serving).
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+        /// Owner cgroups given their own series; the others are summed as "other".
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        top_cgroups: usize,
+        /// Kernel ring-buffer size in bytes (a power of two, at least 4096).
+        #[arg(long, value_name = "BYTES", default_value_t = 1 << 22)]
+        ringbuf_size: u32,
+        /// Only trace this process.
+        #[arg(long, value_name = "PID", default_value_t = 0)]
+        pid: u32,
+        /// Treat this symbol as missing (repeatable), to test degraded kernels.
+        #[arg(long = "deny-symbol", value_name = "SYMBOL")]
+        deny: Vec<String>,
+        /// Write the listening address to this file once metrics are served.
+        #[arg(long, value_name = "FILE")]
+        ready_file: Option<PathBuf>,
+        /// With --from: replay the capture against the reference models and export verdicts.
+        #[arg(long, requires = "from")]
+        verify: bool,
+        /// With --from: feed the capture this many times (0: until stopped), for load tests.
+        #[arg(long, value_name = "N", default_value_t = 1, requires = "from")]
+        repeat: u64,
+        /// With --from: feed at most this many events per second.
+        #[arg(long, value_name = "EVENTS", requires = "from")]
+        rate: Option<f64>,
+    },
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -173,6 +207,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
+        Cmd::Serve {
+            listen,
+            from,
+            top_cgroups,
+            ringbuf_size,
+            pid,
+            deny,
+            ready_file,
+            verify,
+            repeat,
+            rate,
+        } => commands::serve::run(commands::serve::ServeOptions {
+            listen,
+            from,
+            top_cgroups,
+            ringbuf_bytes: ringbuf_size,
+            filter_pid: pid,
+            deny,
+            ready_file,
+            verify,
+            repeat,
+            rate,
+        })?,
         Cmd::Exercise(args) => {
             iommu_trace::exercise::run_cli(&args)?;
         }

@@ -146,14 +146,18 @@ fn replay_verifies(dir: &Path, x: &Exercise) -> Result<(), String> {
     let report: Value = serde_json::from_str(&read(dir, "replay.json")?)
         .map_err(|e| format!("replay.json: {e}"))?;
     let text = read(dir, "replay.txt").unwrap_or_default();
-    ensure(rc(dir, "replay.rc")? == 0, || format!("replay did not verify:\n{text}"))?;
+    ensure(rc(dir, "replay.rc")? == 0, || {
+        format!("replay did not verify:\n{text}")
+    })?;
     let domains = report["domains"].as_array().cloned().unwrap_or_default();
     for d in our_domains(x) {
         let r = domains
             .iter()
             .find(|r| s(r, "domain") == d)
             .ok_or_else(|| format!("domain {d} is not in the replay report"))?;
-        ensure(r["verdict"] == "verified", || format!("domain {d}: {}", r["verdict"]))?;
+        ensure(r["verdict"] == "verified", || {
+            format!("domain {d}: {}", r["verdict"])
+        })?;
     }
     Ok(())
 }
@@ -171,7 +175,10 @@ fn capture_checks(dir: &Path, out: &mut Vec<Outcome>, vtd: bool) {
                 pt_balance(&x, vtd),
             ));
             out.push(Outcome::from("pt_pages_match_vmstat", pt_vmstat(&x, dir)));
-            out.push(Outcome::from("replay_verifies_page_for_page", replay_verifies(dir, &x)));
+            out.push(Outcome::from(
+                "replay_verifies_page_for_page",
+                replay_verifies(dir, &x),
+            ));
             if vtd {
                 out.push(Outcome::from(
                     "pt_pages_charged_to_cgroup",
@@ -303,10 +310,13 @@ pub fn exercise(dir: &Path) -> Vec<Outcome> {
                     "a one-page ring buffer under the loop lost nothing".into()
                 })?;
                 // Loss is never silent: a capture with lost events does not verify.
-            ensure(rc(dir, "tiny-replay.rc")? == 1, || {
-                format!("replay of a lossy capture: {}", read(dir, "tiny-replay.txt").unwrap_or_default())
-            })?;
-            let summary = read(dir, "tiny-summary.txt")?;
+                ensure(rc(dir, "tiny-replay.rc")? == 1, || {
+                    format!(
+                        "replay of a lossy capture: {}",
+                        read(dir, "tiny-replay.txt").unwrap_or_default()
+                    )
+                })?;
+                let summary = read(dir, "tiny-summary.txt")?;
                 ensure(summary.contains(&format!("lost: {lost} ")), || {
                     format!("summary does not show the {lost} lost events:\n{summary}")
                 })
@@ -620,7 +630,11 @@ pub fn bench_capture(dir: &Path) -> Vec<Outcome> {
             ensure(u(l, "map_errors") + u(l, "unmap_errors") == 0, || {
                 format!("{name}: loop errors: {l}")
             })?;
-            Ok((l["ops_per_sec"].as_f64().unwrap_or(0.0), u(l, "ops"), u(l, "elapsed_ns")))
+            Ok((
+                l["ops_per_sec"].as_f64().unwrap_or(0.0),
+                u(l, "ops"),
+                u(l, "elapsed_ns"),
+            ))
         };
         let median = |mut v: Vec<f64>| -> f64 {
             v.sort_by(f64::total_cmp);
@@ -628,7 +642,8 @@ pub fn bench_capture(dir: &Path) -> Vec<Outcome> {
         };
         let mut base = Vec::new();
         let mut traced = Vec::new();
-        let (mut events, mut bytes, mut traced_ns, mut lost, mut ops) = (0u64, 0u64, 0u64, 0u64, 0u64);
+        let (mut events, mut bytes, mut traced_ns, mut lost, mut ops) =
+            (0u64, 0u64, 0u64, 0u64, 0u64);
         for r in 1.. {
             if !dir.join(format!("base{r}.json")).exists() {
                 break;
@@ -641,7 +656,9 @@ pub fn bench_capture(dir: &Path) -> Vec<Outcome> {
             traced.push(t);
             ops = o;
             traced_ns += ns;
-            ensure(rc(dir, &format!("record{r}.rc"))? == 0, || "the recorder failed".into())?;
+            ensure(rc(dir, &format!("record{r}.rc"))? == 0, || {
+                "the recorder failed".into()
+            })?;
             let summary = read(dir, &format!("summary{r}.txt"))?;
             let count = |prefix: &str| -> Result<u64, String> {
                 summary
@@ -660,7 +677,9 @@ pub fn bench_capture(dir: &Path) -> Vec<Outcome> {
         }
         ensure(!traced.is_empty(), || "no traced round ran".into())?;
         let (b, t) = (median(base.clone()), median(traced.clone()));
-        ensure(lost == 0, || format!("{lost} events lost at the loop's full rate"))?;
+        ensure(lost == 0, || {
+            format!("{lost} events lost at the loop's full rate")
+        })?;
         Ok(format!(
             "map/unmap loop, {ops} ops per run, {} rounds: median {b:.0} ops/s untraced {base:.0?}, \
              {t:.0} ops/s traced {traced:.0?}; slowdown {:.1}% (time ratio {:.3}); \

@@ -31,7 +31,10 @@ pub const KNOWN: &[&str] = &["6.12", "7.3"];
 
 pub fn spec(version: &str) -> Result<KernelSpec> {
     if !KNOWN.contains(&version) {
-        bail!("no test kernel {version}: the harness knows {}", KNOWN.join(", "));
+        bail!(
+            "no test kernel {version}: the harness knows {}",
+            KNOWN.join(", ")
+        );
     }
     let dir = workspace_root().join("xtask/kernel");
     Ok(KernelSpec {

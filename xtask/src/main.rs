@@ -5,6 +5,7 @@
 
 mod checks;
 mod kernel;
+mod prometheus;
 mod setup;
 mod util;
 mod vm;
@@ -46,7 +47,8 @@ enum Cmd {
     },
     /// The whole test suite: format, lints, unit tests, then every VM scenario.
     Test,
-    /// Benchmarks: `capture` (tracer overhead in the VM), `replay` (model speed vs decode).
+    /// Benchmarks: `capture` (tracer overhead in the VM), `replay` (model speed vs decode),
+    /// `exporter` (scrape latency under load).
     Bench {
         what: String,
         #[arg(long, default_value = "6.12")]
@@ -79,7 +81,42 @@ fn test() -> Result<()> {
         "warnings",
     ]))?;
     util::run(Command::new(cargo).current_dir(&root).args(["test"]))?;
+    exporter_test(&root)?;
     vm::test(&[], &[], None)
+}
+
+fn target_dir(root: &std::path::Path) -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// The exporter against a real Prometheus (dashboards/ expressions and rules, promtool),
+/// serving the golden capture; uses the binary `cargo test` just built.
+fn exporter_test(root: &std::path::Path) -> Result<()> {
+    let bin = target_dir(root).join("debug/iommu-trace");
+    let capture = root.join("tests/golden/6.12-vtd-exercise.itc");
+    let checks = prometheus::test(&bin, &capture)?;
+    let failed = checks.iter().filter(|c| !c.1).count();
+    for (name, ok, detail) in &checks {
+        println!(
+            "test exporter::{name} ... {}",
+            if *ok { "ok" } else { "FAILED" }
+        );
+        if !ok {
+            println!("    {detail}");
+        }
+    }
+    println!(
+        "exporter: {} passed, {failed} failed",
+        checks.len() - failed
+    );
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} exporter checks failed",
+        checks.len()
+    );
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -106,7 +143,22 @@ fn main() -> Result<()> {
                     .args(["bench", "-p", "iommu-trace", "--bench", "replay"])
                     .env("IOMMU_TRACE_SKIP_EBPF", "1"),
             ),
-            other => anyhow::bail!("unknown benchmark {other:?}: try `capture` or `replay`"),
+            // Scrape latency under load: wrk against /metrics while a capture is fed.
+            "exporter" => {
+                let root = util::workspace_root();
+                util::run(
+                    std::process::Command::new(env!("CARGO"))
+                        .current_dir(&root)
+                        .args(["build", "--release", "-p", "iommu-trace"]),
+                )?;
+                let bin = target_dir(&root).join("release/iommu-trace");
+                let capture = root.join("tests/golden/6.12-vtd-exercise.itc");
+                println!("{}", prometheus::load(&bin, &capture, 10, 50_000)?);
+                Ok(())
+            }
+            other => {
+                anyhow::bail!("unknown benchmark {other:?}: try `capture`, `replay` or `exporter`")
+            }
         },
         Cmd::Demo { kernel } => vm::demo(&kernel),
     }

@@ -28,6 +28,10 @@ const VM_PACKAGES: &[(&str, Option<&str>)] = &[
     ("busybox-static", None),
     ("xz-utils", None),
     ("binutils", None),
+    // The exporter's end-to-end test: a real Prometheus and promtool, wrk, curl.
+    ("prometheus", None),
+    ("wrk", None),
+    ("curl", None),
 ];
 
 const APT_SOURCES: &str = "/etc/apt/sources.list.d/iommu-trace.sources";

@@ -21,6 +21,8 @@ pub trait EventSink {
     fn tick(&mut self) -> anyhow::Result<()> {
         Ok(())
     }
+    /// Ring-buffer records that could not be decoded (counted, never silent).
+    fn decode_errors(&mut self, _n: u64) {}
 }
 
 /// What a collection run saw.
@@ -144,6 +146,7 @@ fn drain(
             }
             Err(err) => {
                 stats.decode_errors += 1;
+                sink.decode_errors(1);
                 log::warn!("dropping an undecodable ring-buffer record: {err}");
             }
         }

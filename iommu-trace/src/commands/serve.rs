@@ -250,6 +250,14 @@ struct StateSink {
 }
 
 impl EventSink for StateSink {
+    fn decode_errors(&mut self, n: u64) {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note_decode_errors(n);
+    }
+
     fn event(&mut self, event: Event) -> Result<()> {
         self.shared
             .state
@@ -377,12 +385,8 @@ fn serve_live(
         collect::run(&mut tracer, &decoder, &mut sink, stop).await
     });
     match result {
-        Ok(stats) => {
-            shared
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .note_decode_errors(stats.decode_errors);
+        // Decode errors reached the state as they happened (EventSink::decode_errors).
+        Ok(_stats) => {
             handle.shutdown();
             Ok(())
         }

@@ -1,0 +1,220 @@
+//! The HTTP side: `/metrics` and `/healthz` on hyper (HTTP/1.1), on its own thread and
+//! runtime so that scrapes, slow or aborted, never run on the thread that ingests events.
+//!
+//! A scrape locks the state only while its families are built; the body is then written
+//! without any lock. Connections are limited in number and in time, so a client that
+//! opens connections and never reads cannot exhaust memory or stall shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{watch, Semaphore};
+
+use super::{encode, ExportOptions, Shared};
+
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// A connection's whole life, including keep-alive (Prometheus reconnects as needed).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for scrapes in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// What the server reads from its owner besides the state.
+pub struct ServerContext {
+    pub shared: Arc<Shared>,
+    pub opts: ExportOptions,
+    /// False when ingestion failed: `/healthz` then answers 503.
+    pub healthy: Arc<AtomicBool>,
+    /// Scrapes served (`/metrics` responses).
+    pub scrapes: AtomicU64,
+}
+
+/// A bound listener, not yet serving: binding first lets `serve` report a busy address
+/// before it starts tracing.
+pub struct Server {
+    listener: std::net::TcpListener,
+}
+
+/// A running server; [`ServerHandle::shutdown`] stops it.
+pub struct ServerHandle {
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    pub fn bind(addr: SocketAddr) -> std::io::Result<Server> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        Ok(Server { listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves on a thread of its own until [`ServerHandle::shutdown`].
+    pub fn spawn(self, ctx: Arc<ServerContext>) -> std::io::Result<ServerHandle> {
+        let addr = self.listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name("iommu-trace-http".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(self.listener) {
+                        Ok(l) => accept_loop(l, ctx, stopped).await,
+                        Err(e) => log::error!("the metrics listener failed: {e}"),
+                    }
+                })
+            })?;
+        Ok(ServerHandle {
+            stop,
+            thread: Some(thread),
+            addr,
+        })
+    }
+}
+
+impl ServerHandle {
+    /// Stops accepting, lets scrapes in flight finish (up to a few seconds), and joins.
+    pub fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    ctx: Arc<ServerContext>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = stopped.changed() => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // EMFILE and the like: wait a little rather than spin.
+                    log::warn!("accepting a metrics connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let mut stop = stopped.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let svc = hyper::service::service_fn(move |req| {
+                let ctx = ctx.clone();
+                async move { Ok::<_, Infallible>(respond(&ctx, req)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            let deadline = tokio::time::sleep(CONNECTION_TIMEOUT);
+            tokio::pin!(deadline);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => break,
+                    _ = stop.changed(), if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    _ = &mut deadline => break,
+                }
+            }
+        });
+        // Reap finished connections so the set stays small.
+        while conns.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    conns.abort_all();
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn respond(ctx: &ServerContext, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let body = scrape(ctx);
+            ctx.scrapes.fetch_add(1, Ordering::Relaxed);
+            let mut r = text(StatusCode::OK, body);
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(prometheus::TEXT_FORMAT),
+            );
+            r
+        }
+        "/healthz" => {
+            if ctx.healthy.load(Ordering::Relaxed) {
+                text(StatusCode::OK, "ok\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "event ingestion stopped with an error; see the exporter's log\n",
+                )
+            }
+        }
+        "/" => text(
+            StatusCode::OK,
+            "iommu-trace exporter: /metrics (Prometheus), /healthz\n",
+        ),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics\n"),
+    }
+}
+
+/// Builds one scrape's text. Each lock is held only while the families are built; a
+/// poisoned lock (a panic elsewhere) still serves what it holds.
+pub fn scrape(ctx: &ServerContext) -> String {
+    let meta = ctx
+        .shared
+        .meta
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let state = ctx.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+    let fams = super::families(&state, &meta, &ctx.opts);
+    drop(state);
+    encode(fams, true)
+}

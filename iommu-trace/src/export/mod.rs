@@ -1,0 +1,206 @@
+//! The Prometheus exporter over `state/`: metric families built from the live aggregate at
+//! scrape time, and the HTTP server that serves them (`http`).
+//!
+//! Labels are bounded (anchors.md §11.4): driver, domain kind, flag names (known bits plus
+//! `OTHER`), errno names, page-table cause, charged; never a pid or a domain pointer.
+//! Per-cgroup series are limited to the top N owner cgroups plus `other`.
+
+pub mod http;
+mod metrics;
+
+pub use metrics::{encode, families, render, MetricDef, METRICS};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::state::State;
+
+/// One planned attachment of a logical probe point, and whether it is attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeStatus {
+    pub point: String,
+    /// Empty when the point has nothing to attach on this kernel.
+    pub symbol: String,
+    pub program_type: String,
+    pub attached: bool,
+}
+
+/// One eBPF program's own cost (BPF_ENABLE_STATS).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BpfProgramStats {
+    pub program: String,
+    pub run_time_ns: u64,
+    pub run_count: u64,
+}
+
+/// The replay's verdicts, when `serve --from FILE --verify` replayed the capture.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplaySummary {
+    /// (verdict, domains): `verified`, `diverged`, `unverifiable`.
+    pub domains_by_verdict: Vec<(String, u64)>,
+    /// Pages not charged where iommufd asked for GFP_KERNEL_ACCOUNT.
+    pub unexpected_uncharged_pages: u64,
+}
+
+/// What the exporter says about itself and where its events come from.
+#[derive(Clone, Debug, Default)]
+pub struct Meta {
+    /// `live` or `capture`.
+    pub source: String,
+    pub kernel_release: String,
+    pub probes: Vec<ProbeStatus>,
+    pub bpf_programs: Vec<BpfProgramStats>,
+    pub replay: Option<ReplaySummary>,
+}
+
+/// The state and metadata shared by the ingesting side and the HTTP side. Each lock is
+/// held only to apply one event or to build one scrape's families (never across I/O).
+#[derive(Default)]
+pub struct Shared {
+    pub state: Mutex<State>,
+    pub meta: Mutex<Meta>,
+}
+
+impl Shared {
+    pub fn new(meta: Meta) -> Arc<Shared> {
+        Arc::new(Shared {
+            state: Mutex::new(State::new()),
+            meta: Mutex::new(meta),
+        })
+    }
+}
+
+/// Turns a cgroup id into the `cgroup` label value.
+pub trait CgroupNamer: Send + Sync {
+    fn name(&self, id: u64) -> String;
+}
+
+/// Labels cgroups by their numeric id (captures from another host).
+pub struct CgroupIds;
+
+impl CgroupNamer for CgroupIds {
+    fn name(&self, id: u64) -> String {
+        id.to_string()
+    }
+}
+
+/// Labels cgroups by their path under the cgroup v2 mount (a cgroup's id is its
+/// directory's inode number), falling back to the id. Re-reads the tree when it meets an
+/// unknown id, at most every 10 s.
+pub struct CgroupPaths {
+    root: std::path::PathBuf,
+    cache: Mutex<(HashMap<u64, String>, Option<Instant>)>,
+}
+
+impl CgroupPaths {
+    pub fn new(root: impl Into<std::path::PathBuf>) -> CgroupPaths {
+        CgroupPaths {
+            root: root.into(),
+            cache: Mutex::new((HashMap::new(), None)),
+        }
+    }
+
+    fn walk(&self) -> HashMap<u64, String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut out = HashMap::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            if let Ok(md) = std::fs::metadata(&dir) {
+                let rel = dir.strip_prefix(&self.root).unwrap_or(&dir);
+                out.insert(md.ino(), format!("/{}", rel.display()));
+            }
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+        out
+    }
+}
+
+impl CgroupNamer for CgroupPaths {
+    fn name(&self, id: u64) -> String {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if !cache.0.contains_key(&id)
+            && cache
+                .1
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            cache.0 = self.walk();
+            cache.1 = Some(Instant::now());
+        }
+        cache.0.get(&id).cloned().unwrap_or_else(|| id.to_string())
+    }
+}
+
+/// How the families are built.
+pub struct ExportOptions {
+    /// Owner cgroups given their own series; the rest are summed into `cgroup="other"`.
+    pub top_cgroups: usize,
+    pub cgroups: Box<dyn CgroupNamer>,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            top_cgroups: 10,
+            cgroups: Box::new(CgroupIds),
+        }
+    }
+}
+
+/// The probe points of a plan and which of their attachments are attached: live from the
+/// tracer's `attached` list, or for a capture from its header (plan minus `attach_failed`).
+pub fn probe_status(
+    plan: &crate::probe::Plan,
+    attached: Option<&[(String, String)]>,
+    failed: &[crate::probe::plan::Gap],
+) -> Vec<ProbeStatus> {
+    let mut out = Vec::new();
+    for p in &plan.points {
+        if p.attach.is_empty() {
+            out.push(ProbeStatus {
+                point: p.point.clone(),
+                symbol: String::new(),
+                program_type: String::new(),
+                attached: false,
+            });
+        }
+        for a in &p.attach {
+            let fb = a.fallback.as_deref();
+            let (program_type, ok) = match attached {
+                Some(list) => match list.iter().find(|(s, _)| *s == a.symbol) {
+                    Some((_, t)) => (t.clone(), true),
+                    None => (a.program_type.clone(), false),
+                },
+                None => match failed.iter().find(|g| g.symbol == a.symbol) {
+                    // "<type> refused (...); using <fallback type>": attached by the fallback.
+                    Some(g) if g.reason.contains("; using ") => (
+                        fb.map_or_else(
+                            || g.reason.rsplit("; using ").next().unwrap_or("").to_string(),
+                            |f| f.program_type.clone(),
+                        ),
+                        true,
+                    ),
+                    Some(_) => (a.program_type.clone(), false),
+                    None => (a.program_type.clone(), true),
+                },
+            };
+            out.push(ProbeStatus {
+                point: p.point.clone(),
+                symbol: a.symbol.clone(),
+                program_type,
+                attached: ok,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,338 @@
+//! The exposition of a small synthetic stream, line by line; the HTTP server end to end.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::http::{Server, ServerContext};
+use super::*;
+use crate::probe::plan::{Attachment, Gap, Plan, PointPlan};
+
+fn meta() -> Meta {
+    Meta {
+        source: "capture".into(),
+        kernel_release: "6.12.0-test".into(),
+        probes: vec![
+            ProbeStatus {
+                point: "map".into(),
+                symbol: "iommu_map".into(),
+                program_type: "fentry+fexit".into(),
+                attached: true,
+            },
+            ProbeStatus {
+                point: "pt_pages".into(),
+                symbol: String::new(),
+                program_type: String::new(),
+                attached: false,
+            },
+        ],
+        bpf_programs: vec![BpfProgramStats {
+            program: "iommu_map_exit".into(),
+            run_time_ns: 1_500_000_000,
+            run_count: 42,
+        }],
+        replay: Some(ReplaySummary {
+            domains_by_verdict: vec![("verified".into(), 2), ("diverged".into(), 0)],
+            unexpected_uncharged_pages: 0,
+        }),
+    }
+}
+
+fn exposition(top: usize) -> String {
+    let s = crate::state::tests::synthetic_state();
+    let opts = ExportOptions {
+        top_cgroups: top,
+        cgroups: Box::new(CgroupIds),
+    };
+    render(&s, &meta(), &opts, false)
+}
+
+/// Every series of the synthetic stream (histogram buckets aside), with its exact value.
+const EXPECTED: &str = r#"
+iommu_trace_build_info{version="0.1.0",kernel_release="6.12.0-test",source="capture"} 1
+iommu_trace_domain_allocations_total{driver="intel",kind="paging",flags="NEST_PARENT|DIRTY_TRACKING",result="EOPNOTSUPP"} 1
+iommu_trace_domain_allocations_total{driver="intel",kind="paging",flags="none",result="OK"} 1
+iommu_trace_domain_allocations_total{driver="mock",kind="nested",flags="OTHER",result="OK"} 1
+iommu_trace_domain_allocation_duration_seconds_sum{driver="intel",kind="paging"} 0.000032
+iommu_trace_domain_allocation_duration_seconds_count{driver="intel",kind="paging"} 2
+iommu_trace_domain_allocation_duration_seconds_bucket{driver="intel",kind="paging",le="0.0000025"} 1
+iommu_trace_domain_allocation_duration_seconds_bucket{driver="intel",kind="paging",le="0.000025"} 1
+iommu_trace_domain_allocation_duration_seconds_bucket{driver="intel",kind="paging",le="0.00005"} 2
+iommu_trace_domain_allocation_duration_seconds_bucket{driver="intel",kind="paging",le="+Inf"} 2
+iommu_trace_domain_allocation_duration_seconds_count{driver="mock",kind="nested"} 1
+iommu_trace_domain_frees_total{driver="intel",kind="paging"} 1
+iommu_trace_domain_free_duration_seconds_sum{driver="intel"} 0.000012
+iommu_trace_domains{driver="intel",kind="paging"} 0
+iommu_trace_domains{driver="mock",kind="nested"} 1
+iommu_trace_domains{driver="unknown",kind="other"} 1
+iommu_trace_hwpt_allocations_total{result="EOPNOTSUPP"} 1
+iommu_trace_hwpt_allocations_total{result="OK"} 1
+iommu_trace_hwpt_allocation_duration_seconds_count 2
+iommu_trace_map_operations_total{driver="intel",op="map",result="OK"} 2
+iommu_trace_map_operations_total{driver="intel",op="unmap",result="OK"} 1
+iommu_trace_map_operations_total{driver="unknown",op="map",result="EINVAL"} 1
+iommu_trace_map_operations_total{driver="unknown",op="map",result="OK"} 1
+iommu_trace_map_bytes_total{driver="intel",op="map"} 2101248
+iommu_trace_map_bytes_total{driver="intel",op="unmap"} 4096
+iommu_trace_map_bytes_total{driver="unknown",op="map"} 8192
+iommu_trace_map_duration_seconds_count{driver="intel",op="map"} 2
+iommu_trace_mapped_bytes{driver="intel"} 0
+iommu_trace_mapped_bytes{driver="mock"} 0
+iommu_trace_mapped_bytes{driver="unknown"} 8192
+iommu_trace_page_table_pages{driver="intel",charged="false"} 0
+iommu_trace_page_table_pages{driver="intel",charged="true"} 0
+iommu_trace_page_table_pages{driver="mock",charged="false"} 1
+iommu_trace_page_table_pages{driver="mock",charged="true"} 0
+iommu_trace_page_table_pages_allocated_total{driver="intel",cause="alloc",charged="false"} 1
+iommu_trace_page_table_pages_allocated_total{driver="intel",cause="map",charged="true"} 2
+iommu_trace_page_table_pages_allocated_total{driver="mock",cause="alloc",charged="false"} 1
+iommu_trace_page_table_pages_freed_total{driver="intel",cause="unmap",charged="true"} 1
+iommu_trace_page_table_pages_freed_total{driver="intel",cause="free",charged="true"} 1
+iommu_trace_page_table_pages_orphaned_total{driver="intel"} 1
+iommu_trace_page_table_pages_orphaned_total{driver="mock"} 0
+iommu_trace_cgroup_page_table_pages{cgroup="60",charged="false"} 1
+iommu_trace_cgroup_page_table_pages{cgroup="other",charged="false"} 0
+iommu_trace_cgroup_domains{cgroup="60"} 1
+iommu_trace_cgroup_domains{cgroup="other"} 1
+iommu_trace_untracked_domains_total 1
+iommu_trace_replay_domains{verdict="diverged"} 0
+iommu_trace_replay_domains{verdict="verified"} 2
+iommu_trace_replay_unexpected_uncharged_pages 0
+iommu_trace_events_total{event="domain_alloc"} 3
+iommu_trace_events_total{event="map"} 4
+iommu_trace_events_total{event="pt_free"} 2
+iommu_trace_events_lost_total{reason="context_full"} 1
+iommu_trace_events_lost_total{reason="ringbuf_full"} 3
+iommu_trace_decode_errors_total 0
+iommu_trace_probe_attached{point="map",symbol="iommu_map",program_type="fentry+fexit"} 1
+iommu_trace_probe_attached{point="pt_pages",symbol="",program_type=""} 0
+iommu_trace_bpf_program_run_seconds_total{program="iommu_map_exit"} 1.5
+iommu_trace_bpf_program_runs_total{program="iommu_map_exit"} 42
+"#;
+
+#[test]
+fn exposition_has_the_exact_values_of_the_stream() {
+    let text = exposition(1);
+    let lines: Vec<&str> = text.lines().collect();
+    for want in EXPECTED.lines().filter(|l| !l.is_empty()) {
+        assert!(lines.contains(&want), "missing line\n  {want}\nin\n{text}");
+    }
+    // With one cgroup slot, cgroup 70 goes to "other"; with ten it has its own series.
+    assert!(!text.contains("cgroup=\"70\""), "{text}");
+    assert!(exposition(10).contains("iommu_trace_cgroup_domains{cgroup=\"70\"} 1"));
+}
+
+#[test]
+fn labels_are_bounded() {
+    let text = exposition(10);
+    for forbidden in ["pid", "tid", "comm", "domain=", "0xffff"] {
+        assert!(
+            !text
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .any(|l| l.contains(forbidden)),
+            "{forbidden} appears in a series:\n{text}"
+        );
+    }
+    // Every flag value a user can pass maps to at most 32 label values.
+    let mut values: Vec<String> = (0..4096u32)
+        .chain([u32::MAX, 1 << 31, 0x8000_0001])
+        .map(super::metrics::flags_label)
+        .collect();
+    values.sort();
+    values.dedup();
+    assert!(values.len() <= 32, "{values:?}");
+}
+
+#[test]
+fn every_metric_definition_is_valid_and_used_once() {
+    let mut names: Vec<&str> = METRICS.iter().map(|d| d.name).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), METRICS.len(), "duplicate metric names");
+    for d in METRICS {
+        prometheus::core::Desc::new(
+            d.name.to_string(),
+            d.help.to_string(),
+            d.labels.iter().map(|l| l.to_string()).collect(),
+            Default::default(),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", d.name));
+        let counter = d.kind == prometheus::proto::MetricType::COUNTER;
+        assert_eq!(
+            counter,
+            d.name.ends_with("_total"),
+            "{}: counters end in _total",
+            d.name
+        );
+    }
+}
+
+#[test]
+fn probe_status_of_a_capture_header() {
+    let att = |symbol: &str, ty: &str, fallback: Option<Attachment>| Attachment {
+        symbol: symbol.into(),
+        program_type: ty.into(),
+        entry_program: "p".into(),
+        exit_program: None,
+        driver: None,
+        addr: 0,
+        fallback: fallback.map(Box::new),
+    };
+    let point = |name: &str, attach: Vec<Attachment>| PointPlan {
+        point: name.into(),
+        what: String::new(),
+        attach,
+        gaps: vec![],
+    };
+    // From JSON, as a capture header holds it (and robust to fields added later).
+    let plan: Plan = serde_json::from_value(serde_json::json!({
+        "kernel_release": "6.12",
+        "points": [],
+        "drivers": [],
+        "offsets": [],
+        "blockers": [],
+    }))
+    .expect("a minimal plan");
+    let plan = Plan {
+        points: vec![
+            point(
+                "map",
+                vec![att(
+                    "iommu_map",
+                    "fentry+fexit",
+                    Some(att("iommu_map", "kprobe+kretprobe", None)),
+                )],
+            ),
+            point("unmap", vec![att("iommu_unmap", "kprobe+kretprobe", None)]),
+            point(
+                "free",
+                vec![att("iommu_domain_free", "kprobe+kretprobe", None)],
+            ),
+            point("pt_pages", vec![]),
+        ],
+        ..plan
+    };
+    let failed = vec![
+        Gap {
+            symbol: "iommu_map".into(),
+            reason: "fentry+fexit refused (EINVAL); using kprobe+kretprobe".into(),
+        },
+        Gap {
+            symbol: "iommu_unmap".into(),
+            reason: "attaching failed".into(),
+        },
+    ];
+    let got: Vec<_> = probe_status(&plan, None, &failed)
+        .into_iter()
+        .map(|p| (p.point, p.symbol, p.program_type, p.attached))
+        .collect();
+    let s = |x: &str| x.to_string();
+    assert_eq!(
+        got,
+        vec![
+            (s("map"), s("iommu_map"), s("kprobe+kretprobe"), true),
+            (s("unmap"), s("iommu_unmap"), s("kprobe+kretprobe"), false),
+            (
+                s("free"),
+                s("iommu_domain_free"),
+                s("kprobe+kretprobe"),
+                true
+            ),
+            (s("pt_pages"), s(""), s(""), false),
+        ]
+    );
+    // Live: what the tracer reports attached.
+    let live = probe_status(&plan, Some(&[(s("iommu_map"), s("fentry+fexit"))]), &[]);
+    assert_eq!(
+        (live[0].attached, live[0].program_type.as_str()),
+        (true, "fentry+fexit")
+    );
+    assert!(!live[1].attached);
+}
+
+fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("a full response");
+    (head.to_string(), body.to_string())
+}
+
+#[test]
+fn http_serves_metrics_and_health_and_survives_bad_clients() {
+    let shared = Shared::new(meta());
+    {
+        let mut st = shared.state.lock().unwrap();
+        for e in crate::state::tests::synthetic_stream() {
+            st.apply(&e);
+        }
+    }
+    let ctx = Arc::new(ServerContext {
+        shared: shared.clone(),
+        opts: ExportOptions::default(),
+        healthy: Arc::new(AtomicBool::new(true)),
+        scrapes: AtomicU64::new(0),
+    });
+    let server = Server::bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let handle = server.spawn(ctx.clone()).expect("spawn");
+    let addr = handle.addr;
+
+    // A client that connects and never finishes its request, and one that goes away.
+    let mut stalled = TcpStream::connect(addr).unwrap();
+    stalled.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+    drop(TcpStream::connect(addr).unwrap());
+
+    let (head, body) = get(addr, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(
+        body.contains("iommu_trace_domains{driver=\"mock\",kind=\"nested\"} 1"),
+        "{body}"
+    );
+    assert!(body.contains("process_resident_memory_bytes"), "{body}");
+
+    // Ingestion goes on while a scrape's client is slow: the state lock is free.
+    shared.state.lock().unwrap().note_decode_errors(1);
+    let (_, body) = get(addr, "/metrics");
+    assert!(body.contains("iommu_trace_decode_errors_total 1"), "{body}");
+
+    let (head, body) = get(addr, "/healthz");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && body == "ok\n",
+        "{head}{body}"
+    );
+    ctx.healthy
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let (head, _) = get(addr, "/healthz");
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    let (head, _) = get(addr, "/nope");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert_eq!(ctx.scrapes.load(std::sync::atomic::Ordering::Relaxed), 2);
+
+    // Shutdown does not wait for the stalled client beyond the grace period.
+    let t = Instant::now();
+    handle.shutdown();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    stalled.write_all(b"\r\n").ok();
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "still listening after shutdown"
+    );
+}

@@ -1,0 +1,465 @@
+//! The aggregate of a small synthetic stream, value by value.
+
+use super::*;
+use crate::events::{DomainAlloc, DomainFree, Geometry, HwptAlloc, Lost};
+
+pub(crate) const A: KernelPtr = KernelPtr(0xffff_8881_0000_a000);
+pub(crate) const B: KernelPtr = KernelPtr(0xffff_8881_0000_b000);
+pub(crate) const C: KernelPtr = KernelPtr(0xffff_8881_0000_c000);
+
+fn ev(ts_ns: u64, pid: u32, cgroup_id: u64, body: EventBody) -> Event {
+    Event {
+        ts_ns,
+        cpu: 0,
+        pid,
+        tid: pid,
+        comm: format!("task{pid}"),
+        cgroup_id,
+        body,
+    }
+}
+
+fn alloc(
+    driver: &str,
+    kind: DomainKind,
+    flags: u32,
+    domain: KernelPtr,
+    errno: i32,
+    latency_ns: u64,
+) -> EventBody {
+    EventBody::DomainAlloc(DomainAlloc {
+        driver: driver.into(),
+        op: AllocOp::AllocUser,
+        kind,
+        flags,
+        data_type: 0,
+        data_len: 0,
+        data: None,
+        parent: KernelPtr(0),
+        domain,
+        errno,
+        latency_ns,
+        geometry: Geometry::default(),
+    })
+}
+
+fn pt(domain: KernelPtr, pages: u64, charged: bool, cause: PtCause) -> PtPages {
+    PtPages {
+        domain,
+        pages,
+        charged,
+        memcg_id: if charged { 50 } else { 0 },
+        cause,
+    }
+}
+
+fn map(domain: KernelPtr, size: u64, done: u64, errno: i32, latency_ns: u64) -> MapOp {
+    MapOp {
+        domain,
+        iova: 0,
+        size,
+        done,
+        paddr: 0,
+        errno,
+        latency_ns,
+    }
+}
+
+/// A VMM (pid 100, cgroup 50) allocates an intel domain A, maps 2 MiB + 4 KiB (two table
+/// pages, charged), fails to allocate a NEST_PARENT|DIRTY_TRACKING domain (EOPNOTSUPP),
+/// unmaps 4 KiB (one page freed); pid 200 (cgroup 60) allocates a mock nested domain B
+/// with an unknown flag bit; 3 + 1 events are lost; pid 300 (cgroup 70) maps 8 KiB into a
+/// domain C whose allocation was not seen; A is freed with its top-level page (uncharged)
+/// never freed.
+pub(crate) fn synthetic_stream() -> Vec<Event> {
+    vec![
+        ev(
+            1_000,
+            100,
+            50,
+            alloc("intel", DomainKind::Paging, 0, A, 0, 30_000),
+        ),
+        ev(
+            1_100,
+            100,
+            50,
+            EventBody::PtAlloc(pt(A, 1, false, PtCause::Alloc)),
+        ),
+        ev(
+            1_200,
+            100,
+            50,
+            EventBody::HwptAlloc(HwptAlloc {
+                flags: 0,
+                dev_id: 1,
+                pt_id: 2,
+                data_type: 0,
+                data_len: 0,
+                hwpt_id: 3,
+                errno: 0,
+                latency_ns: 40_000,
+            }),
+        ),
+        ev(
+            2_000,
+            100,
+            50,
+            EventBody::PtAlloc(pt(A, 2, true, PtCause::Map)),
+        ),
+        ev(
+            2_100,
+            100,
+            50,
+            EventBody::Map(map(A, 2 << 20, 2 << 20, 0, 4_000)),
+        ),
+        ev(2_200, 100, 50, EventBody::Map(map(A, 4096, 4096, 0, 2_000))),
+        ev(
+            2_300,
+            100,
+            50,
+            alloc("intel", DomainKind::Paging, 3, KernelPtr(0), 95, 2_000),
+        ),
+        ev(
+            2_400,
+            100,
+            50,
+            EventBody::HwptAlloc(HwptAlloc {
+                flags: 3,
+                dev_id: 1,
+                pt_id: 2,
+                data_type: 0,
+                data_len: 0,
+                hwpt_id: 0,
+                errno: 95,
+                latency_ns: 3_000,
+            }),
+        ),
+        ev(
+            3_000,
+            200,
+            60,
+            alloc("mock", DomainKind::Nested, 0x100, B, 0, 800),
+        ),
+        ev(
+            3_100,
+            200,
+            60,
+            EventBody::PtAlloc(pt(B, 1, false, PtCause::Alloc)),
+        ),
+        ev(
+            4_000,
+            100,
+            50,
+            EventBody::PtFree(pt(A, 1, true, PtCause::Unmap)),
+        ),
+        ev(
+            4_100,
+            100,
+            50,
+            EventBody::Unmap(map(A, 4096, 4096, 0, 7_000)),
+        ),
+        ev(
+            4_200,
+            0,
+            0,
+            EventBody::Lost(Lost {
+                ringbuf_full: 3,
+                context_full: 1,
+            }),
+        ),
+        ev(5_000, 300, 70, EventBody::Map(map(C, 8192, 8192, 0, 1_500))),
+        ev(5_100, 300, 70, EventBody::Map(map(C, 4096, 0, 22, 900))),
+        ev(
+            6_000,
+            100,
+            50,
+            EventBody::PtFree(pt(A, 1, true, PtCause::Free)),
+        ),
+        ev(
+            6_100,
+            100,
+            50,
+            EventBody::DomainFree(DomainFree {
+                domain: A,
+                latency_ns: 12_000,
+            }),
+        ),
+    ]
+}
+
+pub(crate) fn synthetic_state() -> State {
+    let mut s = State::new();
+    for e in synthetic_stream() {
+        s.apply(&e);
+    }
+    s
+}
+
+fn id(s: &State, name: &str) -> DriverId {
+    s.drivers()
+        .find(|(_, n)| *n == name)
+        .map(|(i, _)| i)
+        .unwrap_or_else(|| panic!("driver {name} not seen"))
+}
+
+#[test]
+fn live_domains_and_owners() {
+    let s = synthetic_state();
+    let mut live: Vec<_> = s
+        .domains()
+        .map(|d| {
+            (
+                d.domain,
+                s.driver_name(d.driver).to_string(),
+                d.kind,
+                d.pid,
+                d.cgroup_id,
+                d.seen_alloc,
+            )
+        })
+        .collect();
+    live.sort_by_key(|l| l.0);
+    assert_eq!(
+        live,
+        vec![
+            (B, "mock".into(), DomainKind::Nested, 200, 60, true),
+            (C, "unknown".into(), DomainKind::Other, 300, 70, false),
+        ]
+    );
+    let b = s.domain(B).expect("B is live");
+    assert_eq!(
+        (b.flags, b.pt_uncharged, b.pt_charged, b.comm.as_str()),
+        (0x100, 1, 0, "task200")
+    );
+    let c = s.domain(C).expect("C is live");
+    assert_eq!((c.mapped_bytes, c.maps), (8192, 2));
+    assert!(s.domain(A).is_none(), "A was freed");
+    assert_eq!(s.untracked_domains(), 1);
+}
+
+#[test]
+fn allocation_counts_failures_and_latency() {
+    let s = synthetic_state();
+    let (intel, mock) = (id(&s, "intel"), id(&s, "mock"));
+    let get = |driver, kind, flags, errno| {
+        s.allocs()
+            .get(&AllocKey {
+                driver,
+                kind,
+                flags,
+                errno,
+            })
+            .copied()
+    };
+    assert_eq!(get(intel, DomainKind::Paging, 0, 0), Some(1));
+    assert_eq!(get(intel, DomainKind::Paging, 3, 95), Some(1));
+    assert_eq!(
+        get(mock, DomainKind::Nested, FLAGS_OTHER, 0),
+        Some(1),
+        "unknown flag bits fold into OTHER"
+    );
+    assert_eq!(s.allocs().len(), 3);
+    assert_eq!(s.alloc_failures_by_errno(), vec![(95, 1)]);
+    let h = &s.alloc_latency()[&(intel, DomainKind::Paging)];
+    assert_eq!((h.count(), h.sum_ns()), (2, 32_000));
+    // 2 µs in the 2.5 µs bucket, 30 µs in the 50 µs bucket.
+    let cum: Vec<_> = h
+        .cumulative()
+        .filter(|(b, _)| [1_000, 2_500, 25_000, 50_000].contains(b))
+        .collect();
+    assert_eq!(cum, vec![(1_000, 0), (2_500, 1), (25_000, 1), (50_000, 2)]);
+    assert_eq!(h.quantile_upper_ns(0.5), Some(2_500));
+    assert_eq!(h.quantile_upper_ns(0.99), Some(50_000));
+    assert_eq!(s.hwpt_allocs().get(&0), Some(&1));
+    assert_eq!(s.hwpt_allocs().get(&95), Some(&1));
+    assert_eq!(s.frees().get(&(intel, DomainKind::Paging)), Some(&1));
+    assert_eq!(s.free_latency()[&intel].sum_ns(), 12_000);
+}
+
+#[test]
+fn maps_and_page_tables_per_driver() {
+    let s = synthetic_state();
+    let (intel, mock, unknown) = (id(&s, "intel"), id(&s, "mock"), id(&s, "unknown"));
+    let m = s.map_ops()[&MapKey {
+        driver: intel,
+        dir: MapDir::Map,
+        errno: 0,
+    }];
+    assert_eq!((m.ops, m.bytes_done), (2, (2 << 20) + 4096));
+    let u = s.map_ops()[&MapKey {
+        driver: intel,
+        dir: MapDir::Unmap,
+        errno: 0,
+    }];
+    assert_eq!((u.ops, u.bytes_done), (1, 4096));
+    let failed = s.map_ops()[&MapKey {
+        driver: unknown,
+        dir: MapDir::Map,
+        errno: 22,
+    }];
+    assert_eq!(
+        (failed.ops, failed.bytes_requested, failed.bytes_done),
+        (1, 4096, 0)
+    );
+    let pt = |driver, cause, charged| {
+        s.pt()
+            .get(&PtKey {
+                driver,
+                cause,
+                charged,
+            })
+            .copied()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        pt(intel, PtCause::Alloc, false),
+        PtTotals {
+            allocated: 1,
+            freed: 0
+        }
+    );
+    assert_eq!(
+        pt(intel, PtCause::Map, true),
+        PtTotals {
+            allocated: 2,
+            freed: 0
+        }
+    );
+    assert_eq!(
+        pt(intel, PtCause::Unmap, true),
+        PtTotals {
+            allocated: 0,
+            freed: 1
+        }
+    );
+    assert_eq!(
+        pt(intel, PtCause::Free, true),
+        PtTotals {
+            allocated: 0,
+            freed: 1
+        }
+    );
+    assert_eq!(
+        pt(mock, PtCause::Alloc, false),
+        PtTotals {
+            allocated: 1,
+            freed: 0
+        }
+    );
+    assert_eq!(
+        s.pt_orphaned().get(&intel),
+        Some(&1),
+        "A's top-level page was never freed"
+    );
+    assert_eq!(s.per_driver()[&intel], LiveTotals::default());
+    assert_eq!(
+        s.per_driver()[&mock],
+        LiveTotals {
+            domains: 1,
+            mapped_bytes: 0,
+            pt_charged: 0,
+            pt_uncharged: 1
+        }
+    );
+    assert_eq!(
+        s.per_driver()[&unknown],
+        LiveTotals {
+            domains: 1,
+            mapped_bytes: 8192,
+            pt_charged: 0,
+            pt_uncharged: 0
+        }
+    );
+    let live = s.live_by_driver_kind();
+    assert_eq!(live.get(&(mock, DomainKind::Nested)), Some(&1));
+    assert_eq!(live.get(&(intel, DomainKind::Paging)), None);
+}
+
+#[test]
+fn per_cgroup_top_n_and_other() {
+    let s = synthetic_state();
+    assert!(
+        !s.per_cgroup().contains_key(&50),
+        "cgroup 50 holds nothing once A is freed"
+    );
+    let (top, other) = s.top_cgroups(1);
+    assert_eq!(
+        top,
+        vec![(
+            60,
+            LiveTotals {
+                domains: 1,
+                mapped_bytes: 0,
+                pt_charged: 0,
+                pt_uncharged: 1
+            }
+        )]
+    );
+    assert_eq!(
+        other,
+        LiveTotals {
+            domains: 1,
+            mapped_bytes: 8192,
+            pt_charged: 0,
+            pt_uncharged: 0
+        }
+    );
+    let (top, other) = s.top_cgroups(10);
+    assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![60, 70]);
+    assert_eq!(other, LiveTotals::default());
+}
+
+#[test]
+fn loss_and_event_counts() {
+    let mut s = synthetic_state();
+    assert_eq!(
+        s.lost(),
+        LostCounts {
+            ringbuf_full: 3,
+            context_full: 1
+        }
+    );
+    let by: HashMap<_, _> = s.events_by_type().collect();
+    assert_eq!(
+        (
+            by["map"],
+            by["unmap"],
+            by["pt_alloc"],
+            by["pt_free"],
+            by["lost"]
+        ),
+        (4, 1, 3, 2, 1)
+    );
+    assert_eq!(s.events(), 17);
+    assert_eq!(s.time_span_ns(), Some((1_000, 6_100)));
+    s.note_decode_errors(2);
+    assert_eq!(s.decode_errors(), 2);
+}
+
+#[test]
+fn page_frees_never_underflow_and_reused_pointers_reset() {
+    let mut s = State::new();
+    // Pages freed that were allocated before tracing started.
+    s.apply(&ev(
+        1,
+        1,
+        9,
+        EventBody::PtFree(pt(A, 5, false, PtCause::Unmap)),
+    ));
+    assert_eq!(s.domain(A).map(|d| d.pt_pages()), Some(0));
+    // A lost free: the pointer comes back in a new allocation, which starts from zero.
+    s.apply(&ev(
+        2,
+        1,
+        9,
+        EventBody::PtAlloc(pt(A, 2, true, PtCause::Map)),
+    ));
+    s.apply(&ev(3, 1, 9, alloc("intel", DomainKind::Paging, 0, A, 0, 1)));
+    assert_eq!(
+        s.domain(A).map(|d| (d.pt_pages(), d.seen_alloc)),
+        Some((0, true))
+    );
+    assert_eq!(s.domains().count(), 1);
+    assert_eq!(s.per_cgroup()[&9].domains, 1);
+    assert_eq!(s.per_cgroup()[&9].pt_pages(), 0);
+}
