@@ -47,6 +47,8 @@ enum Cmd {
     },
     /// The whole test suite: format, lints, unit tests, then every VM scenario.
     Test,
+    /// Only the exporter's end-to-end test against a real Prometheus (part of `test`).
+    ExporterTest,
     /// Benchmarks: `capture` (tracer overhead in the VM), `replay` (model speed vs decode),
     /// `exporter` (scrape latency under load).
     Bench {
@@ -134,6 +136,16 @@ fn main() -> Result<()> {
             out,
         } => vm::test(&kernel, &scenario, out),
         Cmd::Test => test(),
+        Cmd::ExporterTest => {
+            setup::run(true)?;
+            let root = util::workspace_root();
+            util::run(
+                std::process::Command::new(env!("CARGO"))
+                    .current_dir(&root)
+                    .args(["build", "-p", "iommu-trace"]),
+            )?;
+            exporter_test(&root)
+        }
         Cmd::Bench { what, kernel } => match what.as_str() {
             "capture" => vm::bench(&kernel, &vm::BENCH_CAPTURE),
             // Pure user space: no eBPF object needed, so none is built.
