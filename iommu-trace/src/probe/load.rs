@@ -69,11 +69,12 @@ pub struct Tracer {
 
 impl Tracer {
     pub fn start(plan: &Plan, opts: &TracerOptions) -> Result<Tracer, LoadError> {
-        if !nix::unistd::geteuid().is_root() {
-            return Err(LoadError::NotRoot);
-        }
+        // What the kernel lacks first: no privilege fixes a kernel without iommufd.
         if !plan.blockers.is_empty() {
             return Err(LoadError::Blocked(plan.blockers.clone()));
+        }
+        if !nix::unistd::geteuid().is_root() {
+            return Err(LoadError::NotRoot);
         }
         if EBPF_OBJECT.is_empty() {
             return Err(LoadError::NoEbpfObject);
@@ -234,4 +235,37 @@ fn attach_one(
     prog.attach(symbol, 0)
         .map_err(|e| format!("attaching {program} failed: {e:#}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::kallsyms::Kallsyms;
+    use crate::probe::plan::PlanInputs;
+
+    #[test]
+    fn a_kernel_without_btf_or_iommufd_is_refused_with_what_is_missing() {
+        let kallsyms = Kallsyms::parse("ffffffff81000000 T iommu_map\n");
+        let plan = Plan::compute(&PlanInputs {
+            kernel_release: "6.1.0-debian".into(),
+            btf: None,
+            kallsyms: &kallsyms,
+            deny: &[],
+        });
+        let err = Tracer::start(&plan, &TracerOptions::default())
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(matches!(err, LoadError::Blocked(_)), "{text}");
+        assert!(text.contains("CONFIG_DEBUG_INFO_BTF"), "{text}");
+        assert!(text.contains("CONFIG_IOMMUFD"), "{text}");
+        assert!(text.contains("iommu-trace probes"), "{text}");
+    }
+
+    #[test]
+    fn errors_say_what_to_do() {
+        assert!(LoadError::NotRoot.to_string().contains("sudo"));
+        assert!(LoadError::BadRingSize(1000).to_string().contains("power of two"));
+        assert!(LoadError::NoEbpfObject.to_string().contains("cargo xtask setup"));
+    }
 }
