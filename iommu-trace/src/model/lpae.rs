@@ -3,8 +3,11 @@
 //!
 //! Levels are numbered as the kernel does: the walk starts at `start_level` and the last
 //! level is 3 (`ARM_LPAE_MAX_LEVELS - 1`), where leaves are pages; leaves above are blocks.
-//! The model keeps one `u32` per entry (empty, leaf, or arena slot of the lower table).
+//! The model keeps (in `store.rs`) one `u32` per entry of a table above the last level
+//! (empty, leaf, or store slot of the lower table) and one bit per entry of a last-level
+//! table (page present or not).
 
+use super::store::Store;
 use super::{errno, DomainOps, Gfp, PageLog};
 
 pub const SZ_4K: u64 = 1 << 12;
@@ -23,8 +26,10 @@ const S2_MAX_CONCAT_PAGES: u64 = 16;
 
 const EMPTY: u32 = 0;
 const LEAF: u32 = 1;
-/// The pgd, which lives outside the arena (its size differs from a granule).
+/// The pgd, which lives outside the store (its size differs from a granule).
 const PGD: u32 = u32::MAX;
+/// The last level, whose tables hold pages only: bitmaps in the store.
+const LAST_LEVEL: u32 = MAX_LEVELS - 1;
 
 #[inline]
 fn is_table(e: u32) -> bool {
@@ -202,8 +207,7 @@ pub struct LpaeModel {
     geo: LpaeGeometry,
     pgd: Vec<u32>,
     pgd_allocated: bool,
-    entries: Vec<u32>,
-    free_slots: Vec<u32>,
+    store: Store,
     live_pages: u64,
     unsupported: Option<String>,
     /// Partial block unmaps refused (7.x WARN_ONCE).
@@ -219,8 +223,7 @@ impl LpaeModel {
             cfg,
             geo,
             pgd_allocated: false,
-            entries: Vec::new(),
-            free_slots: Vec::new(),
+            store: Store::new(1 << geo.bits_per_level),
             live_pages: 0,
             unsupported: None,
             partial_block_refused: 0,
@@ -279,41 +282,36 @@ impl LpaeModel {
         p - (i & (p - 1))
     }
 
+    /// Entry `i` of table `t` (an entry value, or PGD), whose entries are at level `lvl`.
     #[inline]
-    fn get(&self, t: u32, i: usize) -> u32 {
+    fn get(&self, lvl: u32, t: u32, i: usize) -> u32 {
         if t == PGD {
             self.pgd[i]
+        } else if lvl == LAST_LEVEL {
+            self.store.bit(t - 2, i) as u32
         } else {
-            self.entries[(t - 2) as usize * self.ptes_per_table() + i]
+            self.store.upper(t - 2)[i]
         }
     }
     #[inline]
-    fn set(&mut self, t: u32, i: usize, e: u32) {
+    fn set(&mut self, lvl: u32, t: u32, i: usize, e: u32) {
         if t == PGD {
             self.pgd[i] = e;
+        } else if lvl == LAST_LEVEL {
+            debug_assert!(e == EMPTY || e == LEAF);
+            self.store.set_bit(t - 2, i, e == LEAF);
         } else {
-            let p = self.ptes_per_table();
-            self.entries[(t - 2) as usize * p + i] = e;
+            self.store.upper_mut(t - 2)[i] = e;
         }
     }
 
-    /// io-pgtable-arm.c:__arm_lpae_alloc_pages(ARM_LPAE_GRANULE, gfp): returns the entry
-    /// value (arena slot + 2).
-    fn alloc_table(&mut self, gfp: Gfp, log: &mut PageLog) -> u32 {
+    /// io-pgtable-arm.c:__arm_lpae_alloc_pages(ARM_LPAE_GRANULE, gfp): a table for entries
+    /// of level `lvl`; returns the entry value (store slot + 2).
+    fn alloc_table(&mut self, lvl: u32, gfp: Gfp, log: &mut PageLog) -> u32 {
         let pages = self.geo.table_pages();
         self.live_pages += pages;
         log.alloc(pages, gfp);
-        let p = self.ptes_per_table();
-        let slot = if let Some(s) = self.free_slots.pop() {
-            let b = s as usize * p;
-            self.entries[b..b + p].fill(EMPTY);
-            s
-        } else {
-            let s = (self.entries.len() / p) as u32;
-            self.entries.resize(self.entries.len() + p, EMPTY);
-            s
-        };
-        slot + 2
+        self.store.alloc(lvl == LAST_LEVEL) + 2
     }
 
     /// io-pgtable-arm.c:__arm_lpae_free_pgtable(lvl, table): the table and everything
@@ -327,7 +325,7 @@ impl LpaeModel {
                 self.ptes_per_table()
             };
             for i in 0..n {
-                let e = self.get(t, i);
+                let e = self.get(lvl, t, i);
                 if is_table(e) {
                     pages += self.free_pgtable(e, lvl + 1);
                 }
@@ -338,7 +336,7 @@ impl LpaeModel {
             self.pgd_allocated = false;
             pages += self.geo.pgd_pages();
         } else {
-            self.free_slots.push(t - 2);
+            self.store.release(lvl == LAST_LEVEL, t - 2);
             pages += self.geo.table_pages();
         }
         self.live_pages -= pages.min(self.live_pages);
@@ -401,7 +399,7 @@ impl LpaeModel {
             self.ptes_per_table()
         };
         for i in 0..n {
-            let e = self.get(t, i);
+            let e = self.get(lvl, t, i);
             let b = base + i as u64 * self.block_size(lvl);
             if e == LEAF {
                 leaves.push((b, lvl));
@@ -427,20 +425,28 @@ impl LpaeModel {
             let idx = self.lvl_idx(iova, lvl);
             if size == self.block_size(lvl) {
                 let n = (pgcount as usize).min(self.max_entries(idx));
+                if lvl == LAST_LEVEL && t != PGD {
+                    // A run of pages: no tables below, so only existing pages matter.
+                    if self.store.any_bit(t - 2, idx, idx + n) {
+                        return (0, Err(errno::EEXIST));
+                    }
+                    self.store.set_bits(t - 2, idx, idx + n);
+                    return (n as u64 * size, Ok(()));
+                }
                 // arm_lpae_init_pte(): an existing leaf is -EEXIST; an existing table is
                 // unmapped and freed first (__arm_lpae_unmap at this level frees it now).
                 for i in 0..n {
-                    let e = self.get(t, idx + i);
+                    let e = self.get(lvl, t, idx + i);
                     if e == LEAF {
                         return (0, Err(errno::EEXIST));
                     } else if is_table(e) {
-                        self.set(t, idx + i, EMPTY);
+                        self.set(lvl, t, idx + i, EMPTY);
                         let pages = self.free_pgtable(e, lvl + 1);
                         log.free(pages);
                     }
                 }
                 for i in 0..n {
-                    self.set(t, idx + i, LEAF);
+                    self.set(lvl, t, idx + i, LEAF);
                 }
                 return (n as u64 * size, Ok(()));
             }
@@ -448,10 +454,10 @@ impl LpaeModel {
             if lvl >= MAX_LEVELS - 1 {
                 return (0, Err(errno::EINVAL));
             }
-            let mut e = self.get(t, idx);
+            let mut e = self.get(lvl, t, idx);
             if e == EMPTY {
-                e = self.alloc_table(Gfp::Caller, log);
-                self.set(t, idx, e);
+                e = self.alloc_table(lvl + 1, Gfp::Caller, log);
+                self.set(lvl, t, idx, e);
             } else if e == LEAF {
                 // We require an unmap first
                 return (0, Err(errno::EEXIST));
@@ -478,7 +484,7 @@ impl LpaeModel {
             return 0;
         }
         let idx = self.lvl_idx(iova, lvl);
-        let e = self.get(t, idx);
+        let e = self.get(lvl, t, idx);
         if e == EMPTY {
             return 0; // WARN_ON(!pte)
         }
@@ -486,11 +492,11 @@ impl LpaeModel {
             let n = (pgcount as usize).min(self.max_entries(idx));
             let mut i = 0;
             while i < n {
-                let e = self.get(t, idx + i);
+                let e = self.get(lvl, t, idx + i);
                 if e == EMPTY {
                     break;
                 }
-                self.set(t, idx + i, EMPTY);
+                self.set(lvl, t, idx + i, EMPTY);
                 if is_table(e) {
                     // io_pgtable_tlb_flush_walk, then __arm_lpae_free_pgtable: not
                     // deferred to the gather.
@@ -529,7 +535,7 @@ impl LpaeModel {
         if lvl == MAX_LEVELS {
             return 0;
         }
-        let table = self.alloc_table(Gfp::Atomic, log);
+        let table = self.alloc_table(lvl, Gfp::Atomic, log);
         let split_sz = self.block_size(lvl);
         let (start, n) = if size == split_sz {
             let s = self.lvl_idx(iova, lvl);
@@ -541,9 +547,9 @@ impl LpaeModel {
             if i >= start && i < start + n {
                 continue;
             }
-            self.set(table, i, LEAF);
+            self.set(lvl, table, i, LEAF);
         }
-        self.set(parent, pidx, table);
+        self.set(lvl - 1, parent, pidx, table);
         if size == split_sz {
             n as u64 * size
         } else {

@@ -23,6 +23,7 @@
 
 pub mod chunk;
 pub mod lpae;
+mod store;
 pub mod vtd;
 
 #[cfg(test)]

@@ -6,10 +6,13 @@
 //! the notes' author; not re-checked against a tagged tree here).
 //!
 //! Tables are 4 KiB with 512 entries at every level; level 1 holds 4K PTEs, level 2 may
-//! hold 2M superpages, level 3 1G superpages. The model keeps one `u32` per entry (empty,
-//! leaf, or the arena slot of the lower table), so its memory is proportional to the live
-//! tables (2 KiB per 4 KiB kernel table).
+//! hold 2M superpages, level 3 1G superpages. The model keeps (in `store.rs`) one `u32`
+//! per entry of an upper table (empty, leaf, or the store slot of the lower table: 2 KiB
+//! per 4 KiB kernel table) and one bit per entry of a level-1 table (present or not: 64
+//! bytes), so its memory is proportional to the live tables, and runs of 4K PTEs are set
+//! or cleared a word at a time.
 
+use super::store::Store;
 use super::{errno, DomainOps, Gfp, PageLog};
 
 pub const SZ_4K: u64 = 1 << 12;
@@ -110,13 +113,11 @@ impl VtdConfig {
 #[derive(Clone, Debug)]
 pub struct VtdModel {
     cfg: VtdConfig,
-    /// Arena: 512 entries per slot.
-    entries: Vec<u32>,
-    free_slots: Vec<u32>,
+    store: Store,
     /// `domain->pgd`, a slot.
     pgd: Option<u32>,
-    /// `gather->freelist`: slots to free at the IOTLB sync.
-    freelist: Vec<u32>,
+    /// `gather->freelist`: (level, slot) of the tables to free at the IOTLB sync.
+    freelist: Vec<(u32, u32)>,
     live_tables: u64,
     unsupported: Option<String>,
     /// Times the kernel would print "DMA PTE ... already set" and WARN.
@@ -127,8 +128,7 @@ impl VtdModel {
     pub fn new(cfg: VtdConfig) -> Self {
         VtdModel {
             cfg,
-            entries: Vec::new(),
-            free_slots: Vec::new(),
+            store: Store::new(NPTE),
             pgd: None,
             freelist: Vec::new(),
             live_tables: 0,
@@ -155,33 +155,35 @@ impl VtdModel {
         }
     }
 
-    /// `iommu_alloc_page_node()`: a zeroed 4 KiB table.
-    fn alloc_table(&mut self, gfp: Gfp, log: &mut PageLog) -> u32 {
+    /// `iommu_alloc_page_node()`: a zeroed 4 KiB table, to hold entries of `level`.
+    fn alloc_table(&mut self, level: u32, gfp: Gfp, log: &mut PageLog) -> u32 {
         self.live_tables += 1;
         log.alloc(1, gfp);
-        if let Some(s) = self.free_slots.pop() {
-            let b = s as usize * NPTE;
-            self.entries[b..b + NPTE].fill(EMPTY);
-            s
+        self.store.alloc(level == 1)
+    }
+
+    fn release(&mut self, level: u32, slot: u32) {
+        self.live_tables -= 1;
+        self.store.release(level == 1, slot);
+    }
+
+    /// Entry `idx` of the table at `level` in `slot`.
+    #[inline]
+    fn get(&self, level: u32, slot: u32, idx: usize) -> u32 {
+        if level == 1 {
+            self.store.bit(slot, idx) as u32
         } else {
-            let s = (self.entries.len() / NPTE) as u32;
-            self.entries.resize(self.entries.len() + NPTE, EMPTY);
-            s
+            self.store.upper(slot)[idx]
         }
     }
-
-    fn release(&mut self, slot: u32) {
-        self.live_tables -= 1;
-        self.free_slots.push(slot);
-    }
-
     #[inline]
-    fn get(&self, slot: u32, idx: usize) -> u32 {
-        self.entries[slot as usize * NPTE + idx]
-    }
-    #[inline]
-    fn set(&mut self, slot: u32, idx: usize, e: u32) {
-        self.entries[slot as usize * NPTE + idx] = e;
+    fn set(&mut self, level: u32, slot: u32, idx: usize, e: u32) {
+        if level == 1 {
+            debug_assert!(e == EMPTY || e == LEAF);
+            self.store.set_bit(slot, idx, e == LEAF);
+        } else {
+            self.store.upper_mut(slot)[idx] = e;
+        }
     }
 
     fn top(&self) -> u32 {
@@ -207,7 +209,7 @@ impl VtdModel {
     /// generic_pt: `pt_iommu_vtdss_init(..., GFP_KERNEL)` allocates the top table.
     pub fn domain_alloc(&mut self, log: &mut PageLog) {
         if self.pgd.is_none() {
-            self.pgd = Some(self.alloc_table(Gfp::Kernel, log));
+            self.pgd = Some(self.alloc_table(self.top(), Gfp::Kernel, log));
         }
     }
 
@@ -245,7 +247,7 @@ impl VtdModel {
             return;
         }
         for i in 0..NPTE {
-            let e = self.get(slot, i);
+            let e = self.get(level, slot, i);
             if is_table(e) {
                 let b = base + i as u64 * level_size(level);
                 self.collect_tables(slot_of(e), level - 1, b, out);
@@ -265,7 +267,7 @@ impl VtdModel {
 
     fn collect_leaves(&self, slot: u32, level: u32, base: u64, out: &mut Vec<(u64, u32)>) {
         for i in 0..NPTE {
-            let e = self.get(slot, i);
+            let e = self.get(level, slot, i);
             let b = base + i as u64 * level_size(level);
             if e == LEAF {
                 out.push((b, level));
@@ -294,7 +296,7 @@ impl VtdModel {
         let mut level = self.top();
         loop {
             let idx = pfn_level_offset(pfn, level);
-            let mut e = self.get(table, idx);
+            let mut e = self.get(level, table, idx);
             if target_level == 0 && !is_table(e) && (e == LEAF && level > 1 || e == EMPTY) {
                 break Some((table, idx, level));
             }
@@ -302,9 +304,9 @@ impl VtdModel {
                 break Some((table, idx, level));
             }
             if e == EMPTY {
-                let t = self.alloc_table(Gfp::Caller, log);
+                let t = self.alloc_table(level - 1, Gfp::Caller, log);
                 e = entry_of(t);
-                self.set(table, idx, e);
+                self.set(level, table, idx, e);
             }
             if level == 1 {
                 break Some((table, idx, level));
@@ -351,50 +353,50 @@ impl VtdModel {
         if nr_pages == 0 || !self.pfn_supported(iov_pfn + nr_pages - 1) {
             return Err(errno::EINVAL);
         }
-        let mut cur: Option<(u32, usize)> = None;
-        let mut lvl = 1;
-        let mut lvl_pages = 1;
         let superpage_gfp = self.cfg.flavour == VtdFlavour::Legacy;
         while nr_pages > 0 {
-            let (table, idx) = match cur {
-                Some(c) => c,
-                None => {
-                    lvl = self.hardware_largepage_caps(iov_pfn, phys_pfn, nr_pages);
-                    let Some((t, i, l)) = self.pfn_to_dma_pte(iov_pfn, lvl, log) else {
-                        return Err(errno::ENOMEM);
-                    };
-                    lvl = l;
-                    lvl_pages = level_size(lvl);
-                    if lvl > 1 {
-                        let pages_to_remove =
-                            (nr_pages / lvl_pages * lvl_pages).min((NPTE - i) as u64 * lvl_pages);
-                        let end_pfn = iov_pfn + pages_to_remove - 1;
-                        if superpage_gfp {
-                            self.switch_to_super_page(t, i, iov_pfn, end_pfn, lvl, log);
-                        } else {
-                            self.pt_clear_for_leaf(t, i, pages_to_remove / lvl_pages, lvl)?;
-                        }
-                    }
-                    (t, i)
-                }
+            let lvl = self.hardware_largepage_caps(iov_pfn, phys_pfn, nr_pages);
+            let Some((table, idx, lvl)) = self.pfn_to_dma_pte(iov_pfn, lvl, log) else {
+                return Err(errno::ENOMEM);
             };
-            // try_cmpxchg64_local(&pte->val, 0, pteval): an existing entry is kept (WARN).
-            if self.get(table, idx) == EMPTY {
-                self.set(table, idx, LEAF);
-            } else {
-                self.pte_already_set += 1;
+            let lvl_pages = level_size(lvl);
+            if lvl > 1 {
+                let pages_to_remove =
+                    (nr_pages / lvl_pages * lvl_pages).min((NPTE - idx) as u64 * lvl_pages);
+                let end_pfn = iov_pfn + pages_to_remove - 1;
+                if superpage_gfp {
+                    self.switch_to_super_page(table, idx, iov_pfn, end_pfn, lvl, log);
+                } else {
+                    self.pt_clear_for_leaf(table, idx, pages_to_remove / lvl_pages, lvl)?;
+                }
             }
-            nr_pages -= lvl_pages;
-            iov_pfn += lvl_pages;
-            phys_pfn += lvl_pages;
-            let next = idx + 1;
-            if nr_pages == 0 || next == NPTE || (lvl > 1 && nr_pages < lvl_pages) {
-                cur = None;
-            } else {
-                cur = Some((table, next));
-            }
+            // The kernel sets PTEs one by one in this table page until the pages run out,
+            // the table page ends, or (superpages) less than one superpage is left; then it
+            // walks again. The caps guarantee nr_pages >= lvl_pages, so n >= 1.
+            let n = ((nr_pages / lvl_pages) as usize).min(NPTE - idx);
+            self.set_leaves(lvl, table, idx, n);
+            nr_pages -= n as u64 * lvl_pages;
+            iov_pfn += n as u64 * lvl_pages;
+            phys_pfn += n as u64 * lvl_pages;
         }
         Ok(())
+    }
+
+    /// The PTE loop of iommu.c:__domain_mapping() over entries [idx, idx + n) of one table:
+    /// try_cmpxchg64_local(&pte->val, 0, pteval), so an existing entry is kept (WARN).
+    fn set_leaves(&mut self, level: u32, table: u32, idx: usize, n: usize) {
+        let end = idx + n;
+        if level == 1 {
+            self.pte_already_set += self.store.set_bits(table, idx, end);
+        } else {
+            for e in &mut self.store.upper_mut(table)[idx..end] {
+                if *e == EMPTY {
+                    *e = LEAF;
+                } else {
+                    self.pte_already_set += 1;
+                }
+            }
+        }
     }
 
     /// iommu.c:switch_to_super_page(): for each present entry where a superpage goes,
@@ -415,7 +417,7 @@ impl VtdModel {
         // The run never crosses a table page (pages_to_remove is capped by
         // nr_pte_to_next_page), so one table holds every entry.
         for i in idx..idx + n {
-            let e = self.get(table, i);
+            let e = self.get(level, table, i);
             if e == EMPTY {
                 continue;
             }
@@ -423,7 +425,7 @@ impl VtdModel {
                 let freed = self.free_subtree_now(slot_of(e), level - 1);
                 log.free(freed);
             }
-            self.set(table, i, EMPTY);
+            self.set(level, table, i, EMPTY);
         }
     }
 
@@ -432,25 +434,25 @@ impl VtdModel {
         let mut n = 1;
         if level > 1 {
             for i in 0..NPTE {
-                let e = self.get(slot, i);
+                let e = self.get(level, slot, i);
                 if is_table(e) {
                     n += self.free_subtree_now(slot_of(e), level - 1);
                 }
             }
         }
-        self.release(slot);
+        self.release(level, slot);
         n
     }
 
     /// iommu.c:dma_pte_list_pagetables(): queue a table and its whole subtree on the
     /// gather's freelist.
     fn list_pagetables(&mut self, slot: u32, level: u32) {
-        self.freelist.push(slot);
+        self.freelist.push((level, slot));
         if level == 1 {
             return;
         }
         for i in 0..NPTE {
-            let e = self.get(slot, i);
+            let e = self.get(level, slot, i);
             if is_table(e) {
                 self.list_pagetables(slot_of(e), level - 1);
             }
@@ -463,16 +465,23 @@ impl VtdModel {
     fn dma_pte_clear_level(&mut self, level: u32, table: u32, pfn: u64, start: u64, last: u64) {
         let mut pfn = pfn.max(start);
         let mut idx = pfn_level_offset(pfn, level);
+        if level == 1 {
+            // Every 4K PTE from pfn to last (or the end of the table) is covered: clear
+            // them all at once.
+            let end = NPTE.min(idx + (last - pfn).min(NPTE as u64) as usize + 1);
+            self.store.clear_bits(table, idx, end);
+            return;
+        }
         loop {
             let size = level_size(level);
             let level_pfn = pfn & !(size - 1);
-            let e = self.get(table, idx);
+            let e = self.get(level, table, idx);
             if e != EMPTY {
                 if start <= level_pfn && last >= level_pfn + size - 1 {
                     if level > 1 && is_table(e) {
                         self.list_pagetables(slot_of(e), level - 1);
                     }
-                    self.set(table, idx, EMPTY);
+                    self.set(level, table, idx, EMPTY);
                 } else if level > 1 {
                     if is_table(e) {
                         self.dma_pte_clear_level(level - 1, slot_of(e), level_pfn, start, last);
@@ -500,7 +509,7 @@ impl VtdModel {
         }
         self.dma_pte_clear_level(self.top(), pgd, 0, start, last);
         if start == 0 && last == self.max_pfn() {
-            self.freelist.push(pgd);
+            self.freelist.push((self.top(), pgd));
             self.pgd = None;
         }
     }
@@ -530,7 +539,7 @@ impl VtdModel {
     /// existing leaf also fails with -EADDRINUSE.
     fn pt_clear_for_leaf(&mut self, table: u32, idx: usize, n: u64, level: u32) -> Result<(), i32> {
         for i in idx..idx + n as usize {
-            let e = self.get(table, i);
+            let e = self.get(level, table, i);
             if e == LEAF {
                 return Err(errno::EADDRINUSE);
             }
@@ -539,7 +548,7 @@ impl VtdModel {
                     return Err(errno::EADDRINUSE);
                 }
                 self.list_pagetables(slot_of(e), level - 1);
-                self.set(table, i, EMPTY);
+                self.set(level, table, i, EMPTY);
             }
         }
         Ok(())
@@ -547,7 +556,7 @@ impl VtdModel {
 
     fn subtree_has_leaf(&self, slot: u32, level: u32) -> bool {
         (0..NPTE).any(|i| {
-            let e = self.get(slot, i);
+            let e = self.get(level, slot, i);
             e == LEAF || (is_table(e) && level > 1 && self.subtree_has_leaf(slot_of(e), level - 1))
         })
     }
@@ -568,14 +577,14 @@ impl VtdModel {
         let size = level_size(level);
         let mut idx = pfn_level_offset(start, level);
         let mut entry_pfn = start & !(size - 1);
-        let e = self.get(table, idx);
+        let e = self.get(level, table, idx);
         if e == LEAF && start & (size - 1) != 0 {
             return Err(errno::EINVAL);
         }
         loop {
-            let e = self.get(table, idx);
+            let e = self.get(level, table, idx);
             if e == LEAF {
-                self.set(table, idx, EMPTY);
+                self.set(level, table, idx, EMPTY);
                 *unmapped += size;
             } else if e == EMPTY || level == 1 {
                 return Err(errno::EINVAL);
@@ -584,8 +593,8 @@ impl VtdModel {
                 let child = slot_of(e);
                 self.pt_unmap_level(level - 1, child, start.max(entry_pfn), last, unmapped)?;
                 if fully {
-                    self.freelist.push(child);
-                    self.set(table, idx, EMPTY);
+                    self.freelist.push((level - 1, child));
+                    self.set(level, table, idx, EMPTY);
                 }
             }
             idx += 1;
@@ -670,8 +679,8 @@ impl DomainOps for VtdModel {
     /// iommu.c:intel_iommu_tlb_sync(): `iommu_put_pages_list(&gather->freelist)`.
     fn iotlb_sync(&mut self, log: &mut PageLog) {
         let n = self.freelist.len() as u64;
-        while let Some(s) = self.freelist.pop() {
-            self.release(s);
+        while let Some((level, s)) = self.freelist.pop() {
+            self.release(level, s);
         }
         log.free(n);
     }

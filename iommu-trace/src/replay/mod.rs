@@ -20,6 +20,7 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Serialize;
 
@@ -87,14 +88,46 @@ fn push_run(runs: &mut Vec<PageRun>, alloc: bool, pages: u64) {
 
 fn runs_of(ops: &[PageOp]) -> Vec<PageRun> {
     let mut runs = Vec::new();
-    for op in ops {
-        match *op {
-            PageOp::Alloc { pages, .. } => push_run(&mut runs, true, pages),
-            PageOp::Free { pages } => push_run(&mut runs, false, pages),
-        }
-    }
+    runs_into(ops, &mut runs);
     runs
 }
+
+/// [`runs_of`] into a buffer the caller reuses.
+fn runs_into(ops: &[PageOp], runs: &mut Vec<PageRun>) {
+    runs.clear();
+    for op in ops {
+        match *op {
+            PageOp::Alloc { pages, .. } => push_run(runs, true, pages),
+            PageOp::Free { pages } => push_run(runs, false, pages),
+        }
+    }
+}
+
+/// A hasher for the domain table's keys (kernel pointers; not attacker-chosen, so no need
+/// for SipHash): an FxHash-style multiply, rotated so that the well-mixed high bits pick
+/// the bucket (pointers are aligned, so their low bits, and the product's, are zero).
+#[derive(Default)]
+struct PtrHasher(u64);
+
+impl Hasher for PtrHasher {
+    #[inline]
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(26)
+    }
+}
+
+type DomainMap = HashMap<u64, DomainState, BuildHasherDefault<PtrHasher>>;
 
 fn fmt_runs(runs: &[PageRun]) -> String {
     if runs.is_empty() {
@@ -358,6 +391,10 @@ struct DomainState {
     stopped: bool,
     open_alloc: Option<OpenAlloc>,
     pending: Vec<Pending>,
+    /// Buffers kept between operations (no allocation per operation): the predicted runs,
+    /// and the runs Vec of the last pending entry consumed.
+    pred_buf: Vec<PageRun>,
+    spare_runs: Vec<PageRun>,
     log: PageLog,
     ring: std::collections::VecDeque<Compact>,
     /// Events still to collect after a divergence.
@@ -370,7 +407,7 @@ struct DomainState {
 pub struct Replayer {
     opts: ReplayOptions,
     index: u64,
-    active: HashMap<u64, DomainState>,
+    active: DomainMap,
     reports: Vec<DomainReport>,
     /// Domains freed, kept for their what-if rows and post-divergence context.
     done_whatif: Vec<WhatIfDomain>,
@@ -384,7 +421,7 @@ impl Replayer {
         Replayer {
             opts,
             index: 0,
-            active: HashMap::new(),
+            active: DomainMap::default(),
             reports: Vec::new(),
             done_whatif: Vec::new(),
             lost_events: 0,
@@ -398,8 +435,13 @@ impl Replayer {
         self.index
     }
 
-    fn new_domain(&mut self, domain: u64, driver: &str, kind: Option<DomainKind>) -> DomainState {
-        self.reports.push(DomainReport {
+    fn new_domain(
+        reports: &mut Vec<DomainReport>,
+        domain: u64,
+        driver: &str,
+        kind: Option<DomainKind>,
+    ) -> DomainState {
+        reports.push(DomainReport {
             domain: KernelPtr(domain),
             driver: driver.to_string(),
             kind,
@@ -418,11 +460,13 @@ impl Replayer {
             notes: Vec::new(),
         });
         DomainState {
-            report: self.reports.len() - 1,
+            report: reports.len() - 1,
             model: None,
             stopped: false,
             open_alloc: None,
             pending: Vec::new(),
+            pred_buf: Vec::new(),
+            spare_runs: Vec::new(),
             log: PageLog::new(),
             ring: std::collections::VecDeque::new(),
             after: 0,
@@ -466,7 +510,7 @@ impl Replayer {
                         ),
                     );
                 }
-                let mut st = self.new_domain(domain, &a.driver, Some(a.kind));
+                let mut st = Self::new_domain(&mut self.reports, domain, &a.driver, Some(a.kind));
                 let r = &mut self.reports[st.report];
                 r.alloc_index = Some(index);
                 match ModelConfig::from_alloc(a, self.opts.model, self.opts.behaviour) {
@@ -520,8 +564,7 @@ impl Replayer {
             }
             EventBody::PtAlloc(p) | EventBody::PtFree(p) => {
                 let alloc = matches!(ev.body, EventBody::PtAlloc(_));
-                self.ensure(p.domain.0);
-                let st = self.active.get_mut(&p.domain.0).expect("state exists");
+                let st = Self::ensure(&mut self.active, &mut self.reports, p.domain.0);
                 let body = CompactBody::Pt {
                     alloc,
                     pages: p.pages,
@@ -582,6 +625,7 @@ impl Replayer {
                         st.pending.push(Pending {
                             tid: ev.tid,
                             first_index: index,
+                            runs: std::mem::take(&mut st.spare_runs),
                             ..Default::default()
                         });
                         st.pending.last_mut().expect("just pushed")
@@ -613,8 +657,7 @@ impl Replayer {
                         done: m.done,
                     }
                 };
-                self.ensure(m.domain.0);
-                let st = self.active.get_mut(&m.domain.0).expect("state exists");
+                let st = Self::ensure(&mut self.active, &mut self.reports, m.domain.0);
                 Self::remember(st, &self.opts, index, ev.tid, body, &mut self.reports);
                 Self::close_alloc(st, &mut self.reports, &self.opts, index);
                 let r = &mut self.reports[st.report];
@@ -687,7 +730,8 @@ impl Replayer {
                     );
                     return;
                 }
-                let pred = runs_of(&st.log.ops);
+                let mut pred = std::mem::take(&mut st.pred_buf);
+                runs_into(&st.log.ops, &mut pred);
                 let r = &mut self.reports[st.report];
                 r.predicted.allocated = st.log.allocated;
                 r.predicted.freed = st.log.freed;
@@ -699,36 +743,53 @@ impl Replayer {
                     }
                     None => (Vec::new(), true),
                 };
-                if !is_map && predicted_done != m.done {
-                    let reason = format!(
+                let reason = if !is_map && predicted_done != m.done {
+                    Some(format!(
                         "the model unmapped {predicted_done:#x} bytes, the kernel {:#x}",
                         m.done
-                    );
-                    Self::diverge(st, &mut self.reports, &self.opts, index, reason, pred, obs);
+                    ))
                 } else if pred != obs {
-                    let reason =
-                        format!(
+                    Some(format!(
                         "{what} iova {:#x} size {:#x}: the model predicts {}, the kernel did {}",
-                        m.iova, m.size, fmt_runs(&pred), fmt_runs(&obs));
-                    Self::diverge(st, &mut self.reports, &self.opts, index, reason, pred, obs);
+                        m.iova,
+                        m.size,
+                        fmt_runs(&pred),
+                        fmt_runs(&obs)
+                    ))
                 } else if !cause_ok {
-                    let reason =
-                        format!("page events before this {what} were attributed to another cause");
-                    Self::diverge(st, &mut self.reports, &self.opts, index, reason, pred, obs);
+                    Some(format!(
+                        "page events before this {what} were attributed to another cause"
+                    ))
+                } else {
+                    None
+                };
+                match reason {
+                    Some(reason) => {
+                        Self::diverge(st, &mut self.reports, &self.opts, index, reason, pred, obs)
+                    }
+                    None => {
+                        // Keep both buffers for the next operations.
+                        st.pred_buf = pred;
+                        if obs.capacity() > 0 {
+                            st.spare_runs = obs;
+                            st.spare_runs.clear();
+                        }
+                    }
                 }
             }
             EventBody::DomainFree(f) => {
-                self.ensure(f.domain.0);
-                let st = self.active.get_mut(&f.domain.0).expect("state exists");
+                let mut st = match self.active.remove(&f.domain.0) {
+                    Some(st) => st,
+                    None => Self::unknown_domain(&mut self.reports, f.domain.0),
+                };
                 Self::remember(
-                    st,
+                    &mut st,
                     &self.opts,
                     index,
                     ev.tid,
                     CompactBody::Free,
                     &mut self.reports,
                 );
-                let mut st = self.active.remove(&f.domain.0).expect("state exists");
                 Self::close_alloc(&mut st, &mut self.reports, &self.opts, index);
                 self.reports[st.report].free_index = Some(index);
                 let observed = take_pending(&mut st, ev.tid);
@@ -780,15 +841,24 @@ impl Replayer {
     }
 
     /// The state of a domain, created as "allocated before the capture" when unknown.
-    fn ensure(&mut self, domain: u64) {
-        if !self.active.contains_key(&domain) {
-            let mut st = self.new_domain(domain, "unknown", None);
-            st.stopped = true;
-            self.reports[st.report].verdict = Verdict::Unverifiable(
-                "allocated before the capture started (no domain_alloc event)".into(),
-            );
-            self.active.insert(domain, st);
-        }
+    fn ensure<'a>(
+        active: &'a mut DomainMap,
+        reports: &mut Vec<DomainReport>,
+        domain: u64,
+    ) -> &'a mut DomainState {
+        active
+            .entry(domain)
+            .or_insert_with(|| Self::unknown_domain(reports, domain))
+    }
+
+    /// A domain first seen after its allocation: "allocated before the capture".
+    fn unknown_domain(reports: &mut Vec<DomainReport>, domain: u64) -> DomainState {
+        let mut st = Self::new_domain(reports, domain, "unknown", None);
+        st.stopped = true;
+        reports[st.report].verdict = Verdict::Unverifiable(
+            "allocated before the capture started (no domain_alloc event)".into(),
+        );
+        st
     }
 
     fn remember(
