@@ -33,6 +33,10 @@ wait_ready() {
     while [ ! -e "$1" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 }
 
+# The exporter traces live beside the recorder; its /metrics is compared with the capture.
+iommu-trace serve --listen 127.0.0.1:9464 --ready-file /tmp/serve-ready > $R/serve.log 2>&1 &
+SERVE=$!
+wait_ready /tmp/serve-ready
 grep -w nr_iommu_pages /proc/vmstat > $R/vmstat-before.txt
 iommu-trace record -o $R/exercise.itc --ready-file /tmp/ready > $R/record.log 2>&1 &
 REC=$!
@@ -45,6 +49,11 @@ kill -INT $REC
 wait $REC
 echo $? > $R/record.rc
 grep -w nr_iommu_pages /proc/vmstat > $R/vmstat-after.txt
+wget -q -O $R/metrics.txt http://127.0.0.1:9464/metrics
+wget -q -O $R/healthz.txt http://127.0.0.1:9464/healthz
+kill -TERM $SERVE
+wait $SERVE
+echo $? > $R/serve.rc
 
 iommu-trace inspect $R/exercise.itc --summary > $R/summary.txt 2>&1
 iommu-trace inspect $R/exercise.itc --format jsonl > $R/exercise.jsonl 2> $R/inspect.err

@@ -324,7 +324,93 @@ pub fn exercise(dir: &Path) -> Vec<Outcome> {
         ),
     ];
     capture_checks(dir, &mut out, true);
+    out.push(Outcome::from(
+        "live_exporter_matches_capture",
+        live_exporter(dir),
+    ));
     out
+}
+
+/// Sum of a metric's samples in a Prometheus text exposition, optionally only the samples
+/// whose labels contain `filter`.
+fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `iommu-trace serve`, tracing live beside the recorder, exposes the counts the capture
+/// holds: allocations, page-table pages, no loss, every probe point attached.
+fn live_exporter(dir: &Path) -> Result<(), String> {
+    ensure(rc(dir, "serve.rc")? == 0, || {
+        format!(
+            "serve failed: {}",
+            read(dir, "serve.log").unwrap_or_default()
+        )
+    })?;
+    let m = read(dir, "metrics.txt")?;
+    let events = jsonl(dir, "exercise.jsonl")?;
+    let count = |kind: &str| events.iter().filter(|e| s(e, "event") == kind).count() as f64;
+    let pages = |kind: &str| -> f64 {
+        events
+            .iter()
+            .filter(|e| s(e, "event") == kind)
+            .map(|e| u(e, "pages") as f64)
+            .sum()
+    };
+    let mut problems = Vec::new();
+    let mut expect = |what: &str, got: f64, want: f64| {
+        if got != want {
+            problems.push(format!("{what}: /metrics says {got}, the capture {want}"));
+        }
+    };
+    expect(
+        "domain allocations",
+        metric_sum(&m, "iommu_trace_domain_allocations_total", ""),
+        count("domain_alloc"),
+    );
+    expect(
+        "domain frees",
+        metric_sum(&m, "iommu_trace_domain_frees_total", ""),
+        count("domain_free"),
+    );
+    expect(
+        "hwpt allocations",
+        metric_sum(&m, "iommu_trace_hwpt_allocations_total", ""),
+        count("hwpt_alloc"),
+    );
+    expect(
+        "page-table pages allocated",
+        metric_sum(&m, "iommu_trace_page_table_pages_allocated_total", ""),
+        pages("pt_alloc"),
+    );
+    expect(
+        "page-table pages freed",
+        metric_sum(&m, "iommu_trace_page_table_pages_freed_total", ""),
+        pages("pt_free"),
+    );
+    expect(
+        "events lost",
+        metric_sum(&m, "iommu_trace_events_lost_total", ""),
+        0.0,
+    );
+    for point in [
+        "hwpt_alloc_ioctl",
+        "driver_alloc",
+        "domain_free",
+        "map",
+        "unmap",
+        "pt_pages",
+    ] {
+        let filter = format!("point=\"{point}\"");
+        if metric_sum(&m, "iommu_trace_probe_attached", &filter) < 1.0 {
+            problems.push(format!("probe point {point} not reported attached"));
+        }
+    }
+    ensure(problems.is_empty(), || problems.join("\n"))
 }
 
 fn no_loss(x: &Exercise) -> Result<(), String> {
