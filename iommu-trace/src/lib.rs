@@ -16,3 +16,4 @@ pub mod model;
 pub mod probe;
 pub mod replay;
 pub mod state;
+pub mod tui;

@@ -127,6 +127,31 @@ enum Cmd {
         #[arg(long, value_name = "EVENTS", requires = "from")]
         rate: Option<f64>,
     },
+    /// Live full-screen view of IOMMU domains, page tables, rates and failures (or browse a
+    /// capture with --from). Keys: q quit, p pause, s sort, / filter, tab view, ? help.
+    Top {
+        /// Browse this capture instead of tracing this host.
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+        /// With --from: replay at N times real time; 0 = as fast as possible, then hold.
+        #[arg(long, value_name = "N", default_value_t = 1.0, requires = "from")]
+        speed: f64,
+        /// Milliseconds between screen refreshes.
+        #[arg(long, value_name = "MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(20..=10_000))]
+        refresh_ms: u64,
+        /// Kernel ring-buffer size in bytes (a power of two, at least 4096).
+        #[arg(long, value_name = "BYTES", default_value_t = 1 << 22)]
+        ringbuf_size: u32,
+        /// Only trace this process.
+        #[arg(long, value_name = "PID", default_value_t = 0)]
+        pid: u32,
+        /// Treat this symbol as missing (repeatable), to test degraded kernels.
+        #[arg(long = "deny-symbol", value_name = "SYMBOL")]
+        deny: Vec<String>,
+        /// Append logs to this file (the screen is the TUI's; by default logs are dropped).
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+    },
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -229,6 +254,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             verify,
             repeat,
             rate,
+        })?,
+        Cmd::Top {
+            from,
+            speed,
+            refresh_ms,
+            ringbuf_size,
+            pid,
+            deny,
+            log,
+        } => commands::top::run(commands::top::TopOptions {
+            from,
+            speed,
+            refresh: Duration::from_millis(refresh_ms),
+            ringbuf_bytes: ringbuf_size,
+            filter_pid: pid,
+            deny,
+            log,
         })?,
         Cmd::Exercise(args) => {
             iommu_trace::exercise::run_cli(&args)?;

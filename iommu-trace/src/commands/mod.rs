@@ -5,3 +5,4 @@ pub mod probes;
 pub mod record;
 pub mod replay;
 pub mod serve;
+pub mod top;

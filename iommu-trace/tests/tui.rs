@@ -1,0 +1,556 @@
+//! `iommu-trace top` in a real terminal: the binary runs inside tmux over committed
+//! captures, keys are sent, and the pane is read back the way a person would see it.
+//! tmux is required (Debian: `apt-get install tmux`); these tests fail without it.
+//!
+//! Also: the refresh-overhead benchmark (`cargo test --release --test tui -- --ignored
+//! --nocapture bench`), which feeds 100,000 events/s through the TUI's model and draws it,
+//! against a headless `state::State` over the same feed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use iommu_trace::capture::CaptureReader;
+use iommu_trace::events::{DomainKind, Event, EventBody};
+
+const BIN: &str = env!("CARGO_BIN_EXE_iommu-trace");
+
+fn repo(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn vtd_capture() -> PathBuf {
+    repo("../tests/golden/6.12-vtd-exercise.itc")
+}
+
+fn lossy_capture() -> PathBuf {
+    repo("tests/fixtures/6.12-vtd-lossy.itc")
+}
+
+fn events(path: &Path) -> Vec<Event> {
+    CaptureReader::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .map(|e| e.expect("the capture reads cleanly"))
+        .collect()
+}
+
+/// A private tmux server (its own socket, no user config), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new(name: &str) -> Tmux {
+        let ok = Command::new("tmux").arg("-V").output();
+        assert!(
+            ok.as_ref().is_ok_and(|o| o.status.success()),
+            "tmux is required for the real-terminal tests (apt-get install tmux): {ok:?}"
+        );
+        let t = Tmux {
+            socket: format!("iommu-trace-test-{name}-{}", std::process::id()),
+        };
+        t.kill();
+        t
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-f", "/dev/null", "-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("running tmux");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `script` in a `w`x`h` pane; the pane stays after it ends.
+    fn start(&self, w: u16, h: u16, script: &str) {
+        self.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            &w.to_string(),
+            "-y",
+            &h.to_string(),
+            script,
+        ]);
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend_from_slice(keys);
+        self.tmux(&args);
+    }
+
+    fn pane(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    /// Waits until the pane shows `what`; panics with the pane if it never does.
+    fn wait_for(&self, what: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let p = self.pane();
+            if p.contains(what) {
+                return p;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                panic!("the pane never showed {what:?}; it shows:\n{p}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill(&self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `top` with `args`, then what the terminal looks like after it exits.
+fn script(args: &str) -> String {
+    format!(
+        "'{BIN}' top {args}; echo EXITED:$?; stty -a | tr ' ;' '\\n\\n' | grep -x -e '-\\?icanon' -e '-\\?echo'; echo TTY-CHECKED; sleep 600"
+    )
+}
+
+/// After quitting: exit status 0, the screen given back (no TUI left on it), and the tty
+/// back in canonical mode with echo.
+fn assert_restored(t: &Tmux) {
+    let p = t.wait_for("TTY-CHECKED");
+    assert!(p.contains("EXITED:0"), "{p}");
+    assert!(!p.contains("q quit"), "the TUI is still on screen:\n{p}");
+    let lines: Vec<&str> = p.lines().map(str::trim).collect();
+    assert!(
+        lines.contains(&"icanon") && lines.contains(&"echo"),
+        "tty not restored:\n{p}"
+    );
+}
+
+struct Expected {
+    events: usize,
+    /// (domain, kind, maps, page-table pages allocated)
+    domains: Vec<(u64, DomainKind, u64, u64)>,
+    lost: u64,
+}
+
+fn expected(events: &[Event]) -> Expected {
+    let mut maps: HashMap<u64, u64> = HashMap::new();
+    let mut pt: HashMap<u64, u64> = HashMap::new();
+    let mut allocs = Vec::new();
+    let mut lost = 0;
+    for e in events {
+        match &e.body {
+            EventBody::DomainAlloc(a) if a.errno == 0 => allocs.push((a.domain.0, a.kind)),
+            EventBody::Map(m) => *maps.entry(m.domain.0).or_default() += 1,
+            EventBody::PtAlloc(p) => *pt.entry(p.domain.0).or_default() += p.pages,
+            EventBody::Lost(l) => lost += l.ringbuf_full + l.context_full,
+            _ => {}
+        }
+    }
+    Expected {
+        events: events.len(),
+        domains: allocs
+            .into_iter()
+            .map(|(d, k)| (d, k, maps[&d], pt[&d]))
+            .collect(),
+        lost,
+    }
+}
+
+#[test]
+fn replay_in_tmux_shows_the_capture_and_restores_the_terminal() {
+    let cap = vtd_capture();
+    let want = expected(&events(&cap));
+    assert_eq!(want.domains.len(), 2, "the capture holds two intel domains");
+    let t = Tmux::new("replay");
+    t.start(
+        120,
+        40,
+        &script(&format!("--from '{}' --speed 0", cap.display())),
+    );
+    let p = t.wait_for("ended)");
+    assert!(p.contains(&format!("events {} ", want.events)), "{p}");
+    assert!(p.contains("lost 0"), "{p}");
+    assert!(p.contains("kernel 6.12"), "{p}");
+    for (d, kind, maps, pt) in &want.domains {
+        let id = format!("{:08x}", d & 0xffff_ffff);
+        let row = p
+            .lines()
+            .find(|l| l.starts_with(&id))
+            .unwrap_or_else(|| panic!("no row for domain {d:#x}:\n{p}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[1], "intel", "{row}");
+        assert_eq!(cells[2], kind.name(), "{row}");
+        assert!(
+            cells.contains(&maps.to_string().as_str()),
+            "maps {maps}: {row}"
+        );
+        assert!(
+            cells.contains(&format!("{pt}/{pt}").as_str()),
+            "pt {pt}: {row}"
+        );
+        assert_eq!(cells.last(), Some(&"FREED"), "{row}");
+    }
+    // Sort: next order shown in the tabs line.
+    t.keys(&["s"]);
+    t.wait_for("sort: mapped");
+    // Details of the selected domain, with the reference model's verdict.
+    t.keys(&["Enter"]);
+    t.wait_for("reference model: verified");
+    t.keys(&["Escape"]);
+    t.wait_for("PT C/U");
+    // Owners view: the workload process, its allocations.
+    t.keys(&["Tab"]);
+    let p = t.wait_for("COMM");
+    let row = p
+        .lines()
+        .find(|l| l.contains("iommu-trace") && l.split_whitespace().count() == 7)
+        .unwrap_or_else(|| panic!("no process row:\n{p}"));
+    assert_eq!(
+        row.split_whitespace().nth(5),
+        Some("3"),
+        "3 allocations: {row}"
+    );
+    // Activity: the failed NEST_PARENT allocation with its errno.
+    t.keys(&["Tab"]);
+    let p = t.wait_for("failures (errno");
+    assert!(
+        p.lines()
+            .any(|l| l.contains("intel") && l.contains("nest") && l.contains("EOPNOTSUPP")),
+        "{p}"
+    );
+    t.keys(&["?"]);
+    t.wait_for("this help");
+    t.keys(&["Escape"]);
+    t.wait_for("rates per second");
+    t.keys(&["q"]);
+    assert_restored(&t);
+}
+
+#[test]
+fn lossy_capture_shows_the_lost_events() {
+    let cap = lossy_capture();
+    let want = expected(&events(&cap));
+    assert!(want.lost > 0);
+    let t = Tmux::new("lossy");
+    t.start(
+        120,
+        40,
+        &script(&format!("--from '{}' --speed 0", cap.display())),
+    );
+    let p = t.wait_for("ended)");
+    let plural = if want.lost == 1 { "" } else { "s" };
+    assert!(
+        p.contains(&format!("LOST {} event{plural} ", want.lost)),
+        "{p}"
+    );
+    t.keys(&["C-c"]);
+    assert_restored(&t);
+}
+
+#[test]
+fn sigterm_restores_the_terminal() {
+    let t = Tmux::new("sigterm");
+    let pidfile = std::env::temp_dir().join(format!("top-pid-{}", std::process::id()));
+    let _ = std::fs::remove_file(&pidfile);
+    t.start(
+        100,
+        30,
+        &format!(
+            "sh -c 'echo $$ > {}; exec {BIN} top --from {} --speed 1'; echo EXITED:$?; stty -a | tr ' ;' '\\n\\n' | grep -x -e '-\\?icanon' -e '-\\?echo'; echo TTY-CHECKED; sleep 600",
+            pidfile.display(),
+            vtd_capture().display()
+        ),
+    );
+    t.wait_for("q quit");
+    let pid = std::fs::read_to_string(&pidfile).expect("pid file");
+    let st = Command::new("kill")
+        .args(["-TERM", pid.trim()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    assert_restored(&t);
+    let _ = std::fs::remove_file(&pidfile);
+}
+
+#[test]
+fn panic_restores_the_terminal_and_reports() {
+    let t = Tmux::new("panic");
+    t.start(
+        100,
+        30,
+        &script(&format!("--from '{}' --speed 0", vtd_capture().display())).replacen(
+            "'",
+            "IOMMU_TRACE_TUI_TEST_PANIC=1 '",
+            1,
+        ),
+    );
+    let p = t.wait_for("TTY-CHECKED");
+    assert!(p.contains("EXITED:2"), "{p}");
+    assert!(p.contains("panicked"), "the panic message is shown: {p}");
+    assert!(!p.contains("q quit"), "the TUI is still on screen:\n{p}");
+    let lines: Vec<&str> = p.lines().map(str::trim).collect();
+    assert!(
+        lines.contains(&"icanon") && lines.contains(&"echo"),
+        "tty not restored:\n{p}"
+    );
+}
+
+#[test]
+fn not_a_terminal_is_a_clear_error() {
+    let out = Command::new(BIN)
+        .args(["top", "--from"])
+        .arg(vtd_capture())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs a terminal on stdout"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing may be drawn on a pipe");
+}
+
+// ---- benchmark ----------------------------------------------------------------------------
+
+/// 100,000 events per second for `TUI_BENCH_SECS` (default 20) seconds, twice: into a
+/// headless `state::State`, then into the TUI's model with a frame drawn every 250 ms at
+/// 160x48 through the crossterm backend (into /dev/null). Reports the CPU used beyond the
+/// headless ingest, as a share of one core, and the resident memory over time.
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
+fn bench_refresh_overhead() {
+    use iommu_trace::tui::{render, App, Meta, Mode, Model};
+    use ratatui::backend::CrosstermBackend;
+    use ratatui::layout::Rect;
+    use ratatui::{Terminal, TerminalOptions, Viewport};
+
+    let secs: u64 = std::env::var("TUI_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let template = bench_feed();
+    let rate = 100_000u64;
+    let tick = Duration::from_millis(10);
+    let per_tick = (rate / 100) as usize;
+
+    let run = |tui: bool| -> (f64, f64, Vec<u64>) {
+        let mut state = iommu_trace::state::State::new();
+        let mut model = Model::new(Meta {
+            mode: Mode::Live,
+            kernel_release: "bench".into(),
+            probes_attached: 9,
+            probes_missing: Vec::new(),
+        });
+        let devnull = std::fs::File::options()
+            .write(true)
+            .open("/dev/null")
+            .expect("/dev/null");
+        let mut term = Terminal::with_options(
+            CrosstermBackend::new(devnull),
+            TerminalOptions {
+                viewport: Viewport::Fixed(Rect::new(0, 0, 160, 48)),
+            },
+        )
+        .expect("terminal");
+        let app = App::default();
+        let start = Instant::now();
+        let cpu0 = thread_cpu();
+        let mut draw_cpu = 0.0;
+        let mut next = start;
+        let mut last_draw = start;
+        let mut i = 0usize;
+        let mut ts = 1_000_000_000u64;
+        let mut rss = Vec::new();
+        let mut last_rss = start;
+        while start.elapsed() < Duration::from_secs(secs) {
+            for _ in 0..per_tick {
+                let mut e = template[i % template.len()].clone();
+                i += 1;
+                ts += 10_000;
+                e.ts_ns = ts;
+                if tui {
+                    model.apply(e);
+                } else {
+                    state.apply(&e);
+                }
+            }
+            if tui && last_draw.elapsed() >= Duration::from_millis(250) {
+                let c = thread_cpu();
+                model.advance(ts);
+                term.draw(|f| render::draw(f, &app, &model)).expect("draw");
+                draw_cpu += thread_cpu() - c;
+                last_draw = Instant::now();
+            }
+            if last_rss.elapsed() >= Duration::from_secs(5) {
+                rss.push(rss_kib());
+                last_rss = Instant::now();
+            }
+            next += tick;
+            if let Some(d) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+        let wall = start.elapsed().as_secs_f64();
+        ((thread_cpu() - cpu0) / wall, draw_cpu / wall, rss)
+    };
+    let (headless, _, rss_h) = run(false);
+    let (tui, draw, rss_t) = run(true);
+    println!("feed: {rate} events/s for {secs} s each");
+    println!("headless state/ ingest: {:.2}% of a core", headless * 100.0);
+    println!(
+        "TUI (model ingest + draws every 250 ms at 160x48): {:.2}% of a core; draws alone {:.2}%; beyond headless {:.2}%; ratio {:.2}x",
+        tui * 100.0,
+        draw * 100.0,
+        (tui - headless) * 100.0,
+        tui / headless
+    );
+    println!("RSS KiB every 5 s: headless {rss_h:?}");
+    println!("RSS KiB every 5 s: TUI      {rss_t:?}");
+}
+
+fn thread_cpu() -> f64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).expect("clock");
+    t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9
+}
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    s.split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse::<u64>().ok())
+        .map_or(0, |p| p * 4)
+}
+
+/// A feed shaped like a busy host: 64 domains of 8 processes mapping and unmapping, page
+/// tables growing and shrinking, a domain freed and reallocated every 500 events.
+fn bench_feed() -> Vec<Event> {
+    use iommu_trace::events::{
+        AllocOp, DomainAlloc, DomainFree, Geometry, KernelPtr, MapOp, PtCause, PtPages,
+    };
+    let mut v = Vec::new();
+    let who = |i: u64, body| Event {
+        ts_ns: 0,
+        cpu: (i % 2) as u32,
+        pid: 1000 + (i % 8) as u32,
+        tid: 1000 + (i % 8) as u32,
+        comm: format!("vmm-{}", i % 8),
+        cgroup_id: 100 + i % 8,
+        body,
+    };
+    let alloc = |d: u64| {
+        EventBody::DomainAlloc(DomainAlloc {
+            driver: if d.is_multiple_of(2) { "intel" } else { "mock" }.into(),
+            op: AllocOp::AllocUser,
+            kind: DomainKind::Paging,
+            flags: 0,
+            data_type: 0,
+            data_len: 0,
+            data: None,
+            parent: KernelPtr(0),
+            domain: KernelPtr(0xffff_8880_0000_0000 + d * 0x1000),
+            errno: 0,
+            latency_ns: 30_000 + d * 100,
+            geometry: Geometry::default(),
+        })
+    };
+    let ptr = |d: u64| KernelPtr(0xffff_8880_0000_0000 + d * 0x1000);
+    for d in 0..64 {
+        v.push(who(d, alloc(d)));
+    }
+    for i in 0..100_000u64 {
+        let d = i % 64;
+        let m = MapOp {
+            domain: ptr(d),
+            iova: (i / 64) << 12,
+            size: 4096,
+            done: 4096,
+            paddr: 0,
+            errno: 0,
+            latency_ns: 2_000,
+        };
+        v.push(who(
+            d,
+            match i % 10 {
+                0 => EventBody::PtAlloc(PtPages {
+                    domain: ptr(d),
+                    pages: 1,
+                    charged: true,
+                    memcg_id: 100 + d % 8,
+                    cause: PtCause::Map,
+                }),
+                1 => EventBody::PtFree(PtPages {
+                    domain: ptr(d),
+                    pages: 1,
+                    charged: true,
+                    memcg_id: 100 + d % 8,
+                    cause: PtCause::Unmap,
+                }),
+                2..=5 => EventBody::Unmap(m),
+                _ => EventBody::Map(m),
+            },
+        ));
+        if i % 500 == 499 {
+            v.push(who(
+                d,
+                EventBody::DomainFree(DomainFree {
+                    domain: ptr(d),
+                    latency_ns: 10_000,
+                }),
+            ));
+            v.push(who(d, alloc(d)));
+        }
+    }
+    v
+}
+
+/// Unpaced ingest cost per event: `state::State` alone vs the TUI's model (which wraps it).
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
+fn bench_ingest_per_event() {
+    use iommu_trace::tui::{Meta, Mode, Model};
+    let template = bench_feed();
+    let n = 2_000_000usize;
+    let feed = |f: &mut dyn FnMut(Event)| {
+        let mut ts = 1_000_000_000u64;
+        for i in 0..n {
+            let mut e = template[i % template.len()].clone();
+            ts += 10_000;
+            e.ts_ns = ts;
+            f(e);
+        }
+    };
+    let t = Instant::now();
+    let mut clones = 0usize;
+    feed(&mut |e| clones += e.comm.len());
+    let clone_ns = t.elapsed().as_nanos() as f64 / n as f64;
+    let mut state = iommu_trace::state::State::new();
+    let t = Instant::now();
+    feed(&mut |e| state.apply(&e));
+    let state_ns = t.elapsed().as_nanos() as f64 / n as f64;
+    let mut model = Model::new(Meta {
+        mode: Mode::Live,
+        kernel_release: "bench".into(),
+        probes_attached: 0,
+        probes_missing: Vec::new(),
+    });
+    let t = Instant::now();
+    feed(&mut |e| model.apply(e));
+    let model_ns = t.elapsed().as_nanos() as f64 / n as f64;
+    println!(
+        "per event: clone {clone_ns:.0} ns, state/ {state_ns:.0} ns, TUI model {model_ns:.0} ns ({clones})"
+    );
+}
