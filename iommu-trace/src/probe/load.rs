@@ -124,7 +124,10 @@ impl Tracer {
                             attached.push((fb.symbol.clone(), fb.program_type.clone()));
                             failed.push(Gap {
                                 symbol: a.symbol.clone(),
-                                reason: format!("{} refused ({reason}); using {}", a.program_type, fb.program_type),
+                                reason: format!(
+                                    "{} refused ({reason}); using {}",
+                                    a.program_type, fb.program_type
+                                ),
                             });
                         }
                         Err(r2) => failed.push(Gap {
@@ -198,13 +201,15 @@ fn attach(
             if i == 0 {
                 let p: &mut FEntry = prog.try_into().map_err(|e| format!("{name}: {e}"))?;
                 if loaded.insert(name.clone()) {
-                    p.load(&a.symbol, btf).map_err(|e| format!("loading {name}: {e:#}"))?;
+                    p.load(&a.symbol, btf)
+                        .map_err(|e| format!("loading {name}: {e:#}"))?;
                 }
                 p.attach().map_err(|e| format!("attaching {name}: {e:#}"))?;
             } else {
                 let p: &mut FExit = prog.try_into().map_err(|e| format!("{name}: {e}"))?;
                 if loaded.insert(name.clone()) {
-                    p.load(&a.symbol, btf).map_err(|e| format!("loading {name}: {e:#}"))?;
+                    p.load(&a.symbol, btf)
+                        .map_err(|e| format!("loading {name}: {e:#}"))?;
                 }
                 p.attach().map_err(|e| format!("attaching {name}: {e:#}"))?;
             }
@@ -265,7 +270,11 @@ mod tests {
     #[test]
     fn errors_say_what_to_do() {
         assert!(LoadError::NotRoot.to_string().contains("sudo"));
-        assert!(LoadError::BadRingSize(1000).to_string().contains("power of two"));
-        assert!(LoadError::NoEbpfObject.to_string().contains("cargo xtask setup"));
+        assert!(LoadError::BadRingSize(1000)
+            .to_string()
+            .contains("power of two"));
+        assert!(LoadError::NoEbpfObject
+            .to_string()
+            .contains("cargo xtask setup"));
     }
 }

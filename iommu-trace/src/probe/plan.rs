@@ -153,7 +153,9 @@ const CORE_POINTS: &[CorePoint] = &[
 
 /// The page-table page hook: iommu-pages accounting updates NR_SECONDARY_PAGETABLE through
 /// `__lruvec_stat_mod_folio` from 6.11 to 7.x (iommu-pages.h / iommu-pages.c).
-const PT_SYMBOL: &str = "__lruvec_stat_mod_folio";
+/// `__lruvec_stat_mod_folio` (6.11 mm/memcontrol.c) was renamed `lruvec_stat_mod_folio`
+/// (7.3 mm/memcontrol.c, same arguments); the first one this kernel has is used.
+const PT_SYMBOLS: &[&str] = &["__lruvec_stat_mod_folio", "lruvec_stat_mod_folio"];
 
 /// Functions that also have trampoline programs (fentry/fexit): (symbol, arity, fentry
 /// program, fexit program). Chosen when BTF shows the function with that arity; the kprobe
@@ -161,8 +163,14 @@ const PT_SYMBOL: &str = "__lruvec_stat_mod_folio";
 const TRAMPOLINES: &[(&str, usize, &str, Option<&str>)] = &[
     ("iommu_map", 6, "map_fentry", Some("map_fexit")),
     ("iommu_unmap", 3, "unmap_fentry", Some("unmap_fexit")),
-    ("iommu_unmap_fast", 4, "unmap_fast_fentry", Some("unmap_fast_fexit")),
+    (
+        "iommu_unmap_fast",
+        4,
+        "unmap_fast_fentry",
+        Some("unmap_fast_fexit"),
+    ),
     ("__lruvec_stat_mod_folio", 3, "pt_stat_fentry", None),
+    ("lruvec_stat_mod_folio", 3, "pt_stat_fentry", None),
 ];
 
 /// The trampoline programs for `symbol` on this kernel, if it can use them.
@@ -172,7 +180,11 @@ fn trampoline(inputs: &PlanInputs, symbol: &str) -> Option<(String, &'static str
     if params.len() != *arity {
         return None;
     }
-    let kind = if fexit.is_some() { "fentry+fexit" } else { "fentry" };
+    let kind = if fexit.is_some() {
+        "fentry+fexit"
+    } else {
+        "fentry"
+    };
     Some((fentry.to_string(), kind, fexit.map(str::to_string)))
 }
 
@@ -443,30 +455,31 @@ impl Plan {
         let stat = inputs
             .btf
             .and_then(|b| b.enum_value("NR_SECONDARY_PAGETABLE"));
-        match (
-            symbol_gap(inputs, PT_SYMBOL, &["folio", "idx", "val"]),
-            stat,
-        ) {
-            (None, Some(_)) => pt.attach.push(with_trampoline(
+        let candidates: Vec<(&str, Option<String>)> = PT_SYMBOLS
+            .iter()
+            .map(|sym| (*sym, symbol_gap(inputs, sym, &["folio", "idx", "val"])))
+            .collect();
+        match (candidates.iter().find(|(_, gap)| gap.is_none()), stat) {
+            (Some((sym, _)), Some(_)) => pt.attach.push(with_trampoline(
                 inputs,
                 Attachment {
-                    symbol: PT_SYMBOL.into(),
+                    symbol: sym.to_string(),
                     program_type: "kprobe".into(),
                     entry_program: "pt_stat".into(),
                     exit_program: None,
                     driver: None,
-                    addr: addr_of(inputs, PT_SYMBOL),
+                    addr: addr_of(inputs, sym),
                     fallback: None,
                 },
             )),
-            (Some(reason), _) => pt.gaps.push(Gap {
-                symbol: PT_SYMBOL.into(),
-                reason,
-            }),
-            (None, None) => pt.gaps.push(Gap {
-                symbol: PT_SYMBOL.into(),
+            (Some((sym, _)), None) => pt.gaps.push(Gap {
+                symbol: sym.to_string(),
                 reason: "no NR_SECONDARY_PAGETABLE in BTF (kernel older than 6.1 or no BTF)".into(),
             }),
+            (None, _) => pt.gaps.extend(candidates.into_iter().map(|(sym, gap)| Gap {
+                symbol: sym.to_string(),
+                reason: gap.unwrap_or_default(),
+            })),
         }
         points.push(pt);
 
@@ -727,11 +740,23 @@ mod tests {
 
         // BTF shows iommu_map with its 6 parameters: a trampoline, kprobes as fallback.
         let map = &plan.point("map").unwrap().attach[0];
-        assert_eq!((map.program_type.as_str(), map.entry_program.as_str()), ("fentry+fexit", "map_fentry"));
-        assert_eq!(map.fallback.as_ref().unwrap().program_type, "kprobe+kretprobe");
-        assert_eq!(plan.point("pt_pages").unwrap().attach[0].program_type, "fentry");
+        assert_eq!(
+            (map.program_type.as_str(), map.entry_program.as_str()),
+            ("fentry+fexit", "map_fentry")
+        );
+        assert_eq!(
+            map.fallback.as_ref().unwrap().program_type,
+            "kprobe+kretprobe"
+        );
+        assert_eq!(
+            plan.point("pt_pages").unwrap().attach[0].program_type,
+            "fentry"
+        );
         // No BTF record for iommu_unmap in the fixture: kprobes.
-        assert_eq!(plan.point("unmap").unwrap().attach[0].program_type, "kprobe+kretprobe");
+        assert_eq!(
+            plan.point("unmap").unwrap().attach[0].program_type,
+            "kprobe+kretprobe"
+        );
 
         // Driver fields are relative to the embedded iommu_domain (at byte 32).
         let f = &plan.drivers[0].fields;
@@ -746,6 +771,22 @@ mod tests {
         assert_eq!(cfg.domain_aperture_end, 24);
         assert_eq!(cfg.nr_secondary_pagetable, 41);
         assert_eq!(cfg.ucmd_cmd, Config::UNSET);
+    }
+
+    #[test]
+    fn the_renamed_stat_hook_is_found() {
+        let btf = fixture_btf();
+        let renamed = KALLSYMS.replace("T __lruvec_stat_mod_folio", "T lruvec_stat_mod_folio");
+        let k = Kallsyms::parse(&renamed);
+        let plan = Plan::compute(&PlanInputs {
+            kernel_release: "7.3".into(),
+            btf: Some(&btf),
+            kallsyms: &k,
+            deny: &[],
+        });
+        let pt = plan.point("pt_pages").unwrap();
+        assert_eq!(pt.status(), "ok");
+        assert_eq!(pt.attach[0].symbol, "lruvec_stat_mod_folio");
     }
 
     #[test]
