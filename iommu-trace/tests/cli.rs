@@ -149,7 +149,12 @@ fn output_cut_short_by_a_pager_is_not_a_panic() {
     let mut first = [0u8; 64];
     child.stdout.take().unwrap().read_exact(&mut first).unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let _ = child.wait().unwrap();
     assert!(!err.contains("panicked"), "{err}");
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use iommu_trace::capture::read_all;
 use iommu_trace::events::{Event, EventBody};
-use iommu_trace::replay::{replay, Report, ReplayOptions};
+use iommu_trace::replay::{replay, ReplayOptions, Report};
 
 fn golden(name: &str) -> Vec<Event> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -54,10 +54,14 @@ fn the_vtd_golden_capture_covers_the_interesting_paths() {
     let events = golden("6.12-vtd-exercise.itc");
     let count = |f: &dyn Fn(&EventBody) -> bool| events.iter().filter(|e| f(&e.body)).count();
     assert!(
-        count(&|b| matches!(b, EventBody::Map(m) if m.size >= 2 << 20 && m.iova % (2 << 20) == 0)) > 0,
+        count(&|b| matches!(b, EventBody::Map(m) if m.size >= 2 << 20 && m.iova % (2 << 20) == 0))
+            > 0,
         "no 2M-aligned map"
     );
-    assert!(count(&|b| matches!(b, EventBody::DomainFree(_))) >= 2, "domains not destroyed");
+    assert!(
+        count(&|b| matches!(b, EventBody::DomainFree(_))) >= 2,
+        "domains not destroyed"
+    );
     // Unmaps that freed a table (its pt_free comes right before it) and partial unmaps that
     // left the emptied table in place.
     let (mut freed, mut kept) = (0, 0);
@@ -69,7 +73,10 @@ fn the_vtd_golden_capture_covers_the_interesting_paths() {
             }
         }
     }
-    assert!(freed > 0 && kept > 0, "unmaps freeing tables: {freed}, keeping them: {kept}");
+    assert!(
+        freed > 0 && kept > 0,
+        "unmaps freeing tables: {freed}, keeping them: {kept}"
+    );
 }
 
 #[test]
@@ -86,7 +93,11 @@ fn a_dropped_page_free_diverges_at_its_operation() {
     events.remove(i);
     let report = replay(&events, &ReplayOptions::default());
     assert!(!report.all_verified());
-    assert_eq!(first_divergence(&report), next_op_of(&events, i, domain) as u64, "{report}");
+    assert_eq!(
+        first_divergence(&report),
+        next_op_of(&events, i, domain) as u64,
+        "{report}"
+    );
 }
 
 #[test]

@@ -16,7 +16,11 @@ pub fn report(plan: &Plan, is_root: bool) -> String {
         );
     }
     if !plan.features.is_empty() {
-        let _ = writeln!(s, "page-table behaviour detected: {}", plan.features.join(", "));
+        let _ = writeln!(
+            s,
+            "page-table behaviour detected: {}",
+            plan.features.join(", ")
+        );
     }
     for b in &plan.blockers {
         let _ = writeln!(s, "BLOCKED: {b}");

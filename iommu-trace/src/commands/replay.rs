@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::capture::CaptureReader;
 use crate::model::{KernelBehaviour, ModelSelect, SmmuBehaviour, VtdBehaviour};
-use crate::replay::{replay_with_progress, Report, ReplayOptions};
+use crate::replay::{replay_with_progress, ReplayOptions, Report};
 
 /// What the user chose; unset behaviours come from the capture.
 pub struct Options {
@@ -59,9 +59,9 @@ pub fn run(path: &Path, options: &Options) -> Result<Report> {
     };
     let bar = (size >= PROGRESS_MIN_BYTES && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
-        if let Ok(style) =
-            indicatif::ProgressStyle::with_template("{spinner} {msg}: {human_pos} events ({per_sec})")
-        {
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} {msg}: {human_pos} events ({per_sec})",
+        ) {
             bar.set_style(style);
         }
         bar.set_message(format!("replaying {}", path.display()));
@@ -89,7 +89,10 @@ mod tests {
     #[test]
     fn behaviour_follows_the_detected_features() {
         let b = behaviour_from_features(&[]);
-        assert_eq!((b.vtd, b.smmu), (VtdBehaviour::Legacy, SmmuBehaviour::V6_12));
+        assert_eq!(
+            (b.vtd, b.smmu),
+            (VtdBehaviour::Legacy, SmmuBehaviour::V6_12)
+        );
         let b = behaviour_from_features(&["vtd_generic_pt"]);
         assert_eq!(b.vtd, VtdBehaviour::GenericPt);
         let b = behaviour_from_features(&[
@@ -97,6 +100,9 @@ mod tests {
             "generic_pt_whole_range_unmap",
             "io_pgtable_arm_concat_mandatory",
         ]);
-        assert_eq!((b.vtd, b.smmu), (VtdBehaviour::GenericPtWholeRange, SmmuBehaviour::V7));
+        assert_eq!(
+            (b.vtd, b.smmu),
+            (VtdBehaviour::GenericPtWholeRange, SmmuBehaviour::V7)
+        );
     }
 }

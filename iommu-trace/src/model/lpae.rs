@@ -517,7 +517,10 @@ impl LpaeModel {
     /// (GFP_ATOMIC) of smaller leaves minus the part unmapped; recurse when the unmap is
     /// smaller than the next level's blocks. 7.x: "Unmap of a partial large IOPTE is not
     /// allowed" (WARN_ONCE, 0 bytes).
-    #[expect(clippy::too_many_arguments, reason = "mirrors the kernel function's arguments")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "mirrors the kernel function's arguments"
+    )]
     fn split_blk_unmap(
         &mut self,
         iova: u64,
