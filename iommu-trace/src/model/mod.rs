@@ -334,6 +334,12 @@ impl ModelConfig {
         };
         let g = &a.geometry;
         match family {
+            // 7.x: the selftest mock has real page tables in the generic page table's AMDv1
+            // "mock" format (drivers/iommu/iommufd/selftest.c, struct mock_iommu_domain),
+            // which no model here reproduces yet: say so rather than predict none.
+            "mock" if field(a, "top_of_table").is_some_and(|t| t != 0) => Err(
+                ConfigError::NoModel("mock (generic page table, AMDv1 format)".into()),
+            ),
             "mock" => Ok(ModelConfig::NoTables {
                 pgsize_bitmap: g.pgsize_bitmap,
             }),
