@@ -68,7 +68,11 @@ rm -f /tmp/ready
 iommu-trace record -o $R/tiny.itc --ringbuf-size 4096 --ready-file /tmp/ready > $R/tiny-record.log 2>&1 &
 REC=$!
 wait_ready /tmp/ready
+# A stalled consumer: the recorder is stopped while the loop runs, so the one-page ring must
+# overflow, deterministically.
+kill -STOP $REC
 iommu-trace exercise --steps map,loop --loop 300 --no-hugepages -o /tmp/tiny-exercise.json > $R/tiny-exercise.log 2>&1
+kill -CONT $REC
 kill -TERM $REC
 wait $REC
 echo $? > $R/tiny-record.rc

@@ -27,6 +27,9 @@ use serde::Serialize;
 use crate::events::{DomainKind, Event, EventBody, KernelPtr, PtCause};
 use crate::model::{KernelBehaviour, Model, ModelConfig, ModelSelect, PageLog, PageOp};
 
+/// cgroup v2 id of the root cgroup (its kernfs node id).
+const ROOT_CGROUP_ID: u64 = 1;
+
 /// What the replay does. `Default` is: model by driver name, Debian 6.12 behaviour,
 /// 3 events of context around a divergence, no what-if.
 #[derive(Clone, Debug, Serialize)]
@@ -581,6 +584,9 @@ impl Replayer {
                         // Classify by cause (kernel-notes.md §3.3).
                         let policy = match p.cause {
                             PtCause::Alloc | PtCause::Unmap => true,
+                            // A task in the root cgroup is never charged (the root memcg does
+                            // not account kmem, mm/memcontrol.c __memcg_kmem_charge_page).
+                            PtCause::Map if ev.cgroup_id == ROOT_CGROUP_ID => true,
                             PtCause::Map => !matches!(
                                 r.kind,
                                 Some(DomainKind::Paging | DomainKind::Nested | DomainKind::Auto)

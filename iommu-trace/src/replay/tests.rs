@@ -15,7 +15,8 @@ fn ev(tid: u32, body: EventBody) -> Event {
         pid: tid,
         tid,
         comm: "t".into(),
-        cgroup_id: 1,
+        // A workload cgroup (not the root: root-cgroup tasks are never charged).
+        cgroup_id: 42,
         body,
     }
 }
@@ -223,6 +224,18 @@ fn uncharged_map_table_is_unexpected() {
     assert_eq!(d.uncharged.unexpected, 1);
     assert_eq!(d.uncharged.first_unexpected_index, Some(3));
     assert!(r.to_string().contains("UNEXPECTED"));
+}
+
+// A task in the root cgroup is never charged: kernel policy, not a defect.
+#[test]
+fn uncharged_map_table_in_the_root_cgroup_is_policy() {
+    let mut s = vtd_stream(D1);
+    s[3] = pt(D1, 1, true, 1, false, PtCause::Map);
+    s[3].cgroup_id = 1;
+    let r = replay(&s, &ReplayOptions::default());
+    let d = &r.domains[0];
+    assert_eq!(d.uncharged.policy, 2);
+    assert_eq!(d.uncharged.unexpected, 0);
 }
 
 // Two domains and two threads interleaved still verify.
