@@ -229,7 +229,12 @@ fn prepare(version: &str) -> Result<(kernel::Kernel, PathBuf)> {
     setup::run(true)?;
     let k = kernel::build(&kernel::spec(version)?)?;
     let binary = build_guest_binary()?;
-    let initramfs = cache_dir().join("vm").join("initramfs.cpio.gz");
+    // One per checkout, so that two checkouts (a CI clone and a work tree) never boot
+    // each other's binaries.
+    let checkout = crate::util::fnv1a(workspace_root().to_string_lossy().as_bytes());
+    let initramfs = cache_dir()
+        .join("vm")
+        .join(format!("initramfs-{checkout:016x}.cpio.gz"));
     std::fs::create_dir_all(initramfs.parent().expect("has parent"))?;
     build_initramfs(&binary, &initramfs)?;
     Ok((k, initramfs))
