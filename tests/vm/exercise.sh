@@ -51,6 +51,31 @@ echo $? > $R/record.rc
 grep -w nr_iommu_pages /proc/vmstat > $R/vmstat-after.txt
 wget -q -O $R/metrics.txt http://127.0.0.1:9464/metrics
 wget -q -O $R/healthz.txt http://127.0.0.1:9464/healthz
+# A real Prometheus scrapes the live exporter; the checks query it through its HTTP API.
+mkdir -p /tmp/prom
+cat > /tmp/prom/prometheus.yml <<'YML'
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: iommu-trace
+    static_configs:
+      - targets: ['127.0.0.1:9464']
+YML
+prometheus --config.file=/tmp/prom/prometheus.yml --storage.tsdb.path=/tmp/prom/data \
+    --web.listen-address=127.0.0.1:9090 > $R/prometheus.log 2>&1 &
+PROM=$!
+q() { wget -q -O "$2" "http://127.0.0.1:9090/api/v1/query?query=$1"; }
+i=0
+while [ $i -lt 60 ]; do
+    q 'sum(iommu_trace_domain_allocations_total)' $R/prom-domain-allocs.json
+    grep -q '"value"' $R/prom-domain-allocs.json 2>/dev/null && break
+    sleep 1; i=$((i + 1))
+done
+q 'sum(iommu_trace_page_table_pages_allocated_total)' $R/prom-pt-allocated.json
+q 'sum(iommu_trace_hwpt_allocations_total)' $R/prom-hwpt-allocs.json
+q 'up' $R/prom-up.json
+kill -TERM $PROM
+wait $PROM
 kill -TERM $SERVE
 wait $SERVE
 echo $? > $R/serve.rc

@@ -397,6 +397,31 @@ fn live_exporter(dir: &Path) -> Result<(), String> {
         metric_sum(&m, "iommu_trace_events_lost_total", ""),
         0.0,
     );
+    // The same counts through a real Prometheus that scraped the live exporter in the VM.
+    let prom = |file: &str| -> Result<f64, String> {
+        let v: Value =
+            serde_json::from_str(&read(dir, file)?).map_err(|e| format!("{file}: {e}"))?;
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|x| x.parse().ok())
+            .ok_or_else(|| format!("{file}: no sample in {v}"))
+    };
+    expect(
+        "Prometheus: domain allocations",
+        prom("prom-domain-allocs.json")?,
+        count("domain_alloc"),
+    );
+    expect(
+        "Prometheus: page-table pages allocated",
+        prom("prom-pt-allocated.json")?,
+        pages("pt_alloc"),
+    );
+    expect(
+        "Prometheus: hwpt allocations",
+        prom("prom-hwpt-allocs.json")?,
+        count("hwpt_alloc"),
+    );
+    expect("Prometheus: target up", prom("prom-up.json")?, 1.0);
     for point in [
         "hwpt_alloc_ioctl",
         "driver_alloc",

@@ -96,6 +96,27 @@ fn build_guest_binary() -> Result<PathBuf> {
     Ok(target_dir.join(target).join("release/iommu-trace"))
 }
 
+/// Copies a dynamically linked program and the shared libraries `ldd` lists for it into the
+/// initramfs at the same paths.
+fn copy_with_libs(program: &Path, stage: &Path) -> Result<()> {
+    let ldd = crate::util::output(Command::new("ldd").arg(program)).with_context(|| {
+        format!(
+            "ldd {} (`cargo xtask setup --vm` installs it)",
+            program.display()
+        )
+    })?;
+    let libs = ldd
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')))
+        .map(PathBuf::from);
+    for file in std::iter::once(program.to_path_buf()).chain(libs) {
+        let dest = stage.join(file.strip_prefix("/").expect("absolute path"));
+        std::fs::create_dir_all(dest.parent().expect("has parent"))?;
+        std::fs::copy(&file, &dest).with_context(|| format!("copying {}", file.display()))?;
+    }
+    Ok(())
+}
+
 /// Writes the initramfs: busybox, iommu-trace, /init and the scenarios.
 fn build_initramfs(binary: &Path, out: &Path) -> Result<()> {
     let stage = out.with_extension("d");
@@ -121,6 +142,8 @@ fn build_initramfs(binary: &Path, out: &Path) -> Result<()> {
             )?;
         }
     }
+    // A real Prometheus in the guest scrapes the live exporter (Debian's `prometheus`).
+    copy_with_libs(Path::new("/usr/bin/prometheus"), &stage)?;
     std::fs::write(
         stage.join("etc/passwd"),
         "root:x:0:0::/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
