@@ -61,6 +61,9 @@ enum Cmd {
     Demo {
         #[arg(long, default_value = "6.12")]
         kernel: String,
+        /// Show `iommu-trace top` live in the VM over the workload, on this terminal.
+        #[arg(long)]
+        top: bool,
     },
 }
 
@@ -172,6 +175,7 @@ fn main() -> Result<()> {
                 anyhow::bail!("unknown benchmark {other:?}: try `capture`, `replay` or `exporter`")
             }
         },
-        Cmd::Demo { kernel } => vm::demo(&kernel),
+        Cmd::Demo { kernel, top: true } => vm::top_demo(&kernel),
+        Cmd::Demo { kernel, top: false } => vm::demo(&kernel),
     }
 }

@@ -168,6 +168,17 @@ pub struct VmRun {
 
 /// Boots `bzimage` with `initramfs`, runs `scenario`, and unpacks its results into `out`.
 pub fn boot(bzimage: &Path, initramfs: &Path, scenario: &Scenario, out: &Path) -> Result<VmRun> {
+    boot_with(bzimage, initramfs, scenario, out, None)
+}
+
+/// `interactive`: the serial console is this terminal (rows, cols) instead of a file.
+fn boot_with(
+    bzimage: &Path,
+    initramfs: &Path,
+    scenario: &Scenario,
+    out: &Path,
+    interactive: Option<(u32, u32)>,
+) -> Result<VmRun> {
     std::fs::create_dir_all(out)?;
     let disk = out.join("results.img");
     let console = out.join("console.log");
@@ -200,8 +211,16 @@ pub fn boot(bzimage: &Path, initramfs: &Path, scenario: &Scenario, out: &Path) -
         .args(["-device", "e1000e"])
         .arg("-drive")
         .arg(format!("file={},format=raw,if=virtio", disk.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
+        // Interactive: keys (Ctrl-C too) go to the guest, not to QEMU.
+        .args(match interactive {
+            Some(_) => vec![
+                "-chardev".to_string(),
+                "stdio,id=console,signal=off".to_string(),
+                "-serial".to_string(),
+                "chardev:console".to_string(),
+            ],
+            None => vec!["-serial".to_string(), format!("file:{}", console.display())],
+        })
         .arg("-kernel")
         .arg(bzimage)
         .arg("-initrd")
@@ -210,11 +229,19 @@ pub fn boot(bzimage: &Path, initramfs: &Path, scenario: &Scenario, out: &Path) -
         // Periodic ticks and the local APIC's own timer: under TCG an idle vCPU on the
         // TSC-deadline timer was seen to miss its wakeups (RCU stall reports).
         .arg(format!(
-            "console=ttyS0 panic=-1 loglevel=4 lapic=notscdeadline nohz=off scenario={}{}",
+            "console=ttyS0 panic=-1 loglevel=4 lapic=notscdeadline nohz=off scenario={}{}{}",
             scenario.name,
-            if scenario.vtd { " intel_iommu=on" } else { "" }
+            if scenario.vtd { " intel_iommu=on" } else { "" },
+            match interactive {
+                Some((rows, cols)) => format!(" rows={rows} cols={cols} quiet"),
+                None => String::new(),
+            }
         ))
-        .stdin(Stdio::null())
+        .stdin(if interactive.is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .context("starting qemu-system-x86_64 (`cargo xtask setup --vm` installs it)")?;
     loop {
@@ -383,6 +410,29 @@ fn host_demo() -> Result<()> {
         "demo: capture and the workload's report are in {}",
         dir.display()
     );
+    Ok(())
+}
+
+/// `iommu-trace top` live in the VM over the exercise workload, on this terminal.
+pub fn top_demo(version: &str) -> Result<()> {
+    let size = crate::util::output(Command::new("stty").arg("size").stdin(Stdio::inherit()))
+        .context("`demo --top` needs a terminal (stty size failed)")?;
+    let mut it = size
+        .split_whitespace()
+        .filter_map(|n| n.parse::<u32>().ok());
+    let (rows, cols) = (it.next().unwrap_or(24), it.next().unwrap_or(80));
+    let (k, initramfs) = prepare(version)?;
+    let scenario = Scenario {
+        name: "top-demo",
+        vtd: true,
+        timeout: Duration::from_secs(3600),
+        check: |_| Vec::new(),
+    };
+    let dir = std::env::temp_dir().join(format!("iommu-trace-demo-{}", std::process::id()));
+    eprintln!(
+        "demo: booting {version} in QEMU (TCG); `iommu-trace top` starts in about 30 s; q quits"
+    );
+    boot_with(&k.bzimage, &initramfs, &scenario, &dir, Some((rows, cols)))?;
     Ok(())
 }
 
