@@ -7,6 +7,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::kernel::Arch;
+
 pub struct Outcome {
     pub name: String,
     pub ok: bool,
@@ -163,7 +165,8 @@ fn replay_verifies(dir: &Path, x: &Exercise) -> Result<(), String> {
 }
 
 /// The checks of the capture against the workload's report, shared by the scenarios.
-fn capture_checks(dir: &Path, out: &mut Vec<Outcome>, vtd: bool) {
+/// `hw_iommu`: the VM had the architecture's emulated IOMMU (real page tables, charged).
+fn capture_checks(dir: &Path, out: &mut Vec<Outcome>, hw_iommu: bool) {
     match Exercise::load(dir) {
         Ok(x) => {
             out.push(Outcome::from("no_loss", no_loss(&x)));
@@ -172,14 +175,14 @@ fn capture_checks(dir: &Path, out: &mut Vec<Outcome>, vtd: bool) {
             out.push(Outcome::from("map_unmap_bytes_per_domain", map_bytes(&x)));
             out.push(Outcome::from(
                 "pt_pages_balance_per_domain",
-                pt_balance(&x, vtd),
+                pt_balance(&x, hw_iommu),
             ));
             out.push(Outcome::from("pt_pages_match_vmstat", pt_vmstat(&x, dir)));
             out.push(Outcome::from(
                 "replay_verifies_page_for_page",
                 replay_verifies(dir, &x),
             ));
-            if vtd {
+            if hw_iommu {
                 out.push(Outcome::from(
                     "pt_pages_charged_to_cgroup",
                     pt_charged(&x, dir),
@@ -191,7 +194,7 @@ fn capture_checks(dir: &Path, out: &mut Vec<Outcome>, vtd: bool) {
 }
 
 /// The selftest mock driver alone (no VT-d): its domains of every kind.
-pub fn mock(dir: &Path) -> Vec<Outcome> {
+pub fn mock(dir: &Path, _arch: Arch) -> Vec<Outcome> {
     let mut out = vec![
         Outcome::from("scenario_ran", scenario_ran(dir)),
         Outcome::from(
@@ -220,7 +223,7 @@ pub fn mock(dir: &Path) -> Vec<Outcome> {
     out
 }
 
-pub fn exercise(dir: &Path) -> Vec<Outcome> {
+pub fn exercise(dir: &Path, arch: Arch) -> Vec<Outcome> {
     let mut out = vec![
         Outcome::from("scenario_ran", scenario_ran(dir)),
         Outcome::from(
@@ -243,9 +246,13 @@ pub fn exercise(dir: &Path) -> Vec<Outcome> {
                         format!("probe point not ok: {line}\n{p}")
                     })?;
                 }
+                let driver_op = match arch {
+                    Arch::X86_64 => "+ intel_iommu_domain_alloc",
+                    Arch::Arm64 => "+ arm_smmu_domain_alloc",
+                };
                 ensure(
-                    p.contains("+ intel_iommu_domain_alloc") && p.contains("+ mock_domain_alloc"),
-                    || format!("the intel and mock driver ops are not in the plan:\n{p}"),
+                    p.contains(driver_op) && p.contains("+ mock_domain_alloc"),
+                    || format!("the {arch} IOMMU's and the mock's driver ops are not in the plan:\n{p}"),
                 )
             })(),
         ),
@@ -732,7 +739,7 @@ fn pt_charged(x: &Exercise, dir: &Path) -> Result<(), String> {
 /// The capture benchmark's numbers: loop rate without and with the tracer (medians over
 /// interleaved rounds), events per second recorded, loss, bytes per event on disk.
 /// `detail` carries the measurement even when the check passes.
-pub fn bench_capture(dir: &Path) -> Vec<Outcome> {
+pub fn bench_capture(dir: &Path, _arch: Arch) -> Vec<Outcome> {
     let run = || -> Result<String, String> {
         let rate = |name: &str| -> Result<(f64, u64, u64), String> {
             let r: Value =

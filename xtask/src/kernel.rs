@@ -11,25 +11,115 @@ use crate::util::{cache_dir, fnv1a, run, workspace_root};
 pub struct KernelSpec {
     /// "6.12"
     pub version: String,
-    pub arch: &'static str,
+    pub arch: Arch,
     /// Debian's source tarball.
     pub tarball: PathBuf,
     pub fragments: Vec<PathBuf>,
 }
 
 pub struct Kernel {
+    /// The boot image: `bzImage` on x86_64, `Image` on arm64.
     pub bzimage: PathBuf,
     pub config: PathBuf,
 }
 
-/// The kernels of the VM matrix (what `vm-test` runs by default).
-pub const MATRIX: &[&str] = &["6.12"];
+/// Architectures of the VM harness, named as the kernel's `ARCH=` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arch {
+    /// QEMU q35 with an emulated VT-d.
+    #[value(name = "x86_64")]
+    X86_64,
+    /// QEMU virt with an emulated SMMUv3, cross-built.
+    #[value(name = "arm64")]
+    Arm64,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Arm64];
+
+    /// The kernel's name for it (`ARCH=`, folder names, cache keys).
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    /// Rust's target triple for the tool that runs in the guest.
+    pub fn rust_target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-linux-gnu",
+            Arch::Arm64 => "aarch64-unknown-linux-gnu",
+        }
+    }
+
+    /// The host's own architecture: no cross tools needed for it.
+    pub fn host() -> Arch {
+        if cfg!(target_arch = "aarch64") {
+            Arch::Arm64
+        } else {
+            Arch::X86_64
+        }
+    }
+
+    /// The GNU triple of Debian's cross toolchain (gcc-<triple>, /usr/<triple>/lib).
+    pub fn gnu_triple(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-linux-gnu",
+            Arch::Arm64 => "aarch64-linux-gnu",
+        }
+    }
+
+    /// Debian's architecture name (packages, `dpkg --add-architecture`).
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    /// glibc's dynamic loader, as programs name it (PT_INTERP under /lib).
+    pub fn dynamic_loader(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "ld-linux-x86-64.so.2",
+            Arch::Arm64 => "ld-linux-aarch64.so.1",
+        }
+    }
+
+    /// `CROSS_COMPILE=` prefix (kernel, strip, linker) when it is not the host's arch.
+    pub fn cross_prefix(self) -> Option<String> {
+        (self != Arch::host()).then(|| format!("{}-", self.gnu_triple()))
+    }
+
+    fn image_target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "bzImage",
+            Arch::Arm64 => "Image",
+        }
+    }
+
+    fn image_path(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "arch/x86/boot/bzImage",
+            Arch::Arm64 => "arch/arm64/boot/Image",
+        }
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The VM matrix: what `vm-test` (and so CI) runs by default.
+pub const MATRIX: &[(&str, Arch)] = &[("6.12", Arch::X86_64), ("6.12", Arch::Arm64)];
 
 /// Kernels the harness can build, each from Debian's `linux-source-<version>` (6.12 from
 /// bookworm-security/trixie, 7.3 from trixie-backports).
 pub const KNOWN: &[&str] = &["6.12", "7.3"];
 
-pub fn spec(version: &str) -> Result<KernelSpec> {
+pub fn spec(version: &str, arch: Arch) -> Result<KernelSpec> {
     if !KNOWN.contains(&version) {
         bail!(
             "no test kernel {version}: the harness knows {}",
@@ -39,11 +129,11 @@ pub fn spec(version: &str) -> Result<KernelSpec> {
     let dir = workspace_root().join("xtask/kernel");
     Ok(KernelSpec {
         version: version.to_string(),
-        arch: "x86_64",
+        arch,
         tarball: PathBuf::from(format!("/usr/src/linux-source-{version}.tar.xz")),
         fragments: vec![
             dir.join("fragment-common.config"),
-            dir.join("fragment-x86_64.config"),
+            dir.join(format!("fragment-{}.config", arch.name())),
         ],
     })
 }
@@ -71,7 +161,7 @@ pub fn build(spec: &KernelSpec) -> Result<Kernel> {
     let key = cache_key(spec)?;
     let out = cache_dir().join("kernels").join(&key);
     let kernel = Kernel {
-        bzimage: out.join("bzImage"),
+        bzimage: out.join(spec.arch.image_target()),
         config: out.join("config"),
     };
     if kernel.bzimage.exists() {
@@ -100,10 +190,15 @@ pub fn build(spec: &KernelSpec) -> Result<Kernel> {
     let build = src_root.join(format!("build-{}-{}", spec.version, spec.arch));
     std::fs::create_dir_all(&build)?;
     let o = format!("O={}", build.display());
+    let mut make_args = vec![o, format!("ARCH={}", spec.arch.name())];
+    if let Some(cross) = spec.arch.cross_prefix() {
+        make_args.push(format!("CROSS_COMPILE={cross}"));
+    }
     eprintln!("kernel: configuring {key}");
     run(Command::new("make")
         .current_dir(&src)
-        .args([&o, "defconfig"])
+        .args(&make_args)
+        .arg("defconfig")
         .stdout(std::process::Stdio::null()))?;
     run(Command::new(src.join("scripts/kconfig/merge_config.sh"))
         .current_dir(&src)
@@ -111,10 +206,12 @@ pub fn build(spec: &KernelSpec) -> Result<Kernel> {
         .arg(&build)
         .arg(build.join(".config"))
         .args(&spec.fragments)
+        .env("ARCH", spec.arch.name())
         .stdout(std::process::Stdio::null()))?;
     run(Command::new("make")
         .current_dir(&src)
-        .args([&o, "olddefconfig"])
+        .args(&make_args)
+        .arg("olddefconfig")
         .stdout(std::process::Stdio::null()))?;
     check_config(&build.join(".config"), &spec.fragments)?;
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get() + 1);
@@ -122,11 +219,12 @@ pub fn build(spec: &KernelSpec) -> Result<Kernel> {
     let started = std::time::Instant::now();
     run(Command::new("make")
         .current_dir(&src)
-        .args([&o, &format!("-j{jobs}"), "bzImage"])
+        .args(&make_args)
+        .args([format!("-j{jobs}").as_str(), spec.arch.image_target()])
         .stdout(std::process::Stdio::null()))?;
     eprintln!("kernel: built in {:.0?}", started.elapsed());
     std::fs::create_dir_all(&out)?;
-    std::fs::copy(build.join("arch/x86/boot/bzImage"), &kernel.bzimage)?;
+    std::fs::copy(build.join(spec.arch.image_path()), &kernel.bzimage)?;
     std::fs::copy(build.join(".config"), &kernel.config)?;
     Ok(kernel)
 }

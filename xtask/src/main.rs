@@ -32,12 +32,17 @@ enum Cmd {
     BuildKernel {
         #[arg(long, default_value = "6.12")]
         kernel: String,
+        #[arg(long, value_enum, default_value_t = kernel::Arch::host())]
+        arch: kernel::Arch,
     },
     /// Run every VM scenario on the test kernels; each scenario is a pass/fail test.
     VmTest {
         /// Kernel versions to run (default: all in the matrix).
         #[arg(long)]
         kernel: Vec<String>,
+        /// Architectures to run (default: all in the matrix).
+        #[arg(long, value_enum)]
+        arch: Vec<kernel::Arch>,
         /// Scenarios to run (default: all).
         #[arg(long)]
         scenario: Vec<String>,
@@ -55,12 +60,17 @@ enum Cmd {
         what: String,
         #[arg(long, default_value = "6.12")]
         kernel: String,
+        #[arg(long, value_enum, default_value_t = kernel::Arch::host())]
+        arch: kernel::Arch,
     },
     /// Record the exercise workload and print its summary: on this host when it has
     /// iommufd, else in a QEMU VM running the test kernel.
     Demo {
         #[arg(long, default_value = "6.12")]
         kernel: String,
+        /// The VM's architecture (arm64: QEMU virt with an SMMUv3).
+        #[arg(long, value_enum, default_value_t = kernel::Arch::host())]
+        arch: kernel::Arch,
         /// Show `iommu-trace top` live in the VM over the workload, on this terminal.
         #[arg(long)]
         top: bool,
@@ -87,7 +97,7 @@ fn test() -> Result<()> {
     ]))?;
     util::run(Command::new(cargo).current_dir(&root).args(["test"]))?;
     exporter_test(&root)?;
-    vm::test(&[], &[], None)
+    vm::test(&[], &[], &[], None)
 }
 
 fn target_dir(root: &std::path::Path) -> std::path::PathBuf {
@@ -127,17 +137,18 @@ fn exporter_test(root: &std::path::Path) -> Result<()> {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup { vm } => setup::run(vm),
-        Cmd::BuildKernel { kernel } => {
+        Cmd::BuildKernel { kernel, arch } => {
             setup::run(true)?;
-            let k = kernel::build(&kernel::spec(&kernel)?)?;
+            let k = kernel::build(&kernel::spec(&kernel, arch)?)?;
             println!("{}", k.bzimage.display());
             Ok(())
         }
         Cmd::VmTest {
             kernel,
+            arch,
             scenario,
             out,
-        } => vm::test(&kernel, &scenario, out),
+        } => vm::test(&kernel, &arch, &scenario, out),
         Cmd::Test => test(),
         Cmd::ExporterTest => {
             setup::run(true)?;
@@ -149,8 +160,8 @@ fn main() -> Result<()> {
             )?;
             exporter_test(&root)
         }
-        Cmd::Bench { what, kernel } => match what.as_str() {
-            "capture" => vm::bench(&kernel, &vm::BENCH_CAPTURE),
+        Cmd::Bench { what, kernel, arch } => match what.as_str() {
+            "capture" => vm::bench(&kernel, arch, &vm::BENCH_CAPTURE),
             // Pure user space: no eBPF object needed, so none is built.
             "replay" => util::run(
                 std::process::Command::new(env!("CARGO"))
@@ -175,7 +186,15 @@ fn main() -> Result<()> {
                 anyhow::bail!("unknown benchmark {other:?}: try `capture`, `replay` or `exporter`")
             }
         },
-        Cmd::Demo { kernel, top: true } => vm::top_demo(&kernel),
-        Cmd::Demo { kernel, top: false } => vm::demo(&kernel),
+        Cmd::Demo {
+            kernel,
+            arch,
+            top: true,
+        } => vm::top_demo(&kernel, arch),
+        Cmd::Demo {
+            kernel,
+            arch,
+            top: false,
+        } => vm::demo(&kernel, arch),
     }
 }

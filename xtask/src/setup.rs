@@ -1,6 +1,7 @@
 //! Installs what a fresh machine lacks: the nightly's rust-src, bpf-linker linked against
 //! the nightly's own libLLVM (DESIGN.md, Toolchain), and, for the VM harness, Debian
-//! packages (a recent QEMU from bookworm-backports, kernel build tools and sources).
+//! packages (a recent QEMU from bookworm-backports, kernel build tools and sources, the
+//! arm64 cross toolchain), the Rust arm64 target, and the arm64 guest's own programs.
 //! Each step checks first, so a warm machine spends seconds here.
 
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::kernel::Arch;
 use crate::util::{cache_dir, output, run as run_cmd};
 
 /// bpf-linker release known to build against the nightly's LLVM 22.
@@ -16,6 +18,10 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Packages the VM harness needs, with the suite to take them from (None: the default).
 const VM_PACKAGES: &[(&str, Option<&str>)] = &[
     ("qemu-system-x86", Some("bookworm-backports")),
+    ("qemu-system-arm", Some("bookworm-backports")),
+    // arm64: the kernel and the guest's iommu-trace are cross-built.
+    ("gcc-aarch64-linux-gnu", None),
+    ("libc6-dev-arm64-cross", None),
     ("linux-source-6.12", None),
     ("linux-source-7.3", Some("trixie-backports")),
     ("flex", None),
@@ -41,6 +47,73 @@ pub fn run(vm: bool) -> Result<()> {
     bpf_linker()?;
     if vm {
         apt_packages()?;
+        rust_target(Arch::Arm64)?;
+        guest_programs(Arch::Arm64)?;
+    }
+    Ok(())
+}
+
+/// The Rust standard library for a guest architecture (rustup).
+fn rust_target(arch: Arch) -> Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|l| l.trim() == arch.rust_target()) {
+        return Ok(());
+    }
+    eprintln!("setup: adding the Rust target {}", arch.rust_target());
+    run_cmd(Command::new("rustup").args(["target", "add", arch.rust_target()]))
+}
+
+/// Debian packages of the guest's architecture whose programs go into its initramfs.
+const GUEST_PACKAGES: &[&str] = &["busybox-static", "prometheus"];
+
+/// Where `guest_programs` unpacks them: a root tree (`bin/busybox`, `usr/bin/prometheus`).
+pub fn guest_root(arch: Arch) -> std::path::PathBuf {
+    cache_dir().join(format!("guest-{}", arch.debian())).join("root")
+}
+
+/// Downloads and unpacks the guest's busybox and Prometheus for a foreign architecture
+/// (`apt-get download` needs that architecture known to dpkg; nothing is installed).
+fn guest_programs(arch: Arch) -> Result<()> {
+    let root = guest_root(arch);
+    if root.join("bin/busybox").exists() && root.join("usr/bin/prometheus").exists() {
+        return Ok(());
+    }
+    let debs = root.parent().expect("has parent").to_path_buf();
+    std::fs::create_dir_all(&debs)?;
+    if !nix_is_root() {
+        bail!(
+            "the {arch} VM needs Debian's {} for {}: run `sudo cargo xtask setup --vm` once",
+            GUEST_PACKAGES.join(" "),
+            arch.debian()
+        );
+    }
+    let foreign = output(Command::new("dpkg").arg("--print-foreign-architectures"))?;
+    if !foreign.lines().any(|l| l.trim() == arch.debian()) {
+        eprintln!("setup: adding the {} architecture to dpkg", arch.debian());
+        run_cmd(Command::new("dpkg").args(["--add-architecture", arch.debian()]))?;
+        run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+    }
+    eprintln!(
+        "setup: downloading {} for the {arch} guest",
+        GUEST_PACKAGES.join(" ")
+    );
+    // The download runs as root into a root-owned folder: apt's sandbox user could not
+    // write there, so it is turned off for this call.
+    run_cmd(
+        Command::new("apt-get")
+            .current_dir(&debs)
+            .args(["-q", "-o", "APT::Sandbox::User=root", "download"])
+            .args(
+                GUEST_PACKAGES
+                    .iter()
+                    .map(|p| format!("{p}:{}", arch.debian())),
+            ),
+    )?;
+    for entry in std::fs::read_dir(&debs)? {
+        let p = entry?.path();
+        if p.extension().is_some_and(|e| e == "deb") {
+            run_cmd(Command::new("dpkg-deb").arg("-x").arg(&p).arg(&root))?;
+        }
     }
     Ok(())
 }

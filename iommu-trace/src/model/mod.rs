@@ -293,6 +293,9 @@ fn field(a: &DomainAlloc, name: &str) -> Option<u64> {
         // Generic page table (6.19+): the top level sits in the low PT_TOP_LEVEL_BITS (3)
         // bits of `pt_common.top_of_table` (include/linux/generic_pt/common.h).
         ("top_level", None) => raw("top_of_table").map(|t| t & 0x7),
+        // SMMUv3: the probe records enum arm_smmu_domain_stage (ARM_SMMU_DOMAIN_S1 = 0,
+        // ARM_SMMU_DOMAIN_S2 = 1, SVA = 2; arm-smmu-v3.h); the model speaks stage numbers.
+        ("stage", None) => raw("domain_stage").map(|s| s + 1),
         (_, v) => v,
     }
 }
@@ -309,7 +312,8 @@ impl ModelConfig {
     ///   derives from it), `use_first_level` (0/1; default 0: 6.12 iommufd domains are
     ///   always second stage, `intel_iommu_domain_alloc_user`). Generic page table: `levels`
     ///   (or `top_level`, 0-based) may replace `agaw`.
-    /// * `arm-smmu-v3`: `stage` (1/2; else 2 when NEST_PARENT was asked, else unknown),
+    /// * `arm-smmu-v3`: `stage` (1/2; or `domain_stage`, the driver's enum, S1 = 0; else 2
+    ///   when NEST_PARENT was asked, else unknown),
     ///   `ias` (else from `aperture_end`, which `arm_smmu_domain_finalise` sets to
     ///   `(1 << ias) - 1`), `granule` (bytes; else the lowest bit of `pgsize_bitmap`),
     ///   `oas` (needed only for the 7.x stage-2 concatenation rule and the output-range check).
@@ -402,7 +406,11 @@ impl ModelConfig {
             "arm-smmu-v3" => {
                 let stage = match field(a, "stage") {
                     Some(s @ (1 | 2)) => s as u8,
-                    Some(s) => return Err(invalid(format!("stage {s} is not 1 or 2"))),
+                    Some(s) => {
+                        return Err(invalid(format!(
+                            "stage {s} is not 1 or 2 (an SVA domain has no io-pgtable)"
+                        )))
+                    }
                     None if a.flags & IOMMU_HWPT_ALLOC_NEST_PARENT != 0 => 2,
                     None => return Err(missing("the `stage` driver field")),
                 };

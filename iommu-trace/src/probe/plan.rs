@@ -76,12 +76,15 @@ const DRIVERS: &[DriverSpec] = &[
         domain_struct: "protection_domain",
         fields: &["pd_mode"],
     },
-    // drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h: struct arm_smmu_domain.
+    // drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h: struct arm_smmu_domain. `stage` is
+    // enum arm_smmu_domain_stage (S1 = 0, S2 = 1, 7.x SVA = 2): recorded raw as
+    // `domain_stage`, the model turns it into a stage number. ias and the granule come
+    // from the geometry arm_smmu_domain_finalise() sets (aperture_end, pgsize_bitmap).
     DriverSpec {
         name: "arm-smmu-v3",
         prefix: "arm_smmu",
         domain_struct: "arm_smmu_domain",
-        fields: &["stage"],
+        fields: &["domain_stage=stage"],
     },
     // drivers/iommu/iommufd/selftest.c: struct mock_iommu_domain.
     DriverSpec {

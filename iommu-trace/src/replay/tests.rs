@@ -404,3 +404,33 @@ fn progress_is_reported() {
     replay_with_progress(vtd_stream(D1), &ReplayOptions::default(), |n| calls.push(n));
     assert_eq!(calls.last(), Some(&10));
 }
+
+// What the probe records on a real SMMUv3 (6.12, QEMU virt): the raw enum
+// arm_smmu_domain_stage (S1 = 0, S2 = 1), ias from the aperture, the granule from the
+// page-size bitmap. Stage 1 and stage 2 get different models; SVA (2) is refused.
+#[test]
+fn smmu_stage_from_the_drivers_enum() {
+    use crate::model::{ModelConfig, ModelSelect};
+    let cfg = |raw: u64| {
+        let EventBody::DomainAlloc(a) = alloc_ev(
+            D1,
+            "arm-smmu-v3",
+            &[("domain_stage", raw)],
+            0x4000_1000 | 0x20_0000,
+            (1 << 48) - 1,
+        )
+        .body
+        else {
+            unreachable!()
+        };
+        ModelConfig::from_alloc(&a, ModelSelect::Auto, KernelBehaviour::default())
+    };
+    match (cfg(0), cfg(1)) {
+        (Ok(ModelConfig::Lpae(s1)), Ok(ModelConfig::Lpae(s2))) => {
+            assert_eq!((s1.stage, s1.ias, s1.granule), (1, 48, 4096));
+            assert_eq!(s2.stage, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(cfg(2).is_err());
+}
