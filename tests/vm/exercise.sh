@@ -106,6 +106,29 @@ iommu-trace inspect $R/tiny.itc --format jsonl > $R/tiny.jsonl 2>/dev/null
 iommu-trace replay $R/tiny.itc > $R/tiny-replay.txt 2>&1
 echo $? > $R/tiny-replay.rc
 
+# A degraded kernel, simulated by refusing the page-table hook (both its names): the rest
+# attaches, and probes, the capture header, inspect, replay and the exporter say what is
+# missing instead of reporting zero page-table pages.
+DENY="--deny-symbol __lruvec_stat_mod_folio --deny-symbol lruvec_stat_mod_folio"
+iommu-trace probes $DENY > $R/degraded-probes.txt 2>&1
+rm -f /tmp/ready
+iommu-trace record $DENY -o $R/degraded.itc --ready-file /tmp/ready > $R/degraded-record.log 2>&1 &
+REC=$!
+wait_ready /tmp/ready
+iommu-trace exercise --steps map --no-hugepages -o /tmp/degraded-exercise.json > $R/degraded-exercise.log 2>&1
+kill -INT $REC
+wait $REC
+echo $? > $R/degraded-record.rc
+iommu-trace inspect $R/degraded.itc --summary > $R/degraded-summary.txt 2>&1
+iommu-trace replay $R/degraded.itc > $R/degraded-replay.txt 2>&1
+echo $? > $R/degraded-replay.rc
+iommu-trace serve --from $R/degraded.itc --verify --listen 127.0.0.1:9465 --ready-file /tmp/degraded-serve-ready > $R/degraded-serve.log 2>&1 &
+SERVE=$!
+wait_ready /tmp/degraded-serve-ready
+wget -q -O $R/degraded-metrics.txt http://127.0.0.1:9465/metrics
+kill -TERM $SERVE
+wait $SERVE
+
 # Damaged captures: a truncated copy is read up to its last good frame, with a warning
 # naming the byte offset; a file that is not a capture is refused.
 size=$(stat -c %s $R/exercise.itc)

@@ -304,6 +304,9 @@ pub struct Summary {
     pub lost: LostTotals,
     /// How the file ended; `None` for a live stream or a file not read to its end.
     pub ending: Option<Ending>,
+    /// Probe points that recorded nothing (from the capture header): their events are
+    /// absent from the counts above, not zero.
+    pub missing_points: Vec<crate::probe::plan::MissingPoint>,
 }
 
 impl Summary {
@@ -415,6 +418,9 @@ impl fmt::Display for Summary {
             self.lost.ringbuf_full,
             self.lost.context_full
         )?;
+        for m in &self.missing_points {
+            writeln!(f, "MISSING probe point (nothing recorded): {m}")?;
+        }
         match &self.ending {
             None => Ok(()),
             Some(Ending::Finalized { trailer, file_len }) => writeln!(

@@ -153,6 +153,25 @@ pub struct CaptureHeader {
 }
 
 impl CaptureHeader {
+    /// The recorder's probe plan and the attachments the kernel refused at attach time;
+    /// `None` when the header holds no plan this version reads.
+    pub fn plan(&self) -> Option<(crate::probe::Plan, Vec<crate::probe::plan::Gap>)> {
+        let plan = serde_json::from_value(self.probe_plan.clone()).ok()?;
+        let failed = self
+            .extra
+            .get("attach_failed")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        Some((plan, failed))
+    }
+
+    /// Probe points that recorded nothing in this capture, with why.
+    pub fn missing_points(&self) -> Vec<crate::probe::plan::MissingPoint> {
+        self.plan()
+            .map(|(plan, failed)| plan.missing_points(&failed))
+            .unwrap_or_default()
+    }
+
     /// A header describing this host and process now: tool version, kernel release,
     /// hostname, command line and clock base are filled in.
     pub fn for_this_host(probe_plan: serde_json::Value, ringbuf_bytes: u64) -> CaptureHeader {

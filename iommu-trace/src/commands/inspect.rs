@@ -17,7 +17,8 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<Summary> {
     let mut reader = CaptureReader::open(path)?;
-    let summary = if summary_only {
+    let missing_points = reader.header().missing_points();
+    let mut summary = if summary_only {
         let mut summary = Summary::new();
         for item in reader.by_ref() {
             let Ok(ev) = item else { break };
@@ -31,6 +32,7 @@ pub fn run(
         out.flush()?;
         s
     };
+    summary.missing_points = missing_points;
     if let Some(warning) = reader.ending().and_then(|e| e.warning()) {
         eprintln!("warning: {}: {warning}", path.display());
     }

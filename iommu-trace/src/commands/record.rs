@@ -87,10 +87,11 @@ pub fn run(opts: RecordOptions) -> Result<()> {
     for gap in &tracer.failed {
         log::warn!("not attached: {}: {}", gap.symbol, gap.reason);
     }
-    for p in plan.points.iter().filter(|p| p.attach.is_empty()) {
+    for m in plan.missing_points(&tracer.failed) {
         log::warn!(
-            "probe point {} is missing on this kernel: events of that kind will not be recorded",
-            p.point
+            "probe point {} is missing ({}): events of that kind will not be recorded",
+            m.point,
+            m.why
         );
     }
     let mut recorder = Recorder {

@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::capture::CaptureReader;
 use crate::model::{KernelBehaviour, ModelSelect, SmmuBehaviour, VtdBehaviour};
-use crate::replay::{replay_with_progress, ReplayOptions, Report};
+use crate::replay::{replay_with_progress, ReplayOptions, Report, POINTS_VERIFIED};
 
 /// What the user chose; unset behaviours come from the capture.
 pub struct Options {
@@ -43,6 +43,12 @@ const PROGRESS_MIN_BYTES: u64 = 8 << 20;
 pub fn run(path: &Path, options: &Options) -> Result<Report> {
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let mut reader = CaptureReader::open(path)?;
+    let missing_points: Vec<_> = reader
+        .header()
+        .missing_points()
+        .into_iter()
+        .filter(|m| POINTS_VERIFIED.contains(&m.point.as_str()))
+        .collect();
     let features: Vec<&str> = reader.header().probe_plan["features"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
@@ -68,7 +74,7 @@ pub fn run(path: &Path, options: &Options) -> Result<Report> {
         bar
     });
     let events = reader.by_ref().map_while(Result::ok);
-    let report = replay_with_progress(events, &opts, |done| {
+    let mut report = replay_with_progress(events, &opts, |done| {
         if let Some(b) = &bar {
             b.set_position(done);
         }
@@ -76,6 +82,7 @@ pub fn run(path: &Path, options: &Options) -> Result<Report> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    report.missing_points = missing_points;
     if let Some(warning) = reader.ending().and_then(|e| e.warning()) {
         eprintln!("warning: {}: {warning}", path.display());
     }

@@ -18,7 +18,7 @@ use crate::export::{
     Shared,
 };
 use crate::probe::{self, Tracer, TracerOptions};
-use crate::replay::{self, Verdict};
+use crate::replay::Verdict;
 
 /// The exporter's default address: loopback only; `--listen 0.0.0.0:9464` to expose it.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -113,16 +113,9 @@ fn serve_capture(
     let reader = CaptureReader::open(file)?;
     let header = reader.header().clone();
     drop(reader);
-    let probes = match serde_json::from_value::<probe::Plan>(header.probe_plan.clone()) {
-        Ok(plan) => {
-            let failed: Vec<probe::plan::Gap> = header
-                .extra
-                .get("attach_failed")
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default();
-            export::probe_status(&plan, None, &failed)
-        }
-        Err(_) => Vec::new(),
+    let probes = match header.plan() {
+        Some((plan, failed)) => export::probe_status(&plan, None, &failed),
+        None => Vec::new(),
     };
     let replay = if opts.verify {
         Some(verify(file)?)
@@ -162,11 +155,21 @@ fn collect_stop() -> Result<impl std::future::Future<Output = ()>> {
 
 /// Replays the capture once and sums the verdicts.
 fn verify(file: &PathBuf) -> Result<ReplaySummary> {
-    let events = CaptureReader::open(file)?.map_while(|r| r.ok());
-    let report = replay::replay(events, &replay::ReplayOptions::default());
+    // The same replay as `iommu-trace replay`: the kernel behaviour the capture's probe
+    // plan detected, and no verdict without the probe points it needs.
+    let report = super::replay::run(
+        file,
+        &super::replay::Options {
+            model: crate::model::ModelSelect::Auto,
+            vtd: None,
+            smmu: None,
+            what_if: false,
+        },
+    )?;
     let mut by = [("verified", 0u64), ("diverged", 0), ("unverifiable", 0)];
     for d in &report.domains {
         let i = match d.verdict {
+            _ if !report.missing_points.is_empty() => 2,
             Verdict::Verified => 0,
             Verdict::Diverged => 1,
             Verdict::Unverifiable(_) => 2,

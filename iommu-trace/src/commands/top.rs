@@ -63,28 +63,21 @@ pub fn run(opts: TopOptions) -> Result<()> {
 
 /// Probe status from a capture's header: attachments made, points with none.
 fn meta_from_header(header: &CaptureHeader, file: &Path, speed: f64) -> Meta {
-    let (attached, missing) = match serde_json::from_value::<probe::Plan>(header.probe_plan.clone())
-    {
-        Ok(plan) => {
-            let failed: Vec<probe::plan::Gap> = header
-                .extra
-                .get("attach_failed")
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_default();
+    let (attached, missing) = match header.plan() {
+        Some((plan, failed)) => {
             let refused = failed
                 .iter()
                 .filter(|g| !g.reason.contains("; using "))
                 .count();
             (
                 plan.attachments().count().saturating_sub(refused),
-                plan.points
-                    .iter()
-                    .filter(|p| p.attach.is_empty())
-                    .map(|p| p.point.clone())
+                plan.missing_points(&failed)
+                    .into_iter()
+                    .map(|m| m.point)
                     .collect(),
             )
         }
-        Err(_) => (0, Vec::new()),
+        None => (0, Vec::new()),
     };
     Meta {
         mode: Mode::Replay {
@@ -287,10 +280,9 @@ fn run_live(opts: &TopOptions) -> Result<()> {
         kernel_release: plan.kernel_release.clone(),
         probes_attached: tracer.attached.len(),
         probes_missing: plan
-            .points
-            .iter()
-            .filter(|p| p.attach.is_empty())
-            .map(|p| p.point.clone())
+            .missing_points(&tracer.failed)
+            .into_iter()
+            .map(|m| m.point)
             .collect(),
     });
     model.start_clock(collect::monotonic_ns());

@@ -562,6 +562,56 @@ impl Plan {
     pub fn attachments(&self) -> impl Iterator<Item = &Attachment> {
         self.points.iter().flat_map(|p| p.attach.iter())
     }
+
+    /// Probe points that record nothing: none of their symbols was in the plan, or the
+    /// kernel refused every attachment (`failed`, from the tracer; a refusal that fell back
+    /// to a kprobe still records).
+    pub fn missing_points(&self, failed: &[Gap]) -> Vec<MissingPoint> {
+        let refused = |a: &Attachment| {
+            failed
+                .iter()
+                .find(|g| g.symbol == a.symbol && !g.reason.contains("; using "))
+        };
+        let mut out = Vec::new();
+        for p in &self.points {
+            let why: Vec<String> = if p.attach.is_empty() {
+                p.gaps
+                    .iter()
+                    .map(|g| format!("{}: {}", g.symbol, g.reason))
+                    .collect()
+            } else if p.attach.iter().all(|a| refused(a).is_some()) {
+                p.attach
+                    .iter()
+                    .filter_map(refused)
+                    .map(|g| format!("{}: {}", g.symbol, g.reason))
+                    .collect()
+            } else {
+                continue;
+            };
+            out.push(MissingPoint {
+                point: p.point.clone(),
+                why: if why.is_empty() {
+                    "no candidate symbol".into()
+                } else {
+                    why.join("; ")
+                },
+            });
+        }
+        out
+    }
+}
+
+/// A probe point that recorded nothing, and why (for the consumers of a capture).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingPoint {
+    pub point: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for MissingPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.point, self.why)
+    }
 }
 
 /// Page-table behaviours of this kernel, from what it contains (kernel-notes.md §4.1):
@@ -818,5 +868,45 @@ mod tests {
         assert!(plan.blockers[0].contains("CONFIG_DEBUG_INFO_BTF"));
         assert!(plan.blockers[1].contains("CONFIG_IOMMUFD"));
         assert_eq!(plan.point("hwpt_alloc_ioctl").unwrap().status(), "missing");
+    }
+
+    // What the consumers are told: a point with no symbol left, or whose every attachment
+    // the kernel refused, records nothing; a refusal that fell back to a kprobe records.
+    #[test]
+    fn missing_points_name_the_point_and_the_reason() {
+        let btf = fixture_btf();
+        let k = Kallsyms::parse(KALLSYMS);
+        let deny = vec!["__lruvec_stat_mod_folio".to_string()];
+        let plan = Plan::compute(&PlanInputs {
+            kernel_release: "x".into(),
+            btf: Some(&btf),
+            kallsyms: &k,
+            deny: &deny,
+        });
+        let missing = plan.missing_points(&[]);
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert_eq!(missing[0].point, "pt_pages");
+        assert!(missing[0].why.contains("__lruvec_stat_mod_folio: refused by --deny-symbol"));
+
+        let plan = Plan::compute(&PlanInputs {
+            kernel_release: "x".into(),
+            btf: Some(&btf),
+            kallsyms: &k,
+            deny: &[],
+        });
+        assert!(plan.missing_points(&[]).is_empty());
+        let fell_back = Gap {
+            symbol: "iommu_map".into(),
+            reason: "fentry+fexit refused (EINVAL); using kprobe+kretprobe".into(),
+        };
+        assert!(plan.missing_points(&[fell_back]).is_empty());
+        let refused = Gap {
+            symbol: "iommu_map".into(),
+            reason: "kprobe refused: EBUSY".into(),
+        };
+        let missing = plan.missing_points(&[refused]);
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].point, "map");
+        assert!(missing[0].why.contains("EBUSY"));
     }
 }

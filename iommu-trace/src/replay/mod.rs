@@ -265,13 +265,23 @@ pub struct Report {
     pub domains: Vec<DomainReport>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub what_if: Vec<WhatIfDomain>,
+    /// Probe points the verification needs that recorded nothing (from the capture
+    /// header): with one missing, a domain that "verifies" proves nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_points: Vec<crate::probe::plan::MissingPoint>,
 }
 
+/// The probe points whose events the replay compares: without any of them a capture
+/// cannot verify.
+pub const POINTS_VERIFIED: &[&str] = &["driver_alloc", "domain_free", "map", "unmap", "pt_pages"];
+
 impl Report {
-    /// True when every domain verified and nothing was lost: the exit status.
+    /// True when every domain verified, nothing was lost, and every probe point the
+    /// verification needs recorded: the exit status.
     pub fn all_verified(&self) -> bool {
         self.lost_events == 0
             && self.lost_contexts == 0
+            && self.missing_points.is_empty()
             && self.domains.iter().all(|d| d.verdict == Verdict::Verified)
     }
 
@@ -1009,6 +1019,7 @@ impl Replayer {
             failed_allocs: self.failed_allocs,
             domains: self.reports,
             what_if: self.done_whatif,
+            missing_points: Vec::new(),
         }
     }
 }
@@ -1106,6 +1117,12 @@ impl fmt::Display for Report {
                 "WARNING: {} event(s) lost (ring buffer full), {} operation(s) unattributed: \
                  the capture is incomplete, so it cannot verify",
                 self.lost_events, self.lost_contexts
+            )?;
+        }
+        for m in &self.missing_points {
+            writeln!(
+                f,
+                "WARNING: probe point {m} recorded nothing: the capture cannot verify"
             )?;
         }
         if self.failed_allocs > 0 {
@@ -1219,7 +1236,12 @@ impl fmt::Display for Report {
                 .count();
             writeln!(
                 f,
-                "result: NOT verified ({bad} domain(s) diverged or could not be checked)"
+                "result: NOT verified ({bad} domain(s) diverged or could not be checked{})",
+                if self.missing_points.is_empty() {
+                    ""
+                } else {
+                    "; probe points missing"
+                }
             )
         }
     }
