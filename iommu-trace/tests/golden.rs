@@ -49,6 +49,45 @@ fn golden_captures_replay_with_zero_divergence() {
     }
 }
 
+// Recorded on 7.3 (generic page table: VT-d in the vtdss format, the selftest mock in
+// AMDv1's 2K-granule "mock" format; whole-range unmap). The kernel behaviour comes from the
+// features the capture's probe plan detected, as `iommu-trace replay` does.
+#[test]
+fn golden_7_3_captures_verify_under_the_detected_behaviour() {
+    use iommu_trace::commands::replay::{run, Options};
+    use iommu_trace::model::{ModelSelect, VtdBehaviour};
+    for (name, want_drivers) in [
+        ("7.3-vtd-mock-exercise.itc", &["intel", "mock"][..]),
+        ("7.3-mock-exercise.itc", &["mock"][..]),
+    ] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/golden")
+            .join(name);
+        let opts = Options {
+            model: ModelSelect::Auto,
+            vtd: None,
+            smmu: None,
+            what_if: false,
+        };
+        let report = run(&path, &opts).expect("replay");
+        assert_eq!(
+            report.options.behaviour.vtd,
+            VtdBehaviour::GenericPtWholeRange,
+            "{name}"
+        );
+        assert!(report.all_verified(), "{name}:\n{report}");
+        for d in want_drivers {
+            assert!(
+                report
+                    .domains
+                    .iter()
+                    .any(|r| r.driver == *d && r.observed.allocated > 0),
+                "{name}: no {d} domain with page-table pages:\n{report}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_vtd_golden_capture_covers_the_interesting_paths() {
     let events = golden("6.12-vtd-exercise.itc");

@@ -252,7 +252,9 @@ pub fn exercise(dir: &Path, arch: Arch) -> Vec<Outcome> {
                 };
                 ensure(
                     p.contains(driver_op) && p.contains("+ mock_domain_alloc"),
-                    || format!("the {arch} IOMMU's and the mock's driver ops are not in the plan:\n{p}"),
+                    || {
+                        format!("the {arch} IOMMU's and the mock's driver ops are not in the plan:\n{p}")
+                    },
                 )
             })(),
         ),
@@ -354,9 +356,10 @@ fn degraded_kernel(dir: &Path) -> Result<(), String> {
             .unwrap_or("")
             .to_string()
     };
-    ensure(line("pt_pages").split_whitespace().nth(1) == Some("missing"), || {
-        format!("probes does not show pt_pages missing:\n{probes}")
-    })?;
+    ensure(
+        line("pt_pages").split_whitespace().nth(1) == Some("missing"),
+        || format!("probes does not show pt_pages missing:\n{probes}"),
+    )?;
     ensure(probes.contains("refused by --deny-symbol"), || {
         format!("probes does not say why:\n{probes}")
     })?;
@@ -387,7 +390,9 @@ fn degraded_kernel(dir: &Path) -> Result<(), String> {
     })?;
     let replay = read(dir, "degraded-replay.txt")?;
     ensure(
-        rc(dir, "degraded-replay.rc")? == 1 && replay.contains("pt_pages") && replay.contains("recorded nothing"),
+        rc(dir, "degraded-replay.rc")? == 1
+            && replay.contains("pt_pages")
+            && replay.contains("recorded nothing"),
         || format!("replay verified a capture without page-table events:\n{replay}"),
     )?;
     let metrics = read(dir, "degraded-metrics.txt")?;
@@ -399,9 +404,19 @@ fn degraded_kernel(dir: &Path) -> Result<(), String> {
         format!("the exporter does not show pt_pages unattached: {attached:?}")
     })?;
     ensure(
-        metric_sum(&metrics, "iommu_trace_replay_domains", "verdict=\"verified\"") == 0.0
-            && metric_sum(&metrics, "iommu_trace_replay_domains", "verdict=\"unverifiable\"") > 0.0,
-        || "the exporter's --verify counts domains of a capture without page-table events as verified".into(),
+        metric_sum(
+            &metrics,
+            "iommu_trace_replay_domains",
+            "verdict=\"verified\"",
+        ) == 0.0
+            && metric_sum(
+                &metrics,
+                "iommu_trace_replay_domains",
+                "verdict=\"unverifiable\"",
+            ) > 0.0,
+        || {
+            "the exporter's --verify counts domains of a capture without page-table events as verified".into()
+        },
     )
 }
 

@@ -68,7 +68,9 @@ const GUEST_PACKAGES: &[&str] = &["busybox-static", "prometheus"];
 
 /// Where `guest_programs` unpacks them: a root tree (`bin/busybox`, `usr/bin/prometheus`).
 pub fn guest_root(arch: Arch) -> std::path::PathBuf {
-    cache_dir().join(format!("guest-{}", arch.debian())).join("root")
+    cache_dir()
+        .join(format!("guest-{}", arch.debian()))
+        .join("root")
 }
 
 /// Downloads and unpacks the guest's busybox and Prometheus for a foreign architecture

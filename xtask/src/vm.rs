@@ -147,7 +147,10 @@ fn copy_guest_programs(arch: Arch, stage: &Path) -> Result<()> {
         (root.join("usr/bin/prometheus"), "usr/bin/prometheus"),
         // Prometheus needs only the C library (readelf -d: NEEDED libc.so.6).
         (sysroot.join("libc.so.6"), "lib/libc.so.6"),
-        (sysroot.join(arch.dynamic_loader()), &format!("lib/{}", arch.dynamic_loader())),
+        (
+            sysroot.join(arch.dynamic_loader()),
+            &format!("lib/{}", arch.dynamic_loader()),
+        ),
     ];
     for (from, to) in files {
         let dest = stage.join(to);
@@ -170,14 +173,13 @@ fn build_initramfs(arch: Arch, binary: &Path, out: &Path) -> Result<()> {
         std::fs::create_dir_all(stage.join(d))?;
     }
     copy_guest_programs(arch, &stage)?;
-    run(Command::new(format!(
-        "{}strip",
-        arch.cross_prefix().unwrap_or_default()
-    ))
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(stage.join("bin/iommu-trace"))
-        .arg(binary))?;
+    run(
+        Command::new(format!("{}strip", arch.cross_prefix().unwrap_or_default()))
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(stage.join("bin/iommu-trace"))
+            .arg(binary),
+    )?;
     let vm_dir = workspace_root().join("tests/vm");
     std::fs::copy(vm_dir.join("init"), stage.join("init"))?;
     for entry in std::fs::read_dir(&vm_dir)? {

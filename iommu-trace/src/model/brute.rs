@@ -181,6 +181,7 @@ mod tests {
                 superpage,
                 first_stage: false,
                 flavour: VtdFlavour::Legacy,
+                format: crate::model::vtd::PtFormat::Vtdss,
             };
             let mut m = VtdModel::new(cfg.clone());
             m.domain_alloc(&mut PageLog::new());
@@ -232,6 +233,7 @@ mod tests {
             superpage: 2,
             first_stage: false,
             flavour: VtdFlavour::Legacy,
+            format: crate::model::vtd::PtFormat::Vtdss,
         });
         let mut log = PageLog::new();
         m.domain_alloc(&mut log);

@@ -338,12 +338,42 @@ impl ModelConfig {
         };
         let g = &a.geometry;
         match family {
-            // 7.x: the selftest mock has real page tables in the generic page table's AMDv1
-            // "mock" format (drivers/iommu/iommufd/selftest.c, struct mock_iommu_domain),
-            // which no model here reproduces yet: say so rather than predict none.
-            "mock" if field(a, "top_of_table").is_some_and(|t| t != 0) => Err(
-                ConfigError::NoModel("mock (generic page table, AMDv1 format)".into()),
-            ),
+            // A nested mock domain (struct mock_iommu_domain_nested) has no page table; the
+            // paging-domain fields the probe read from it mean nothing.
+            "mock" if a.kind == crate::events::DomainKind::Nested => Ok(ModelConfig::NoTables {
+                pgsize_bitmap: g.pgsize_bitmap,
+            }),
+            // 6.19+: the selftest mock has real page tables in the generic page table's
+            // AMDv1 "mock" format (iommufd/selftest.c mock_domain_alloc_pgtable:
+            // starting_level 2, so 3 levels; the top level is in top_of_table's low bits).
+            "mock" if field(a, "top_of_table").is_some_and(|t| t != 0) => {
+                let levels = field(a, "top_level").unwrap_or(0) + 1;
+                if !(1..=4).contains(&levels) {
+                    return Err(invalid(format!(
+                        "top level {} is not 0-3 (PT_MAX_TOP_LEVEL 4)",
+                        levels - 1
+                    )));
+                }
+                if g.pgsize_bitmap & ((1 << 11) - 1) != 0 || g.pgsize_bitmap == 0 {
+                    return Err(invalid(format!(
+                        "page sizes {:#x} are not the AMDv1 mock's (2K granule)",
+                        g.pgsize_bitmap
+                    )));
+                }
+                let vasz = field(a, "max_vasz_lg2").unwrap_or(11 + 9 * levels);
+                Ok(ModelConfig::Vtd(VtdConfig {
+                    levels: levels as u8,
+                    gaw: vasz as u8,
+                    superpage: 0,
+                    first_stage: false,
+                    flavour: VtdFlavour::GenericPt {
+                        whole_range: behaviour.vtd == VtdBehaviour::GenericPtWholeRange,
+                    },
+                    format: vtd::PtFormat::Amdv1Mock {
+                        pgsize_bitmap: g.pgsize_bitmap,
+                    },
+                }))
+            }
             "mock" => Ok(ModelConfig::NoTables {
                 pgsize_bitmap: g.pgsize_bitmap,
             }),
@@ -401,6 +431,7 @@ impl ModelConfig {
                     superpage,
                     first_stage,
                     flavour,
+                    format: vtd::PtFormat::Vtdss,
                 }))
             }
             "arm-smmu-v3" => {
@@ -470,6 +501,7 @@ impl ModelConfig {
     /// Other formats to replay the same map/unmap sequence under (`--what-if`).
     pub fn what_if_variants(&self) -> Vec<ModelConfig> {
         match self {
+            ModelConfig::Vtd(c) if c.format != vtd::PtFormat::Vtdss => Vec::new(),
             ModelConfig::Vtd(c) => {
                 let mut v = Vec::new();
                 for levels in [4u8, 5] {

@@ -61,6 +61,32 @@ pub enum VtdFlavour {
     GenericPt { whole_range: bool },
 }
 
+/// The page-table format a model walks. The generic page table's algorithm
+/// (`generic_pt/iommu_pt.h`) is the same for every format; what differs is the granule and
+/// which leaf sizes exist at which level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PtFormat {
+    /// VT-d second stage (`fmt/vtdss.h`, and the legacy driver): 4K granule, leaves of
+    /// 4K, 2M and 1G as `superpage` allows.
+    Vtdss,
+    /// The iommufd selftest's AMDv1 "mock" variant (`fmt/amdv1.h` with
+    /// AMDV1_IOMMUFD_SELFTEST, `iommufd/selftest.c` `mock_domain_alloc_pgtable`, 7.x):
+    /// 2K granule, 4K tables of 512 entries, a leaf of any power-of-two size the domain's
+    /// `pgsize_bitmap` holds (written as contiguous entries) at any level below
+    /// PT_MAX_TOP_LEVEL (4), which every level of its 3-level table is.
+    Amdv1Mock { pgsize_bitmap: u64 },
+}
+
+impl PtFormat {
+    /// log2 of the smallest page, the unit the walkers count in.
+    pub fn granule_lg2(self) -> u32 {
+        match self {
+            PtFormat::Vtdss => 12,
+            PtFormat::Amdv1Mock { .. } => 11,
+        }
+    }
+}
+
 /// The parameters `paging_domain_alloc()` sets.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct VtdConfig {
@@ -73,11 +99,16 @@ pub struct VtdConfig {
     /// `domain->use_first_level` (first-stage tables are allocated the same way).
     pub first_stage: bool,
     pub flavour: VtdFlavour,
+    pub format: PtFormat,
 }
 
 impl VtdConfig {
-    /// `pgsize_bitmap` from iommu.c:paging_domain_alloc() / domain_super_pgsize_bitmap().
+    /// `pgsize_bitmap` from iommu.c:paging_domain_alloc() / domain_super_pgsize_bitmap(),
+    /// or the mock's own.
     pub fn pgsize_bitmap(&self) -> u64 {
+        if let PtFormat::Amdv1Mock { pgsize_bitmap } = self.format {
+            return pgsize_bitmap;
+        }
         SZ_4K
             | if self.superpage >= 1 { SZ_2M } else { 0 }
             | if self.superpage >= 2 { SZ_1G } else { 0 }
@@ -94,6 +125,12 @@ impl VtdConfig {
             VtdFlavour::GenericPt { whole_range: false } => "generic-pt",
             VtdFlavour::GenericPt { whole_range: true } => "generic-pt whole-range",
         };
+        if let PtFormat::Amdv1Mock { .. } = self.format {
+            return format!(
+                "AMDv1 mock (iommufd selftest) {} {}-level {}-bit, 2K granule",
+                flavour, self.levels, self.gaw
+            );
+        }
         format!(
             "VT-d {} {}-level gaw {} {} {}",
             flavour,
@@ -324,8 +361,13 @@ impl VtdModel {
 
     /// iommu.c:hardware_largepage_caps(): the largest level usable with both iova and
     /// phys pfns aligned and at least one whole large page left.
+    /// For the AMDv1 mock every level may hold a leaf (generic pt's
+    /// `pt_compute_best_pgsize` then gives the same level for the chunk `iommu_pgsize` cut).
     fn hardware_largepage_caps(&self, iov_pfn: u64, phy_pfn: u64, pages: u64) -> u32 {
-        let mut support = self.cfg.superpage;
+        let mut support = match self.cfg.format {
+            PtFormat::Vtdss => self.cfg.superpage,
+            PtFormat::Amdv1Mock { .. } => self.cfg.levels - 1,
+        };
         let mut level = 1;
         let mut pfnmerge = iov_pfn | phy_pfn;
         let mut pages = pages;
@@ -610,14 +652,15 @@ impl VtdModel {
         if len == 0 {
             return 0;
         }
-        let start = iova >> 12;
-        let last = (iova + len - 1) >> 12;
+        let g = self.cfg.format.granule_lg2();
+        let start = iova >> g;
+        let last = (iova + len - 1) >> g;
         if !self.pfn_supported(last) {
             return 0;
         }
         let mut unmapped = 0;
         let _ = self.pt_unmap_level(self.top(), pgd, start, last, &mut unmapped);
-        unmapped << 12
+        unmapped << g
     }
 }
 
@@ -635,7 +678,13 @@ impl DomainOps for VtdModel {
         pgcount: u64,
         log: &mut PageLog,
     ) -> (u64, Result<(), i32>) {
-        if pgsize != SZ_4K && pgsize != SZ_2M && pgsize != SZ_1G {
+        let supported = match self.cfg.format {
+            PtFormat::Vtdss => pgsize == SZ_4K || pgsize == SZ_2M || pgsize == SZ_1G,
+            PtFormat::Amdv1Mock { pgsize_bitmap } => {
+                pgsize.is_power_of_two() && pgsize & pgsize_bitmap != 0
+            }
+        };
+        if !supported {
             return (0, Err(errno::EINVAL));
         }
         if (iova | paddr) & (pgsize - 1) != 0 {
@@ -647,7 +696,8 @@ impl DomainOps for VtdModel {
         if end != 0 && iova + size > end {
             return (0, Err(errno::EFAULT));
         }
-        let r = self.domain_mapping(iova >> 12, paddr >> 12, size >> 12, log);
+        let g = self.cfg.format.granule_lg2();
+        let r = self.domain_mapping(iova >> g, paddr >> g, size >> g, log);
         if !self.freelist.is_empty() {
             // generic_pt: tables replaced by a leaf are freed when the map returns.
             self.iotlb_sync(log);
@@ -698,6 +748,7 @@ mod tests {
             superpage,
             first_stage: false,
             flavour: VtdFlavour::Legacy,
+            format: PtFormat::Vtdss,
         });
         m.domain_alloc(&mut PageLog::new());
         m
@@ -734,6 +785,7 @@ mod tests {
             superpage: 2,
             first_stage: false,
             flavour: VtdFlavour::Legacy,
+            format: PtFormat::Vtdss,
         });
         let mut log = PageLog::new();
         m.domain_alloc(&mut log);
@@ -874,6 +926,7 @@ mod tests {
             superpage: 2,
             first_stage: false,
             flavour: VtdFlavour::GenericPt { whole_range },
+            format: PtFormat::Vtdss,
         });
         m.domain_alloc(&mut PageLog::new());
         m
@@ -919,5 +972,46 @@ mod tests {
             chunk::iommu_map(&mut m, SZ_2M, 0, SZ_2M, &mut log),
             Err(errno::EADDRINUSE)
         );
+    }
+
+    // The iommufd selftest's AMDv1 mock format (7.x): 2K granule, 512-entry 4K tables,
+    // 3 levels (items of 2K, 1M and 512M), a leaf of any power of two. Numbers from a 7.3
+    // capture (tests/golden/7.3-mock-exercise.itc): the top table at allocation, then a
+    // 64K map needs a level-1 and a level-0 table.
+    #[test]
+    fn amdv1_mock_tables() {
+        let mut m = VtdModel::new(VtdConfig {
+            levels: 3,
+            gaw: 38,
+            superpage: 0,
+            first_stage: false,
+            flavour: VtdFlavour::GenericPt { whole_range: true },
+            format: PtFormat::Amdv1Mock {
+                pgsize_bitmap: 0x1F_FFFF_F800,
+            },
+        });
+        let mut log = PageLog::new();
+        m.domain_alloc(&mut log);
+        assert_eq!(
+            log.ops,
+            vec![PageOp::Alloc {
+                pages: 1,
+                gfp: Gfp::Kernel
+            }]
+        );
+        assert_eq!(map(&mut m, 0x4300_0000, 0x1_0000), vec![alloc(2)]);
+        // 2M in the same 512M: two contiguous 1M leaves in the existing level-1 table.
+        assert_eq!(map(&mut m, 0x4320_0000, SZ_2M), vec![]);
+        assert_eq!(m.leaves().iter().filter(|(_, l)| *l == 2).count(), 2);
+        // A 4K map in another 1M: one more level-0 table.
+        assert_eq!(map(&mut m, 0x4400_0000, SZ_4K), vec![alloc(1)]);
+        // The level-0 table of 0x44000000 spans 1M: a 4K unmap does not cover it.
+        assert_eq!(unmap(&mut m, 0x4400_0000, SZ_4K), (SZ_4K, vec![]));
+        // The 2M leaf goes whole; no table under it.
+        assert_eq!(unmap(&mut m, 0x4320_0000, SZ_2M), (SZ_2M, vec![]));
+        let mut log = PageLog::new();
+        m.domain_free(&mut log);
+        assert_eq!(log.ops, vec![free(4)]);
+        assert_eq!(m.live_pages(), 0);
     }
 }

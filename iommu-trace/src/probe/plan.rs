@@ -886,7 +886,9 @@ mod tests {
         let missing = plan.missing_points(&[]);
         assert_eq!(missing.len(), 1, "{missing:?}");
         assert_eq!(missing[0].point, "pt_pages");
-        assert!(missing[0].why.contains("__lruvec_stat_mod_folio: refused by --deny-symbol"));
+        assert!(missing[0]
+            .why
+            .contains("__lruvec_stat_mod_folio: refused by --deny-symbol"));
 
         let plan = Plan::compute(&PlanInputs {
             kernel_release: "x".into(),
