@@ -214,13 +214,33 @@ pub struct Config {
 
 /// Fields of a driver's domain struct to copy into `DomainGeometry::driver_words`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct DriverFields {
     /// Byte offset from the `struct iommu_domain` pointer (negative: the domain is embedded
     /// in a larger driver struct, as in `struct dmar_domain`).
     pub offsets: [i32; DRIVER_WORDS],
     /// Bytes to read at each offset: 0 (unused), 1, 2, 4 or 8.
     pub sizes: [u32; DRIVER_WORDS],
+    /// `DriverFields::DIRECT`, or the offset (from the domain pointer) of a pointer to
+    /// follow first: the field is then at that pointer plus `offsets[i]` (e.g. the
+    /// SMMUv3 domain's `smmu->oas`).
+    pub derefs: [i32; DRIVER_WORDS],
+}
+
+impl DriverFields {
+    /// `derefs[i]` of a field read directly relative to the domain.
+    pub const DIRECT: i32 = i32::MIN;
+}
+
+impl Default for DriverFields {
+    /// Nothing to read.
+    fn default() -> Self {
+        DriverFields {
+            offsets: [0; DRIVER_WORDS],
+            sizes: [0; DRIVER_WORDS],
+            derefs: [DriverFields::DIRECT; DRIVER_WORDS],
+        }
+    }
 }
 
 impl Config {
@@ -251,6 +271,7 @@ impl Config {
             drivers: [DriverFields {
                 offsets: [0; DRIVER_WORDS],
                 sizes: [0; DRIVER_WORDS],
+                derefs: [DriverFields::DIRECT; DRIVER_WORDS],
             }; MAX_DRIVERS],
         }
     }

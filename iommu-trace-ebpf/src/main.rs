@@ -27,7 +27,8 @@ use aya_ebpf::{
 };
 use iommu_trace_common::{
     context, kind, lost, op, pt_op, Config, DomainAllocEvent, DomainFreeEvent, DomainGeometry,
-    EventHeader, HwptAllocEvent, MapEvent, PtPagesEvent, DRIVER_WORDS, MAX_DRIVERS, USER_DATA_MAX,
+    DriverFields, EventHeader, HwptAllocEvent, MapEvent, PtPagesEvent, DRIVER_WORDS, MAX_DRIVERS,
+    USER_DATA_MAX,
 };
 
 /// Offsets from BTF and filters; user space rewrites this before loading.
@@ -441,7 +442,17 @@ fn fill_geometry(g: &mut DomainGeometry, domain: u64, driver: u32) {
     }
     let d = driver as usize;
     for i in 0..DRIVER_WORDS {
-        let addr = domain.wrapping_add(cfg!(drivers[d].offsets[i]) as i64 as u64);
+        let deref = cfg!(drivers[d].derefs[i]);
+        let base = if deref == DriverFields::DIRECT {
+            domain
+        } else {
+            read_u64(domain.wrapping_add(deref as i64 as u64))
+        };
+        if base == 0 {
+            g.driver_words[i] = 0;
+            continue;
+        }
+        let addr = base.wrapping_add(cfg!(drivers[d].offsets[i]) as i64 as u64);
         g.driver_words[i] = match cfg!(drivers[d].sizes[i]) {
             // SAFETY: probe reads.
             1 => unsafe { bpf_probe_read_kernel(addr as *const u8) }.unwrap_or(0) as u64,

@@ -232,6 +232,7 @@ mod tests {
                 DriverField {
                     name: "agaw".into(),
                     offset: -8,
+                    deref: None,
                     size: 4,
                     bit_shift: 0,
                     bit_width: 0,
@@ -239,6 +240,7 @@ mod tests {
                 DriverField {
                     name: "use_first_level".into(),
                     offset: -31,
+                    deref: None,
                     size: 1,
                     bit_shift: 3,
                     bit_width: 1,

@@ -455,7 +455,11 @@ impl ModelConfig {
                     None if g.pgsize_bitmap != 0 => 1 << g.pgsize_bitmap.trailing_zeros(),
                     None => return Err(missing("the `granule` field and a page-size bitmap")),
                 };
-                let oas = field(a, "oas").map(|o| o as u32);
+                // arm_smmu_domain_finalise(): a stage-2 table's oas is the SMMU's own
+                // (smmu->oas); stage 1's differs by version, and only stage 2 needs it.
+                let oas = field(a, "oas")
+                    .or_else(|| (stage == 2).then(|| field(a, "smmu_oas")).flatten())
+                    .map(|o| o as u32);
                 let rules = match behaviour.smmu {
                     SmmuBehaviour::V6_12 => LpaeRules::V6_12,
                     SmmuBehaviour::V7 => LpaeRules::V7,

@@ -434,6 +434,9 @@ pub(crate) mod tests {
             }
             id
         }
+        pub(crate) fn ptr(&mut self, to: u32) -> u32 {
+            self.head("", 2, 0, 0, to)
+        }
         pub(crate) fn enumm(&mut self, name: &str, values: &[(&str, i32)]) -> u32 {
             let id = self.head(name, KIND_ENUM, values.len() as u32, 0, 4);
             for (n, v) in values {

@@ -78,13 +78,20 @@ const DRIVERS: &[DriverSpec] = &[
     },
     // drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h: struct arm_smmu_domain. `stage` is
     // enum arm_smmu_domain_stage (S1 = 0, S2 = 1, 7.x SVA = 2): recorded raw as
-    // `domain_stage`, the model turns it into a stage number. ias and the granule come
-    // from the geometry arm_smmu_domain_finalise() sets (aperture_end, pgsize_bitmap).
+    // `domain_stage`, the model turns it into a stage number. The table's ias and granule
+    // come from the geometry arm_smmu_domain_finalise() sets (aperture_end,
+    // pgsize_bitmap).
     DriverSpec {
         name: "arm-smmu-v3",
         prefix: "arm_smmu",
         domain_struct: "arm_smmu_domain",
-        fields: &["domain_stage=stage"],
+        // The device's input and output address sizes (arm_smmu_device_hw_probe), which
+        // arm_smmu_domain_finalise() gives the stage-2 io-pgtable as ias and oas.
+        fields: &[
+            "domain_stage=stage",
+            "smmu_ias=smmu->arm_smmu_device.ias",
+            "smmu_oas=smmu->arm_smmu_device.oas",
+        ],
     },
     // drivers/iommu/iommufd/selftest.c: struct mock_iommu_domain.
     DriverSpec {
@@ -256,7 +263,11 @@ impl PointPlan {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DriverField {
     pub name: String,
+    /// Relative to the domain pointer, or to the pointer at `deref` when set.
     pub offset: i32,
+    /// Offset (from the domain pointer) of a pointer to follow first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deref: Option<i32>,
     pub size: u32,
     /// For bitfields: shift and width inside the byte read.
     pub bit_shift: u32,
@@ -552,6 +563,7 @@ impl Plan {
             for (j, field) in d.fields.iter().enumerate().take(DRIVER_WORDS) {
                 f.offsets[j] = field.offset;
                 f.sizes[j] = field.size;
+                f.derefs[j] = field.deref.unwrap_or(DriverFields::DIRECT);
             }
             c.drivers[i] = f;
         }
@@ -682,10 +694,26 @@ fn driver_fields(btf: Option<&Btf>, spec: &DriverSpec) -> Vec<DriverField> {
         .iter()
         .filter_map(|field| {
             let (name, path) = field.split_once('=').unwrap_or((field, field));
-            let m = btf.member(spec.domain_struct, path)?;
+            let domain_offset =
+                |m: &super::btf::MemberInfo| m.byte_offset as i32 - base.byte_offset as i32;
+            // `pointer->struct.path`: a member of the struct a domain member points to.
+            let (m, deref) = match path.split_once("->") {
+                Some((pointer, target)) => {
+                    let p = btf
+                        .member(spec.domain_struct, pointer)
+                        .filter(|p| p.size == 8)?;
+                    let (strukt, member) = target.split_once('.')?;
+                    (btf.member(strukt, member)?, Some(domain_offset(&p)))
+                }
+                None => (btf.member(spec.domain_struct, path)?, None),
+            };
             Some(DriverField {
                 name: name.to_string(),
-                offset: m.byte_offset as i32 - base.byte_offset as i32,
+                offset: match deref {
+                    Some(_) => m.byte_offset as i32,
+                    None => domain_offset(&m),
+                },
+                deref,
                 size: m.size.min(8),
                 bit_shift: m.bit_shift,
                 bit_width: m.bit_width,
@@ -868,6 +896,48 @@ mod tests {
         assert!(plan.blockers[0].contains("CONFIG_DEBUG_INFO_BTF"));
         assert!(plan.blockers[1].contains("CONFIG_IOMMUFD"));
         assert_eq!(plan.point("hwpt_alloc_ioctl").unwrap().status(), "missing");
+    }
+
+    // A field behind a pointer (SMMUv3: the domain's `smmu->oas`): the pointer's offset
+    // from the domain, then the member's offset in the pointed-to struct.
+    #[test]
+    fn a_driver_field_behind_a_pointer() {
+        let mut b = Builder::new();
+        let u64t = b.int("u64", 8);
+        let intt = b.int("int", 4);
+        let dom = b.strukt(
+            "iommu_domain",
+            16,
+            &[("type", intt, 0, 0), ("pgsize_bitmap", u64t, 64, 0)],
+        );
+        let dev = b.strukt(
+            "arm_smmu_device",
+            64,
+            &[("ias", u64t, 256, 0), ("oas", u64t, 320, 0)],
+        );
+        let devp = b.ptr(dev);
+        b.strukt(
+            "arm_smmu_domain",
+            96,
+            &[
+                ("smmu", devp, 0, 0),
+                ("stage", intt, 128, 0),
+                ("domain", dom, 256, 0),
+            ],
+        );
+        let btf = Btf::parse(&b.build()).unwrap();
+        let spec = DRIVERS.iter().find(|d| d.name == "arm-smmu-v3").unwrap();
+        let f = driver_fields(Some(&btf), spec);
+        let by = |n: &str| f.iter().find(|x| x.name == n).cloned().unwrap();
+        assert_eq!(
+            (by("domain_stage").offset, by("domain_stage").deref),
+            (16 - 32, None)
+        );
+        assert_eq!(
+            (by("smmu_oas").offset, by("smmu_oas").deref),
+            (40, Some(-32))
+        );
+        assert_eq!(by("smmu_ias").offset, 32);
     }
 
     // What the consumers are told: a point with no symbol left, or whose every attachment
