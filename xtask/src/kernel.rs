@@ -131,10 +131,17 @@ pub fn spec(version: &str, arch: Arch) -> Result<KernelSpec> {
         version: version.to_string(),
         arch,
         tarball: PathBuf::from(format!("/usr/src/linux-source-{version}.tar.xz")),
-        fragments: vec![
-            dir.join("fragment-common.config"),
-            dir.join(format!("fragment-{}.config", arch.name())),
-        ],
+        // Common, then per arch, then (when one exists) per arch and version: what only
+        // one kernel of one arch needs stays out of the others' cache keys.
+        fragments: [
+            "fragment-common.config".to_string(),
+            format!("fragment-{}.config", arch.name()),
+            format!("fragment-{}-{version}.config", arch.name()),
+        ]
+        .into_iter()
+        .map(|f| dir.join(f))
+        .filter(|f| f.exists())
+        .collect(),
     })
 }
 
