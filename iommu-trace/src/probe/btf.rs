@@ -68,10 +68,17 @@ enum Type {
     Int {
         size: u32,
     },
+    Ptr {
+        to: u32,
+    },
     Other {
         size: u32,
     },
 }
+
+/// A struct type of this BTF, by type id (see [`Btf::struct_with`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StructRef(u32);
 
 /// A member of a struct found by path, with its position relative to the outer struct.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,9 +249,8 @@ impl Btf {
                     Type::Other { size: 0 }
                 }
                 // PTR, FWD, FLOAT: no trailer.
-                2 | 7 | 16 => Type::Other {
-                    size: if kind == 2 { 8 } else { size_or_type },
-                },
+                2 => Type::Ptr { to: size_or_type },
+                7 | 16 => Type::Other { size: size_or_type },
                 other => return Err(BtfError::Malformed(format!("unknown BTF kind {other}"))),
             };
             types.push(ty);
@@ -278,6 +284,7 @@ impl Btf {
             Some(Type::Struct { size, .. }) | Some(Type::Int { size }) => *size,
             Some(Type::Enum { .. }) => 4,
             Some(Type::Other { size }) => *size,
+            Some(Type::Ptr { .. }) => 8,
             _ => 0,
         }
     }
@@ -296,7 +303,47 @@ impl Btf {
     /// Finds `path` (dot-separated member names, e.g. `geometry.aperture_start`) in struct
     /// `strukt`, looking through anonymous struct and union members as C does.
     pub fn member(&self, strukt: &str, path: &str) -> Option<MemberInfo> {
-        let mut id = self.struct_id(strukt)?;
+        self.member_of(StructRef(self.struct_id(strukt)?), path)
+    }
+
+    /// The struct named `name` that has member `marker` (anonymous members searched):
+    /// two drivers may define structs of one name (arm-smmu and arm-smmu-v3 both have a
+    /// `struct arm_smmu_domain` and a `struct arm_smmu_device`, both in vmlinux).
+    pub fn struct_with(&self, name: &str, marker: &str) -> Option<StructRef> {
+        self.by_name
+            .get(name)?
+            .iter()
+            .copied()
+            .filter(|&id| matches!(self.types.get(id as usize), Some(Type::Struct { .. })))
+            .find(|&id| self.find_member(id, marker).is_some())
+            .map(StructRef)
+    }
+
+    /// The struct that member `pointer` of `s` points to, with the pointer's position: by
+    /// the pointer's own type, never by name.
+    pub fn pointee(&self, s: StructRef, pointer: &str) -> Option<(MemberInfo, StructRef)> {
+        let (off, m) = self.find_member(s.0, pointer)?;
+        let Some(Type::Ptr { to }) = self.resolve(m.type_id) else {
+            return None;
+        };
+        let mut to = *to;
+        while let Some(Type::Alias(next)) = self.types.get(to as usize) {
+            to = *next;
+        }
+        matches!(self.types.get(to as usize), Some(Type::Struct { .. })).then_some((
+            MemberInfo {
+                byte_offset: off / 8,
+                size: 8,
+                bit_shift: 0,
+                bit_width: 0,
+            },
+            StructRef(to),
+        ))
+    }
+
+    /// Like [`member`](Btf::member), in a struct already found.
+    pub fn member_of(&self, s: StructRef, path: &str) -> Option<MemberInfo> {
+        let mut id = s.0;
         let mut bits = 0u32;
         let mut found = None;
         for part in path.split('.') {

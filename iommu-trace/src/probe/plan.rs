@@ -48,6 +48,9 @@ struct DriverSpec {
     prefix: &'static str,
     /// The driver's domain struct, embedding `struct iommu_domain` as member `domain`.
     domain_struct: &'static str,
+    /// A member only this driver's `domain_struct` has, to tell it from another driver's
+    /// struct of the same name.
+    marker: &'static str,
     /// Members of `domain_struct` copied into the event, as `name` or `name=path.in.struct`;
     /// missing ones are skipped, and at most `DRIVER_WORDS` are kept, in this order.
     fields: &'static [&'static str],
@@ -59,6 +62,7 @@ const DRIVERS: &[DriverSpec] = &[
         name: "intel",
         prefix: "intel_iommu",
         domain_struct: "dmar_domain",
+        marker: "domain",
         // 6.19+: dmar_domain overlays the generic page table; the level is encoded in the
         // low bits of top_of_table (include/linux/generic_pt/common.h).
         fields: &[
@@ -74,6 +78,7 @@ const DRIVERS: &[DriverSpec] = &[
         name: "amd",
         prefix: "amd_iommu",
         domain_struct: "protection_domain",
+        marker: "domain",
         fields: &["pd_mode"],
     },
     // drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h: struct arm_smmu_domain. `stage` is
@@ -85,12 +90,14 @@ const DRIVERS: &[DriverSpec] = &[
         name: "arm-smmu-v3",
         prefix: "arm_smmu",
         domain_struct: "arm_smmu_domain",
+        // SMMUv2's struct arm_smmu_domain (arm-smmu.h) has `cfg`, not `s2_cfg`.
+        marker: "s2_cfg",
         // The device's input and output address sizes (arm_smmu_device_hw_probe), which
         // arm_smmu_domain_finalise() gives the stage-2 io-pgtable as ias and oas.
         fields: &[
             "domain_stage=stage",
-            "smmu_ias=smmu->arm_smmu_device.ias",
-            "smmu_oas=smmu->arm_smmu_device.oas",
+            "smmu_ias=smmu->ias",
+            "smmu_oas=smmu->oas",
         ],
     },
     // drivers/iommu/iommufd/selftest.c: struct mock_iommu_domain.
@@ -98,6 +105,7 @@ const DRIVERS: &[DriverSpec] = &[
         name: "mock",
         prefix: "mock",
         domain_struct: "mock_iommu_domain",
+        marker: "domain",
         // 7.x: the mock has real page tables in the generic AMDv1 format.
         fields: &[
             "flags",
@@ -687,25 +695,24 @@ fn offsets_from_btf(btf: &Btf) -> Vec<(String, i64)> {
 
 fn driver_fields(btf: Option<&Btf>, spec: &DriverSpec) -> Vec<DriverField> {
     let Some(btf) = btf else { return vec![] };
-    let Some(base) = btf.member(spec.domain_struct, "domain") else {
+    let Some(strukt) = btf.struct_with(spec.domain_struct, spec.marker) else {
         return vec![];
     };
+    let Some(base) = btf.member_of(strukt, "domain") else {
+        return vec![];
+    };
+    let domain_offset = |m: &super::btf::MemberInfo| m.byte_offset as i32 - base.byte_offset as i32;
     spec.fields
         .iter()
         .filter_map(|field| {
             let (name, path) = field.split_once('=').unwrap_or((field, field));
-            let domain_offset =
-                |m: &super::btf::MemberInfo| m.byte_offset as i32 - base.byte_offset as i32;
-            // `pointer->struct.path`: a member of the struct a domain member points to.
+            // `pointer->path`: a member of the struct a domain member points to.
             let (m, deref) = match path.split_once("->") {
-                Some((pointer, target)) => {
-                    let p = btf
-                        .member(spec.domain_struct, pointer)
-                        .filter(|p| p.size == 8)?;
-                    let (strukt, member) = target.split_once('.')?;
-                    (btf.member(strukt, member)?, Some(domain_offset(&p)))
+                Some((pointer, inner)) => {
+                    let (p, target) = btf.pointee(strukt, pointer)?;
+                    (btf.member_of(target, inner)?, Some(domain_offset(&p)))
                 }
-                None => (btf.member(spec.domain_struct, path)?, None),
+                None => (btf.member_of(strukt, path)?, None),
             };
             Some(DriverField {
                 name: name.to_string(),
@@ -910,6 +917,19 @@ mod tests {
             16,
             &[("type", intt, 0, 0), ("pgsize_bitmap", u64t, 64, 0)],
         );
+        // SMMUv2's structs of the same names come first, laid out differently.
+        let v2dev = b.strukt("arm_smmu_device", 64, &[("va_size", u64t, 0, 0)]);
+        let v2devp = b.ptr(v2dev);
+        b.strukt(
+            "arm_smmu_domain",
+            96,
+            &[
+                ("smmu", v2devp, 0, 0),
+                ("cfg", u64t, 64, 0),
+                ("stage", intt, 192, 0),
+                ("domain", dom, 512, 0),
+            ],
+        );
         let dev = b.strukt(
             "arm_smmu_device",
             64,
@@ -922,6 +942,7 @@ mod tests {
             &[
                 ("smmu", devp, 0, 0),
                 ("stage", intt, 128, 0),
+                ("s2_cfg", u64t, 192, 0),
                 ("domain", dom, 256, 0),
             ],
         );
