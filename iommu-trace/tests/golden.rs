@@ -41,11 +41,37 @@ fn next_op_of(events: &[Event], from: usize, domain: u64) -> usize {
 
 #[test]
 fn golden_captures_replay_with_zero_divergence() {
-    for name in ["6.12-vtd-exercise.itc", "6.12-mock-exercise.itc"] {
+    for name in [
+        "6.12-vtd-exercise.itc",
+        "6.12-mock-exercise.itc",
+        "6.12-arm64-smmuv3-exercise.itc",
+    ] {
         let events = golden(name);
         let report = replay(&events, &ReplayOptions::default());
         assert!(report.all_verified(), "{name}:\n{report}");
         assert!(!report.domains.is_empty(), "{name}: no domain");
+    }
+}
+
+// arm64 (QEMU virt, emulated SMMUv3): the stage-1 LPAE tables of real SMMUv3 domains,
+// with the stage and the SMMU's address sizes read through BTF.
+#[test]
+fn the_smmuv3_golden_capture_has_real_stage_1_tables() {
+    let events = golden("6.12-arm64-smmuv3-exercise.itc");
+    let report = replay(&events, &ReplayOptions::default());
+    let smmu: Vec<_> = report
+        .domains
+        .iter()
+        .filter(|d| d.driver == "arm-smmu-v3")
+        .collect();
+    assert!(smmu.len() >= 2, "{report}");
+    for d in smmu {
+        assert!(d.observed.allocated > 0 && d.maps > 0, "{report}");
+        assert!(
+            d.model.as_deref().unwrap_or("").contains("LPAE S1 4K"),
+            "{:?}",
+            d.model
+        );
     }
 }
 
@@ -120,23 +146,34 @@ fn the_vtd_golden_capture_covers_the_interesting_paths() {
 
 #[test]
 fn a_dropped_page_free_diverges_at_its_operation() {
-    let mut events = golden("6.12-vtd-exercise.itc");
-    let i = events
-        .iter()
-        .position(|e| matches!(&e.body, EventBody::PtFree(p) if p.cause == iommu_trace::events::PtCause::Unmap))
-        .expect("the capture frees a table at an unmap");
-    let EventBody::PtFree(p) = &events[i].body else {
-        unreachable!()
-    };
-    let domain = p.domain.0;
-    events.remove(i);
-    let report = replay(&events, &ReplayOptions::default());
-    assert!(!report.all_verified());
-    assert_eq!(
-        first_divergence(&report),
-        next_op_of(&events, i, domain) as u64,
-        "{report}"
-    );
+    // VT-d frees tables at unmaps; SMMUv3 (io-pgtable-arm) only at domain free.
+    for (name, cause) in [
+        ("6.12-vtd-exercise.itc", iommu_trace::events::PtCause::Unmap),
+        (
+            "6.12-arm64-smmuv3-exercise.itc",
+            iommu_trace::events::PtCause::Free,
+        ),
+    ] {
+        let mut events = golden(name);
+        let i = events
+            .iter()
+            .position(
+                |e| matches!(&e.body, EventBody::PtFree(p) if p.cause == cause && p.domain.0 != 0),
+            )
+            .unwrap_or_else(|| panic!("{name}: no table freed by {cause:?}"));
+        let EventBody::PtFree(p) = &events[i].body else {
+            unreachable!()
+        };
+        let domain = p.domain.0;
+        events.remove(i);
+        let report = replay(&events, &ReplayOptions::default());
+        assert!(!report.all_verified(), "{name}");
+        assert_eq!(
+            first_divergence(&report),
+            next_op_of(&events, i, domain) as u64,
+            "{name}: {report}"
+        );
+    }
 }
 
 #[test]

@@ -113,7 +113,11 @@ impl std::fmt::Display for Arch {
 }
 
 /// The VM matrix: what `vm-test` (and so CI) runs by default.
-pub const MATRIX: &[(&str, Arch)] = &[("6.12", Arch::X86_64), ("7.3", Arch::X86_64)];
+pub const MATRIX: &[(&str, Arch)] = &[
+    ("6.12", Arch::X86_64),
+    ("7.3", Arch::X86_64),
+    ("6.12", Arch::Arm64),
+];
 
 /// Kernels the harness can build, each from Debian's `linux-source-<version>` (6.12 from
 /// bookworm-security/trixie, 7.3 from trixie-backports).
