@@ -154,7 +154,7 @@ fn collect_stop() -> Result<impl std::future::Future<Output = ()>> {
 }
 
 /// Replays the capture once and sums the verdicts.
-fn verify(file: &PathBuf) -> Result<ReplaySummary> {
+fn verify(file: &std::path::Path) -> Result<ReplaySummary> {
     // The same replay as `iommu-trace replay`: the kernel behaviour the capture's probe
     // plan detected, and no verdict without the probe points it needs.
     let report = super::replay::run(
