@@ -21,7 +21,7 @@ use aya_ebpf::{
         bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user_buf,
     },
     macros::{fentry, fexit, kprobe, kretprobe, map},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
 };
@@ -58,8 +58,12 @@ static IOCTL_CTX: HashMap<u32, IoctlCtx> = HashMap::with_max_entries(4096, 0);
 static PAGING_CTX: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 #[map]
 static ALLOC_CTX: HashMap<u32, AllocCtx> = HashMap::with_max_entries(4096, 0);
+/// Map, unmap and free in progress, per thread. A thread's entry stays when its operation
+/// ends (`depth` 0): map/unmap are hot, and an insert plus a delete per call cost more than
+/// the lookups. LRU reclaims the entries of threads gone; it could only take a live one
+/// with more than this many threads inside an IOMMU operation at once.
 #[map]
-static OP_CTX: HashMap<u32, OpCtx> = HashMap::with_max_entries(4096, 0);
+static OP_CTX: LruHashMap<u32, OpCtx> = LruHashMap::with_max_entries(16384, 0);
 /// Scratch space: `AllocCtx` is too large to build on the 512-byte eBPF stack comfortably.
 #[map]
 static SCRATCH: PerCpuArray<AllocCtx> = PerCpuArray::with_max_entries(1, 0);
@@ -564,9 +568,16 @@ fn op_enter(domain: u64, op: u32, iova: u64, paddr: u64, size: u64) {
         Some(c) => {
             // SAFETY: this thread's own entry.
             let c = unsafe { &mut *c };
-            if c.depth == 1 {
-                c.ops[1] = o;
-                c.depth = 2;
+            match c.depth {
+                0 => {
+                    c.ops[0] = o;
+                    c.depth = 1;
+                }
+                1 => {
+                    c.ops[1] = o;
+                    c.depth = 2;
+                }
+                _ => {}
             }
         }
         None => {
@@ -589,15 +600,14 @@ fn op_exit(op: u32) -> Option<Op> {
     let c = OP_CTX.get_ptr_mut(&tid)?;
     // SAFETY: this thread's own entry.
     let c = unsafe { &mut *c };
+    if c.depth == 0 {
+        return None;
+    }
     let top = if c.depth == 2 { c.ops[1] } else { c.ops[0] };
     if top.op != op {
         return None;
     }
-    if c.depth == 2 {
-        c.depth = 1;
-    } else {
-        let _ = OP_CTX.remove(&tid);
-    }
+    c.depth -= 1;
     Some(top)
 }
 
@@ -803,6 +813,9 @@ fn pt_stat_common(folio: u64, idx: u32, val: i32) -> u32 {
     };
     // SAFETY: this thread's own entry, copied.
     let c = unsafe { *c };
+    if c.depth == 0 {
+        return 0;
+    }
     let o = if c.depth == 2 { c.ops[1] } else { c.ops[0] };
     let (charged, memcg) = memcg_of(folio);
     emit_pt(o.domain, val as i64, charged, o.op, memcg);
