@@ -263,7 +263,24 @@ fn qemu_machine(arch: Arch, hw_iommu: bool) -> (Command, &'static str) {
     }
 }
 
+/// QEMU itself died on a signal (an assertion inside the emulator), not the guest.
+#[derive(Debug)]
+struct QemuCrashed(String);
+
+impl std::fmt::Display for QemuCrashed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for QemuCrashed {}
+
 /// `interactive`: the serial console is this terminal (rows, cols) instead of a file.
+///
+/// A QEMU crash is retried once, loudly: multi-threaded TCG with an emulated IOMMU was seen
+/// to abort on an internal assertion (`iotlb_to_section: section_index <
+/// d->map.sections_nb`, system/physmem.c, QEMU 10.0) once in about 25 boots, which says
+/// nothing about the kernel or the tool. A second crash fails the scenario.
 fn boot_with(
     arch: Arch,
     bzimage: &Path,
@@ -272,7 +289,28 @@ fn boot_with(
     out: &Path,
     interactive: Option<(u32, u32)>,
 ) -> Result<VmRun> {
+    match boot_once(arch, bzimage, initramfs, scenario, out, interactive) {
+        Err(e) if interactive.is_none() && e.downcast_ref::<QemuCrashed>().is_some() => {
+            eprintln!(
+                "vm: {e:#}\nvm: QEMU itself crashed; booting {} once more",
+                scenario.name
+            );
+            boot_once(arch, bzimage, initramfs, scenario, out, interactive)
+        }
+        other => other,
+    }
+}
+
+fn boot_once(
+    arch: Arch,
+    bzimage: &Path,
+    initramfs: &Path,
+    scenario: &Scenario,
+    out: &Path,
+    interactive: Option<(u32, u32)>,
+) -> Result<VmRun> {
     std::fs::create_dir_all(out)?;
+    let qemu_log = out.join("qemu.log");
     let disk = out.join("results.img");
     let console = out.join("console.log");
     std::fs::File::create(&disk)?.set_len(256 << 20)?;
@@ -337,12 +375,29 @@ fn boot_with(
         } else {
             Stdio::null()
         })
+        .stderr(match interactive {
+            Some(_) => Stdio::inherit(),
+            None => std::fs::File::create(&qemu_log)?.into(),
+        })
         .spawn()
         .with_context(|| format!("starting {program} (`cargo xtask setup --vm` installs it)"))?;
     loop {
         if let Some(status) = child.try_wait()? {
             if !status.success() {
-                bail!("QEMU failed ({status}); console: {}", console.display());
+                let said = std::fs::read_to_string(&qemu_log).unwrap_or_default();
+                let msg = format!(
+                    "QEMU failed ({status}): {}; console: {}",
+                    said.lines()
+                        .filter(|l| !l.contains("has no peer"))
+                        .collect::<Vec<_>>()
+                        .join(" | "),
+                    console.display()
+                );
+                use std::os::unix::process::ExitStatusExt;
+                if status.signal().is_some() {
+                    return Err(QemuCrashed(msg).into());
+                }
+                bail!(msg);
             }
             break;
         }
