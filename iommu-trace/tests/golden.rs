@@ -76,15 +76,18 @@ fn the_smmuv3_golden_capture_has_real_stage_1_tables() {
 }
 
 // Recorded on 7.3 (generic page table: VT-d in the vtdss format, the selftest mock in
-// AMDv1's 2K-granule "mock" format; whole-range unmap). The kernel behaviour comes from the
-// features the capture's probe plan detected, as `iommu-trace replay` does.
+// AMDv1's 2K-granule "mock" format; whole-range unmap; on arm64 io-pgtable-arm's 7.x
+// rules). The kernel behaviour comes from the features the capture's probe plan detected,
+// as `iommu-trace replay` does.
 #[test]
 fn golden_7_3_captures_verify_under_the_detected_behaviour() {
     use iommu_trace::commands::replay::{run, Options};
-    use iommu_trace::model::{ModelSelect, VtdBehaviour};
+    use iommu_trace::model::{ModelSelect, SmmuBehaviour, VtdBehaviour};
     for (name, want_drivers) in [
         ("7.3-vtd-mock-exercise.itc", &["intel", "mock"][..]),
         ("7.3-mock-exercise.itc", &["mock"][..]),
+        // arm64: SMMUv3 stage 1 and (NEST_PARENT) stage 2 under io-pgtable-arm's 7.x rules.
+        ("7.3-arm64-smmuv3-mock-exercise.itc", &["arm-smmu-v3", "mock"][..]),
     ] {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/golden")
@@ -102,6 +105,16 @@ fn golden_7_3_captures_verify_under_the_detected_behaviour() {
             "{name}"
         );
         assert!(report.all_verified(), "{name}:\n{report}");
+        if name.contains("arm64") {
+            assert_eq!(report.options.behaviour.smmu, SmmuBehaviour::V7, "{name}");
+            assert!(
+                report
+                    .domains
+                    .iter()
+                    .any(|d| d.model.as_deref().unwrap_or("").contains("LPAE S2")),
+                "{name}: no stage-2 domain:\n{report}"
+            );
+        }
         for d in want_drivers {
             assert!(
                 report

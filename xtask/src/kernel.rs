@@ -117,6 +117,7 @@ pub const MATRIX: &[(&str, Arch)] = &[
     ("6.12", Arch::X86_64),
     ("7.3", Arch::X86_64),
     ("6.12", Arch::Arm64),
+    ("7.3", Arch::Arm64),
 ];
 
 /// Kernels the harness can build, each from Debian's `linux-source-<version>` (6.12 from
