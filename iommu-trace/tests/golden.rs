@@ -87,7 +87,10 @@ fn golden_7_3_captures_verify_under_the_detected_behaviour() {
         ("7.3-vtd-mock-exercise.itc", &["intel", "mock"][..]),
         ("7.3-mock-exercise.itc", &["mock"][..]),
         // arm64: SMMUv3 stage 1 and (NEST_PARENT) stage 2 under io-pgtable-arm's 7.x rules.
-        ("7.3-arm64-smmuv3-mock-exercise.itc", &["arm-smmu-v3", "mock"][..]),
+        (
+            "7.3-arm64-smmuv3-mock-exercise.itc",
+            &["arm-smmu-v3", "mock"][..],
+        ),
     ] {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/golden")

@@ -790,6 +790,15 @@ mod tests {
         Btf::parse(&b.build()).unwrap()
     }
 
+    fn plan_of(btf: &Btf, kallsyms: &Kallsyms, deny: &[String]) -> Plan {
+        Plan::compute(&PlanInputs {
+            kernel_release: "x".into(),
+            btf: Some(btf),
+            kallsyms,
+            deny,
+        })
+    }
+
     const KALLSYMS: &str = "ffffffff81000000 T iommufd_hwpt_alloc\n\
         ffffffff81000010 T iommufd_hwpt_paging_alloc\n\
         ffffffff81000020 T iommu_domain_free\n\
@@ -806,12 +815,7 @@ mod tests {
     fn plan_picks_symbols_checks_signatures_and_reports_gaps() {
         let btf = fixture_btf();
         let k = Kallsyms::parse(KALLSYMS);
-        let plan = Plan::compute(&PlanInputs {
-            kernel_release: "6.12.0-test".into(),
-            btf: Some(&btf),
-            kallsyms: &k,
-            deny: &[],
-        });
+        let plan = plan_of(&btf, &k, &[]);
         assert!(plan.blockers.is_empty(), "{:?}", plan.blockers);
         let alloc = plan.point("driver_alloc").unwrap();
         assert_eq!(alloc.attach.len(), 1);
@@ -890,12 +894,7 @@ mod tests {
         let btf = fixture_btf();
         let renamed = KALLSYMS.replace("T __lruvec_stat_mod_folio", "T lruvec_stat_mod_folio");
         let k = Kallsyms::parse(&renamed);
-        let plan = Plan::compute(&PlanInputs {
-            kernel_release: "7.3".into(),
-            btf: Some(&btf),
-            kallsyms: &k,
-            deny: &[],
-        });
+        let plan = plan_of(&btf, &k, &[]);
         let pt = plan.point("pt_pages").unwrap();
         assert_eq!(pt.status(), "ok");
         assert_eq!(pt.attach[0].symbol, "lruvec_stat_mod_folio");
@@ -906,12 +905,7 @@ mod tests {
         let btf = fixture_btf();
         let k = Kallsyms::parse(KALLSYMS);
         let deny = vec!["iommu_unmap_fast".to_string()];
-        let plan = Plan::compute(&PlanInputs {
-            kernel_release: "x".into(),
-            btf: Some(&btf),
-            kallsyms: &k,
-            deny: &deny,
-        });
+        let plan = plan_of(&btf, &k, &deny);
         let unmap = plan.point("unmap").unwrap();
         assert_eq!(unmap.status(), "degraded");
         assert_eq!(unmap.attach.len(), 1);
@@ -992,12 +986,7 @@ mod tests {
         let btf = fixture_btf();
         let k = Kallsyms::parse(KALLSYMS);
         let deny = vec!["__lruvec_stat_mod_folio".to_string()];
-        let plan = Plan::compute(&PlanInputs {
-            kernel_release: "x".into(),
-            btf: Some(&btf),
-            kallsyms: &k,
-            deny: &deny,
-        });
+        let plan = plan_of(&btf, &k, &deny);
         let missing = plan.missing_points(&[]);
         assert_eq!(missing.len(), 1, "{missing:?}");
         assert_eq!(missing[0].point, "pt_pages");
@@ -1005,12 +994,7 @@ mod tests {
             .why
             .contains("__lruvec_stat_mod_folio: refused by --deny-symbol"));
 
-        let plan = Plan::compute(&PlanInputs {
-            kernel_release: "x".into(),
-            btf: Some(&btf),
-            kallsyms: &k,
-            deny: &[],
-        });
+        let plan = plan_of(&btf, &k, &[]);
         assert!(plan.missing_points(&[]).is_empty());
         let fell_back = Gap {
             symbol: "iommu_map".into(),
