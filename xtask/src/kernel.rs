@@ -227,7 +227,7 @@ pub fn build(spec: &KernelSpec) -> Result<Kernel> {
         .stdout(std::process::Stdio::null()))?;
     check_config(&build.join(".config"), &spec.fragments)?;
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get() + 1);
-    eprintln!("kernel: building {key} with {jobs} jobs (about 10-15 minutes cold on 2 cores)");
+    eprintln!("kernel: building {key} with {jobs} jobs (15-45 minutes cold on 2 cores)");
     let started = std::time::Instant::now();
     run(Command::new("make")
         .current_dir(&src)

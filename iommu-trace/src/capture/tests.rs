@@ -1193,3 +1193,52 @@ proptest! {
         prop_assert!(r.ending().unwrap().is_finalized());
     }
 }
+
+// A capture recorded on a degraded kernel says which probe points recorded nothing, for
+// the consumers (inspect --summary, replay, serve, top): points with no symbol left, and
+// points whose every attachment the kernel refused; a kprobe fallback still records.
+#[test]
+fn the_header_names_the_probe_points_that_recorded_nothing() {
+    let point = |name: &str, attach: serde_json::Value, gaps: serde_json::Value| serde_json::json!({"point": name, "what": "", "attach": attach, "gaps": gaps});
+    let attachment = |symbol: &str| serde_json::json!([{"symbol": symbol, "program_type": "fentry+fexit", "entry_program": "p"}]);
+    let mut h = header();
+    h.probe_plan = serde_json::json!({
+        "kernel_release": "x",
+        "points": [
+            point("pt_pages", serde_json::json!([]),
+                  serde_json::json!([{"symbol": "__lruvec_stat_mod_folio", "reason": "refused by --deny-symbol"}])),
+            point("map", attachment("iommu_map"), serde_json::json!([])),
+            point("unmap", attachment("iommu_unmap"), serde_json::json!([])),
+        ],
+        "drivers": [], "offsets": [], "blockers": [],
+    });
+    h.extra.insert(
+        "attach_failed".into(),
+        serde_json::json!([
+            {"symbol": "iommu_map", "reason": "fentry+fexit refused (EINVAL); using kprobe+kretprobe"},
+            {"symbol": "iommu_unmap", "reason": "kprobe+kretprobe refused: EBUSY"},
+        ]),
+    );
+    let missing: Vec<String> = h
+        .missing_points()
+        .into_iter()
+        .map(|m| m.to_string())
+        .collect();
+    assert_eq!(
+        missing,
+        vec![
+            "pt_pages (__lruvec_stat_mod_folio: refused by --deny-symbol)".to_string(),
+            "unmap (iommu_unmap: kprobe+kretprobe refused: EBUSY)".to_string(),
+        ]
+    );
+    let mut summary = Summary::new();
+    summary.missing_points = h.missing_points();
+    let text = summary.to_string();
+    assert!(
+        text.contains("MISSING probe point (nothing recorded): pt_pages"),
+        "{text}"
+    );
+    // A header without a plan (another tool's, or damaged) claims nothing.
+    h.probe_plan = serde_json::Value::Null;
+    assert!(h.missing_points().is_empty());
+}
