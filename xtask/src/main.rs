@@ -28,12 +28,15 @@ enum Cmd {
         #[arg(long)]
         vm: bool,
     },
-    /// Build (or reuse from the cache) a test kernel; prints the bzImage path.
+    /// Build (or reuse from the cache) a test kernel; prints its image's path.
     BuildKernel {
         #[arg(long, default_value = "6.12")]
         kernel: String,
         #[arg(long, value_enum, default_value_t = kernel::Arch::host())]
         arch: kernel::Arch,
+        /// Every kernel of the VM matrix instead (warms the cache before a CI run).
+        #[arg(long, conflicts_with_all = ["kernel", "arch"])]
+        all: bool,
     },
     /// Run every VM scenario on the test kernels; each scenario is a pass/fail test.
     VmTest {
@@ -137,10 +140,25 @@ fn exporter_test(root: &std::path::Path) -> Result<()> {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup { vm } => setup::run(vm),
-        Cmd::BuildKernel { kernel, arch } => {
+        Cmd::BuildKernel { kernel, arch, all } => {
             setup::run(true)?;
-            let k = kernel::build(&kernel::spec(&kernel, arch)?)?;
-            println!("{}", k.bzimage.display());
+            let targets = if all {
+                kernel::MATRIX
+                    .iter()
+                    .map(|(v, a)| (v.to_string(), *a))
+                    .collect()
+            } else {
+                vec![(kernel, arch)]
+            };
+            for (version, arch) in targets {
+                let started = std::time::Instant::now();
+                let k = kernel::build(&kernel::spec(&version, arch)?)?;
+                eprintln!(
+                    "kernel: {version} {arch} ready in {:.0?}",
+                    started.elapsed()
+                );
+                println!("{}", k.bzimage.display());
+            }
             Ok(())
         }
         Cmd::VmTest {
