@@ -8,7 +8,8 @@
 //! * [`chunk`]: the IOMMU core, `drivers/iommu/iommu.c` `iommu_pgsize()`, `__iommu_map()`,
 //!   `__iommu_unmap()` (and the 7.0+ generic-pt whole-range unmap). kernel-notes.md §4.0.
 //! * [`vtd`]: Intel VT-d, `drivers/iommu/intel/iommu.c` (legacy, ≤6.18) and the generic
-//!   page table (`drivers/iommu/generic_pt`, 6.19+). kernel-notes.md §4.1.
+//!   page table (`drivers/iommu/generic_pt`, 6.19+), whose walker also serves the 7.x
+//!   selftest mock's AMDv1 tables. kernel-notes.md §4.1.
 //! * [`lpae`]: Arm SMMUv3 through `drivers/iommu/io-pgtable-arm.c` (LPAE stage 1 and 2).
 //!   kernel-notes.md §4.2.
 //!

@@ -1,7 +1,10 @@
-//! Intel VT-d second/first-stage page tables (kernel-notes.md §4.1).
+//! Intel VT-d second/first-stage page tables (kernel-notes.md §4.1), and the generic page
+//! table's walker they share since 6.19 with other formats.
 //!
 //! Legacy flavour: `drivers/iommu/intel/iommu.c` of 6.12 (same through 6.18).
-//! Generic-pt flavour: `drivers/iommu/generic_pt/iommu_pt.h` with `fmt/vtdss.h` (6.19+);
+//! Generic-pt flavour: `drivers/iommu/generic_pt/iommu_pt.h` with `fmt/vtdss.h` (6.19+), or
+//! with the iommufd selftest's AMDv1 "mock" format ([`PtFormat::Amdv1Mock`]: same walker,
+//! 2K granule, leaves of any power of two);
 //! the generic-pt rules here follow kernel-notes.md §4.1(c) (read from the 7.3 source by
 //! the notes' author; not re-checked against a tagged tree here).
 //!

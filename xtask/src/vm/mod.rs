@@ -1,0 +1,322 @@
+//! The VM harness: a static iommu-trace and the scenarios in an initramfs, a test kernel,
+//! QEMU (TCG) with an emulated IOMMU (VT-d on x86_64 q35, SMMUv3 on arm64 virt) and an
+//! e1000e for vfio-pci, results back on a raw disk.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::checks::{self, Outcome};
+use crate::kernel::{self, Arch};
+use crate::setup;
+use crate::util::{cache_dir, run, workspace_root};
+
+mod guest;
+mod qemu;
+
+use guest::{build_guest_binary, build_initramfs};
+use qemu::{boot, boot_with};
+
+/// A scenario: a script under tests/vm/ run as the VM's workload, and its checks.
+pub struct Scenario {
+    pub name: &'static str,
+    /// Give the VM its architecture's emulated IOMMU (VT-d, SMMUv3). Without one, the
+    /// iommufd selftest's mock driver is the only IOMMU: in 6.12 a device with no firmware
+    /// node is probed with the first registered IOMMU's ops (iommu.c
+    /// __iommu_probe_device), so the mock cannot bind next to a real one.
+    pub hw_iommu: bool,
+    /// On x86_64; arm64 under TCG gets twice as long.
+    pub timeout: Duration,
+    pub check: fn(&Path, Arch) -> Vec<Outcome>,
+}
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "exercise",
+        hw_iommu: true,
+        timeout: Duration::from_secs(900),
+        check: checks::exercise,
+    },
+    Scenario {
+        name: "mock",
+        hw_iommu: false,
+        timeout: Duration::from_secs(600),
+        check: checks::mock,
+    },
+];
+
+/// `cargo xtask bench capture`: the tracer's overhead on the map/unmap loop.
+pub const BENCH_CAPTURE: Scenario = Scenario {
+    name: "bench-capture",
+    hw_iommu: true,
+    timeout: Duration::from_secs(1800),
+    check: checks::bench_capture,
+};
+
+/// Runs a benchmark scenario and prints what its check measured.
+pub fn bench(version: &str, arch: Arch, scenario: &Scenario) -> Result<()> {
+    let (k, initramfs) = prepare(version, arch)?;
+    let dir = std::env::temp_dir().join(format!("iommu-trace-bench-{}", std::process::id()));
+    let vm = boot(arch, &k.bzimage, &initramfs, scenario, &dir)?;
+    let mut failed = 0;
+    for o in (scenario.check)(&vm.results, arch) {
+        println!(
+            "{}: {}{}",
+            o.name,
+            if o.ok { "" } else { "FAILED " },
+            o.detail
+        );
+        failed += usize::from(!o.ok);
+    }
+    println!("bench: results in {}", vm.results.display());
+    if failed > 0 {
+        bail!("the benchmark did not run cleanly");
+    }
+    Ok(())
+}
+
+/// Prepares everything for a boot: set-up, kernel, guest binary, initramfs.
+fn prepare(version: &str, arch: Arch) -> Result<(kernel::Kernel, PathBuf)> {
+    setup::run(true)?;
+    let k = kernel::build(&kernel::spec(version, arch)?)?;
+    let binary = build_guest_binary(arch)?;
+    // One per checkout, so that two checkouts (a CI clone and a work tree) never boot
+    // each other's binaries.
+    let checkout = crate::util::fnv1a(workspace_root().to_string_lossy().as_bytes());
+    let initramfs = cache_dir()
+        .join("vm")
+        .join(format!("initramfs-{arch}-{checkout:016x}.cpio.gz"));
+    std::fs::create_dir_all(initramfs.parent().expect("has parent"))?;
+    build_initramfs(arch, &binary, &initramfs)?;
+    Ok((k, initramfs))
+}
+
+/// Runs the scenarios on every (kernel, arch) of the matrix that `kernels` and `arches`
+/// select (empty: all).
+pub fn test(
+    kernels: &[String],
+    arches: &[Arch],
+    scenarios: &[String],
+    out: Option<PathBuf>,
+) -> Result<()> {
+    if let Some(bad) = scenarios
+        .iter()
+        .find(|n| !SCENARIOS.iter().any(|s| &s.name == n))
+    {
+        bail!(
+            "no scenario {bad:?}; the scenarios are {}",
+            SCENARIOS
+                .iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let targets: Vec<(String, Arch)> = if kernels.is_empty() {
+        kernel::MATRIX
+            .iter()
+            .map(|(v, a)| (v.to_string(), *a))
+            .filter(|(_, a)| arches.is_empty() || arches.contains(a))
+            .collect()
+    } else {
+        let arches = if arches.is_empty() {
+            &Arch::ALL[..]
+        } else {
+            arches
+        };
+        kernels
+            .iter()
+            .flat_map(|v| arches.iter().map(move |a| (v.clone(), *a)))
+            .collect()
+    };
+    if targets.is_empty() {
+        bail!("no kernel of the matrix runs on the architectures asked for");
+    }
+    let out = out.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("iommu-trace-vm-{}", std::process::id()))
+    });
+    let (mut passed, mut failed) = (0, 0);
+    let matrix_started = Instant::now();
+    for (version, arch) in &targets {
+        let arch = *arch;
+        let kernel_started = Instant::now();
+        let (k, initramfs) = prepare(version, arch)?;
+        eprintln!(
+            "vm-test: {version} {arch} kernel and initramfs ready in {:.0?}",
+            kernel_started.elapsed()
+        );
+        for scenario in SCENARIOS
+            .iter()
+            .filter(|s| scenarios.is_empty() || scenarios.iter().any(|n| n == s.name))
+        {
+            let dir = out.join(format!("{version}-{arch}-{}", scenario.name));
+            let _ = std::fs::remove_dir_all(&dir);
+            eprintln!("vm-test: {version} {arch} {} ...", scenario.name);
+            let outcomes = match boot(arch, &k.bzimage, &initramfs, scenario, &dir) {
+                Ok(vm) => {
+                    eprintln!(
+                        "vm-test: {version} {arch} {} ran in {:.1?}",
+                        scenario.name, vm.elapsed
+                    );
+                    (scenario.check)(&vm.results, arch)
+                }
+                Err(e) => vec![Outcome::fail("boot", format!("{e:#}"))],
+            };
+            for o in outcomes {
+                let mark = if o.ok { "ok" } else { "FAILED" };
+                println!(
+                    "test vm::{version}::{arch}::{}::{} ... {mark}",
+                    scenario.name, o.name
+                );
+                if !o.ok {
+                    println!("    {}", o.detail.replace('\n', "\n    "));
+                    failed += 1;
+                } else {
+                    passed += 1;
+                }
+            }
+            println!("vm-test: results in {}", dir.display());
+        }
+    }
+    eprintln!(
+        "vm-test: the matrix ran in {:.0?}",
+        matrix_started.elapsed()
+    );
+    println!("vm-test: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} VM checks failed");
+    }
+    Ok(())
+}
+
+/// The demo on this host, which has iommufd: record while the exercise runs.
+fn host_demo() -> Result<()> {
+    setup::run(false)?;
+    let root = workspace_root();
+    run(Command::new(env!("CARGO")).current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "iommu-trace",
+    ]))?;
+    let bin = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("release/iommu-trace");
+    let dir = std::env::temp_dir().join(format!("iommu-trace-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let capture = dir.join("demo.itc");
+    let ready = dir.join("ready");
+    let mut rec = Command::new(&bin)
+        .arg("record")
+        .arg("-o")
+        .arg(&capture)
+        .arg("--ready-file")
+        .arg(&ready)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        if let Some(status) = rec.try_wait()? {
+            bail!("the recorder stopped before it was ready ({status})");
+        }
+        if Instant::now() > deadline {
+            let _ = rec.kill();
+            bail!("the recorder did not attach within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let exercise = Command::new(&bin)
+        .arg("exercise")
+        .arg("-o")
+        .arg(dir.join("exercise.json"))
+        .status()?;
+    if !exercise.success() {
+        eprintln!("demo: the exercise workload failed ({exercise}); the capture still shows what happened");
+    }
+    // SIGINT, as Ctrl-C would: the recorder finalizes the file.
+    run(Command::new("kill").arg("-INT").arg(rec.id().to_string()))?;
+    rec.wait()?;
+    run(Command::new(&bin)
+        .arg("inspect")
+        .arg(&capture)
+        .arg("--summary"))?;
+    println!(
+        "demo: capture and the workload's report are in {}",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `iommu-trace top` live in the VM over the exercise workload, on this terminal.
+pub fn top_demo(version: &str, arch: Arch) -> Result<()> {
+    let size = crate::util::output(Command::new("stty").arg("size").stdin(Stdio::inherit()))
+        .context("`demo --top` needs a terminal (stty size failed)")?;
+    let mut it = size
+        .split_whitespace()
+        .filter_map(|n| n.parse::<u32>().ok());
+    let (rows, cols) = (it.next().unwrap_or(24), it.next().unwrap_or(80));
+    let (k, initramfs) = prepare(version, arch)?;
+    let scenario = Scenario {
+        name: "top-demo",
+        hw_iommu: true,
+        timeout: Duration::from_secs(3600),
+        check: |_, _| Vec::new(),
+    };
+    let dir = std::env::temp_dir().join(format!("iommu-trace-demo-{}", std::process::id()));
+    eprintln!(
+        "demo: booting {version} in QEMU (TCG); `iommu-trace top` starts in about 30 s; q quits"
+    );
+    boot_with(
+        arch,
+        &k.bzimage,
+        &initramfs,
+        &scenario,
+        &dir,
+        Some((rows, cols)),
+    )?;
+    Ok(())
+}
+
+pub fn demo(version: &str, arch: Arch) -> Result<()> {
+    if arch == Arch::host() && Path::new("/dev/iommu").exists() {
+        eprintln!("demo: this host has iommufd (/dev/iommu): tracing it directly");
+        return host_demo();
+    }
+    eprintln!("demo: this host has no iommufd (/dev/iommu): using a test kernel in QEMU");
+    let (k, initramfs) = prepare(version, arch)?;
+    let scenario = SCENARIOS
+        .iter()
+        .find(|s| s.name == "exercise")
+        .expect("exercise scenario");
+    let dir = std::env::temp_dir().join(format!("iommu-trace-demo-{}", std::process::id()));
+    eprintln!(
+        "demo: booting {version} {arch} in QEMU (TCG) with an emulated {}; recording the \
+         exercise workload",
+        match arch {
+            Arch::X86_64 => "VT-d",
+            Arch::Arm64 => "SMMUv3",
+        }
+    );
+    let vm = boot(arch, &k.bzimage, &initramfs, scenario, &dir)?;
+    let summary = std::fs::read_to_string(vm.results.join("summary.txt")).with_context(|| {
+        format!(
+            "the VM produced no summary; console: {}",
+            vm.console.display()
+        )
+    })?;
+    println!("{summary}");
+    // The replay the scenario ran: each domain's verdict against the reference model.
+    let replay = std::fs::read_to_string(vm.results.join("replay.txt")).unwrap_or_default();
+    for line in replay.lines().filter(|l| {
+        l.starts_with("replayed") || l.starts_with("domain ") || l.starts_with("result:")
+    }) {
+        println!("{line}");
+    }
+    println!(
+        "\ndemo: capture, JSONL, the replay and the workload's own report are in {}",
+        vm.results.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! QEMU: the machine of each architecture (q35 with VT-d, virt with SMMUv3), booting a
+//! scenario and taking its results back from the raw results disk.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::Scenario;
+use crate::kernel::Arch;
+use crate::util::run;
+
+pub struct VmRun {
+    pub results: PathBuf,
+    pub console: PathBuf,
+    pub elapsed: Duration,
+}
+
+/// Boots `bzimage` with `initramfs`, runs `scenario`, and unpacks its results into `out`.
+pub fn boot(
+    arch: Arch,
+    bzimage: &Path,
+    initramfs: &Path,
+    scenario: &Scenario,
+    out: &Path,
+) -> Result<VmRun> {
+    boot_with(arch, bzimage, initramfs, scenario, out, None)
+}
+
+/// The QEMU machine of each architecture, with or without its emulated IOMMU, and the
+/// kernel command line that goes with it.
+fn qemu_machine(arch: Arch, hw_iommu: bool) -> (Command, &'static str) {
+    match arch {
+        Arch::X86_64 => {
+            let mut qemu = Command::new("qemu-system-x86_64");
+            qemu.args(["-machine", "q35,kernel-irqchip=split", "-cpu", "max"]);
+            if hw_iommu {
+                // The emulated VT-d comes first so that it translates the devices after it.
+                qemu.args(["-device", "intel-iommu,intremap=on,caching-mode=on"]);
+            }
+            // Periodic ticks and the local APIC's own timer: under TCG an idle vCPU on the
+            // TSC-deadline timer was seen to miss its wakeups (RCU stall reports).
+            let cmdline = if hw_iommu {
+                "console=ttyS0 lapic=notscdeadline nohz=off intel_iommu=on"
+            } else {
+                "console=ttyS0 lapic=notscdeadline nohz=off"
+            };
+            (qemu, cmdline)
+        }
+        Arch::Arm64 => {
+            let mut qemu = Command::new("qemu-system-aarch64");
+            // An SMMUv3 with both stages ("nested"): the driver then offers stage-1 domains
+            // and, for IOMMU_HWPT_ALLOC_NEST_PARENT, stage-2 ones (ARM_SMMU_FEAT_NESTING).
+            // cortex-a72: no pointer authentication to emulate, much faster under TCG.
+            let machine = if hw_iommu {
+                "virt,gic-version=3,iommu=smmuv3"
+            } else {
+                "virt,gic-version=3"
+            };
+            qemu.args(["-machine", machine, "-cpu", "cortex-a72"]);
+            if hw_iommu {
+                qemu.args(["-global", "arm-smmuv3.stage=nested"]);
+            }
+            (qemu, "console=ttyAMA0")
+        }
+    }
+}
+
+/// QEMU itself died on a signal (an assertion inside the emulator), not the guest.
+#[derive(Debug)]
+struct QemuCrashed(String);
+
+impl std::fmt::Display for QemuCrashed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for QemuCrashed {}
+
+/// `interactive`: the serial console is this terminal (rows, cols) instead of a file.
+///
+/// A QEMU crash is retried once, loudly: multi-threaded TCG with an emulated IOMMU was seen
+/// to abort on an internal assertion (`iotlb_to_section: section_index <
+/// d->map.sections_nb`, system/physmem.c, QEMU 10.0) once in about 25 boots, which says
+/// nothing about the kernel or the tool. A second crash fails the scenario.
+pub(super) fn boot_with(
+    arch: Arch,
+    bzimage: &Path,
+    initramfs: &Path,
+    scenario: &Scenario,
+    out: &Path,
+    interactive: Option<(u32, u32)>,
+) -> Result<VmRun> {
+    match boot_once(arch, bzimage, initramfs, scenario, out, interactive) {
+        Err(e) if interactive.is_none() && e.downcast_ref::<QemuCrashed>().is_some() => {
+            eprintln!(
+                "vm: {e:#}\nvm: QEMU itself crashed; booting {} once more",
+                scenario.name
+            );
+            boot_once(arch, bzimage, initramfs, scenario, out, interactive)
+        }
+        other => other,
+    }
+}
+
+fn boot_once(
+    arch: Arch,
+    bzimage: &Path,
+    initramfs: &Path,
+    scenario: &Scenario,
+    out: &Path,
+    interactive: Option<(u32, u32)>,
+) -> Result<VmRun> {
+    std::fs::create_dir_all(out)?;
+    let qemu_log = out.join("qemu.log");
+    let disk = out.join("results.img");
+    let console = out.join("console.log");
+    std::fs::File::create(&disk)?.set_len(256 << 20)?;
+    let timeout = match arch {
+        Arch::X86_64 => scenario.timeout,
+        Arch::Arm64 => scenario.timeout * 2,
+    };
+    let started = Instant::now();
+    let (mut qemu, cmdline) = qemu_machine(arch, scenario.hw_iommu);
+    let program = qemu.get_program().to_string_lossy().into_owned();
+    qemu.args(["-accel", "tcg"]).args([
+        "-smp",
+        "2",
+        "-m",
+        "2048",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
+    let mut child = qemu
+        .args(["-device", "e1000e"])
+        // The results disk on virtio-mmio (arm64) or virtio-pci (x86_64): not a device the
+        // workload's domains translate.
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=raw,if=none,id=results",
+            disk.display()
+        ))
+        .args([
+            "-device",
+            match arch {
+                Arch::X86_64 => "virtio-blk-pci,drive=results",
+                Arch::Arm64 => "virtio-blk-device,drive=results",
+            },
+        ])
+        // Interactive: keys (Ctrl-C too) go to the guest, not to QEMU.
+        .args(match interactive {
+            Some(_) => vec![
+                "-chardev".to_string(),
+                "stdio,id=console,signal=off".to_string(),
+                "-serial".to_string(),
+                "chardev:console".to_string(),
+            ],
+            None => vec!["-serial".to_string(), format!("file:{}", console.display())],
+        })
+        .arg("-kernel")
+        .arg(bzimage)
+        .arg("-initrd")
+        .arg(initramfs)
+        .arg("-append")
+        .arg(format!(
+            "{cmdline} panic=-1 loglevel=4 scenario={}{}",
+            scenario.name,
+            match interactive {
+                Some((rows, cols)) => format!(" rows={rows} cols={cols} quiet"),
+                None => String::new(),
+            }
+        ))
+        .stdin(if interactive.is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .stderr(match interactive {
+            Some(_) => Stdio::inherit(),
+            None => std::fs::File::create(&qemu_log)?.into(),
+        })
+        .spawn()
+        .with_context(|| format!("starting {program} (`cargo xtask setup --vm` installs it)"))?;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if !status.success() {
+                let said = std::fs::read_to_string(&qemu_log).unwrap_or_default();
+                let msg = format!(
+                    "QEMU failed ({status}): {}; console: {}",
+                    said.lines()
+                        .filter(|l| !l.contains("has no peer"))
+                        .collect::<Vec<_>>()
+                        .join(" | "),
+                    console.display()
+                );
+                use std::os::unix::process::ExitStatusExt;
+                if status.signal().is_some() {
+                    return Err(QemuCrashed(msg).into());
+                }
+                bail!(msg);
+            }
+            break;
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "scenario {} did not finish within {:?}; console: {}",
+                scenario.name,
+                timeout,
+                console.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let elapsed = started.elapsed();
+    run(Command::new("tar").arg("-xf").arg(&disk).arg("-C").arg(out))
+        .with_context(|| format!("the VM wrote no results; console: {}", console.display()))?;
+    let _ = std::fs::remove_file(&disk);
+    Ok(VmRun {
+        results: out.join("results"),
+        console,
+        elapsed,
+    })
+}
