@@ -349,9 +349,11 @@ impl ModelConfig {
             // starting_level 2, so 3 levels; the top level is in top_of_table's low bits).
             "mock" if field(a, "top_of_table").is_some_and(|t| t != 0) => {
                 let levels = field(a, "top_level").unwrap_or(0) + 1;
-                if !(1..=4).contains(&levels) {
-                    return Err(invalid(format!(
-                        "top level {} is not 0-3 (PT_MAX_TOP_LEVEL 4)",
+                // Below PT_MAX_TOP_LEVEL (4) every level can hold a leaf, as the model
+                // assumes; a level-4 top cannot (fmt/amdv1.h amdv1pt_can_have_leaf).
+                if !(2..=4).contains(&levels) {
+                    return Err(ConfigError::NoModel(format!(
+                        "mock (AMDv1) with top level {}: only top levels 1-3 are modelled",
                         levels - 1
                     )));
                 }
