@@ -1,10 +1,11 @@
 //! iommu-trace: see, and verify, what the Linux IOMMU does for user space.
 //!
-//! The modules follow the data flow:
-//! `probe` (what to attach on this kernel) -> `collect` (ring buffer -> events) ->
-//! `events` (the one stream) -> `capture` (files) / `state` (live aggregate) /
-//! `replay` (verification against the reference allocators in `model`).
-//! `exercise` is the workload generator the tests and the demo drive the kernel with.
+//! The modules follow the data flow (docs/ARCHITECTURE.md):
+//! `probe` (what to attach on this kernel, recorded as a `session`) -> `collect` (ring
+//! buffer -> events) -> `events` (the one stream) -> `capture` (files) / `state` (live
+//! aggregate) / `replay` (verification against the reference allocators in `model`) ->
+//! `tui` / `export` (front ends). `exercise` is the workload generator the tests and the
+//! demo drive the kernel with; `commands` wires the stages together per CLI command.
 
 pub mod capture;
 pub mod collect;
@@ -15,5 +16,6 @@ pub mod export;
 pub mod model;
 pub mod probe;
 pub mod replay;
+pub mod session;
 pub mod state;
 pub mod tui;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use iommu_trace::capture::inspect::Format;
+use iommu_trace::collect::LiveOptions;
 use iommu_trace::commands;
 
 #[derive(Parser)]
@@ -162,8 +163,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             btf,
             kallsyms,
         } => {
-            let plan =
-                iommu_trace::probe::discover(&deny, &iommu_trace::probe::Sources { btf, kallsyms });
+            let plan = iommu_trace::probe::discover(
+                &deny,
+                &iommu_trace::probe::Sources { btf, kallsyms },
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
             } else {
@@ -191,10 +194,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             commands::record::run(commands::record::RecordOptions {
                 output,
                 duration,
-                ringbuf_bytes: ringbuf_size,
-                filter_pid: pid,
+                live: LiveOptions {
+                    ringbuf_bytes: ringbuf_size,
+                    filter_pid: pid,
+                    deny,
+                },
                 ready_file,
-                deny,
             })?;
         }
         Cmd::Inspect {
@@ -216,7 +221,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             what_if,
             json,
         } => {
-            let opts = commands::replay::Options {
+            let opts = iommu_trace::replay::Choice {
                 model,
                 vtd,
                 smmu,
@@ -247,9 +252,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             from,
             top_cgroups,
-            ringbuf_bytes: ringbuf_size,
-            filter_pid: pid,
-            deny,
+            live: LiveOptions {
+                ringbuf_bytes: ringbuf_size,
+                filter_pid: pid,
+                deny,
+            },
             ready_file,
             verify,
             repeat,
@@ -267,9 +274,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             from,
             speed,
             refresh: Duration::from_millis(refresh_ms),
-            ringbuf_bytes: ringbuf_size,
-            filter_pid: pid,
-            deny,
+            live: LiveOptions {
+                ringbuf_bytes: ringbuf_size,
+                filter_pid: pid,
+                deny,
+            },
             log,
         })?,
         Cmd::Exercise(args) => {

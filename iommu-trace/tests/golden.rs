@@ -77,12 +77,12 @@ fn the_smmuv3_golden_capture_has_real_stage_1_tables() {
 
 // Recorded on 7.3 (generic page table: VT-d in the vtdss format, the selftest mock in
 // AMDv1's 2K-granule "mock" format; whole-range unmap; on arm64 io-pgtable-arm's 7.x
-// rules). The kernel behaviour comes from the features the capture's probe plan detected,
-// as `iommu-trace replay` does.
+// rules). The kernel behaviour comes from the features the capture's session detected,
+// as `iommu-trace replay`, `serve --verify` and `top` do (one path: `replay_file`).
 #[test]
 fn golden_7_3_captures_verify_under_the_detected_behaviour() {
-    use iommu_trace::commands::replay::{run, Options};
-    use iommu_trace::model::{ModelSelect, SmmuBehaviour, VtdBehaviour};
+    use iommu_trace::model::{SmmuBehaviour, VtdBehaviour};
+    use iommu_trace::replay::{replay_file, Choice};
     for (name, want_drivers) in [
         ("7.3-vtd-mock-exercise.itc", &["intel", "mock"][..]),
         ("7.3-mock-exercise.itc", &["mock"][..]),
@@ -95,13 +95,9 @@ fn golden_7_3_captures_verify_under_the_detected_behaviour() {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/golden")
             .join(name);
-        let opts = Options {
-            model: ModelSelect::Auto,
-            vtd: None,
-            smmu: None,
-            what_if: false,
-        };
-        let report = run(&path, &opts).expect("replay");
+        let done = replay_file(&path, &Choice::default(), |_| {}).expect("replay");
+        assert_eq!(done.warning, None, "{name}");
+        let report = done.report;
         assert_eq!(
             report.options.behaviour.vtd,
             VtdBehaviour::GenericPtWholeRange,

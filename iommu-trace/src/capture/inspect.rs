@@ -306,7 +306,7 @@ pub struct Summary {
     pub ending: Option<Ending>,
     /// Probe points that recorded nothing (from the capture header): their events are
     /// absent from the counts above, not zero.
-    pub missing_points: Vec<crate::probe::plan::MissingPoint>,
+    pub missing_points: Vec<crate::session::MissingPoint>,
 }
 
 impl Summary {

@@ -4,15 +4,16 @@
 //! every consumer takes one stream whatever its source. Reading a capture back yields exactly
 //! the `Event` values that were written, every field included.
 //!
-//! # Layout (format version 1)
+//! # Layout (format versions 1 and 2)
 //!
 //! All integers in fixed-size fields are little-endian.
 //!
 //! ```text
 //! offset  size  field
 //! 0       8     magic "IOMMUTRC"
-//! 8       4     format version, u32 (1)
-//! 12      ...   header frame: its payload is the JSON object `CaptureHeader`
+//! 8       4     format version, u32 (1 or 2)
+//! 12      ...   header frame: its payload is the JSON object `CaptureHeader` (header.rs:
+//!               the two versions differ only in how it records the tracing session)
 //! ...     ...   record frames, each: u32 payload length, u32 CRC-32, payload
 //!               (the last frame of a cleanly finished file ends with the trailer record)
 //! ```
@@ -64,6 +65,7 @@
 //! record kinds need a new format version.
 
 mod codec;
+mod header;
 pub mod inspect;
 mod reader;
 mod writer;
@@ -71,157 +73,19 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+pub use header::{CaptureHeader, ClockBase, LostTotals, Trailer};
 pub use reader::{read_all, CaptureReader, CaptureWarning, Ending, StopReason};
 pub use writer::{CaptureWriter, FinishInfo, WriteStats};
 
-use serde::{Deserialize, Serialize};
-
 /// The first eight bytes of every capture file.
 pub const MAGIC: [u8; 8] = *b"IOMMUTRC";
-/// The format version this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes (and the newest it reads). 2: the header records
+/// the typed tracing session (`session`) instead of the untyped probe plan.
+pub const FORMAT_VERSION: u32 = 2;
 /// The oldest format version this build reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Largest frame payload a reader accepts.
 pub const MAX_FRAME_LEN: u32 = 64 << 20;
-
-/// The matching CLOCK_MONOTONIC and CLOCK_REALTIME readings, to turn event times
-/// (monotonic) into wall-clock times.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClockBase {
-    pub monotonic_ns: u64,
-    pub realtime_ns: u64,
-}
-
-impl ClockBase {
-    /// Reads both clocks now.
-    pub fn now() -> ClockBase {
-        fn read(clock: libc::clockid_t) -> u64 {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: `ts` is a valid, writable timespec; both clocks always exist on Linux.
-            let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-            if rc != 0 {
-                return 0;
-            }
-            (ts.tv_sec as u64)
-                .saturating_mul(1_000_000_000)
-                .saturating_add(ts.tv_nsec as u64)
-        }
-        let monotonic_ns = read(libc::CLOCK_MONOTONIC);
-        let realtime_ns = read(libc::CLOCK_REALTIME);
-        ClockBase {
-            monotonic_ns,
-            realtime_ns,
-        }
-    }
-
-    /// The wall-clock time (ns since the Unix epoch) of a monotonic timestamp.
-    pub fn realtime_of(&self, monotonic_ns: u64) -> i128 {
-        self.realtime_ns as i128 + (monotonic_ns as i128 - self.monotonic_ns as i128)
-    }
-}
-
-/// What a capture says about where and how it was recorded. Stored as JSON.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct CaptureHeader {
-    /// The iommu-trace version that wrote the file.
-    #[serde(default)]
-    pub tool_version: String,
-    /// `uname -r` of the traced kernel.
-    #[serde(default)]
-    pub kernel_release: String,
-    #[serde(default)]
-    pub hostname: String,
-    /// The recorder's command line.
-    #[serde(default)]
-    pub command_line: Vec<String>,
-    /// Clock readings taken when recording started; event times are CLOCK_MONOTONIC.
-    #[serde(default)]
-    pub clock: ClockBase,
-    /// Size of the kernel ring buffer, bytes.
-    #[serde(default)]
-    pub ringbuf_bytes: u64,
-    /// What was attached where (the probe plan, as `probe/` serializes it).
-    #[serde(default)]
-    pub probe_plan: serde_json::Value,
-    /// Fields written by other versions, kept as they are.
-    #[serde(flatten)]
-    pub extra: serde_json::Map<String, serde_json::Value>,
-}
-
-impl CaptureHeader {
-    /// The recorder's probe plan and the attachments the kernel refused at attach time;
-    /// `None` when the header holds no plan this version reads.
-    pub fn plan(&self) -> Option<(crate::probe::Plan, Vec<crate::probe::plan::Gap>)> {
-        let plan = serde_json::from_value(self.probe_plan.clone()).ok()?;
-        let failed = self
-            .extra
-            .get("attach_failed")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default();
-        Some((plan, failed))
-    }
-
-    /// Probe points that recorded nothing in this capture, with why.
-    pub fn missing_points(&self) -> Vec<crate::probe::plan::MissingPoint> {
-        self.plan()
-            .map(|(plan, failed)| plan.missing_points(&failed))
-            .unwrap_or_default()
-    }
-
-    /// A header describing this host and process now: tool version, kernel release,
-    /// hostname, command line and clock base are filled in.
-    pub fn for_this_host(probe_plan: serde_json::Value, ringbuf_bytes: u64) -> CaptureHeader {
-        let proc_str = |path: &str| {
-            std::fs::read_to_string(path)
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default()
-        };
-        CaptureHeader {
-            tool_version: env!("CARGO_PKG_VERSION").to_string(),
-            kernel_release: proc_str("/proc/sys/kernel/osrelease"),
-            hostname: proc_str("/proc/sys/kernel/hostname"),
-            command_line: std::env::args().collect(),
-            clock: ClockBase::now(),
-            ringbuf_bytes,
-            probe_plan,
-            extra: serde_json::Map::new(),
-        }
-    }
-}
-
-/// Events lost, by cause (as in [`Lost`](crate::events::Lost)).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LostTotals {
-    pub ringbuf_full: u64,
-    pub context_full: u64,
-}
-
-impl LostTotals {
-    pub fn total(&self) -> u64 {
-        self.ringbuf_full.saturating_add(self.context_full)
-    }
-}
-
-/// The last record of a cleanly finished capture. Stored as JSON.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Trailer {
-    /// Events in the file.
-    pub events: u64,
-    /// Sum of the `lost` events in the file.
-    #[serde(default)]
-    pub lost_in_stream: LostTotals,
-    /// Loss the recorder reported at close (e.g. the per-CPU kernel counters), which can
-    /// include drops that no `lost` event reported.
-    #[serde(default)]
-    pub lost_reported: LostTotals,
-    /// Clock readings taken when recording stopped, if the recorder gave them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end: Option<ClockBase>,
-}
 
 /// Why a capture could not be written, or could not be opened at all.
 #[derive(Debug, thiserror::Error)]

@@ -167,12 +167,12 @@ impl<R: Read> CaptureReader<R> {
         }
         let mut frame = Vec::new();
         let header = match read_frame(&mut src, &mut frame) {
-            Ok(Some(_)) => serde_json::from_slice::<CaptureHeader>(&frame).map_err(|e| {
-                CaptureError::BadHeader {
+            Ok(Some(_)) => {
+                CaptureHeader::from_json(&frame, version).map_err(|e| CaptureError::BadHeader {
                     what: what.clone(),
                     reason: format!("header is not valid JSON: {e}"),
-                }
-            })?,
+                })?
+            }
             Ok(None) => {
                 return Err(CaptureError::BadHeader {
                     what,

@@ -268,9 +268,38 @@ fn header() -> CaptureHeader {
             realtime_ns: 1_700_000_000_000_000_000,
         },
         ringbuf_bytes: 1 << 22,
-        probe_plan: serde_json::json!({"domain_alloc": "fexit:intel_iommu_domain_alloc_user"}),
+        session: Some(test_session()),
+        session_problem: None,
         extra: Default::default(),
     }
+}
+
+fn test_session() -> crate::session::Session {
+    let plan = serde_json::from_value(serde_json::json!({
+        "kernel_release": "6.12.0-test",
+        "points": [],
+        "drivers": [{"name": "intel", "fields": []}],
+        "offsets": [],
+        "blockers": [],
+        "features": ["vtd_generic_pt"],
+    }))
+    .expect("a minimal plan");
+    crate::session::Session {
+        plan,
+        refused: vec![],
+    }
+}
+
+/// A format-1 capture as the 0.1 recorder wrote it: magic, version 1, the header frame
+/// holding `header` as JSON, no events.
+fn v1_capture(header: &serde_json::Value) -> Vec<u8> {
+    let json = serde_json::to_vec(header).unwrap();
+    let mut buf = MAGIC.to_vec();
+    buf.extend_from_slice(&1u32.to_le_bytes());
+    buf.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&frame_crc(json.len() as u32, &json).to_le_bytes());
+    buf.extend_from_slice(&json);
+    buf
 }
 
 /// Writes `events` into a capture, flushing after each event for which `flush_after` says so.
@@ -817,7 +846,7 @@ fn header_keeps_unknown_fields() {
         .unwrap();
     let r = CaptureReader::new(&buf[..]).unwrap();
     assert_eq!(r.header(), &h);
-    let built = CaptureHeader::for_this_host(serde_json::json!(null), 4096);
+    let built = CaptureHeader::for_this_host(test_session(), 4096);
     assert_eq!(built.tool_version, env!("CARGO_PKG_VERSION"));
     assert!(built.clock.monotonic_ns > 0 && built.clock.realtime_ns > 0);
 }
@@ -1201,24 +1230,30 @@ proptest! {
 fn the_header_names_the_probe_points_that_recorded_nothing() {
     let point = |name: &str, attach: serde_json::Value, gaps: serde_json::Value| serde_json::json!({"point": name, "what": "", "attach": attach, "gaps": gaps});
     let attachment = |symbol: &str| serde_json::json!([{"symbol": symbol, "program_type": "fentry+fexit", "entry_program": "p"}]);
-    let mut h = header();
-    h.probe_plan = serde_json::json!({
+    // As the 0.1 recorder wrote it (format 1): the plan untyped, the refusals as text.
+    let mut v1 = serde_json::json!({
+        "tool_version": "0.1.0",
         "kernel_release": "x",
-        "points": [
-            point("pt_pages", serde_json::json!([]),
-                  serde_json::json!([{"symbol": "__lruvec_stat_mod_folio", "reason": "refused by --deny-symbol"}])),
-            point("map", attachment("iommu_map"), serde_json::json!([])),
-            point("unmap", attachment("iommu_unmap"), serde_json::json!([])),
-        ],
-        "drivers": [], "offsets": [], "blockers": [],
-    });
-    h.extra.insert(
-        "attach_failed".into(),
-        serde_json::json!([
+        "probe_plan": {
+            "kernel_release": "x",
+            "points": [
+                point("pt_pages", serde_json::json!([]),
+                      serde_json::json!([{"symbol": "__lruvec_stat_mod_folio", "reason": "refused by --deny-symbol"}])),
+                point("map", attachment("iommu_map"), serde_json::json!([])),
+                point("unmap", attachment("iommu_unmap"), serde_json::json!([])),
+            ],
+            "drivers": [], "offsets": [], "blockers": [],
+        },
+        "attach_failed": [
             {"symbol": "iommu_map", "reason": "fentry+fexit refused (EINVAL); using kprobe+kretprobe"},
             {"symbol": "iommu_unmap", "reason": "kprobe+kretprobe refused: EBUSY"},
-        ]),
-    );
+        ],
+    });
+    let buf = v1_capture(&v1);
+    let r = CaptureReader::new(&buf[..]).unwrap();
+    assert_eq!(r.version(), 1);
+    let h = r.header().clone();
+    assert_eq!(h.session_problem, None);
     let missing: Vec<String> = h
         .missing_points()
         .into_iter()
@@ -1238,7 +1273,34 @@ fn the_header_names_the_probe_points_that_recorded_nothing() {
         text.contains("MISSING probe point (nothing recorded): pt_pages"),
         "{text}"
     );
-    // A header without a plan (another tool's, or damaged) claims nothing.
-    h.probe_plan = serde_json::Value::Null;
-    assert!(h.missing_points().is_empty());
+
+    // The same session, written by this version (format 2), reads back the same.
+    let mut buf = Vec::new();
+    CaptureWriter::new(&mut buf, &h)
+        .unwrap()
+        .finish(FinishInfo::default())
+        .unwrap();
+    let r = CaptureReader::new(&buf[..]).unwrap();
+    assert_eq!(r.version(), FORMAT_VERSION);
+    assert_eq!(r.header().session, h.session);
+    assert_eq!(r.header().missing_points(), h.missing_points());
+
+    // A header without a plan (another tool's, or damaged) claims nothing, and says so.
+    v1["probe_plan"] = serde_json::Value::Null;
+    let buf = v1_capture(&v1);
+    let r = CaptureReader::new(&buf[..]).unwrap();
+    assert!(r.header().missing_points().is_empty());
+    assert!(r.header().session.is_none());
+    assert!(r
+        .header()
+        .session_problem
+        .as_deref()
+        .unwrap()
+        .contains("no probe plan"));
+    // A plan that no longer parses is never swallowed.
+    v1["probe_plan"] = serde_json::json!({"points": 3});
+    let buf = v1_capture(&v1);
+    let r = CaptureReader::new(&buf[..]).unwrap();
+    let problem = r.header().session_problem.clone().unwrap();
+    assert!(problem.contains("probe plan does not parse"), "{problem}");
 }

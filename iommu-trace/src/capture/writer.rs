@@ -87,7 +87,7 @@ impl CaptureWriter<BufWriter<File>> {
 impl<W: Write> CaptureWriter<W> {
     /// Writes the magic, the version and `header` to `out`, and flushes them.
     pub fn new(mut out: W, header: &CaptureHeader) -> Result<CaptureWriter<W>, CaptureError> {
-        let json = serde_json::to_vec(header).map_err(|e| CaptureError::BadHeader {
+        let json = header.to_json().map_err(|e| CaptureError::BadHeader {
             what: "the new capture".into(),
             reason: format!("header does not serialize: {e}"),
         })?;

@@ -10,7 +10,7 @@ use crate::events::{
     AllocOp, DomainAlloc, DomainFree, DomainKind, Event, EventBody, Geometry, HwptAlloc, KernelPtr,
     MapOp, PtCause, PtPages, UserData,
 };
-use crate::probe::plan::DriverInfo;
+use crate::session::DriverInfo;
 
 #[derive(Debug, Error, PartialEq)]
 pub enum DecodeError {
@@ -199,7 +199,7 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::plan::DriverField;
+    use crate::session::DriverField;
     use iommu_trace_common::{DomainGeometry, USER_DATA_MAX};
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {

@@ -2,8 +2,10 @@
 //! `lost` events so that every consumer sees it.
 
 mod decode;
+mod live;
 
 pub use decode::{domain_kind, DecodeError, Decoder};
+pub use live::{stop_signal, Live, LiveOptions};
 
 use std::future::Future;
 use std::time::Duration;
@@ -34,12 +36,7 @@ pub struct CollectStats {
     pub lost_context_full: u64,
 }
 
-/// CLOCK_MONOTONIC now, the clock `bpf_ktime_get_ns` uses.
-pub fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
-}
+pub use crate::events::clock::monotonic_ns;
 
 /// Tracks the per-CPU loss counters and turns their growth into `lost` events.
 #[derive(Default)]
@@ -85,7 +82,7 @@ impl LossWatch {
 
 /// Reads events until `stop` resolves, then drains what is left and reports the loss seen.
 /// Every event goes to `sink`; `sink.tick()` runs about once a second.
-pub async fn run(
+async fn run(
     tracer: &mut Tracer,
     decoder: &Decoder,
     sink: &mut dyn EventSink,

@@ -18,6 +18,12 @@ pub fn run(
 ) -> Result<Summary> {
     let mut reader = CaptureReader::open(path)?;
     let missing_points = reader.header().missing_points();
+    if let Some(problem) = &reader.header().session_problem {
+        eprintln!(
+            "warning: {}: {problem}: which probe points recorded is unknown",
+            path.display()
+        );
+    }
     let mut summary = if summary_only {
         let mut summary = Summary::new();
         for item in reader.by_ref() {

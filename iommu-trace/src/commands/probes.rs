@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::probe::Plan;
+use crate::session::Plan;
 
 /// The human-readable report. Works without privileges (addresses are then hidden, which
 /// does not change what can be attached).
@@ -19,7 +19,7 @@ pub fn report(plan: &Plan, is_root: bool) -> String {
         let _ = writeln!(
             s,
             "page-table behaviour detected: {}",
-            plan.features.join(", ")
+            plan.features.names().join(", ")
         );
     }
     for b in &plan.blockers {

@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::capture::CaptureReader;
-use crate::collect::{self, Decoder, EventSink};
+use crate::collect::{self, EventSink, Live, LiveOptions};
 use crate::events::Event;
 use crate::export::http::{Server, ServerContext};
 use crate::export::{
-    self, BpfProgramStats, CgroupIds, CgroupNamer, CgroupPaths, ExportOptions, Meta, ReplaySummary,
+    BpfProgramStats, CgroupIds, CgroupNamer, CgroupPaths, ExportOptions, Meta, ReplaySummary,
     Shared,
 };
-use crate::probe::{self, Tracer, TracerOptions};
-use crate::replay::Verdict;
+use crate::replay::{replay_file, Choice, Verdict};
+use crate::session::Session;
 
 /// The exporter's default address: loopback only; `--listen 0.0.0.0:9464` to expose it.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -29,9 +29,8 @@ pub struct ServeOptions {
     pub from: Option<PathBuf>,
     /// Owner cgroups with their own series (the rest: `cgroup="other"`).
     pub top_cgroups: usize,
-    pub ringbuf_bytes: u32,
-    pub filter_pid: u32,
-    pub deny: Vec<String>,
+    /// Live: how to trace this host.
+    pub live: LiveOptions,
     /// Created once metrics are served (and, live, the probes attached).
     pub ready_file: Option<PathBuf>,
     /// `--from`: also replay the capture against the reference models and export verdicts.
@@ -48,9 +47,7 @@ impl Default for ServeOptions {
             listen: DEFAULT_LISTEN.parse().expect("valid address"),
             from: None,
             top_cgroups: 10,
-            ringbuf_bytes: 1 << 22,
-            filter_pid: 0,
-            deny: Vec::new(),
+            live: LiveOptions::default(),
             ready_file: None,
             verify: false,
             repeat: 1,
@@ -113,10 +110,17 @@ fn serve_capture(
     let reader = CaptureReader::open(file)?;
     let header = reader.header().clone();
     drop(reader);
-    let probes = match header.plan() {
-        Some((plan, failed)) => export::probe_status(&plan, None, &failed),
-        None => Vec::new(),
-    };
+    if let Some(problem) = &header.session_problem {
+        log::warn!(
+            "{}: {problem}: which probes recorded is unknown",
+            file.display()
+        );
+    }
+    let probes = header
+        .session
+        .as_ref()
+        .map(Session::probe_status)
+        .unwrap_or_default();
     let replay = if opts.verify {
         Some(verify(file)?)
     } else {
@@ -150,22 +154,18 @@ fn serve_capture(
 }
 
 fn collect_stop() -> Result<impl std::future::Future<Output = ()>> {
-    super::record::stop_signal(None)
+    collect::stop_signal(None)
 }
 
 /// Replays the capture once and sums the verdicts.
 fn verify(file: &std::path::Path) -> Result<ReplaySummary> {
     // The same replay as `iommu-trace replay`: the kernel behaviour the capture's probe
     // plan detected, and no verdict without the probe points it needs.
-    let report = super::replay::run(
-        file,
-        &super::replay::Options {
-            model: crate::model::ModelSelect::Auto,
-            vtd: None,
-            smmu: None,
-            what_if: false,
-        },
-    )?;
+    let done = replay_file(file, &Choice::default(), |_| {})?;
+    if let Some(warning) = &done.warning {
+        log::warn!("{}: {warning}", file.display());
+    }
+    let report = done.report;
     let mut by = [("verified", 0u64), ("diverged", 0), ("unverifiable", 0)];
     for d in &report.domains {
         let i = match d.verdict {
@@ -291,7 +291,7 @@ struct BpfStats {
 }
 
 impl BpfStats {
-    fn enable(plan: &probe::Plan) -> Option<BpfStats> {
+    fn enable(session: &Session) -> Option<BpfStats> {
         let fd = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
             Ok(fd) => fd,
             Err(e) => {
@@ -300,7 +300,7 @@ impl BpfStats {
             }
         };
         let mut names: Vec<String> = Vec::new();
-        let mut add = |a: &probe::plan::Attachment| {
+        let mut add = |a: &crate::session::Attachment| {
             for n in std::iter::once(&a.entry_program).chain(a.exit_program.iter()) {
                 let short: String = n.chars().take(15).collect();
                 if !names.contains(&short) {
@@ -308,7 +308,7 @@ impl BpfStats {
                 }
             }
         };
-        for a in plan.attachments() {
+        for a in session.plan.attachments() {
             add(a);
             if let Some(fb) = a.fallback.as_deref() {
                 add(fb);
@@ -348,21 +348,11 @@ fn serve_live(
     server: Server,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<()> {
-    let plan = probe::discover(&opts.deny, &probe::Sources::default());
-    let mut tracer = Tracer::start(
-        &plan,
-        &TracerOptions {
-            ringbuf_bytes: opts.ringbuf_bytes,
-            filter_pid: opts.filter_pid,
-        },
-    )?;
-    for gap in &tracer.failed {
-        log::warn!("not attached: {}: {}", gap.symbol, gap.reason);
-    }
+    let mut live = Live::start(&opts.live)?;
     let shared = Shared::new(Meta {
         source: "live".into(),
-        kernel_release: plan.kernel_release.clone(),
-        probes: export::probe_status(&plan, Some(&tracer.attached), &tracer.failed),
+        kernel_release: live.session().kernel_release().to_string(),
+        probes: live.session().probe_status(),
         bpf_programs: Vec::new(),
         replay: None,
     });
@@ -375,17 +365,19 @@ fn serve_live(
     let handle = server.spawn(ctx)?;
     let mut sink = StateSink {
         shared: shared.clone(),
-        bpf: BpfStats::enable(&plan),
+        bpf: BpfStats::enable(live.session()),
     };
-    let decoder = Decoder::new(plan.drivers.clone());
     let result = runtime.block_on(async {
         let stop = collect_stop()?;
         announce(
             handle.addr,
-            &format!("this host ({} probes attached)", tracer.attached.len()),
+            &format!(
+                "this host ({} probes attached)",
+                live.session().attached_count()
+            ),
             &opts.ready_file,
         )?;
-        collect::run(&mut tracer, &decoder, &mut sink, stop).await
+        live.run(&mut sink, stop).await
     });
     match result {
         // Decode errors reached the state as they happened (EventSink::decode_errors).

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::capture::{CaptureHeader, CaptureReader};
-use crate::collect::{self, Decoder, EventSink};
+use crate::collect::{self, EventSink, Live, LiveOptions};
 use crate::events::{Event, EventBody};
-use crate::probe::{self, Tracer, TracerOptions};
 use crate::tui::terminal::{self, TerminalGuard};
 use crate::tui::{self, Meta, Mode, Model, Shared, UiOptions};
 
@@ -24,9 +23,8 @@ pub struct TopOptions {
     pub speed: f64,
     /// Time between frames.
     pub refresh: Duration,
-    pub ringbuf_bytes: u32,
-    pub filter_pid: u32,
-    pub deny: Vec<String>,
+    /// Live: how to trace this host.
+    pub live: LiveOptions,
     /// Where logs go while the screen is ours (default: nowhere).
     pub log: Option<PathBuf>,
 }
@@ -37,9 +35,7 @@ impl Default for TopOptions {
             from: None,
             speed: 1.0,
             refresh: Duration::from_millis(250),
-            ringbuf_bytes: 1 << 22,
-            filter_pid: 0,
-            deny: Vec::new(),
+            live: LiveOptions::default(),
             log: None,
         }
     }
@@ -61,22 +57,17 @@ pub fn run(opts: TopOptions) -> Result<()> {
     }
 }
 
-/// Probe status from a capture's header: attachments made, points with none.
+/// Probe status from a capture's header: attachments that recorded, points with none.
 fn meta_from_header(header: &CaptureHeader, file: &Path, speed: f64) -> Meta {
-    let (attached, missing) = match header.plan() {
-        Some((plan, failed)) => {
-            let refused = failed
-                .iter()
-                .filter(|g| !g.reason.contains("; using "))
-                .count();
-            (
-                plan.attachments().count().saturating_sub(refused),
-                plan.missing_points(&failed)
-                    .into_iter()
-                    .map(|m| m.point)
-                    .collect(),
-            )
-        }
+    let (attached, missing) = match &header.session {
+        Some(session) => (
+            session.attached_count(),
+            session
+                .missing_points()
+                .into_iter()
+                .map(|m| m.point)
+                .collect(),
+        ),
         None => (0, Vec::new()),
     };
     Meta {
@@ -112,7 +103,7 @@ where
     let rt = runtime()?;
     rt.block_on(async {
         // Handlers first: a SIGTERM must restore the terminal, not kill us with it raw.
-        let signal = super::record::stop_signal(None)?;
+        let signal = collect::stop_signal(None)?;
         let (guard, mut term) = TerminalGuard::enter(opts.log.as_deref())?;
         let ui_shared = shared.clone();
         let ui_opts = UiOptions {
@@ -264,30 +255,20 @@ impl EventSink for TuiSink {
 }
 
 fn run_live(opts: &TopOptions) -> Result<()> {
-    let plan = probe::discover(&opts.deny, &probe::Sources::default());
-    let mut tracer = Tracer::start(
-        &plan,
-        &TracerOptions {
-            ringbuf_bytes: opts.ringbuf_bytes,
-            filter_pid: opts.filter_pid,
-        },
-    )?;
-    for gap in &tracer.failed {
-        log::warn!("not attached: {}: {}", gap.symbol, gap.reason);
-    }
+    let mut live = Live::start(&opts.live)?;
     let mut model = Model::new(Meta {
         mode: Mode::Live,
-        kernel_release: plan.kernel_release.clone(),
-        probes_attached: tracer.attached.len(),
-        probes_missing: plan
-            .missing_points(&tracer.failed)
+        kernel_release: live.session().kernel_release().to_string(),
+        probes_attached: live.session().attached_count(),
+        probes_missing: live
+            .session()
+            .missing_points()
             .into_iter()
             .map(|m| m.point)
             .collect(),
     });
     model.start_clock(collect::monotonic_ns());
     let shared = Arc::new(Shared::new(model));
-    let decoder = Decoder::new(plan.drivers.clone());
     with_ui(opts, shared, true, |shared| async move {
         let mut sink = TuiSink {
             shared: shared.clone(),
@@ -295,7 +276,7 @@ fn run_live(opts: &TopOptions) -> Result<()> {
             last_flush: Instant::now(),
         };
         // Stopped by `with_ui` (quit or signal) dropping this future.
-        let stats = collect::run(&mut tracer, &decoder, &mut sink, std::future::pending()).await;
+        let stats = live.run(&mut sink, std::future::pending()).await;
         sink.flush();
         let stats = stats?;
         shared.lock().note_decode_errors(stats.decode_errors);

@@ -5,6 +5,7 @@
 //! object per event, `inspect --format jsonl`) is a documented, stable interface: see the
 //! README, "JSONL events".
 
+pub mod clock;
 mod names;
 mod user_data;
 

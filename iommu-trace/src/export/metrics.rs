@@ -404,7 +404,7 @@ pub fn families(state: &State, meta: &Meta, opts: &ExportOptions) -> Vec<MetricF
     for p in &meta.probes {
         b.gauge(
             "iommu_trace_probe_attached",
-            &[&p.point, &p.symbol, &p.program_type],
+            &[&p.point, &p.symbol, p.program_type.map_or("", |k| k.name())],
             if p.attached { 1.0 } else { 0.0 },
         );
     }

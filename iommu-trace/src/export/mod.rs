@@ -14,17 +14,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use crate::session::ProbeStatus;
 use crate::state::State;
-
-/// One planned attachment of a logical probe point, and whether it is attached.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProbeStatus {
-    pub point: String,
-    /// Empty when the point has nothing to attach on this kernel.
-    pub symbol: String,
-    pub program_type: String,
-    pub attached: bool,
-}
 
 /// One eBPF program's own cost (BPF_ENABLE_STATS).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,54 +143,6 @@ impl Default for ExportOptions {
             cgroups: Box::new(CgroupIds),
         }
     }
-}
-
-/// The probe points of a plan and which of their attachments are attached: live from the
-/// tracer's `attached` list, or for a capture from its header (plan minus `attach_failed`).
-pub fn probe_status(
-    plan: &crate::probe::Plan,
-    attached: Option<&[(String, String)]>,
-    failed: &[crate::probe::plan::Gap],
-) -> Vec<ProbeStatus> {
-    let mut out = Vec::new();
-    for p in &plan.points {
-        if p.attach.is_empty() {
-            out.push(ProbeStatus {
-                point: p.point.clone(),
-                symbol: String::new(),
-                program_type: String::new(),
-                attached: false,
-            });
-        }
-        for a in &p.attach {
-            let fb = a.fallback.as_deref();
-            let (program_type, ok) = match attached {
-                Some(list) => match list.iter().find(|(s, _)| *s == a.symbol) {
-                    Some((_, t)) => (t.clone(), true),
-                    None => (a.program_type.clone(), false),
-                },
-                None => match failed.iter().find(|g| g.symbol == a.symbol) {
-                    // "<type> refused (...); using <fallback type>": attached by the fallback.
-                    Some(g) if g.reason.contains("; using ") => (
-                        fb.map_or_else(
-                            || g.reason.rsplit("; using ").next().unwrap_or("").to_string(),
-                            |f| f.program_type.clone(),
-                        ),
-                        true,
-                    ),
-                    Some(_) => (a.program_type.clone(), false),
-                    None => (a.program_type.clone(), true),
-                },
-            };
-            out.push(ProbeStatus {
-                point: p.point.clone(),
-                symbol: a.symbol.clone(),
-                program_type,
-                attached: ok,
-            });
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use super::http::{Server, ServerContext};
 use super::*;
-use crate::probe::plan::{Attachment, Gap, Plan, PointPlan};
 
 fn meta() -> Meta {
     Meta {
@@ -18,13 +17,13 @@ fn meta() -> Meta {
             ProbeStatus {
                 point: "map".into(),
                 symbol: "iommu_map".into(),
-                program_type: "fentry+fexit".into(),
+                program_type: Some(crate::session::ProgramKind::FentryFexit),
                 attached: true,
             },
             ProbeStatus {
                 point: "pt_pages".into(),
                 symbol: String::new(),
-                program_type: String::new(),
+                program_type: None,
                 attached: false,
             },
         ],
@@ -168,89 +167,6 @@ fn every_metric_definition_is_valid_and_used_once() {
             d.name
         );
     }
-}
-
-#[test]
-fn probe_status_of_a_capture_header() {
-    let att = |symbol: &str, ty: &str, fallback: Option<Attachment>| Attachment {
-        symbol: symbol.into(),
-        program_type: ty.into(),
-        entry_program: "p".into(),
-        exit_program: None,
-        driver: None,
-        addr: 0,
-        fallback: fallback.map(Box::new),
-    };
-    let point = |name: &str, attach: Vec<Attachment>| PointPlan {
-        point: name.into(),
-        what: String::new(),
-        attach,
-        gaps: vec![],
-    };
-    // From JSON, as a capture header holds it (and robust to fields added later).
-    let plan: Plan = serde_json::from_value(serde_json::json!({
-        "kernel_release": "6.12",
-        "points": [],
-        "drivers": [],
-        "offsets": [],
-        "blockers": [],
-    }))
-    .expect("a minimal plan");
-    let plan = Plan {
-        points: vec![
-            point(
-                "map",
-                vec![att(
-                    "iommu_map",
-                    "fentry+fexit",
-                    Some(att("iommu_map", "kprobe+kretprobe", None)),
-                )],
-            ),
-            point("unmap", vec![att("iommu_unmap", "kprobe+kretprobe", None)]),
-            point(
-                "free",
-                vec![att("iommu_domain_free", "kprobe+kretprobe", None)],
-            ),
-            point("pt_pages", vec![]),
-        ],
-        ..plan
-    };
-    let failed = vec![
-        Gap {
-            symbol: "iommu_map".into(),
-            reason: "fentry+fexit refused (EINVAL); using kprobe+kretprobe".into(),
-        },
-        Gap {
-            symbol: "iommu_unmap".into(),
-            reason: "attaching failed".into(),
-        },
-    ];
-    let got: Vec<_> = probe_status(&plan, None, &failed)
-        .into_iter()
-        .map(|p| (p.point, p.symbol, p.program_type, p.attached))
-        .collect();
-    let s = |x: &str| x.to_string();
-    assert_eq!(
-        got,
-        vec![
-            (s("map"), s("iommu_map"), s("kprobe+kretprobe"), true),
-            (s("unmap"), s("iommu_unmap"), s("kprobe+kretprobe"), false),
-            (
-                s("free"),
-                s("iommu_domain_free"),
-                s("kprobe+kretprobe"),
-                true
-            ),
-            (s("pt_pages"), s(""), s(""), false),
-        ]
-    );
-    // Live: what the tracer reports attached.
-    let live = probe_status(&plan, Some(&[(s("iommu_map"), s("fentry+fexit"))]), &[]);
-    assert_eq!(
-        (live[0].attached, live[0].program_type.as_str()),
-        (true, "fentry+fexit")
-    );
-    assert!(!live[1].attached);
 }
 
 fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {

@@ -191,6 +191,31 @@ pub struct KernelBehaviour {
     pub smmu: SmmuBehaviour,
 }
 
+impl KernelBehaviour {
+    /// The page-table behaviour of the traced kernel, from the features its session
+    /// detected (BTF and kallsyms, never the version number).
+    pub fn detected(features: &crate::session::KernelFeatures) -> KernelBehaviour {
+        KernelBehaviour {
+            // Whole-range unmap exists only in the generic page table's API (7.0+), and VT-d
+            // moved onto it before (6.19): it implies the generic-pt VT-d even on a kernel
+            // without VT-d, whose generic-pt domains (the selftest mock) follow it too.
+            vtd: match (
+                features.vtd_generic_pt,
+                features.generic_pt_whole_range_unmap,
+            ) {
+                (_, true) => VtdBehaviour::GenericPtWholeRange,
+                (true, false) => VtdBehaviour::GenericPt,
+                _ => VtdBehaviour::Legacy,
+            },
+            smmu: if features.io_pgtable_arm_concat_mandatory {
+                SmmuBehaviour::V7
+            } else {
+                SmmuBehaviour::V6_12
+            },
+        }
+    }
+}
+
 impl FromStr for VtdBehaviour {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -10,7 +10,8 @@ use aya::{
 use iommu_trace_common::{lost, Config};
 use thiserror::Error;
 
-use super::plan::{Attachment, Gap, Plan};
+use super::config::ebpf_config;
+use crate::session::{Attachment, Fallback, Plan, Refusal, Session};
 
 /// The eBPF object built by build.rs (empty when built with IOMMU_TRACE_SKIP_EBPF).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/iommu-trace"));
@@ -37,8 +38,8 @@ pub enum LoadError {
     BadRingSize(u32),
     #[error("loading the eBPF programs failed: {0}. The kernel verifier log, if any, is above; run with RUST_LOG=debug for more.")]
     Load(String),
-    #[error("no probe could be attached:\n  {}", .0.iter().map(|g| format!("{}: {}", g.symbol, g.reason)).collect::<Vec<_>>().join("\n  "))]
-    NothingAttached(Vec<Gap>),
+    #[error("no probe could be attached:\n  {}", .0.iter().map(|r| format!("{}: {r}", r.symbol)).collect::<Vec<_>>().join("\n  "))]
+    NothingAttached(Vec<Refusal>),
 }
 
 pub struct TracerOptions {
@@ -60,11 +61,9 @@ impl Default for TracerOptions {
 /// Loaded and attached programs. Detached when dropped.
 pub struct Tracer {
     ebpf: Ebpf,
-    /// (symbol, program type) of every attachment made.
-    pub attached: Vec<(String, String)>,
-    /// Attachments the plan wanted that the kernel refused at attach time (or that fell
-    /// back to kprobes, with the reason).
-    pub failed: Vec<Gap>,
+    /// The plan and the attachments the kernel refused at attach time (some of which fell
+    /// back to kprobes).
+    pub session: Session,
 }
 
 impl Tracer {
@@ -82,7 +81,7 @@ impl Tracer {
         if !opts.ringbuf_bytes.is_power_of_two() || opts.ringbuf_bytes < 4096 {
             return Err(LoadError::BadRingSize(opts.ringbuf_bytes));
         }
-        let mut config: Config = plan.config(opts.filter_pid);
+        let mut config: Config = ebpf_config(plan, opts.filter_pid);
         // Batch wakeups: the reader is woken when a quarter of the ring is used, and drains
         // on a short timer otherwise (collect/).
         config.wakeup_bytes = opts.ringbuf_bytes / 4;
@@ -113,42 +112,41 @@ impl Tracer {
 
         let mut loaded = BTreeSet::new();
         let mut btf = None;
-        let mut attached = Vec::new();
-        let mut failed = Vec::new();
+        let mut attached = 0usize;
+        let mut refused = Vec::new();
         for a in plan.attachments() {
-            match attach(&mut ebpf, &mut loaded, &mut btf, a) {
-                Ok(()) => attached.push((a.symbol.clone(), a.program_type.clone())),
-                Err(reason) => match a.fallback.as_deref() {
-                    Some(fb) => match attach(&mut ebpf, &mut loaded, &mut btf, fb) {
-                        Ok(()) => {
-                            attached.push((fb.symbol.clone(), fb.program_type.clone()));
-                            failed.push(Gap {
-                                symbol: a.symbol.clone(),
-                                reason: format!(
-                                    "{} refused ({reason}); using {}",
-                                    a.program_type, fb.program_type
-                                ),
-                            });
+            let Err(error) = attach(&mut ebpf, &mut loaded, &mut btf, a) else {
+                attached += 1;
+                continue;
+            };
+            let fallback = match a.fallback.as_deref() {
+                None => Fallback::None,
+                Some(fb) => match attach(&mut ebpf, &mut loaded, &mut btf, fb) {
+                    Ok(()) => {
+                        attached += 1;
+                        Fallback::Attached {
+                            program_type: fb.program_type,
                         }
-                        Err(r2) => failed.push(Gap {
-                            symbol: a.symbol.clone(),
-                            reason: format!("{reason}; fallback: {r2}"),
-                        }),
-                    },
-                    None => failed.push(Gap {
-                        symbol: a.symbol.clone(),
-                        reason,
-                    }),
+                    }
+                    Err(error) => Fallback::Failed { error },
                 },
-            }
+            };
+            refused.push(Refusal {
+                symbol: a.symbol.clone(),
+                program_type: Some(a.program_type),
+                error,
+                fallback,
+            });
         }
-        if attached.is_empty() {
-            return Err(LoadError::NothingAttached(failed));
+        if attached == 0 {
+            return Err(LoadError::NothingAttached(refused));
         }
         Ok(Tracer {
             ebpf,
-            attached,
-            failed,
+            session: Session {
+                plan: plan.clone(),
+                refused,
+            },
         })
     }
 
@@ -189,7 +187,7 @@ fn attach(
     a: &Attachment,
 ) -> Result<(), String> {
     let programs = std::iter::once(&a.entry_program).chain(a.exit_program.iter());
-    if a.program_type.starts_with("fentry") {
+    if a.program_type.is_trampoline() {
         if btf.is_none() {
             *btf = Some(Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?);
         }
@@ -246,12 +244,12 @@ fn attach_one(
 mod tests {
     use super::*;
     use crate::probe::kallsyms::Kallsyms;
-    use crate::probe::plan::PlanInputs;
+    use crate::probe::plan::{compute, PlanInputs};
 
     #[test]
     fn a_kernel_without_btf_or_iommufd_is_refused_with_what_is_missing() {
         let kallsyms = Kallsyms::parse("ffffffff81000000 T iommu_map\n");
-        let plan = Plan::compute(&PlanInputs {
+        let plan = compute(&PlanInputs {
             kernel_release: "6.1.0-debian".into(),
             btf: None,
             kallsyms: &kallsyms,

@@ -1,19 +1,21 @@
 //! What to attach on this kernel: BTF + kallsyms discovery -> a probe plan -> load/attach.
+//! The plan and what the kernel refused are [`crate::session`] types: this module is their
+//! only producer.
 
 pub mod btf;
+mod config;
+mod features;
 pub mod kallsyms;
 mod load;
 pub mod plan;
+mod tables;
 
+pub use config::ebpf_config;
+pub use features::detect_features;
 pub use load::{LoadError, Tracer, TracerOptions};
-pub use plan::{Plan, PlanInputs};
+pub use plan::{compute, PlanInputs};
 
-/// The running kernel's release (`uname -r`).
-pub fn kernel_release() -> String {
-    nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "unknown".into())
-}
+use crate::session::{running_kernel_release, Plan};
 
 /// Where the kernel description comes from: the running kernel by default, or files saved
 /// from another kernel (`probes --btf FILE --kallsyms FILE`: what would attach there?).
@@ -23,28 +25,66 @@ pub struct Sources {
     pub kallsyms: Option<std::path::PathBuf>,
 }
 
-/// Computes the plan. Never fails: what is missing is in the plan (`Plan::blockers` and each
-/// point's gaps), so `iommu-trace probes` can always report.
-pub fn discover(deny: &[String], sources: &Sources) -> Plan {
+/// A kernel description given as a file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("--btf {path}: {source}. Give a copy of /sys/kernel/btf/vmlinux from the kernel to plan for.")]
+    Btf {
+        path: String,
+        #[source]
+        source: btf::BtfError,
+    },
+    #[error("--kallsyms {path}: cannot read it: {source}. Give a copy of /proc/kallsyms (read as root) from the kernel to plan for.")]
+    KallsymsUnreadable {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--kallsyms {path}: no function symbols in it (expected lines like `ffffffff81000000 T iommu_map`). Give a copy of /proc/kallsyms from the kernel to plan for.")]
+    KallsymsEmpty { path: String },
+}
+
+/// Computes the plan. For the running kernel it never fails: what is missing is in the plan
+/// (`Plan::blockers` and each point's gaps), so `iommu-trace probes` can always report. A
+/// file given in `sources` that cannot be read or parsed is an error naming it.
+pub fn discover(deny: &[String], sources: &Sources) -> Result<Plan, SourceError> {
     let btf = match &sources.btf {
-        Some(p) => btf::Btf::from_file(&p.to_string_lossy()).ok(),
+        Some(p) => {
+            let path = p.to_string_lossy();
+            Some(
+                btf::Btf::from_file(&path).map_err(|source| SourceError::Btf {
+                    path: path.to_string(),
+                    source,
+                })?,
+            )
+        }
         None => btf::Btf::from_sys_fs().ok(),
     };
     let kallsyms = match &sources.kallsyms {
-        Some(p) => std::fs::read_to_string(p)
-            .map(|t| kallsyms::Kallsyms::parse(&t))
-            .unwrap_or_default(),
+        Some(p) => {
+            let path = p.display().to_string();
+            let text =
+                std::fs::read_to_string(p).map_err(|source| SourceError::KallsymsUnreadable {
+                    path: path.clone(),
+                    source,
+                })?;
+            let k = kallsyms::Kallsyms::parse(&text);
+            if k.is_empty() {
+                return Err(SourceError::KallsymsEmpty { path });
+            }
+            k
+        }
         None => kallsyms::Kallsyms::read().unwrap_or_default(),
     };
     let release = if sources.btf.is_some() || sources.kallsyms.is_some() {
         "(another kernel, from the files given)".to_string()
     } else {
-        kernel_release()
+        running_kernel_release()
     };
-    Plan::compute(&PlanInputs {
+    Ok(compute(&PlanInputs {
         kernel_release: release,
         btf: btf.as_ref(),
         kallsyms: &kallsyms,
         deny,
-    })
+    }))
 }

@@ -17,6 +17,9 @@
 //! (`Display` for people, `serde` for `--json`), and [`Report::all_verified`] for the exit
 //! status.
 
+mod file;
+pub use file::{missing_for_verification, options_for, replay_file, Choice, FileReport};
+
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
@@ -268,7 +271,7 @@ pub struct Report {
     /// Probe points the verification needs that recorded nothing (from the capture
     /// header): with one missing, a domain that "verifies" proves nothing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub missing_points: Vec<crate::probe::plan::MissingPoint>,
+    pub missing_points: Vec<crate::session::MissingPoint>,
 }
 
 /// The probe points whose events the replay compares: without any of them a capture

@@ -1,0 +1,51 @@
+//! The eBPF programs' CONFIG global, built from a plan: the BTF offsets and the driver table
+//! (Rust eBPF has no CO-RE, so user space computes every offset the programs read).
+
+use iommu_trace_common::{Config, DriverFields, DRIVER_WORDS, MAX_DRIVERS};
+
+use crate::session::Plan;
+
+/// Builds the eBPF CONFIG global from the plan's BTF offsets and driver table.
+pub fn ebpf_config(plan: &Plan, filter_pid: u32) -> Config {
+    let get = |name: &str| -> u32 {
+        plan.offsets
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v as u32)
+            .unwrap_or(Config::UNSET)
+    };
+    let mut c = Config::unset();
+    c.domain_type = get("iommu_domain.type");
+    c.domain_pgsize_bitmap = get("iommu_domain.pgsize_bitmap");
+    c.domain_aperture_start = get("iommu_domain.geometry.aperture_start");
+    c.domain_aperture_end = get("iommu_domain.geometry.aperture_end");
+    c.user_data_type = get("iommu_user_data.type");
+    c.user_data_uptr = get("iommu_user_data.uptr");
+    c.user_data_len = get("iommu_user_data.len");
+    c.ucmd_cmd = get("iommufd_ucmd.cmd");
+    c.folio_memcg_data = get("folio.memcg_data");
+    c.objcg_memcg = get("obj_cgroup.memcg");
+    c.memcg_css_cgroup = get("mem_cgroup.css.cgroup");
+    c.cgroup_kn = get("cgroup.kn");
+    c.kn_id = get("kernfs_node.id");
+    c.nr_secondary_pagetable = get("NR_SECONDARY_PAGETABLE");
+    let kmem = get("MEMCG_DATA_KMEM");
+    let nr_flags = get("__NR_MEMCG_DATA_FLAGS");
+    c.memcg_data_kmem = if kmem == Config::UNSET { 0 } else { kmem };
+    c.memcg_data_flags_mask = if nr_flags == Config::UNSET {
+        0
+    } else {
+        nr_flags - 1
+    };
+    c.filter_pid = filter_pid;
+    for (i, d) in plan.drivers.iter().enumerate().take(MAX_DRIVERS) {
+        let mut f = DriverFields::default();
+        for (j, field) in d.fields.iter().enumerate().take(DRIVER_WORDS) {
+            f.offsets[j] = field.offset;
+            f.sizes[j] = field.size;
+            f.derefs[j] = field.deref.unwrap_or(DriverFields::DIRECT);
+        }
+        c.drivers[i] = f;
+    }
+    c
+}

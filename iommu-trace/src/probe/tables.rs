@@ -1,0 +1,185 @@
+//! Kernel knowledge: the logical probe points, the driver ops and domain structs we know,
+//! and which functions have trampoline programs. Each entry names the kernel versions and
+//! source files it comes from (docs/kernel-facts.md). `plan.rs` turns these tables into a
+//! plan for one kernel.
+
+/// How a driver allocation op receives its arguments; the eBPF entry program per shape.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct OpShape {
+    /// Symbol suffix after the driver prefix.
+    pub(super) suffix: &'static str,
+    pub(super) entry_program: &'static str,
+    /// Parameter names the entry program expects, in order (checked against BTF).
+    pub(super) params: &'static [&'static str],
+}
+
+pub(super) const OP_SHAPES: &[OpShape] = &[
+    // iommu_ops.domain_alloc_user, 6.7 to 6.12 (include/linux/iommu.h).
+    OpShape {
+        suffix: "domain_alloc_user",
+        entry_program: "alloc_user_entry",
+        params: &["dev", "flags", "parent", "user_data"],
+    },
+    // iommu_ops.domain_alloc_paging_flags, 6.13+.
+    OpShape {
+        suffix: "domain_alloc_paging_flags",
+        entry_program: "alloc_paging_flags_entry",
+        params: &["dev", "flags", "user_data"],
+    },
+    // iommu_ops.domain_alloc_nested, 6.13+.
+    OpShape {
+        suffix: "domain_alloc_nested",
+        entry_program: "alloc_nested_entry",
+        params: &["dev", "parent", "flags", "user_data"],
+    },
+];
+
+/// A driver whose allocation ops we know, and the fields of its domain struct a model needs.
+pub(super) struct DriverSpec {
+    pub(super) name: &'static str,
+    /// Symbol prefix of its ops (`intel_iommu_domain_alloc_user`, ...).
+    pub(super) prefix: &'static str,
+    /// The driver's domain struct, embedding `struct iommu_domain` as member `domain`.
+    pub(super) domain_struct: &'static str,
+    /// A member only this driver's `domain_struct` has, to tell it from another driver's
+    /// struct of the same name.
+    pub(super) marker: &'static str,
+    /// Members of `domain_struct` copied into the event, as `name` or `name=path.in.struct`;
+    /// missing ones are skipped, and at most `DRIVER_WORDS` are kept, in this order.
+    pub(super) fields: &'static [&'static str],
+}
+
+pub(super) const DRIVERS: &[DriverSpec] = &[
+    // drivers/iommu/intel/iommu.h: struct dmar_domain (6.12: agaw/gaw/iommu_superpage).
+    DriverSpec {
+        name: "intel",
+        prefix: "intel_iommu",
+        domain_struct: "dmar_domain",
+        marker: "domain",
+        // 6.19+: dmar_domain overlays the generic page table; the level is encoded in the
+        // low bits of top_of_table (include/linux/generic_pt/common.h).
+        fields: &[
+            "agaw",
+            "gaw",
+            "iommu_superpage",
+            "use_first_level",
+            "top_of_table=sspt.vtdss_pt.common.top_of_table",
+            "max_vasz_lg2=sspt.vtdss_pt.common.max_vasz_lg2",
+        ],
+    },
+    DriverSpec {
+        name: "amd",
+        prefix: "amd_iommu",
+        domain_struct: "protection_domain",
+        marker: "domain",
+        fields: &["pd_mode"],
+    },
+    // drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h: struct arm_smmu_domain. `stage` is
+    // enum arm_smmu_domain_stage (S1 = 0, S2 = 1, 7.x SVA = 2): recorded raw as
+    // `domain_stage`, the model turns it into a stage number. The table's ias and granule
+    // come from the geometry arm_smmu_domain_finalise() sets (aperture_end,
+    // pgsize_bitmap).
+    DriverSpec {
+        name: "arm-smmu-v3",
+        prefix: "arm_smmu",
+        domain_struct: "arm_smmu_domain",
+        // SMMUv2's struct arm_smmu_domain (arm-smmu.h) has `cfg`, not `s2_cfg`.
+        marker: "s2_cfg",
+        // The device's input and output address sizes (arm_smmu_device_hw_probe), which
+        // arm_smmu_domain_finalise() gives the stage-2 io-pgtable as ias and oas.
+        fields: &[
+            "domain_stage=stage",
+            "smmu_ias=smmu->ias",
+            "smmu_oas=smmu->oas",
+        ],
+    },
+    // drivers/iommu/iommufd/selftest.c: struct mock_iommu_domain.
+    DriverSpec {
+        name: "mock",
+        prefix: "mock",
+        domain_struct: "mock_iommu_domain",
+        marker: "domain",
+        // 7.x: the mock has real page tables in the generic AMDv1 format.
+        fields: &[
+            "flags",
+            "top_of_table=amdv1.amdpt.common.top_of_table",
+            "max_vasz_lg2=amdv1.amdpt.common.max_vasz_lg2",
+        ],
+    },
+];
+
+/// One core probe point: a single symbol with an entry and an exit program.
+pub(super) struct CorePoint {
+    pub(super) point: &'static str,
+    pub(super) what: &'static str,
+    pub(super) symbols: &'static [&'static str],
+    pub(super) entry_program: &'static str,
+    pub(super) exit_program: &'static str,
+    /// Parameter names the entry program relies on, checked against BTF when present.
+    pub(super) params: &'static [&'static str],
+}
+
+pub(super) const CORE_POINTS: &[CorePoint] = &[
+    CorePoint {
+        point: "hwpt_alloc_ioctl",
+        what: "IOMMU_HWPT_ALLOC ioctl: flags, data type, result (iommufd/hw_pagetable.c)",
+        symbols: &["iommufd_hwpt_alloc"],
+        entry_program: "hwpt_alloc_ioctl_entry",
+        exit_program: "hwpt_alloc_ioctl_exit",
+        params: &["ucmd"],
+    },
+    CorePoint {
+        point: "hwpt_paging_alloc",
+        what: "iommufd paging-domain allocation, tells auto domains from explicit ones",
+        symbols: &["iommufd_hwpt_paging_alloc"],
+        entry_program: "hwpt_paging_alloc_entry",
+        exit_program: "hwpt_paging_alloc_exit",
+        params: &[],
+    },
+    CorePoint {
+        point: "domain_free",
+        what: "iommu_domain_free (iommu.c)",
+        symbols: &["iommu_domain_free"],
+        entry_program: "domain_free_entry",
+        exit_program: "domain_free_exit",
+        params: &["domain"],
+    },
+    CorePoint {
+        point: "map",
+        what: "iommu_map with the domain pointer (the map tracepoint lacks it)",
+        symbols: &["iommu_map"],
+        entry_program: "map_entry",
+        exit_program: "map_exit",
+        params: &["domain", "iova", "paddr", "size"],
+    },
+    CorePoint {
+        point: "unmap",
+        what: "iommu_unmap / iommu_unmap_fast with the domain pointer",
+        symbols: &["iommu_unmap", "iommu_unmap_fast"],
+        entry_program: "unmap_entry",
+        exit_program: "unmap_exit",
+        params: &["domain", "iova", "size"],
+    },
+];
+
+/// The page-table page hook: iommu-pages accounting updates NR_SECONDARY_PAGETABLE through
+/// `__lruvec_stat_mod_folio` from 6.11 to 7.x (iommu-pages.h / iommu-pages.c).
+/// `__lruvec_stat_mod_folio` (6.11 mm/memcontrol.c) was renamed `lruvec_stat_mod_folio`
+/// (7.3 mm/memcontrol.c, same arguments); the first one this kernel has is used.
+pub(super) const PT_SYMBOLS: &[&str] = &["__lruvec_stat_mod_folio", "lruvec_stat_mod_folio"];
+
+/// Functions that also have trampoline programs (fentry/fexit): (symbol, arity, fentry
+/// program, fexit program). Chosen when BTF shows the function with that arity; the kprobe
+/// programs stay as the fallback.
+pub(super) const TRAMPOLINES: &[(&str, usize, &str, Option<&str>)] = &[
+    ("iommu_map", 6, "map_fentry", Some("map_fexit")),
+    ("iommu_unmap", 3, "unmap_fentry", Some("unmap_fexit")),
+    (
+        "iommu_unmap_fast",
+        4,
+        "unmap_fast_fentry",
+        Some("unmap_fast_fexit"),
+    ),
+    ("__lruvec_stat_mod_folio", 3, "pt_stat_fentry", None),
+    ("lruvec_stat_mod_folio", 3, "pt_stat_fentry", None),
+];

@@ -1,0 +1,116 @@
+//! Replaying a capture file: the one path that `iommu-trace replay`, `serve --verify`,
+//! `top --from` and the golden tests take, so that they cannot disagree. The kernel
+//! behaviour the models follow comes from the capture's session (what the traced kernel
+//! contained) unless the user overrides it, and no verdict passes without the probe points
+//! the verification needs.
+
+use std::path::Path;
+
+use crate::capture::{CaptureError, CaptureHeader, CaptureReader};
+use crate::model::{KernelBehaviour, ModelSelect, SmmuBehaviour, VtdBehaviour};
+use crate::session::MissingPoint;
+
+use super::{replay_with_progress, ReplayOptions, Report, POINTS_VERIFIED};
+
+/// What the user chose; behaviours left unset come from the capture.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Choice {
+    pub model: ModelSelect,
+    pub vtd: Option<VtdBehaviour>,
+    pub smmu: Option<SmmuBehaviour>,
+    pub what_if: bool,
+}
+
+/// The replay options for a capture with this header: the kernel behaviour its session
+/// detected, overridden by the user's choice.
+pub fn options_for(header: &CaptureHeader, choice: &Choice) -> ReplayOptions {
+    let detected = header
+        .session
+        .as_ref()
+        .map(|s| KernelBehaviour::detected(s.features()))
+        .unwrap_or_default();
+    ReplayOptions {
+        model: choice.model,
+        behaviour: KernelBehaviour {
+            vtd: choice.vtd.unwrap_or(detected.vtd),
+            smmu: choice.smmu.unwrap_or(detected.smmu),
+        },
+        what_if: choice.what_if,
+        ..Default::default()
+    }
+}
+
+/// The probe points the verification needs that recorded nothing in this capture. When
+/// the header's session is unreadable nothing is known, and that is a missing point too:
+/// a verdict never passes what cannot be shown to have been recorded.
+pub fn missing_for_verification(header: &CaptureHeader) -> Vec<MissingPoint> {
+    if let Some(problem) = &header.session_problem {
+        return vec![MissingPoint {
+            point: "(all)".into(),
+            why: format!("unknown: {problem}"),
+        }];
+    }
+    header
+        .missing_points()
+        .into_iter()
+        .filter(|m| POINTS_VERIFIED.contains(&m.point.as_str()))
+        .collect()
+}
+
+/// A replayed capture, and why the events after some point were not read, if they were not.
+pub struct FileReport {
+    pub report: Report,
+    /// The reader's warning (a damaged or truncated capture, with the byte offset).
+    pub warning: Option<String>,
+}
+
+/// Replays the capture at `path`; `progress` is called with the events done so far.
+/// Events after a damaged frame are not read: `warning` says so, and the report covers what
+/// was read.
+pub fn replay_file(
+    path: &Path,
+    choice: &Choice,
+    progress: impl FnMut(u64),
+) -> Result<FileReport, CaptureError> {
+    let mut reader = CaptureReader::open(path)?;
+    let opts = options_for(reader.header(), choice);
+    let missing_points = missing_for_verification(reader.header());
+    let events = reader.by_ref().map_while(Result::ok);
+    let mut report = replay_with_progress(events, &opts, progress);
+    report.missing_points = missing_points;
+    let warning = reader
+        .ending()
+        .and_then(|e| e.warning())
+        .map(|w| w.to_string());
+    Ok(FileReport { report, warning })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{KernelBehaviour, SmmuBehaviour, VtdBehaviour};
+    use crate::session::KernelFeatures;
+
+    #[test]
+    fn behaviour_follows_the_detected_features() {
+        let b = KernelBehaviour::detected(&KernelFeatures::default());
+        assert_eq!(
+            (b.vtd, b.smmu),
+            (VtdBehaviour::Legacy, SmmuBehaviour::V6_12)
+        );
+        let b = KernelBehaviour::detected(&KernelFeatures {
+            vtd_generic_pt: true,
+            ..Default::default()
+        });
+        assert_eq!(b.vtd, VtdBehaviour::GenericPt);
+        let b = KernelBehaviour::detected(&KernelFeatures {
+            vtd_generic_pt: true,
+            generic_pt_whole_range_unmap: true,
+            io_pgtable_arm_concat_mandatory: true,
+            unknown: vec![],
+        });
+        assert_eq!(
+            (b.vtd, b.smmu),
+            (VtdBehaviour::GenericPtWholeRange, SmmuBehaviour::V7)
+        );
+    }
+}

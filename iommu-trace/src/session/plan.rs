@@ -1,0 +1,369 @@
+//! The probe plan as data: which kernel symbols serve each logical probe point on the traced
+//! kernel, with which eBPF programs, and why a candidate is left out. `probe/` computes it;
+//! `iommu-trace probes --json` prints it and every capture header records it, so its JSON
+//! shape is a stable interface (docs/capture-format.md).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::features::KernelFeatures;
+
+/// The kind of eBPF program pair attached to a symbol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ProgramKind {
+    #[serde(rename = "kprobe+kretprobe")]
+    KprobeKretprobe,
+    #[serde(rename = "kprobe")]
+    Kprobe,
+    #[serde(rename = "fentry+fexit")]
+    FentryFexit,
+    #[serde(rename = "fentry")]
+    Fentry,
+}
+
+impl ProgramKind {
+    pub const ALL: [ProgramKind; 4] = [
+        ProgramKind::KprobeKretprobe,
+        ProgramKind::Kprobe,
+        ProgramKind::FentryFexit,
+        ProgramKind::Fentry,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProgramKind::KprobeKretprobe => "kprobe+kretprobe",
+            ProgramKind::Kprobe => "kprobe",
+            ProgramKind::FentryFexit => "fentry+fexit",
+            ProgramKind::Fentry => "fentry",
+        }
+    }
+
+    /// Trampoline programs (fentry/fexit) need BTF to load; kprobes do not.
+    pub fn is_trampoline(self) -> bool {
+        matches!(self, ProgramKind::FentryFexit | ProgramKind::Fentry)
+    }
+
+    pub fn from_name(name: &str) -> Option<ProgramKind> {
+        ProgramKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl fmt::Display for ProgramKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A symbol attached for a logical point.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Attachment {
+    pub symbol: String,
+    pub program_type: ProgramKind,
+    pub entry_program: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_program: Option<String>,
+    /// Index into `Plan::drivers` for driver ops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<usize>,
+    /// Address from kallsyms, 0 when hidden (not root).
+    #[serde(skip)]
+    pub addr: u64,
+    /// What to attach instead if this kind of program is refused (kprobes for trampolines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Box<Attachment>>,
+}
+
+/// Why a candidate symbol is not in the plan. Its text (`Display`) is what `probes` prints
+/// and what the plan's JSON holds; [`GapReason::parse`] reads it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GapReason {
+    /// `--deny-symbol`: refused on purpose, to see how a kernel without it degrades.
+    Denied,
+    /// Not built in, not loaded, or renamed in this version.
+    NotInKernel,
+    /// Only compiler clones (`.isra.0`, ...) exist, which cannot be targeted.
+    Inlined { clones: Vec<String> },
+    /// Several functions share the name.
+    Ambiguous { count: usize },
+    /// BTF shows parameters the probe does not expect.
+    UnexpectedSignature {
+        actual: Vec<String>,
+        expected: Vec<String>,
+    },
+    /// The page-table statistic the hook watches is not in BTF.
+    NoPageTableStat,
+    /// No allocation op of any driver we know is in the kernel.
+    NoKnownDriver,
+    /// A reason this version does not know (read from a file written by another version).
+    Other(String),
+}
+
+const DENIED: &str = "refused by --deny-symbol";
+const NOT_IN_KERNEL: &str = "not in this kernel (not built in, or renamed in this version)";
+const INLINED: (&str, &str) = (
+    "inlined: only compiler clones exist (",
+    "), which cannot be targeted",
+);
+const AMBIGUOUS: (&str, &str) = (
+    "ambiguous: ",
+    " functions share this name, attaching by name would pick one",
+);
+const SIGNATURE: (&str, &str, &str) = (
+    "unexpected signature: BTF has (",
+    "), the probe expects (",
+    ")",
+);
+const NO_PT_STAT: &str = "no NR_SECONDARY_PAGETABLE in BTF (kernel older than 6.1 or no BTF)";
+const NO_DRIVER: &str = "no known IOMMU driver op in this kernel (no intel, amd, arm-smmu-v3 \
+                         or iommufd selftest driver built in or loaded)";
+
+fn list(s: &str) -> Vec<String> {
+    if s.is_empty() {
+        Vec::new()
+    } else {
+        s.split(", ").map(str::to_string).collect()
+    }
+}
+
+impl GapReason {
+    /// Reads back a reason's text (the inverse of `Display`); unknown texts are kept as
+    /// `Other`.
+    pub fn parse(text: &str) -> GapReason {
+        let between = |pre: &str, post: &str| text.strip_prefix(pre)?.strip_suffix(post);
+        if text == DENIED {
+            GapReason::Denied
+        } else if text == NOT_IN_KERNEL {
+            GapReason::NotInKernel
+        } else if text == NO_PT_STAT {
+            GapReason::NoPageTableStat
+        } else if text == NO_DRIVER {
+            GapReason::NoKnownDriver
+        } else if let Some(clones) = between(INLINED.0, INLINED.1) {
+            GapReason::Inlined {
+                clones: list(clones),
+            }
+        } else if let Some(count) = between(AMBIGUOUS.0, AMBIGUOUS.1).and_then(|n| n.parse().ok()) {
+            GapReason::Ambiguous { count }
+        } else if let Some((actual, expected)) =
+            between(SIGNATURE.0, SIGNATURE.2).and_then(|inner| inner.split_once(SIGNATURE.1))
+        {
+            GapReason::UnexpectedSignature {
+                actual: list(actual),
+                expected: list(expected),
+            }
+        } else {
+            GapReason::Other(text.to_string())
+        }
+    }
+}
+
+impl fmt::Display for GapReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GapReason::Denied => f.write_str(DENIED),
+            GapReason::NotInKernel => f.write_str(NOT_IN_KERNEL),
+            GapReason::Inlined { clones } => {
+                write!(f, "{}{}{}", INLINED.0, clones.join(", "), INLINED.1)
+            }
+            GapReason::Ambiguous { count } => write!(f, "{}{count}{}", AMBIGUOUS.0, AMBIGUOUS.1),
+            GapReason::UnexpectedSignature { actual, expected } => write!(
+                f,
+                "{}{}{}{}{}",
+                SIGNATURE.0,
+                actual.join(", "),
+                SIGNATURE.1,
+                expected.join(", "),
+                SIGNATURE.2
+            ),
+            GapReason::NoPageTableStat => f.write_str(NO_PT_STAT),
+            GapReason::NoKnownDriver => f.write_str(NO_DRIVER),
+            GapReason::Other(text) => f.write_str(text),
+        }
+    }
+}
+
+impl Serialize for GapReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for GapReason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(GapReason::parse(&String::deserialize(d)?))
+    }
+}
+
+/// A candidate symbol that will not be attached, and why.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Gap {
+    pub symbol: String,
+    pub reason: GapReason,
+}
+
+/// How much of a point the plan can serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PointStatus {
+    /// Every candidate the kernel has is planned.
+    Ok,
+    /// Something is planned, but a candidate was refused on purpose (`--deny-symbol`).
+    Degraded,
+    /// Nothing to attach: the point records nothing.
+    Missing,
+}
+
+impl PointStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            PointStatus::Ok => "ok",
+            PointStatus::Degraded => "degraded",
+            PointStatus::Missing => "missing",
+        }
+    }
+}
+
+impl fmt::Display for PointStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One logical probe point and what serves it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PointPlan {
+    pub point: String,
+    pub what: String,
+    pub attach: Vec<Attachment>,
+    pub gaps: Vec<Gap>,
+}
+
+impl PointPlan {
+    pub fn status(&self) -> PointStatus {
+        if self.attach.is_empty() {
+            PointStatus::Missing
+        } else if self.gaps.iter().any(|g| g.reason == GapReason::Denied) {
+            PointStatus::Degraded
+        } else {
+            PointStatus::Ok
+        }
+    }
+}
+
+/// A driver field copied into allocation events, relative to the `iommu_domain` pointer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DriverField {
+    pub name: String,
+    /// Relative to the domain pointer, or to the pointer at `deref` when set.
+    pub offset: i32,
+    /// Offset (from the domain pointer) of a pointer to follow first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deref: Option<i32>,
+    pub size: u32,
+    /// For bitfields: shift and width inside the byte read.
+    pub bit_shift: u32,
+    pub bit_width: u32,
+}
+
+/// A driver whose allocation ops are attached; its index is the event's driver id.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DriverInfo {
+    pub name: String,
+    pub fields: Vec<DriverField>,
+}
+
+/// Everything decided about the traced kernel.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    pub kernel_release: String,
+    pub points: Vec<PointPlan>,
+    pub drivers: Vec<DriverInfo>,
+    /// Offsets and values read from BTF, by name (what went into the eBPF CONFIG).
+    pub offsets: Vec<(String, i64)>,
+    /// Reasons tracing cannot work at all on this kernel (empty when it can).
+    pub blockers: Vec<String>,
+    /// Kernel behaviours the reference models must follow, detected from BTF and kallsyms.
+    #[serde(default)]
+    pub features: KernelFeatures,
+}
+
+impl Plan {
+    pub fn point(&self, name: &str) -> Option<&PointPlan> {
+        self.points.iter().find(|p| p.point == name)
+    }
+
+    /// Every attachment, in plan order.
+    pub fn attachments(&self) -> impl Iterator<Item = &Attachment> {
+        self.points.iter().flat_map(|p| p.attach.iter())
+    }
+}
+
+/// A probe point that recorded nothing, and why (for the consumers of a capture).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingPoint {
+    pub point: String,
+    pub why: String,
+}
+
+impl fmt::Display for MissingPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.point, self.why)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The texts are in every capture written so far and in `probes --json`: each must read
+    // back as the reason it was written from.
+    #[test]
+    fn every_reason_reads_back_from_its_text() {
+        let reasons = [
+            GapReason::Denied,
+            GapReason::NotInKernel,
+            GapReason::Inlined {
+                clones: vec!["f.isra.0".into(), "f.cold".into()],
+            },
+            GapReason::Ambiguous { count: 2 },
+            GapReason::UnexpectedSignature {
+                actual: vec!["dev".into(), "user_data".into(), "flags".into()],
+                expected: vec!["dev".into(), "flags".into(), "user_data".into()],
+            },
+            GapReason::NoPageTableStat,
+            GapReason::NoKnownDriver,
+            GapReason::Other("something new".into()),
+        ];
+        for r in reasons {
+            assert_eq!(GapReason::parse(&r.to_string()), r, "{r}");
+        }
+    }
+
+    // Texts written by earlier versions, verbatim: they must keep their meaning.
+    #[test]
+    fn texts_of_earlier_captures_keep_their_meaning() {
+        assert_eq!(
+            GapReason::parse("refused by --deny-symbol"),
+            GapReason::Denied
+        );
+        assert_eq!(
+            GapReason::parse(
+                "ambiguous: 2 functions share this name, attaching by name would pick one"
+            ),
+            GapReason::Ambiguous { count: 2 }
+        );
+        assert_eq!(
+            GapReason::parse("not in this kernel (not built in, or renamed in this version)"),
+            GapReason::NotInKernel
+        );
+    }
+
+    #[test]
+    fn program_kinds_keep_their_names() {
+        for k in ProgramKind::ALL {
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.name()));
+            assert_eq!(ProgramKind::from_name(k.name()), Some(k));
+        }
+    }
+}
