@@ -1,0 +1,213 @@
+//! Operations on tracked domains: free, map, unmap, through kprobes or BPF trampolines;
+//! the per-thread operation stack (`op_enter`/`op_exit`) that page-table accounting reads.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use iommu_trace_common::{kind, lost, pt_op, DomainFreeEvent, MapEvent};
+
+use crate::{
+    helpers::{count_lost, current_tid, errno_of_int, header, submit_flags},
+    maps::{Op, OpCtx, EVENTS, OP_CTX, TRACKED},
+};
+
+#[inline(always)]
+fn op_enter(domain: u64, op: u32, iova: u64, paddr: u64, size: u64) {
+    // SAFETY: plain lookup.
+    if unsafe { TRACKED.get(&domain) }.is_none() {
+        return;
+    }
+    let tid = current_tid();
+    let o = Op {
+        domain,
+        // SAFETY: helper without arguments.
+        start: unsafe { bpf_ktime_get_ns() },
+        iova,
+        paddr,
+        size,
+        op,
+        _pad: 0,
+    };
+    match OP_CTX.get_ptr_mut(&tid) {
+        Some(c) => {
+            // SAFETY: this thread's own entry.
+            let c = unsafe { &mut *c };
+            match c.depth {
+                0 => {
+                    c.ops[0] = o;
+                    c.depth = 1;
+                }
+                1 => {
+                    c.ops[1] = o;
+                    c.depth = 2;
+                }
+                _ => {}
+            }
+        }
+        None => {
+            let c = OpCtx {
+                ops: [o, o],
+                depth: 1,
+                _pad: 0,
+            };
+            if OP_CTX.insert(&tid, &c, 0).is_err() {
+                count_lost(lost::CONTEXT_FULL);
+            }
+        }
+    }
+}
+
+/// Pops the thread's innermost operation, if it is of kind `op`.
+#[inline(always)]
+fn op_exit(op: u32) -> Option<Op> {
+    let tid = current_tid();
+    let c = OP_CTX.get_ptr_mut(&tid)?;
+    // SAFETY: this thread's own entry.
+    let c = unsafe { &mut *c };
+    if c.depth == 0 {
+        return None;
+    }
+    let top = if c.depth == 2 { c.ops[1] } else { c.ops[0] };
+    if top.op != op {
+        return None;
+    }
+    c.depth -= 1;
+    Some(top)
+}
+
+#[kprobe]
+pub fn domain_free_entry(ctx: ProbeContext) -> u32 {
+    let domain: u64 = ctx.arg(0).unwrap_or(0);
+    op_enter(domain, pt_op::FREE, 0, 0, 0);
+    0
+}
+
+#[kretprobe]
+pub fn domain_free_exit(_ctx: RetProbeContext) -> u32 {
+    let Some(o) = op_exit(pt_op::FREE) else {
+        return 0;
+    };
+    let _ = TRACKED.remove(&o.domain);
+    let Some(mut entry) = EVENTS.reserve::<DomainFreeEvent>(0) else {
+        count_lost(lost::RINGBUF_FULL);
+        return 0;
+    };
+    entry.write(DomainFreeEvent {
+        hdr: header(kind::DOMAIN_FREE),
+        domain: o.domain,
+        // SAFETY: helper without arguments.
+        latency_ns: unsafe { bpf_ktime_get_ns() }.saturating_sub(o.start),
+    });
+    entry.submit(submit_flags());
+    0
+}
+
+/// `iommu_map(domain, iova, paddr, size, prot, gfp)`.
+#[kprobe]
+pub fn map_entry(ctx: ProbeContext) -> u32 {
+    let domain: u64 = ctx.arg(0).unwrap_or(0);
+    let iova: u64 = ctx.arg(1).unwrap_or(0);
+    let paddr: u64 = ctx.arg(2).unwrap_or(0);
+    let size: u64 = ctx.arg(3).unwrap_or(0);
+    op_enter(domain, pt_op::MAP, iova, paddr, size);
+    0
+}
+
+/// `iommu_unmap(domain, iova, size)` and `iommu_unmap_fast(domain, iova, size, gather)`.
+#[kprobe]
+pub fn unmap_entry(ctx: ProbeContext) -> u32 {
+    let domain: u64 = ctx.arg(0).unwrap_or(0);
+    let iova: u64 = ctx.arg(1).unwrap_or(0);
+    let size: u64 = ctx.arg(2).unwrap_or(0);
+    op_enter(domain, pt_op::UNMAP, iova, 0, size);
+    0
+}
+
+#[inline(always)]
+fn emit_map(o: Op, kind: u32, done: u64, errno: i32) {
+    let Some(mut entry) = EVENTS.reserve::<MapEvent>(0) else {
+        count_lost(lost::RINGBUF_FULL);
+        return;
+    };
+    entry.write(MapEvent {
+        hdr: header(kind),
+        domain: o.domain,
+        iova: o.iova,
+        paddr: o.paddr,
+        size: o.size,
+        done,
+        errno,
+        _pad: 0,
+        // SAFETY: helper without arguments.
+        latency_ns: unsafe { bpf_ktime_get_ns() }.saturating_sub(o.start),
+    });
+    entry.submit(submit_flags());
+}
+
+#[kretprobe]
+pub fn map_exit(ctx: RetProbeContext) -> u32 {
+    if let Some(o) = op_exit(pt_op::MAP) {
+        let ret: u64 = ctx.ret();
+        let errno = errno_of_int(ret);
+        emit_map(o, kind::MAP, if errno == 0 { o.size } else { 0 }, errno);
+    }
+    0
+}
+
+#[kretprobe]
+pub fn unmap_exit(ctx: RetProbeContext) -> u32 {
+    if let Some(o) = op_exit(pt_op::UNMAP) {
+        let done: u64 = ctx.ret();
+        emit_map(o, kind::UNMAP, done, 0);
+    }
+    0
+}
+
+// The same points through BPF trampolines (fentry/fexit), used when the kernel's BTF has the
+// function with the expected arity: no breakpoint trap per call, which matters on these hot
+// paths. In fexit, argument N (the arity) is the return value.
+
+#[fentry(function = "iommu_map")]
+pub fn map_fentry(ctx: FEntryContext) -> u32 {
+    op_enter(ctx.arg(0), pt_op::MAP, ctx.arg(1), ctx.arg(2), ctx.arg(3));
+    0
+}
+
+#[fexit(function = "iommu_map")]
+pub fn map_fexit(ctx: FExitContext) -> u32 {
+    if let Some(o) = op_exit(pt_op::MAP) {
+        let errno = errno_of_int(ctx.arg(6));
+        emit_map(o, kind::MAP, if errno == 0 { o.size } else { 0 }, errno);
+    }
+    0
+}
+
+#[fentry(function = "iommu_unmap")]
+pub fn unmap_fentry(ctx: FEntryContext) -> u32 {
+    op_enter(ctx.arg(0), pt_op::UNMAP, ctx.arg(1), 0, ctx.arg(2));
+    0
+}
+
+#[fexit(function = "iommu_unmap")]
+pub fn unmap_fexit(ctx: FExitContext) -> u32 {
+    if let Some(o) = op_exit(pt_op::UNMAP) {
+        emit_map(o, kind::UNMAP, ctx.arg(3), 0);
+    }
+    0
+}
+
+#[fentry(function = "iommu_unmap_fast")]
+pub fn unmap_fast_fentry(ctx: FEntryContext) -> u32 {
+    op_enter(ctx.arg(0), pt_op::UNMAP, ctx.arg(1), 0, ctx.arg(2));
+    0
+}
+
+#[fexit(function = "iommu_unmap_fast")]
+pub fn unmap_fast_fexit(ctx: FExitContext) -> u32 {
+    if let Some(o) = op_exit(pt_op::UNMAP) {
+        emit_map(o, kind::UNMAP, ctx.arg(4), 0);
+    }
+    0
+}

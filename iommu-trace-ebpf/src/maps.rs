@@ -1,0 +1,104 @@
+//! Shared state: the `CONFIG` global user space fills before load, every map (user space
+//! finds them by name), the per-thread context structs those maps hold, and `cfg!`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use iommu_trace_common::{lost, Config, USER_DATA_MAX};
+
+/// Offsets from BTF and filters; user space rewrites this before loading.
+#[no_mangle]
+pub(crate) static CONFIG: Config = Config::unset();
+
+/// Default size; user space overrides it (`record --ringbuf-size`).
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Per-CPU loss counters, indexed by `lost::*`.
+#[map]
+pub(crate) static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::COUNT, 0);
+
+/// Address of each driver op we attached to -> driver index in the probe plan.
+#[map]
+pub(crate) static DRIVER_BY_IP: HashMap<u64, u32> = HashMap::with_max_entries(64, 0);
+
+/// Domains allocated through the traced ops and not yet freed.
+#[map]
+pub(crate) static TRACKED: HashMap<u64, u32> = HashMap::with_max_entries(1 << 16, 0);
+
+/// Per-thread contexts. Keyed by thread id: these paths sleep and can change CPU.
+#[map]
+pub(crate) static IOCTL_CTX: HashMap<u32, IoctlCtx> = HashMap::with_max_entries(4096, 0);
+#[map]
+pub(crate) static PAGING_CTX: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+#[map]
+pub(crate) static ALLOC_CTX: HashMap<u32, AllocCtx> = HashMap::with_max_entries(4096, 0);
+/// Map, unmap and free in progress, per thread. A thread's entry stays when its operation
+/// ends (`depth` 0): map/unmap are hot, and an insert plus a delete per call cost more than
+/// the lookups. LRU reclaims the entries of threads gone; it could only take a live one
+/// with more than this many threads inside an IOMMU operation at once.
+#[map]
+pub(crate) static OP_CTX: LruHashMap<u32, OpCtx> = LruHashMap::with_max_entries(16384, 0);
+/// Scratch space: `AllocCtx` is too large to build on the 512-byte eBPF stack comfortably.
+#[map]
+pub(crate) static SCRATCH: PerCpuArray<AllocCtx> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct IoctlCtx {
+    pub(crate) start: u64,
+    /// Kernel copy of `struct iommu_hwpt_alloc` (`ucmd->cmd`).
+    pub(crate) cmd: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct AllocCtx {
+    pub(crate) start: u64,
+    pub(crate) parent: u64,
+    pub(crate) op: u32,
+    pub(crate) driver: u32,
+    pub(crate) flags: u32,
+    pub(crate) context: u32,
+    pub(crate) data_type: u32,
+    pub(crate) data_len: u32,
+    pub(crate) data_copied: u32,
+    /// Page-table pages allocated inside the op, before the domain pointer is known.
+    pub(crate) pending_charged: i32,
+    pub(crate) pending_uncharged: i32,
+    pub(crate) _pad: u32,
+    pub(crate) pending_memcg: u64,
+    pub(crate) data: [u8; USER_DATA_MAX],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Op {
+    pub(crate) domain: u64,
+    pub(crate) start: u64,
+    pub(crate) iova: u64,
+    pub(crate) paddr: u64,
+    pub(crate) size: u64,
+    /// `pt_op` value.
+    pub(crate) op: u32,
+    pub(crate) _pad: u32,
+}
+
+/// Operations can nest once (iommu_map's error path calls iommu_unmap).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct OpCtx {
+    pub(crate) ops: [Op; 2],
+    pub(crate) depth: u32,
+    pub(crate) _pad: u32,
+}
+
+/// Reads one field of `CONFIG`. Field by field: the whole struct would not fit the stack.
+macro_rules! cfg {
+    ($($field:tt)+) => {
+        // SAFETY: CONFIG is a read-only global that user space fills before load; the
+        // volatile read keeps the compiler from folding the compile-time initial value.
+        unsafe { core::ptr::read_volatile(&$crate::maps::CONFIG.$($field)+) }
+    };
+}
