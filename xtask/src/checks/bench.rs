@@ -1,0 +1,91 @@
+//! The `bench-capture` scenario: the tracer's overhead on the map/unmap loop.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::{ensure, rc, read, u, Outcome};
+use crate::kernel::Arch;
+
+/// The capture benchmark's numbers: loop rate without and with the tracer (medians over
+/// interleaved rounds), events per second recorded, loss, bytes per event on disk.
+/// `detail` carries the measurement even when the check passes.
+pub fn bench_capture(dir: &Path, _arch: Arch) -> Vec<Outcome> {
+    let run = || -> Result<String, String> {
+        let rate = |name: &str| -> Result<(f64, u64, u64), String> {
+            let r: Value =
+                serde_json::from_str(&read(dir, name)?).map_err(|e| format!("{name}: {e}"))?;
+            let l = &r["loop_result"];
+            ensure(u(l, "map_errors") + u(l, "unmap_errors") == 0, || {
+                format!("{name}: loop errors: {l}")
+            })?;
+            Ok((
+                l["ops_per_sec"].as_f64().unwrap_or(0.0),
+                u(l, "ops"),
+                u(l, "elapsed_ns"),
+            ))
+        };
+        let median = |mut v: Vec<f64>| -> f64 {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let mut base = Vec::new();
+        let mut traced = Vec::new();
+        let (mut events, mut bytes, mut traced_ns, mut lost, mut ops) =
+            (0u64, 0u64, 0u64, 0u64, 0u64);
+        for r in 1.. {
+            if !dir.join(format!("base{r}.json")).exists() {
+                break;
+            }
+            base.push(rate(&format!("base{r}.json"))?.0);
+            if !dir.join(format!("traced{r}.json")).exists() {
+                continue;
+            }
+            let (t, o, ns) = rate(&format!("traced{r}.json"))?;
+            traced.push(t);
+            ops = o;
+            traced_ns += ns;
+            ensure(rc(dir, &format!("record{r}.rc"))? == 0, || {
+                "the recorder failed".into()
+            })?;
+            let summary = read(dir, &format!("summary{r}.txt"))?;
+            let count = |prefix: &str| -> Result<u64, String> {
+                summary
+                    .lines()
+                    .find_map(|l| l.strip_prefix(prefix))
+                    .and_then(|l| l.split_whitespace().next())
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| format!("no {prefix:?} in summary:\n{summary}"))
+            };
+            events += count("events: ")?;
+            lost += count("lost: ")?;
+            bytes += read(dir, &format!("capture-bytes{r}.txt"))?
+                .trim()
+                .parse::<u64>()
+                .map_err(|e| e.to_string())?;
+        }
+        ensure(!traced.is_empty(), || "no traced round ran".into())?;
+        let (b, t) = (median(base.clone()), median(traced.clone()));
+        ensure(lost == 0, || {
+            format!("{lost} events lost at the loop's full rate")
+        })?;
+        Ok(format!(
+            "map/unmap loop, {ops} ops per run, {} rounds: median {b:.0} ops/s untraced {base:.0?}, \
+             {t:.0} ops/s traced {traced:.0?}; slowdown {:.1}% (time ratio {:.3}); \
+             {events} events recorded at {:.0} events/s, 0 lost; {:.1} bytes/event on disk",
+            traced.len(),
+            (b / t - 1.0) * 100.0,
+            b / t,
+            events as f64 / (traced_ns as f64 / 1e9),
+            bytes as f64 / events.max(1) as f64
+        ))
+    };
+    vec![match run() {
+        Ok(detail) => Outcome {
+            name: "capture".into(),
+            ok: true,
+            detail,
+        },
+        Err(e) => Outcome::fail("capture", e),
+    }]
+}

@@ -1,0 +1,131 @@
+//! The `exercise` scenario: the workload under the architecture's emulated IOMMU, the probe
+//! report, refusals and damaged or lossy captures, then the shared capture checks.
+
+use std::path::Path;
+
+use super::capture::capture_checks;
+use super::degraded::degraded_kernel;
+use super::exporter::live_exporter;
+use super::{ensure, jsonl, rc, read, s, scenario_ran, u, Outcome};
+use crate::kernel::Arch;
+
+pub fn exercise(dir: &Path, arch: Arch) -> Vec<Outcome> {
+    let mut out = vec![
+        Outcome::from("scenario_ran", scenario_ran(dir)),
+        Outcome::from(
+            "probes_report",
+            (|| {
+                let p = read(dir, "probes.txt")?;
+                for point in [
+                    "hwpt_alloc_ioctl",
+                    "driver_alloc",
+                    "domain_free",
+                    "map",
+                    "unmap",
+                    "pt_pages",
+                ] {
+                    let line = p
+                        .lines()
+                        .find(|l| l.starts_with(point))
+                        .ok_or_else(|| format!("probes lists no {point}:\n{p}"))?;
+                    ensure(line.split_whitespace().nth(1) == Some("ok"), || {
+                        format!("probe point not ok: {line}\n{p}")
+                    })?;
+                }
+                let driver_op = match arch {
+                    Arch::X86_64 => "+ intel_iommu_domain_alloc",
+                    Arch::Arm64 => "+ arm_smmu_domain_alloc",
+                };
+                ensure(
+                    p.contains(driver_op) && p.contains("+ mock_domain_alloc"),
+                    || {
+                        format!("the {arch} IOMMU's and the mock's driver ops are not in the plan:\n{p}")
+                    },
+                )
+            })(),
+        ),
+        Outcome::from(
+            "not_root_is_a_clear_error",
+            (|| {
+                ensure(rc(dir, "notroot-record.rc")? != 0, || {
+                    "record as nobody succeeded".into()
+                })?;
+                let msg = read(dir, "notroot-record.txt")?;
+                ensure(msg.contains("needs root") && msg.contains("probes"), || {
+                    format!("unclear not-root error: {msg}")
+                })?;
+                ensure(rc(dir, "notroot-probes.rc")? == 0, || {
+                    "probes as nobody failed".into()
+                })?;
+                let p = read(dir, "notroot-probes.txt")?;
+                ensure(p.contains("not root") && p.contains("driver_alloc"), || {
+                    format!("probes as nobody did not report: {p}")
+                })
+            })(),
+        ),
+        Outcome::from(
+            "damaged_captures",
+            (|| {
+                ensure(rc(dir, "truncated.rc")? == 0, || {
+                    "inspect of a truncated capture failed".into()
+                })?;
+                let warn = read(dir, "truncated.err")?;
+                ensure(warn.contains("warning") && warn.contains("offset"), || {
+                    format!("no offset warning for a truncated capture: {warn}")
+                })?;
+                let summary = read(dir, "truncated-summary.txt")?;
+                ensure(summary.contains("NOT finalized"), || {
+                    format!("truncated summary: {summary}")
+                })?;
+                ensure(rc(dir, "notcapture.rc")? != 0, || {
+                    "a non-capture was accepted".into()
+                })?;
+                let msg = read(dir, "notcapture.txt")?;
+                ensure(msg.contains("not an iommu-trace capture"), || {
+                    format!("unclear refusal: {msg}")
+                })
+            })(),
+        ),
+        Outcome::from(
+            "tiny_ring_counts_loss",
+            (|| {
+                ensure(rc(dir, "tiny-record.rc")? == 0, || {
+                    format!(
+                        "tiny record failed: {}",
+                        read(dir, "tiny-record.log").unwrap_or_default()
+                    )
+                })?;
+                let events = jsonl(dir, "tiny.jsonl")?;
+                let lost: u64 = events
+                    .iter()
+                    .filter(|e| s(e, "event") == "lost")
+                    .map(|e| u(e, "ringbuf_full"))
+                    .sum();
+                ensure(lost > 0, || {
+                    "a one-page ring buffer under the loop lost nothing".into()
+                })?;
+                // Loss is never silent: a capture with lost events does not verify.
+                ensure(rc(dir, "tiny-replay.rc")? == 1, || {
+                    format!(
+                        "replay of a lossy capture: {}",
+                        read(dir, "tiny-replay.txt").unwrap_or_default()
+                    )
+                })?;
+                let summary = read(dir, "tiny-summary.txt")?;
+                ensure(summary.contains(&format!("lost: {lost} ")), || {
+                    format!("summary does not show the {lost} lost events:\n{summary}")
+                })
+            })(),
+        ),
+    ];
+    capture_checks(dir, &mut out, true);
+    out.push(Outcome::from(
+        "live_exporter_matches_capture",
+        live_exporter(dir),
+    ));
+    out.push(Outcome::from(
+        "degraded_kernel_reports_the_gap",
+        degraded_kernel(dir),
+    ));
+    out
+}

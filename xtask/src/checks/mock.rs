@@ -1,0 +1,39 @@
+//! The `mock` scenario: the iommufd selftest's mock driver as the only IOMMU.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::capture::capture_checks;
+use super::{ensure, read, scenario_ran, Outcome};
+use crate::kernel::Arch;
+
+/// The selftest mock driver alone (no VT-d): its domains of every kind.
+pub fn mock(dir: &Path, _arch: Arch) -> Vec<Outcome> {
+    let mut out = vec![
+        Outcome::from("scenario_ran", scenario_ran(dir)),
+        Outcome::from(
+            "mock_domains_allocated",
+            (|| {
+                let p = read(dir, "probes.txt")?;
+                ensure(p.contains("+ mock_domain_alloc"), || {
+                    format!("the mock op is not in the plan:\n{p}")
+                })?;
+                let r: Value = serde_json::from_str(&read(dir, "exercise.json")?)
+                    .map_err(|e| format!("exercise.json: {e}"))?;
+                ensure(r["mock"]["available"].as_bool() == Some(true), || {
+                    format!("the mock driver was not usable: {}", r["mock"])
+                })?;
+                let allocs = &r["totals"]["expected_domain_allocations"];
+                for k in ["mock_auto", "mock_paging", "mock_nested"] {
+                    ensure(allocs[k].as_u64().unwrap_or(0) > 0, || {
+                        format!("no {k} domain: {allocs}")
+                    })?;
+                }
+                Ok(())
+            })(),
+        ),
+    ];
+    capture_checks(dir, &mut out, false);
+    out
+}
