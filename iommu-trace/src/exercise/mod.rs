@@ -16,6 +16,7 @@
 
 #[cfg(test)]
 mod fake;
+mod ledger;
 pub mod report;
 mod steps;
 mod sys;
