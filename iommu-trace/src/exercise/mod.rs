@@ -2,7 +2,7 @@
 //! path and a set of IOAS map/unmap patterns, and reports exactly what it did and what the
 //! kernel answered, so tests can compare the tracer's counts against it.
 //!
-//! Paths driven (see `steps.rs` for the exact sequence and the expected 6.12 answers):
+//! Paths driven (see `steps/` for the exact sequence and the expected 6.12 answers):
 //! * `/dev/iommu` + a VFIO device cdev (`/dev/vfio/devices/vfioN`): IOMMU_IOAS_ALLOC,
 //!   VFIO_DEVICE_BIND_IOMMUFD, IOMMU_HWPT_ALLOC (paging with flags 0 / NEST_PARENT /
 //!   DIRTY_TRACKING, nested with IOMMU_HWPT_DATA_VTD_S1, invalid variants),
@@ -16,6 +16,7 @@
 
 #[cfg(test)]
 mod fake;
+mod ledger;
 pub mod report;
 mod steps;
 mod sys;

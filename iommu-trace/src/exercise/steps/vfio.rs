@@ -1,0 +1,309 @@
+//! The VFIO flow: `/dev/iommu` + a VFIO device cdev. Bind, paging hwpts (flags 0,
+//! NEST_PARENT, DIRTY_TRACKING), nested VTD_S1, the auto domain, attach/replace, detach.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+
+use libc::EINVAL;
+use serde_json::json;
+
+use super::{step, HwptData, HwptReq, Obj, Runner, StepExt, IOVA_PREMAP, PREMAP_PAGES};
+use crate::exercise::report::{AllocKind, DeviceKind, StepGroup, VfioInfo};
+use crate::exercise::sys::{errno_name, ioctl, PAGE_4K};
+use crate::exercise::uapi::*;
+
+impl Runner<'_> {
+    fn vfio_attach(&mut self, name: &str, vfio: RawFd, pt_id: u32, to_ioas: bool) -> Option<u32> {
+        let mut cmd = VfioDeviceAttachIommufdPt {
+            argsz: size32::<VfioDeviceAttachIommufdPt>(),
+            flags: 0,
+            pt_id,
+        };
+        let e = ioctl(vfio, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut cmd);
+        let mut s = step(
+            name,
+            StepGroup::Setup,
+            "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
+            Some(VFIO_DEVICE_ATTACH_IOMMUFD_PT),
+        )
+        .params(json!({
+            "pt_id": pt_id,
+            "pt_kind": if to_ioas { "ioas" } else { "hwpt" },
+            "replaces": self.vfio_attached.map(|(h, _)| h),
+        }))
+        .errno(e)
+        .expect(0);
+        if to_ioas {
+            self.ledger
+                .alloc_attempt(AllocKind::Auto, DeviceKind::Vfio, 0, 0, e);
+        }
+        if e != 0 {
+            self.record(s);
+            return None;
+        }
+        let new = cmd.pt_id;
+        s = s.out("pt_id", new.into());
+        // Replacing an auto domain as its only device destroys it (device.c).
+        if let Some((old, true)) = self.vfio_attached {
+            if old != new {
+                self.ledger.hwpt_freed(old);
+                s = s.out("freed_auto_hwpt_id", old.into());
+            }
+        }
+        let is_auto = to_ioas && self.ledger.hwpt(new).is_none();
+        if is_auto {
+            self.ledger.hwpt_created(
+                new,
+                "auto_domain",
+                AllocKind::Auto,
+                DeviceKind::Vfio,
+                0,
+                pt_id,
+            );
+            s = s.note("kernel allocated an auto domain");
+        }
+        self.vfio_attached = Some((new, to_ioas));
+        self.record(s);
+        Some(new)
+    }
+
+    pub(super) fn vfio_flow(&mut self, vfio: File, path: &Path) {
+        let pci = path
+            .file_name()
+            .and_then(|n| {
+                std::fs::read_link(Path::new("/sys/class/vfio-dev").join(n).join("device")).ok()
+            })
+            .and_then(|t| t.file_name().map(|s| s.to_string_lossy().into_owned()));
+        self.report.vfio = Some(VfioInfo {
+            path: path.display().to_string(),
+            pci_device: pci,
+            dev_id: None,
+        });
+        self.record(
+            step("open_vfio_cdev", StepGroup::Setup, "open", None)
+                .params(json!({ "path": path.display().to_string(), "flags": "O_RDWR|O_CLOEXEC" }))
+                .errno(0)
+                .expect(0),
+        );
+        let vfd = vfio.as_raw_fd();
+        let Some(ioas) = self.ioas_alloc("ioas_alloc", "vfio") else {
+            self.warn("IOMMU_IOAS_ALLOC failed; VFIO steps skipped".into());
+            self.close("close_vfio_cdev", vfio);
+            return;
+        };
+
+        // Bind.
+        let mut bind = VfioDeviceBindIommufd {
+            argsz: size32::<VfioDeviceBindIommufd>(),
+            flags: 0,
+            iommufd: self.iommufd,
+            out_devid: 0,
+        };
+        let e = ioctl(vfd, VFIO_DEVICE_BIND_IOMMUFD, &mut bind);
+        let mut s = step(
+            "vfio_bind_iommufd",
+            StepGroup::Setup,
+            "VFIO_DEVICE_BIND_IOMMUFD",
+            Some(VFIO_DEVICE_BIND_IOMMUFD),
+        )
+        .params(json!({ "iommufd": self.iommufd, "flags": 0 }))
+        .errno(e)
+        .expect(0);
+        if e != 0 {
+            let hint = match e {
+                libc::EPERM => {
+                    "no interrupt remapping: enable it (QEMU: -device intel-iommu,intremap=on \
+                     with -machine kernel-irqchip=split) or set the iommufd \
+                     module parameter allow_unsafe_interrupts=1 \
+                     (iommufd.allow_unsafe_interrupts=1 on the kernel command line)"
+                }
+                libc::EBUSY => {
+                    "the device's VFIO group is in use (legacy VFIO container/group open)"
+                }
+                _ => "see dmesg",
+            };
+            s = s.note(hint);
+            self.record(s);
+            self.warn(format!(
+                "VFIO_DEVICE_BIND_IOMMUFD failed ({}): {hint}; VFIO steps skipped",
+                errno_name(e)
+            ));
+            self.destroy("destroy_ioas", StepGroup::Setup, ioas, Obj::Ioas, 0);
+            self.close("close_vfio_cdev", vfio);
+            return;
+        }
+        let dev_id = bind.out_devid;
+        self.record(s.out("out_devid", dev_id.into()));
+        if let Some(v) = self.report.vfio.as_mut() {
+            v.dev_id = Some(dev_id);
+        }
+
+        let base = self.base();
+        // Areas that exist before any domain: every new domain is filled with them.
+        if self.on(StepGroup::Map) {
+            let va = self.pages(PREMAP_PAGES);
+            self.map(
+                "map_before_domains",
+                StepGroup::Map,
+                ioas,
+                va,
+                PREMAP_PAGES * PAGE_4K,
+                base + IOVA_PREMAP,
+                0,
+            );
+        }
+
+        // Paging hwpts.
+        let req = |name, group, flags, data, expected, note: Option<&str>| HwptReq {
+            name,
+            group,
+            device: DeviceKind::Vfio,
+            dev_id,
+            pt_id: ioas,
+            flags,
+            data,
+            expected,
+            note: note.map(str::to_string),
+        };
+        let h0 = self.hwpt_alloc(req(
+            "hwpt_alloc_paging",
+            StepGroup::Setup,
+            0,
+            HwptData::None,
+            Some(0),
+            Some("every 6.12 IOMMU driver allocates a flags-0 paging domain"),
+        ));
+        let mut np = None;
+        if self.on(StepGroup::Alloc) {
+            np = self.hwpt_alloc(req(
+                "hwpt_alloc_paging_nest_parent",
+                StepGroup::Alloc,
+                IOMMU_HWPT_ALLOC_NEST_PARENT,
+                HwptData::None,
+                None,
+                Some(
+                    "6.12: VT-d needs scalable mode with nesting, else EOPNOTSUPP from the \
+                     driver; SMMUv3/AMD: EOPNOTSUPP",
+                ),
+            ));
+            self.hwpt_alloc(req(
+                "hwpt_alloc_paging_dirty_tracking",
+                StepGroup::Alloc,
+                IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+                HwptData::None,
+                None,
+                Some(
+                    "needs IOMMU_CAP_DIRTY_TRACKING (VT-d: scalable mode + SSADS), else \
+                     EOPNOTSUPP from the iommufd core without calling the driver",
+                ),
+            ));
+            self.hwpt_alloc(req(
+                "hwpt_alloc_paging_nest_parent_dirty_tracking",
+                StepGroup::Alloc,
+                IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+                HwptData::None,
+                None,
+                None,
+            ));
+        }
+        if self.on(StepGroup::Negative) {
+            self.vfio_paging_alloc_failures(dev_id, ioas);
+        }
+
+        // Nested hwpts.
+        if let Some(parent) = np.or(h0) {
+            let parent_note = if np.is_some() {
+                "parent: the NEST_PARENT hwpt"
+            } else {
+                "parent: the flags-0 hwpt (no NEST_PARENT hwpt could be allocated)"
+            };
+            let nreq = |name, group, flags, data, expected, note: String| HwptReq {
+                name,
+                group,
+                device: DeviceKind::Vfio,
+                dev_id,
+                pt_id: parent,
+                flags,
+                data,
+                expected,
+                note: Some(note),
+            };
+            let vtd = IommuHwptVtdS1 {
+                flags: 0,
+                pgtbl_addr: 0,
+                addr_width: 48,
+                reserved: 0,
+            };
+            if self.on(StepGroup::Alloc) {
+                self.hwpt_alloc(nreq(
+                    "hwpt_alloc_nested_vtd_s1",
+                    StepGroup::Alloc,
+                    0,
+                    HwptData::VtdS1(vtd),
+                    if np.is_some() { None } else { Some(EINVAL) },
+                    format!(
+                        "{parent_note}; non-parent: EINVAL from the core; VT-d with nesting: \
+                         succeeds (no page table is allocated)"
+                    ),
+                ));
+            }
+            if self.on(StepGroup::Negative) {
+                self.vfio_nested_alloc_failures(dev_id, parent, np, parent_note, vtd);
+            }
+        }
+
+        // Auto domain.
+        self.vfio_attach("attach_ioas_auto_domain", vfd, ioas, true);
+
+        if self.on(StepGroup::Map) {
+            self.patterns_4k("", ioas);
+        }
+        if self.on(StepGroup::Huge) {
+            self.patterns_huge("", ioas);
+        }
+
+        // Explicit hwpt: replaces (and so frees) the auto domain.
+        if let Some(h0) = h0 {
+            self.vfio_attach("attach_hwpt", vfd, h0, false);
+        }
+
+        if self.on(StepGroup::Negative) {
+            self.busy_destroys("", ioas, np);
+        }
+
+        if self.on(StepGroup::Loop) && self.opts.loop_iterations > 0 {
+            self.map_loop("", ioas);
+        }
+
+        self.sample_cgroup("peak");
+        self.teardown_maps_start("", ioas);
+        // Detach.
+        let mut det = VfioDeviceDetachIommufdPt {
+            argsz: size32::<VfioDeviceDetachIommufdPt>(),
+            flags: 0,
+        };
+        let e = ioctl(vfd, VFIO_DEVICE_DETACH_IOMMUFD_PT, &mut det);
+        self.record(
+            step(
+                "detach",
+                StepGroup::Setup,
+                "VFIO_DEVICE_DETACH_IOMMUFD_PT",
+                Some(VFIO_DEVICE_DETACH_IOMMUFD_PT),
+            )
+            .params(json!({ "attached_hwpt": self.vfio_attached.map(|(h, _)| h) }))
+            .errno(e)
+            .expect(0),
+        );
+        if e == 0 {
+            if let Some((old, true)) = self.vfio_attached {
+                self.ledger.hwpt_freed(old);
+            }
+            self.vfio_attached = None;
+        }
+        self.destroy_owned_hwpts("");
+        self.teardown_maps_end("", ioas);
+        self.destroy("destroy_ioas", StepGroup::Setup, ioas, Obj::Ioas, 0);
+        self.close("close_vfio_cdev", vfio);
+    }
+}
