@@ -1,7 +1,9 @@
 //! Replay over synthetic event streams.
 
 use super::*;
-use crate::events::{AllocOp, DomainAlloc, DomainFree, Geometry, Lost, MapOp, PtPages};
+use crate::events::{
+    AllocOp, DomainAlloc, DomainFree, DomainKind, Geometry, KernelPtr, Lost, MapOp, PtPages,
+};
 use crate::model::{KernelBehaviour, SmmuBehaviour};
 
 const D1: u64 = 0xffff_8880_0000_1000;

@@ -1,0 +1,139 @@
+//! `map` and `unmap`: replay the operation on the model (and the what-if variants) and
+//! compare its predicted page runs with the pages buffered for that thread.
+
+use super::domain::{take_pending, CompactBody};
+use super::runs::{fmt_runs, runs_into, runs_of};
+use super::Replayer;
+use crate::events::{Event, MapOp, PtCause};
+
+impl Replayer {
+    /// A `map` (`is_map`) or `unmap` event (`index` in the stream).
+    pub(super) fn map_unmap(&mut self, index: u64, ev: &Event, m: &MapOp, is_map: bool) {
+        let body = if is_map {
+            CompactBody::Map {
+                iova: m.iova,
+                size: m.size,
+                done: m.done,
+                errno: m.errno,
+            }
+        } else {
+            CompactBody::Unmap {
+                iova: m.iova,
+                size: m.size,
+                done: m.done,
+            }
+        };
+        let st = Self::ensure(&mut self.active, &mut self.reports, m.domain.0);
+        Self::remember(st, &self.opts, index, ev.tid, body, &mut self.reports);
+        Self::close_alloc(st, &mut self.reports, &self.opts, index);
+        let r = &mut self.reports[st.report];
+        if is_map {
+            r.maps += 1;
+        } else {
+            r.unmaps += 1;
+        }
+        let observed = take_pending(st, ev.tid);
+        let expect_cause = if is_map { PtCause::Map } else { PtCause::Unmap };
+        // what-if: the same successful operations under other formats.
+        for w in st.whatif.iter_mut() {
+            w.log.clear();
+            if is_map {
+                if m.errno == 0 && w.model.map(m.iova, m.paddr, m.size, &mut w.log).is_err() {
+                    w.failed += 1;
+                }
+            } else if w.model.unmap(m.iova, m.size, &mut w.log) == 0 && m.done != 0 {
+                w.failed += 1;
+            }
+        }
+        if st.stopped {
+            return;
+        }
+        let Some(model) = st.model.as_mut() else {
+            return;
+        };
+        st.log.clear();
+        let (what, predicted_done) = if is_map {
+            let res = model.map(m.iova, m.paddr, m.size, &mut st.log);
+            match (res, m.errno) {
+                (Ok(_), 0) => ("map", m.done),
+                (Err(e), k) if e == k => ("map", m.done),
+                (Ok(_), k) => {
+                    Self::unverifiable(
+                        st,
+                        &mut self.reports,
+                        format!(
+                            "event {index}: the kernel's map failed (errno {k}) where the model \
+                                 succeeds (e.g. -ENOMEM): the failure path is not modelled"
+                        ),
+                    );
+                    return;
+                }
+                (Err(e), k) => {
+                    let reason =
+                        format!("the model's map fails with errno {e}, the kernel's returned {k}");
+                    let pred = runs_of(&st.log.ops);
+                    let obs = observed.map(|p| p.runs).unwrap_or_default();
+                    Self::diverge(st, &mut self.reports, &self.opts, index, reason, pred, obs);
+                    return;
+                }
+            }
+        } else {
+            ("unmap", model.unmap(m.iova, m.size, &mut st.log))
+        };
+        if let Some(why) = model.unsupported() {
+            let why = why.to_string();
+            Self::unverifiable(
+                st,
+                &mut self.reports,
+                format!("event {index}: {why} (kernel behaviour the model does not reproduce)"),
+            );
+            return;
+        }
+        let mut pred = std::mem::take(&mut st.pred_buf);
+        runs_into(&st.log.ops, &mut pred);
+        let r = &mut self.reports[st.report];
+        r.predicted.allocated = st.log.allocated;
+        r.predicted.freed = st.log.freed;
+        r.predicted.peak = st.log.peak;
+        let (obs, cause_ok) = match observed {
+            Some(p) => {
+                let ok = !p.mixed_causes && p.cause == Some(expect_cause);
+                (p.runs, ok)
+            }
+            None => (Vec::new(), true),
+        };
+        let reason = if !is_map && predicted_done != m.done {
+            Some(format!(
+                "the model unmapped {predicted_done:#x} bytes, the kernel {:#x}",
+                m.done
+            ))
+        } else if pred != obs {
+            Some(format!(
+                "{what} iova {:#x} size {:#x}: the model predicts {}, the kernel did {}",
+                m.iova,
+                m.size,
+                fmt_runs(&pred),
+                fmt_runs(&obs)
+            ))
+        } else if !cause_ok {
+            Some(format!(
+                "page events before this {what} were attributed to another cause"
+            ))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                Self::diverge(st, &mut self.reports, &self.opts, index, reason, pred, obs)
+            }
+            None => {
+                // Keep both buffers for the next operations.
+                st.pred_buf = pred;
+                if obs.capacity() > 0 {
+                    st.spare_runs = obs;
+                    st.spare_runs.clear();
+                }
+            }
+        }
+    }
+}

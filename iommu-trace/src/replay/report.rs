@@ -1,0 +1,324 @@
+//! The replay's findings: per-domain verdicts, divergences, page totals and what-if rows,
+//! printed for people (`Display`) or serialized for `--json`.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::{PageRun, ReplayOptions};
+use crate::events::{DomainKind, KernelPtr};
+
+/// The outcome for one domain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", content = "reason", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every operation's page allocations and frees matched the model.
+    Verified,
+    /// The kernel did something the model did not predict (see `divergence`).
+    Diverged,
+    /// The domain could not be checked: unknown configuration, no model for its driver,
+    /// allocated before the capture started, or a path the model does not reproduce.
+    Unverifiable(String),
+}
+
+/// One event shown around a divergence.
+#[derive(Clone, Debug, Serialize)]
+pub struct ContextEvent {
+    pub index: u64,
+    pub event: String,
+    /// This is the event where the divergence was found.
+    pub here: bool,
+}
+
+/// The first place where the kernel and the model disagreed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Divergence {
+    /// Index (0-based, in the stream) of the event at which the mismatch was found.
+    pub event_index: u64,
+    pub reason: String,
+    /// Page runs the model predicted for that operation.
+    pub predicted: Vec<PageRun>,
+    /// Page runs observed for it.
+    pub observed: Vec<PageRun>,
+    /// A few events of this domain around it.
+    pub context: Vec<ContextEvent>,
+}
+
+/// Pages allocated without a memory-cgroup charge, split by cause.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Uncharged {
+    /// Uncharged by kernel policy: the top-level table allocated with the domain
+    /// (GFP_KERNEL in `paging_domain_alloc`, `arm_64_lpae_alloc_pgtable_s1/s2`,
+    /// `pt_iommu_*_init`), tables of a split block (GFP_ATOMIC in
+    /// `arm_lpae_split_blk_unmap`), or a non-iommufd caller's gfp.
+    pub policy: u64,
+    /// Uncharged where iommufd asked for GFP_KERNEL_ACCOUNT (tables allocated by
+    /// `iommu_map` from iommufd): a defect.
+    pub unexpected: u64,
+    /// Index of the first event with unexpected uncharged pages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_unexpected_index: Option<u64>,
+}
+
+/// Page totals, observed or predicted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PageTotals {
+    pub allocated: u64,
+    pub freed: u64,
+    pub peak: u64,
+}
+
+/// Everything the replay found about one domain.
+#[derive(Clone, Debug, Serialize)]
+pub struct DomainReport {
+    pub domain: KernelPtr,
+    pub driver: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<DomainKind>,
+    /// The model and configuration used, e.g. "VT-d legacy 4-level gaw 48 4K+2M+1G ...".
+    pub model: Option<String>,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub alloc_index: Option<u64>,
+    pub free_index: Option<u64>,
+    pub maps: u64,
+    pub unmaps: u64,
+    pub observed: PageTotals,
+    /// Model totals while verification ran (up to a divergence).
+    pub predicted: PageTotals,
+    /// Pages never freed: still held at the end of the capture (domain alive), or left
+    /// after the domain was freed.
+    pub never_freed: u64,
+    /// The domain was still alive at the end of the capture.
+    pub alive_at_end: bool,
+    pub uncharged: Uncharged,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub divergence: Option<Divergence>,
+    /// Things worth knowing that are not a divergence.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// One format replayed in `--what-if`.
+#[derive(Clone, Debug, Serialize)]
+pub struct WhatIfRow {
+    pub format: String,
+    /// The format the kernel actually used.
+    pub actual: bool,
+    pub peak_pages: u64,
+    /// Pages held after the last operation (before the domain free, if any).
+    pub final_pages: u64,
+    /// Maps or unmaps this format could not do (alignment, range).
+    pub failed_ops: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WhatIfDomain {
+    pub domain: KernelPtr,
+    pub rows: Vec<WhatIfRow>,
+}
+
+/// The replay's findings.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub options: ReplayOptions,
+    pub events: u64,
+    /// Ring-buffer and context-table losses reported by `lost` events.
+    pub lost_events: u64,
+    pub lost_contexts: u64,
+    /// Failed `domain_alloc` ops (no domain to model).
+    pub failed_allocs: u64,
+    pub domains: Vec<DomainReport>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub what_if: Vec<WhatIfDomain>,
+    /// Probe points the verification needs that recorded nothing (from the capture
+    /// header): with one missing, a domain that "verifies" proves nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_points: Vec<crate::session::MissingPoint>,
+}
+
+/// The probe points whose events the replay compares: without any of them a capture
+/// cannot verify.
+pub const POINTS_VERIFIED: &[&str] = &["driver_alloc", "domain_free", "map", "unmap", "pt_pages"];
+
+impl Report {
+    /// True when every domain verified, nothing was lost, and every probe point the
+    /// verification needs recorded: the exit status.
+    pub fn all_verified(&self) -> bool {
+        self.lost_events == 0
+            && self.lost_contexts == 0
+            && self.missing_points.is_empty()
+            && self.domains.iter().all(|d| d.verdict == Verdict::Verified)
+    }
+
+    /// Domains whose pages were uncharged against iommufd's GFP_KERNEL_ACCOUNT.
+    pub fn unexpected_uncharged(&self) -> u64 {
+        self.domains.iter().map(|d| d.uncharged.unexpected).sum()
+    }
+
+    /// The first divergence in stream order, if any.
+    pub fn first_divergence(&self) -> Option<(&DomainReport, &Divergence)> {
+        self.domains
+            .iter()
+            .filter_map(|d| d.divergence.as_ref().map(|v| (d, v)))
+            .min_by_key(|(_, v)| v.event_index)
+    }
+}
+
+// ---- human-readable report ----------------------------------------------------------
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Verified => f.write_str("verified"),
+            Verdict::Diverged => f.write_str("DIVERGED"),
+            Verdict::Unverifiable(why) => write!(f, "unverifiable: {why}"),
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "replayed {} events, {} domain(s); VT-d model: {}; SMMUv3 model: {}",
+            self.events,
+            self.domains.len(),
+            self.options.behaviour.vtd,
+            self.options.behaviour.smmu
+        )?;
+        if self.lost_events + self.lost_contexts > 0 {
+            writeln!(
+                f,
+                "WARNING: {} event(s) lost (ring buffer full), {} operation(s) unattributed: \
+                 the capture is incomplete, so it cannot verify",
+                self.lost_events, self.lost_contexts
+            )?;
+        }
+        for m in &self.missing_points {
+            writeln!(
+                f,
+                "WARNING: probe point {m} recorded nothing: the capture cannot verify"
+            )?;
+        }
+        if self.failed_allocs > 0 {
+            writeln!(
+                f,
+                "{} domain allocation(s) failed (nothing to model)",
+                self.failed_allocs
+            )?;
+        }
+        for d in &self.domains {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "domain {} ({}{}): {}",
+                d.domain,
+                d.driver,
+                d.kind
+                    .map(|k| format!(", {}", k.name()))
+                    .unwrap_or_default(),
+                d.verdict
+            )?;
+            if let Some(m) = &d.model {
+                writeln!(f, "  model: {m}")?;
+            }
+            writeln!(
+                f,
+                "  {} map(s), {} unmap(s); pages observed: +{} -{} (peak {}); predicted: +{} -{} (peak {})",
+                d.maps, d.unmaps, d.observed.allocated, d.observed.freed, d.observed.peak,
+                d.predicted.allocated, d.predicted.freed, d.predicted.peak
+            )?;
+            if d.never_freed > 0 {
+                if d.alive_at_end {
+                    writeln!(
+                        f,
+                        "  {} page(s) still held at the end of the capture (domain alive)",
+                        d.never_freed
+                    )?;
+                } else {
+                    writeln!(
+                        f,
+                        "  {} page(s) never freed after the domain was freed",
+                        d.never_freed
+                    )?;
+                }
+            }
+            if d.uncharged.policy + d.uncharged.unexpected > 0 {
+                write!(
+                    f,
+                    "  not charged to a memory cgroup: {} page(s) by kernel policy",
+                    d.uncharged.policy
+                )?;
+                if d.uncharged.unexpected > 0 {
+                    write!(
+                        f,
+                        ", {} UNEXPECTED (iommufd maps with GFP_KERNEL_ACCOUNT; first at event {})",
+                        d.uncharged.unexpected,
+                        d.uncharged.first_unexpected_index.unwrap_or(0)
+                    )?;
+                }
+                writeln!(f)?;
+            }
+            if let Some(v) = &d.divergence {
+                writeln!(
+                    f,
+                    "  first divergence at event {}: {}",
+                    v.event_index, v.reason
+                )?;
+                for c in &v.context {
+                    writeln!(
+                        f,
+                        "    {} {:>8} {}",
+                        if c.here { ">" } else { " " },
+                        c.index,
+                        c.event
+                    )?;
+                }
+            }
+            for n in &d.notes {
+                writeln!(f, "  note: {n}")?;
+            }
+        }
+        if !self.what_if.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "what if (page-table pages, peak / final):")?;
+            for w in &self.what_if {
+                writeln!(f, "  domain {}", w.domain)?;
+                for row in &w.rows {
+                    write!(
+                        f,
+                        "    {} {:>8} / {:<8} {}",
+                        if row.actual { "*" } else { " " },
+                        row.peak_pages,
+                        row.final_pages,
+                        row.format
+                    )?;
+                    if row.failed_ops > 0 {
+                        write!(f, " ({} op(s) impossible in this format)", row.failed_ops)?;
+                    }
+                    writeln!(f)?;
+                }
+            }
+        }
+        writeln!(f)?;
+        if self.all_verified() {
+            writeln!(f, "result: every domain verified")
+        } else {
+            let bad = self
+                .domains
+                .iter()
+                .filter(|d| d.verdict != Verdict::Verified)
+                .count();
+            writeln!(
+                f,
+                "result: NOT verified ({bad} domain(s) diverged or could not be checked{})",
+                if self.missing_points.is_empty() {
+                    ""
+                } else {
+                    "; probe points missing"
+                }
+            )
+        }
+    }
+}
