@@ -8,7 +8,7 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, T
 use ratatui::Frame;
 
 use super::app::{App, View};
-use super::model::{DomainRow, Mode, Model, OwnerRow, RATE_NAMES};
+use super::board::{DomainRow, Mode, Model, OwnerRow, RATE_NAMES};
 use crate::events::{errno_name, AllocOp, Event, EventBody};
 use crate::state::{Histogram, LATENCY_BOUNDS_NS};
 
