@@ -2,7 +2,8 @@
 //!
 //! * `board`: `state::State` plus what only a screen needs (lingering freed domains, recent
 //!   events, page-table growth, rates, per-process failures, replay verdicts);
-//! * `app`: view state and keys; `render`: one frame from both (tested with TestBackend);
+//! * `app`: view state and keys; `render`: one frame from both (tested with TestBackend),
+//!   one file per view; `format`: units and text (bytes, durations, flags, events);
 //! * `terminal`: raw mode, alternate screen, stderr away from the screen, restore on quit,
 //!   signal and panic;
 //! * [`run_ui`]: the draw/input loop, on its own thread, while the caller feeds [`Shared`]
@@ -11,6 +12,7 @@
 
 pub mod app;
 pub mod board;
+pub mod format;
 pub mod render;
 pub mod terminal;
 
