@@ -326,6 +326,11 @@ fn not_a_terminal_is_a_clear_error() {
 
 // ---- benchmark ----------------------------------------------------------------------------
 
+#[path = "../benches/common/tui_feed.rs"]
+mod tui_feed;
+
+use tui_feed::bench_feed;
+
 /// 100,000 events per second for `TUI_BENCH_SECS` (default 20) seconds, twice: into a
 /// headless `state::State`, then into the TUI's model with a frame drawn every 250 ms at
 /// 160x48 through the crossterm backend (into /dev/null). Reports the CPU used beyond the
@@ -433,124 +438,4 @@ fn rss_kib() -> u64 {
         .nth(1)
         .and_then(|p| p.parse::<u64>().ok())
         .map_or(0, |p| p * 4)
-}
-
-/// A feed shaped like a busy host: 64 domains of 8 processes mapping and unmapping, page
-/// tables growing and shrinking, a domain freed and reallocated every 500 events.
-fn bench_feed() -> Vec<Event> {
-    use iommu_trace::events::{
-        AllocOp, DomainAlloc, DomainFree, Geometry, KernelPtr, MapOp, PtCause, PtPages,
-    };
-    let mut v = Vec::new();
-    let who = |i: u64, body| Event {
-        ts_ns: 0,
-        cpu: (i % 2) as u32,
-        pid: 1000 + (i % 8) as u32,
-        tid: 1000 + (i % 8) as u32,
-        comm: format!("vmm-{}", i % 8),
-        cgroup_id: 100 + i % 8,
-        body,
-    };
-    let alloc = |d: u64| {
-        EventBody::DomainAlloc(DomainAlloc {
-            driver: if d.is_multiple_of(2) { "intel" } else { "mock" }.into(),
-            op: AllocOp::AllocUser,
-            kind: DomainKind::Paging,
-            flags: 0,
-            data_type: 0,
-            data_len: 0,
-            data: None,
-            parent: KernelPtr(0),
-            domain: KernelPtr(0xffff_8880_0000_0000 + d * 0x1000),
-            errno: 0,
-            latency_ns: 30_000 + d * 100,
-            geometry: Geometry::default(),
-        })
-    };
-    let ptr = |d: u64| KernelPtr(0xffff_8880_0000_0000 + d * 0x1000);
-    for d in 0..64 {
-        v.push(who(d, alloc(d)));
-    }
-    for i in 0..100_000u64 {
-        let d = i % 64;
-        let m = MapOp {
-            domain: ptr(d),
-            iova: (i / 64) << 12,
-            size: 4096,
-            done: 4096,
-            paddr: 0,
-            errno: 0,
-            latency_ns: 2_000,
-        };
-        v.push(who(
-            d,
-            match i % 10 {
-                0 => EventBody::PtAlloc(PtPages {
-                    domain: ptr(d),
-                    pages: 1,
-                    charged: true,
-                    memcg_id: 100 + d % 8,
-                    cause: PtCause::Map,
-                }),
-                1 => EventBody::PtFree(PtPages {
-                    domain: ptr(d),
-                    pages: 1,
-                    charged: true,
-                    memcg_id: 100 + d % 8,
-                    cause: PtCause::Unmap,
-                }),
-                2..=5 => EventBody::Unmap(m),
-                _ => EventBody::Map(m),
-            },
-        ));
-        if i % 500 == 499 {
-            v.push(who(
-                d,
-                EventBody::DomainFree(DomainFree {
-                    domain: ptr(d),
-                    latency_ns: 10_000,
-                }),
-            ));
-            v.push(who(d, alloc(d)));
-        }
-    }
-    v
-}
-
-/// Unpaced ingest cost per event: `state::State` alone vs the TUI's model (which wraps it).
-#[test]
-#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
-fn bench_ingest_per_event() {
-    use iommu_trace::tui::{Meta, Mode, Model};
-    let template = bench_feed();
-    let n = 2_000_000usize;
-    let feed = |f: &mut dyn FnMut(Event)| {
-        let mut ts = 1_000_000_000u64;
-        for i in 0..n {
-            let mut e = template[i % template.len()].clone();
-            ts += 10_000;
-            e.ts_ns = ts;
-            f(e);
-        }
-    };
-    let t = Instant::now();
-    let mut clones = 0usize;
-    feed(&mut |e| clones += e.comm.len());
-    let clone_ns = t.elapsed().as_nanos() as f64 / n as f64;
-    let mut state = iommu_trace::state::State::new();
-    let t = Instant::now();
-    feed(&mut |e| state.apply(&e));
-    let state_ns = t.elapsed().as_nanos() as f64 / n as f64;
-    let mut model = Model::new(Meta {
-        mode: Mode::Live,
-        kernel_release: "bench".into(),
-        probes_attached: 0,
-        probes_missing: Vec::new(),
-    });
-    let t = Instant::now();
-    feed(&mut |e| model.apply(e));
-    let model_ns = t.elapsed().as_nanos() as f64 / n as f64;
-    println!(
-        "per event: clone {clone_ns:.0} ns, state/ {state_ns:.0} ns, TUI model {model_ns:.0} ns ({clones})"
-    );
 }

@@ -3,7 +3,7 @@
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::model::{DomainKey, DomainRow, Model};
+use super::board::{DomainKey, DomainRow, Model};
 
 /// The main views, switched with Tab.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,8 +1,9 @@
 //! The live TUI (`iommu-trace top`): ratatui over `state/`.
 //!
-//! * `model`: `state::State` plus what only a screen needs (lingering freed domains, recent
+//! * `board`: `state::State` plus what only a screen needs (lingering freed domains, recent
 //!   events, page-table growth, rates, per-process failures, replay verdicts);
-//! * `app`: view state and keys; `render`: one frame from both (tested with TestBackend);
+//! * `app`: view state and keys; `render`: one frame from both (tested with TestBackend),
+//!   one file per view; `format`: units and text (bytes, durations, flags, events);
 //! * `terminal`: raw mode, alternate screen, stderr away from the screen, restore on quit,
 //!   signal and panic;
 //! * [`run_ui`]: the draw/input loop, on its own thread, while the caller feeds [`Shared`]
@@ -10,7 +11,8 @@
 //!   sources, the same code after it.
 
 pub mod app;
-pub mod model;
+pub mod board;
+pub mod format;
 pub mod render;
 pub mod terminal;
 
@@ -27,7 +29,7 @@ use ratatui::crossterm::event::{self, Event as TermEvent};
 use ratatui::Terminal;
 
 pub use app::App;
-pub use model::{Meta, Mode, Model};
+pub use board::{Meta, Mode, Model};
 
 /// What the source (ingest) side and the UI thread share.
 pub struct Shared {

@@ -10,7 +10,7 @@ use ratatui::style::Color;
 use ratatui::Terminal;
 
 use super::app::{Action, App, View};
-use super::model::{Meta, Mode, Model, GROWTH_POINTS, HISTORY_TOTAL, MAX_FREED};
+use super::board::{Meta, Mode, Model, GROWTH_POINTS, HISTORY_TOTAL, MAX_FREED};
 use super::render;
 use crate::capture::CaptureReader;
 use crate::events::{

@@ -6,13 +6,25 @@
 //! Memory is bounded whatever the event rate: histories have a per-domain and a global cap,
 //! freed domains are kept for [`LINGER_NS`] and at most [`MAX_FREED`] of them, rates keep
 //! [`RATE_SECONDS`] seconds.
+//!
+//! Here: the [`Model`] and how each event updates it, and the rows the views list. Beside it:
+//! `rates` (per-second counters), `history` (what is kept per domain), `verdict` (the
+//! replay of a domain's history through the reference model, for the detail view).
+
+mod history;
+mod rates;
+mod verdict;
+
+pub use history::{DomainExtra, FreedDomain, Kept, KeptBody, PtrHasher};
+pub use rates::{Rates, RATE_NAMES};
+pub use verdict::DomainVerdict;
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::events::{DomainFree, Event, EventBody, KernelPtr, MapOp, PtPages};
-use crate::replay::{ReplayOptions, Replayer, Verdict};
+use crate::events::{Event, EventBody, KernelPtr};
 use crate::state::{LiveDomain, State};
+use history::PtrMap;
+use rates::{R_ALLOCS, R_EVENTS, R_FREES, R_LOST, R_MAPS, R_PT_ALLOC, R_PT_FREE, R_UNMAPS};
 
 /// How long a freed domain stays in the table, marked, in the model's clock.
 pub const LINGER_NS: u64 = 10_000_000_000;
@@ -51,200 +63,6 @@ pub struct Meta {
     pub probes_attached: usize,
     /// Logical probe points with nothing attached.
     pub probes_missing: Vec<String>,
-}
-
-/// The rate series, in [`Rates`] order.
-pub const RATE_NAMES: [&str; 8] = [
-    "events", "allocs", "frees", "maps", "unmaps", "pt+", "pt-", "lost",
-];
-const R_EVENTS: usize = 0;
-const R_ALLOCS: usize = 1;
-const R_FREES: usize = 2;
-const R_MAPS: usize = 3;
-const R_UNMAPS: usize = 4;
-const R_PT_ALLOC: usize = 5;
-const R_PT_FREE: usize = 6;
-const R_LOST: usize = 7;
-
-/// Per-second counters in the model's clock: the current second and those before it.
-#[derive(Clone, Debug, Default)]
-pub struct Rates {
-    cur_sec: Option<u64>,
-    cur: [u64; RATE_NAMES.len()],
-    /// Completed seconds, oldest first.
-    hist: VecDeque<[u64; RATE_NAMES.len()]>,
-}
-
-impl Rates {
-    fn roll_to(&mut self, sec: u64) {
-        match self.cur_sec {
-            None => self.cur_sec = Some(sec),
-            Some(c) if sec > c => {
-                let gap = (sec - c).min(RATE_SECONDS as u64 + 1);
-                self.hist.push_back(self.cur);
-                for _ in 1..gap {
-                    self.hist.push_back([0; RATE_NAMES.len()]);
-                }
-                while self.hist.len() > RATE_SECONDS {
-                    self.hist.pop_front();
-                }
-                self.cur = [0; RATE_NAMES.len()];
-                self.cur_sec = Some(sec);
-            }
-            // Late by a little (events of other CPUs): counted in the current second.
-            Some(_) => {}
-        }
-    }
-
-    fn add(&mut self, ts_ns: u64, series: usize, n: u64) {
-        self.roll_to(ts_ns / 1_000_000_000);
-        self.cur[series] += n;
-    }
-
-    /// The last `n` completed seconds of one series, oldest first.
-    pub fn series(&self, idx: usize, n: usize) -> Vec<u64> {
-        let skip = self.hist.len().saturating_sub(n);
-        self.hist.iter().skip(skip).map(|s| s[idx]).collect()
-    }
-
-    /// The last completed second of a series (the current one if none completed yet).
-    pub fn last(&self, idx: usize) -> u64 {
-        self.hist.back().map_or(self.cur[idx], |s| s[idx])
-    }
-
-    /// The highest one-second value of a series over the history.
-    pub fn peak(&self, idx: usize) -> u64 {
-        self.hist
-            .iter()
-            .map(|s| s[idx])
-            .chain(std::iter::once(self.cur[idx]))
-            .max()
-            .unwrap_or(0)
-    }
-}
-
-/// A cheap hasher for kernel pointers (multiply, then bring the mixed high bits down):
-/// the extras map is looked up for every event, and SipHash was a visible share of it.
-#[derive(Clone, Copy, Default)]
-pub struct PtrHasher(u64);
-
-impl Hasher for PtrHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(*b as u64);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0xf135_7aea_2e62_a9c5);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0.rotate_left(26)
-    }
-}
-
-type PtrMap<V> = HashMap<KernelPtr, V, BuildHasherDefault<PtrHasher>>;
-
-/// One event of a domain, kept compactly for its replay verdict and the recent-events
-/// list: no comm, and the frequent bodies inline (about 80 bytes instead of about 300).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Kept {
-    pub ts_ns: u64,
-    pub cpu: u32,
-    pub pid: u32,
-    pub tid: u32,
-    pub cgroup_id: u64,
-    pub body: KeptBody,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum KeptBody {
-    Map(MapOp),
-    Unmap(MapOp),
-    PtAlloc(PtPages),
-    PtFree(PtPages),
-    DomainFree(DomainFree),
-    Other(Box<EventBody>),
-}
-
-impl Kept {
-    fn new(ev: Event) -> Kept {
-        let body = match ev.body {
-            EventBody::Map(m) => KeptBody::Map(m),
-            EventBody::Unmap(m) => KeptBody::Unmap(m),
-            EventBody::PtAlloc(p) => KeptBody::PtAlloc(p),
-            EventBody::PtFree(p) => KeptBody::PtFree(p),
-            EventBody::DomainFree(f) => KeptBody::DomainFree(f),
-            other => KeptBody::Other(Box::new(other)),
-        };
-        Kept {
-            ts_ns: ev.ts_ns,
-            cpu: ev.cpu,
-            pid: ev.pid,
-            tid: ev.tid,
-            cgroup_id: ev.cgroup_id,
-            body,
-        }
-    }
-
-    /// The event again (without its comm).
-    pub fn event(&self) -> Event {
-        Event {
-            ts_ns: self.ts_ns,
-            cpu: self.cpu,
-            pid: self.pid,
-            tid: self.tid,
-            comm: String::new(),
-            cgroup_id: self.cgroup_id,
-            body: match &self.body {
-                KeptBody::Map(m) => EventBody::Map(m.clone()),
-                KeptBody::Unmap(m) => EventBody::Unmap(m.clone()),
-                KeptBody::PtAlloc(p) => EventBody::PtAlloc(p.clone()),
-                KeptBody::PtFree(p) => EventBody::PtFree(p.clone()),
-                KeptBody::DomainFree(f) => EventBody::DomainFree(f.clone()),
-                KeptBody::Other(b) => (**b).clone(),
-            },
-        }
-    }
-}
-
-/// What the TUI keeps about one domain beyond `state::LiveDomain`.
-#[derive(Clone, Debug, Default)]
-pub struct DomainExtra {
-    /// The domain's events from its allocation (or first sighting), for the replay verdict.
-    pub history: Vec<Kept>,
-    /// The history stopped growing at a cap (verdict covers only its beginning).
-    pub truncated: bool,
-    /// The history was dropped (domain expired from the table, or the global cap).
-    pub history_dropped: bool,
-    /// Recent events (kept once the history stops growing).
-    recent: VecDeque<Kept>,
-    /// Page-table pages held after each page-table event, oldest first.
-    pub growth: VecDeque<u64>,
-    pub pt_peak: u64,
-    pub parent: KernelPtr,
-}
-
-impl DomainExtra {
-    /// The last `n` events of this domain, oldest first.
-    pub fn recent(&self, n: usize) -> Vec<Event> {
-        if self.truncated || self.history_dropped {
-            let skip = self.recent.len().saturating_sub(n);
-            self.recent.iter().skip(skip).map(Kept::event).collect()
-        } else {
-            let skip = self.history.len().saturating_sub(n);
-            self.history.iter().skip(skip).map(Kept::event).collect()
-        }
-    }
-}
-
-/// A freed domain, as it was just before its free.
-#[derive(Clone, Debug)]
-pub struct FreedDomain {
-    pub domain: LiveDomain,
-    pub freed_ts_ns: u64,
-    pub extra: DomainExtra,
 }
 
 /// Failures caused by one process (allocations fail before a domain exists, so `state/`
@@ -293,15 +111,6 @@ impl DomainRow<'_> {
 }
 
 pub type DomainKey = (KernelPtr, u64);
-
-/// The reference model's verdict on one domain, as the detail view shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DomainVerdict {
-    /// "verified", "diverged", "unverifiable: ..." or why there is none.
-    pub verdict: String,
-    /// Model used, and what it saw.
-    pub detail: Vec<String>,
-}
 
 /// The TUI's model: everything a frame is drawn from.
 #[derive(Clone, Debug)]
@@ -593,33 +402,6 @@ impl Model {
             })
     }
 
-    /// The reference model's verdict on a domain (replays its kept history).
-    pub fn verdict(&self, row: &DomainRow) -> DomainVerdict {
-        match row.extra {
-            Some(e) if e.history_dropped => DomainVerdict {
-                verdict: "not kept: freed over 10 s ago (record and `iommu-trace replay` \
-                          verify every domain)"
-                    .into(),
-                detail: Vec::new(),
-            },
-            Some(e) => {
-                let key = (row.key(), e.history.len());
-                if let Some((k, v)) = &*self.verdict_cache.borrow() {
-                    if *k == key {
-                        return v.clone();
-                    }
-                }
-                let v = verdict_of(&e.history, e.truncated, row.d.seen_alloc);
-                *self.verdict_cache.borrow_mut() = Some((key, v.clone()));
-                v
-            }
-            None => DomainVerdict {
-                verdict: "none: no events kept".into(),
-                detail: Vec::new(),
-            },
-        }
-    }
-
     /// Per-process rows: what live domains hold, by owner pid, with allocations and failures.
     pub fn process_rows(&self) -> Vec<OwnerRow> {
         let mut m: HashMap<u32, OwnerRow> = HashMap::new();
@@ -708,63 +490,4 @@ fn sort_owners(v: &mut [OwnerRow]) {
                 b.id,
             ))
     });
-}
-
-/// Replays one domain's events through the reference model.
-fn verdict_of(history: &[Kept], truncated: bool, seen_alloc: bool) -> DomainVerdict {
-    if history.is_empty() {
-        return DomainVerdict {
-            verdict: "none: no events kept".into(),
-            detail: Vec::new(),
-        };
-    }
-    let mut r = Replayer::new(ReplayOptions::default());
-    for e in history {
-        r.push(&e.event());
-    }
-    let report = r.finish();
-    let Some(d) = report.domains.first() else {
-        return DomainVerdict {
-            verdict: "none: nothing to model".into(),
-            detail: Vec::new(),
-        };
-    };
-    let mut verdict = match &d.verdict {
-        Verdict::Verified => "verified".to_string(),
-        Verdict::Diverged => "DIVERGED".to_string(),
-        Verdict::Unverifiable(why) => format!("unverifiable: {why}"),
-    };
-    if truncated {
-        verdict.push_str(&format!(" (first {} events)", history.len()));
-    }
-    let mut detail = Vec::new();
-    if let Some(m) = &d.model {
-        detail.push(format!("model: {m}"));
-    }
-    detail.push(format!(
-        "pages observed: +{} -{} peak {}; predicted: +{} -{} peak {}",
-        d.observed.allocated,
-        d.observed.freed,
-        d.observed.peak,
-        d.predicted.allocated,
-        d.predicted.freed,
-        d.predicted.peak
-    ));
-    if d.uncharged.policy + d.uncharged.unexpected > 0 {
-        detail.push(format!(
-            "uncharged pages: {} by kernel policy, {} unexpected",
-            d.uncharged.policy, d.uncharged.unexpected
-        ));
-    }
-    if let Some(div) = &d.divergence {
-        detail.push(format!(
-            "first divergence at this domain's event {}: {}",
-            div.event_index, div.reason
-        ));
-    }
-    if !seen_alloc {
-        detail.push("allocation not seen (before tracing started, or lost)".into());
-    }
-    detail.extend(d.notes.iter().cloned());
-    DomainVerdict { verdict, detail }
 }

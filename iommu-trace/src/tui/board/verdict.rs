@@ -1,0 +1,102 @@
+//! The reference model's verdict on one domain: its kept history replayed through
+//! `replay::Replayer`, as the detail view shows it (cached per domain and history length).
+
+use super::{DomainRow, Kept, Model};
+use crate::replay::{ReplayOptions, Replayer, Verdict};
+
+/// The reference model's verdict on one domain, as the detail view shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainVerdict {
+    /// "verified", "diverged", "unverifiable: ..." or why there is none.
+    pub verdict: String,
+    /// Model used, and what it saw.
+    pub detail: Vec<String>,
+}
+
+impl Model {
+    /// The reference model's verdict on a domain (replays its kept history).
+    pub fn verdict(&self, row: &DomainRow) -> DomainVerdict {
+        match row.extra {
+            Some(e) if e.history_dropped => DomainVerdict {
+                verdict: "not kept: freed over 10 s ago (record and `iommu-trace replay` \
+                          verify every domain)"
+                    .into(),
+                detail: Vec::new(),
+            },
+            Some(e) => {
+                let key = (row.key(), e.history.len());
+                if let Some((k, v)) = &*self.verdict_cache.borrow() {
+                    if *k == key {
+                        return v.clone();
+                    }
+                }
+                let v = verdict_of(&e.history, e.truncated, row.d.seen_alloc);
+                *self.verdict_cache.borrow_mut() = Some((key, v.clone()));
+                v
+            }
+            None => DomainVerdict {
+                verdict: "none: no events kept".into(),
+                detail: Vec::new(),
+            },
+        }
+    }
+}
+
+/// Replays one domain's events through the reference model.
+fn verdict_of(history: &[Kept], truncated: bool, seen_alloc: bool) -> DomainVerdict {
+    if history.is_empty() {
+        return DomainVerdict {
+            verdict: "none: no events kept".into(),
+            detail: Vec::new(),
+        };
+    }
+    let mut r = Replayer::new(ReplayOptions::default());
+    for e in history {
+        r.push(&e.event());
+    }
+    let report = r.finish();
+    let Some(d) = report.domains.first() else {
+        return DomainVerdict {
+            verdict: "none: nothing to model".into(),
+            detail: Vec::new(),
+        };
+    };
+    let mut verdict = match &d.verdict {
+        Verdict::Verified => "verified".to_string(),
+        Verdict::Diverged => "DIVERGED".to_string(),
+        Verdict::Unverifiable(why) => format!("unverifiable: {why}"),
+    };
+    if truncated {
+        verdict.push_str(&format!(" (first {} events)", history.len()));
+    }
+    let mut detail = Vec::new();
+    if let Some(m) = &d.model {
+        detail.push(format!("model: {m}"));
+    }
+    detail.push(format!(
+        "pages observed: +{} -{} peak {}; predicted: +{} -{} peak {}",
+        d.observed.allocated,
+        d.observed.freed,
+        d.observed.peak,
+        d.predicted.allocated,
+        d.predicted.freed,
+        d.predicted.peak
+    ));
+    if d.uncharged.policy + d.uncharged.unexpected > 0 {
+        detail.push(format!(
+            "uncharged pages: {} by kernel policy, {} unexpected",
+            d.uncharged.policy, d.uncharged.unexpected
+        ));
+    }
+    if let Some(div) = &d.divergence {
+        detail.push(format!(
+            "first divergence at this domain's event {}: {}",
+            div.event_index, div.reason
+        ));
+    }
+    if !seen_alloc {
+        detail.push("allocation not seen (before tracing started, or lost)".into());
+    }
+    detail.extend(d.notes.iter().cloned());
+    DomainVerdict { verdict, detail }
+}

@@ -1,0 +1,87 @@
+//! The owners view: per-process and per-cgroup tables.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Style};
+use ratatui::text::Span;
+use ratatui::widgets::{Block, Row, Table};
+use ratatui::Frame;
+
+use super::bold;
+use crate::tui::app::App;
+use crate::tui::board::{Model, OwnerRow};
+use crate::tui::format::fmt_bytes;
+
+fn owner_table(
+    title: &str,
+    first: &str,
+    rows: &[OwnerRow],
+    skip: usize,
+    with_name: bool,
+) -> Table<'static> {
+    let mut head = vec![first.to_string()];
+    if with_name {
+        head.push("COMM".into());
+    }
+    head.extend(
+        ["DOMAINS", "MAPPED", "PT C/U", "ALLOCS", "FAILED"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let trows: Vec<Row> = rows
+        .iter()
+        .skip(skip)
+        .map(|r| {
+            let mut c = vec![r.id.to_string()];
+            if with_name {
+                c.push(r.name.clone());
+            }
+            c.push(r.domains.to_string());
+            c.push(fmt_bytes(r.mapped_bytes));
+            c.push(format!("{}/{}", r.pt_charged, r.pt_uncharged));
+            c.push(r.allocs.to_string());
+            c.push(r.failures.to_string());
+            let row = Row::new(c);
+            if r.failures > 0 {
+                row.style(Style::default().fg(Color::Yellow))
+            } else {
+                row
+            }
+        })
+        .collect();
+    let mut widths = vec![Constraint::Length(8)];
+    if with_name {
+        widths.push(Constraint::Length(16));
+    }
+    widths.extend([
+        Constraint::Length(7),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(7),
+        Constraint::Min(6),
+    ]);
+    Table::new(trows, widths)
+        .header(Row::new(head).style(bold()))
+        .block(Block::default().title(Span::styled(title.to_string(), bold())))
+}
+
+pub(super) fn draw_owners(f: &mut Frame, area: Rect, app: &App, model: &Model) {
+    let procs = model.process_rows();
+    let cgroups = model.cgroup_rows();
+    let [p, c] =
+        Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(area);
+    let skip_p = app.owners_scroll.min(procs.len().saturating_sub(1));
+    f.render_widget(
+        owner_table(
+            "processes (FAILED: domain allocations + IOMMU_HWPT_ALLOC ioctls)",
+            "PID",
+            &procs,
+            skip_p,
+            true,
+        ),
+        p,
+    );
+    f.render_widget(
+        owner_table("owner cgroups", "CGROUP", &cgroups, 0, false),
+        c,
+    );
+}
