@@ -38,6 +38,8 @@ fn main() {
         kernel_release: "bench".into(),
         probes_attached: 0,
         probes_missing: Vec::new(),
+        replay: Default::default(),
+        verification_gaps: Vec::new(),
     });
     let t = Instant::now();
     feed(&mut |e| model.apply(e));

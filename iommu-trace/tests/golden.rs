@@ -214,3 +214,94 @@ fn a_moved_map_diverges_at_the_operation_it_displaced() {
     assert!(!report.all_verified());
     assert_eq!(first_divergence(&report), (k - 1) as u64, "{report}");
 }
+
+/// The verdict class of a text verdict (`top`'s detail view), or `None` when it gives none.
+fn verdict_class(text: &str) -> Option<&'static str> {
+    if text.contains("(first ") {
+        return None; // a truncated history: not the whole domain
+    }
+    if text == "verified" {
+        Some("verified")
+    } else if text == "DIVERGED" {
+        Some("diverged")
+    } else if text.starts_with("unverifiable") {
+        Some("unverifiable")
+    } else {
+        None
+    }
+}
+
+// Three front ends, one verdict: `replay`, `serve --verify` (its summary of the same
+// replay) and `top --from` (the detail view's verdict, replayed from the domain's kept
+// history with the options the capture's session gives) agree on every golden capture.
+#[test]
+fn replay_serve_and_top_give_the_same_verdicts() {
+    use iommu_trace::capture::CaptureReader;
+    use iommu_trace::export::ReplaySummary;
+    use iommu_trace::replay::{replay_file, Choice};
+    use iommu_trace::tui::{Meta, Model};
+    use std::collections::BTreeMap;
+
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".itc"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 6, "{names:?}");
+    for name in names {
+        let path = dir.join(&name);
+        let report = replay_file(&path, &Choice::default(), |_| {})
+            .expect("replay")
+            .report;
+        let serve = ReplaySummary::of(&report);
+
+        let mut reader = CaptureReader::open(&path).unwrap();
+        let mut top = Model::new(Meta::for_capture(reader.header(), &name, 0.0));
+        for e in reader.by_ref() {
+            top.apply(e.expect("a golden capture reads whole"));
+        }
+
+        // Per domain pointer, the verdict classes each front end gave, in any order.
+        let mut by_replay: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+        for d in &report.domains {
+            let class = match &d.verdict {
+                _ if !report.missing_points.is_empty() => "unverifiable",
+                iommu_trace::replay::Verdict::Verified => "verified",
+                iommu_trace::replay::Verdict::Diverged => "diverged",
+                iommu_trace::replay::Verdict::Unverifiable(_) => "unverifiable",
+            };
+            by_replay.entry(d.domain.0).or_default().push(class);
+        }
+        let mut counted = BTreeMap::new();
+        for classes in by_replay.values() {
+            for c in classes {
+                *counted.entry(c.to_string()).or_insert(0u64) += 1;
+            }
+        }
+        for (verdict, n) in &serve.domains_by_verdict {
+            assert_eq!(
+                counted.get(verdict).copied().unwrap_or(0),
+                *n,
+                "{name}: serve --verify counts {n} {verdict}, replay {counted:?}"
+            );
+        }
+
+        let mut compared = 0;
+        for row in top.domain_rows(true) {
+            let text = top.verdict(&row).verdict;
+            let Some(class) = verdict_class(&text) else {
+                continue;
+            };
+            let replayed = by_replay.get(&row.d.domain.0).cloned().unwrap_or_default();
+            assert!(
+                replayed.contains(&class),
+                "{name}: top says {text:?} for domain {:#x}, replay says {replayed:?}",
+                row.d.domain.0
+            );
+            compared += 1;
+        }
+        assert!(compared > 0, "{name}: top gave no verdict to compare");
+    }
+}

@@ -359,6 +359,8 @@ fn bench_refresh_overhead() {
             kernel_release: "bench".into(),
             probes_attached: 9,
             probes_missing: Vec::new(),
+            replay: Default::default(),
+            verification_gaps: Vec::new(),
         });
         let devnull = std::fs::File::options()
             .write(true)

@@ -17,7 +17,7 @@ use crate::export::{
     BpfProgramStats, CgroupIds, CgroupNamer, CgroupPaths, ExportOptions, Meta, ReplaySummary,
     Shared,
 };
-use crate::replay::{replay_file, Choice, Verdict};
+use crate::replay::{replay_file, Choice};
 use crate::session::Session;
 
 /// The exporter's default address: loopback only; `--listen 0.0.0.0:9464` to expose it.
@@ -165,21 +165,7 @@ fn verify(file: &std::path::Path) -> Result<ReplaySummary> {
     if let Some(warning) = &done.warning {
         log::warn!("{}: {warning}", file.display());
     }
-    let report = done.report;
-    let mut by = [("verified", 0u64), ("diverged", 0), ("unverifiable", 0)];
-    for d in &report.domains {
-        let i = match d.verdict {
-            _ if !report.missing_points.is_empty() => 2,
-            Verdict::Verified => 0,
-            Verdict::Diverged => 1,
-            Verdict::Unverifiable(_) => 2,
-        };
-        by[i].1 += 1;
-    }
-    Ok(ReplaySummary {
-        domains_by_verdict: by.iter().map(|(v, n)| (v.to_string(), *n)).collect(),
-        unexpected_uncharged_pages: report.unexpected_uncharged(),
-    })
+    Ok(ReplaySummary::of(&done.report))
 }
 
 /// Feeds the capture into the state `repeat` times (0: forever), yielding to the runtime

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::capture::{CaptureHeader, CaptureReader};
+use crate::capture::CaptureReader;
 use crate::collect::{self, EventSink, Live, LiveOptions};
 use crate::events::{Event, EventBody};
 use crate::tui::terminal::{self, TerminalGuard};
-use crate::tui::{self, Meta, Mode, Model, Shared, UiOptions};
+use crate::tui::{self, Meta, Model, Shared, UiOptions};
 
 pub struct TopOptions {
     /// Browse a capture instead of tracing this host.
@@ -54,30 +54,6 @@ pub fn run(opts: TopOptions) -> Result<()> {
     match &opts.from {
         Some(file) => run_capture(&opts, file),
         None => run_live(&opts),
-    }
-}
-
-/// Probe status from a capture's header: attachments that recorded, points with none.
-fn meta_from_header(header: &CaptureHeader, file: &Path, speed: f64) -> Meta {
-    let (attached, missing) = match &header.session {
-        Some(session) => (
-            session.attached_count(),
-            session
-                .missing_points()
-                .into_iter()
-                .map(|m| m.point)
-                .collect(),
-        ),
-        None => (0, Vec::new()),
-    };
-    Meta {
-        mode: Mode::Replay {
-            file: file.display().to_string(),
-            speed,
-        },
-        kernel_release: header.kernel_release.clone(),
-        probes_attached: attached,
-        probes_missing: missing,
     }
 }
 
@@ -135,7 +111,10 @@ where
 
 fn run_capture(opts: &TopOptions, file: &Path) -> Result<()> {
     let reader = CaptureReader::open(file)?;
-    let meta = meta_from_header(reader.header(), file, opts.speed);
+    let meta = Meta::for_capture(reader.header(), &file.display().to_string(), opts.speed);
+    if let Some(problem) = &reader.header().session_problem {
+        log::warn!("{}: {problem}", file.display());
+    }
     drop(reader);
     let shared = Arc::new(Shared::new(Model::new(meta)));
     let speed = opts.speed;
@@ -256,17 +235,7 @@ impl EventSink for TuiSink {
 
 fn run_live(opts: &TopOptions) -> Result<()> {
     let mut live = Live::start(&opts.live)?;
-    let mut model = Model::new(Meta {
-        mode: Mode::Live,
-        kernel_release: live.session().kernel_release().to_string(),
-        probes_attached: live.session().attached_count(),
-        probes_missing: live
-            .session()
-            .missing_points()
-            .into_iter()
-            .map(|m| m.point)
-            .collect(),
-    });
+    let mut model = Model::new(Meta::for_live(live.session()));
     model.start_clock(collect::monotonic_ns());
     let shared = Arc::new(Shared::new(model));
     with_ui(opts, shared, true, |shared| async move {

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::replay::{Report, Verdict};
 pub use crate::session::ProbeStatus;
 use crate::state::State;
 
@@ -32,6 +33,27 @@ pub struct ReplaySummary {
     pub domains_by_verdict: Vec<(String, u64)>,
     /// Pages not charged where iommufd asked for GFP_KERNEL_ACCOUNT.
     pub unexpected_uncharged_pages: u64,
+}
+
+impl ReplaySummary {
+    /// Domains counted by verdict: with a probe point the verification needs missing,
+    /// every domain is unverifiable (as `iommu-trace replay` says).
+    pub fn of(report: &Report) -> ReplaySummary {
+        let mut by = [("verified", 0u64), ("diverged", 0), ("unverifiable", 0)];
+        for d in &report.domains {
+            let i = match d.verdict {
+                _ if !report.missing_points.is_empty() => 2,
+                Verdict::Verified => 0,
+                Verdict::Diverged => 1,
+                Verdict::Unverifiable(_) => 2,
+            };
+            by[i].1 += 1;
+        }
+        ReplaySummary {
+            domains_by_verdict: by.iter().map(|(v, n)| (v.to_string(), *n)).collect(),
+            unexpected_uncharged_pages: report.unexpected_uncharged(),
+        }
+    }
 }
 
 /// What the exporter says about itself and where its events come from.

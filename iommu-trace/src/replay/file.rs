@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::capture::{CaptureError, CaptureHeader, CaptureReader};
 use crate::model::{KernelBehaviour, ModelSelect, SmmuBehaviour, VtdBehaviour};
-use crate::session::MissingPoint;
+use crate::session::{MissingPoint, Session};
 
 use super::{replay_with_progress, ReplayOptions, Report, POINTS_VERIFIED};
 
@@ -40,21 +40,33 @@ pub fn options_for(header: &CaptureHeader, choice: &Choice) -> ReplayOptions {
     }
 }
 
-/// The probe points the verification needs that recorded nothing in this capture. When
-/// the header's session is unreadable nothing is known, and that is a missing point too:
-/// a verdict never passes what cannot be shown to have been recorded.
-pub fn missing_for_verification(header: &CaptureHeader) -> Vec<MissingPoint> {
-    if let Some(problem) = &header.session_problem {
-        return vec![MissingPoint {
-            point: "(all)".into(),
+/// The probe points the verification needs that recorded nothing in `session`. When the
+/// session is unknown (a capture header whose session record is unreadable: `Err(why)`)
+/// that is a gap too: a verdict never passes what cannot be shown to have been recorded.
+pub fn verification_gaps(session: Result<&Session, &str>) -> Vec<MissingPoint> {
+    match session {
+        Err(problem) => vec![MissingPoint {
+            point: "(every point)".into(),
             why: format!("unknown: {problem}"),
-        }];
+        }],
+        Ok(session) => session
+            .missing_points()
+            .into_iter()
+            .filter(|m| POINTS_VERIFIED.contains(&m.point.as_str()))
+            .collect(),
     }
-    header
-        .missing_points()
-        .into_iter()
-        .filter(|m| POINTS_VERIFIED.contains(&m.point.as_str()))
-        .collect()
+}
+
+/// `verification_gaps` of a capture.
+pub fn capture_gaps(header: &CaptureHeader) -> Vec<MissingPoint> {
+    verification_gaps(
+        header.session.as_ref().ok_or(
+            header
+                .session_problem
+                .as_deref()
+                .unwrap_or("the header records no tracing session"),
+        ),
+    )
 }
 
 /// A replayed capture, and why the events after some point were not read, if they were not.
@@ -74,7 +86,7 @@ pub fn replay_file(
 ) -> Result<FileReport, CaptureError> {
     let mut reader = CaptureReader::open(path)?;
     let opts = options_for(reader.header(), choice);
-    let missing_points = missing_for_verification(reader.header());
+    let missing_points = capture_gaps(reader.header());
     let events = reader.by_ref().map_while(Result::ok);
     let mut report = replay_with_progress(events, &opts, progress);
     report.missing_points = missing_points;

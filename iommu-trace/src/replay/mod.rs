@@ -41,16 +41,16 @@ use crate::events::{Event, EventBody, Lost, PtCause};
 use crate::model::{KernelBehaviour, Model, ModelSelect, PageLog};
 use domain::Compact;
 
+pub use file::{capture_gaps, options_for, replay_file, verification_gaps, Choice, FileReport};
 pub use report::{
     ContextEvent, Divergence, DomainReport, PageTotals, Report, Uncharged, Verdict, WhatIfDomain,
     WhatIfRow, POINTS_VERIFIED,
 };
 pub use runs::PageRun;
-pub use file::{missing_for_verification, options_for, replay_file, Choice, FileReport};
 
 /// What the replay does. `Default` is: model by driver name, Debian 6.12 behaviour,
 /// 3 events of context around a divergence, no what-if.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ReplayOptions {
     /// Which model family to use (`--model auto|vtd|smmuv3`).
     pub model: ModelSelect,

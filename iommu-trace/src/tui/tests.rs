@@ -154,6 +154,8 @@ fn meta() -> Meta {
         kernel_release: "6.12.0-test".into(),
         probes_attached: 9,
         probes_missing: vec!["hwpt_paging_alloc".into()],
+        replay: Default::default(),
+        verification_gaps: Vec::new(),
     }
 }
 
@@ -180,6 +182,8 @@ fn capture(rel: &str) -> (Vec<Event>, Meta) {
         kernel_release: r.header().kernel_release.clone(),
         probes_attached: 9,
         probes_missing: Vec::new(),
+        replay: Default::default(),
+        verification_gaps: Vec::new(),
     };
     let events = r.map(|e| e.expect("capture reads cleanly")).collect();
     (events, meta)

@@ -21,7 +21,11 @@ pub use verdict::DomainVerdict;
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::capture::CaptureHeader;
 use crate::events::{Event, EventBody, KernelPtr};
+use crate::model::KernelBehaviour;
+use crate::replay::{capture_gaps, options_for, verification_gaps, Choice, ReplayOptions};
+use crate::session::{MissingPoint, Session};
 use crate::state::{LiveDomain, State};
 use history::PtrMap;
 use rates::{R_ALLOCS, R_EVENTS, R_FREES, R_LOST, R_MAPS, R_PT_ALLOC, R_PT_FREE, R_UNMAPS};
@@ -63,6 +67,55 @@ pub struct Meta {
     pub probes_attached: usize,
     /// Logical probe points with nothing attached.
     pub probes_missing: Vec<String>,
+    /// How verdicts replay a domain: the kernel behaviour the session detected, as
+    /// `iommu-trace replay` uses it (`replay::options_for`).
+    pub replay: ReplayOptions,
+    /// Probe points the verification needs that recorded nothing: no domain verifies.
+    pub verification_gaps: Vec<MissingPoint>,
+}
+
+impl Meta {
+    /// For a capture: what its header recorded.
+    pub fn for_capture(header: &CaptureHeader, file: &str, speed: f64) -> Meta {
+        let (attached, missing) = match &header.session {
+            Some(session) => (session.attached_count(), missing_names(session)),
+            None => (0, Vec::new()),
+        };
+        Meta {
+            mode: Mode::Replay {
+                file: file.to_string(),
+                speed,
+            },
+            kernel_release: header.kernel_release.clone(),
+            probes_attached: attached,
+            probes_missing: missing,
+            replay: options_for(header, &Choice::default()),
+            verification_gaps: capture_gaps(header),
+        }
+    }
+
+    /// For this host's live session.
+    pub fn for_live(session: &Session) -> Meta {
+        Meta {
+            mode: Mode::Live,
+            kernel_release: session.kernel_release().to_string(),
+            probes_attached: session.attached_count(),
+            probes_missing: missing_names(session),
+            replay: ReplayOptions {
+                behaviour: KernelBehaviour::detected(session.features()),
+                ..Default::default()
+            },
+            verification_gaps: verification_gaps(Ok(session)),
+        }
+    }
+}
+
+fn missing_names(session: &Session) -> Vec<String> {
+    session
+        .missing_points()
+        .into_iter()
+        .map(|m| m.point)
+        .collect()
 }
 
 /// Failures caused by one process (allocations fail before a domain exists, so `state/`

@@ -1,8 +1,8 @@
 //! The reference model's verdict on one domain: its kept history replayed through
 //! `replay::Replayer`, as the detail view shows it (cached per domain and history length).
 
-use super::{DomainRow, Kept, Model};
-use crate::replay::{ReplayOptions, Replayer, Verdict};
+use super::{DomainRow, Kept, Meta, Model};
+use crate::replay::{Replayer, Verdict};
 
 /// The reference model's verdict on one domain, as the detail view shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +30,7 @@ impl Model {
                         return v.clone();
                     }
                 }
-                let v = verdict_of(&e.history, e.truncated, row.d.seen_alloc);
+                let v = verdict_of(&self.meta, &e.history, e.truncated, row.d.seen_alloc);
                 *self.verdict_cache.borrow_mut() = Some((key, v.clone()));
                 v
             }
@@ -43,14 +43,14 @@ impl Model {
 }
 
 /// Replays one domain's events through the reference model.
-fn verdict_of(history: &[Kept], truncated: bool, seen_alloc: bool) -> DomainVerdict {
+fn verdict_of(meta: &Meta, history: &[Kept], truncated: bool, seen_alloc: bool) -> DomainVerdict {
     if history.is_empty() {
         return DomainVerdict {
             verdict: "none: no events kept".into(),
             detail: Vec::new(),
         };
     }
-    let mut r = Replayer::new(ReplayOptions::default());
+    let mut r = Replayer::new(meta.replay.clone());
     for e in history {
         r.push(&e.event());
     }
@@ -62,6 +62,12 @@ fn verdict_of(history: &[Kept], truncated: bool, seen_alloc: bool) -> DomainVerd
         };
     };
     let mut verdict = match &d.verdict {
+        // As `replay` and `serve --verify` judge it: without the events of a point the
+        // verification needs, a domain that "verifies" proves nothing.
+        _ if !meta.verification_gaps.is_empty() => format!(
+            "unverifiable: probe point {} recorded nothing",
+            meta.verification_gaps[0]
+        ),
         Verdict::Verified => "verified".to_string(),
         Verdict::Diverged => "DIVERGED".to_string(),
         Verdict::Unverifiable(why) => format!("unverifiable: {why}"),
