@@ -3,6 +3,7 @@
 //! `cargo xtask setup` installs what a fresh machine lacks; `cargo xtask vm-test` boots the
 //! test kernels in QEMU and runs every VM scenario; `cargo xtask demo` shows the tool live.
 
+mod boundaries;
 mod checks;
 mod kernel;
 mod prometheus;
@@ -53,8 +54,11 @@ enum Cmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
-    /// The whole test suite: format, lints, unit tests, then every VM scenario.
+    /// The whole test suite: format, lints, import boundaries, unit tests, then every VM
+    /// scenario.
     Test,
+    /// Only the import-boundary check (part of `test`): docs/ARCHITECTURE.md's rules.
+    Boundaries,
     /// Only the exporter's end-to-end test against a real Prometheus (part of `test`).
     ExporterTest,
     /// Benchmarks: `capture` (tracer overhead in the VM), `replay` (model speed vs decode),
@@ -91,6 +95,7 @@ fn test() -> Result<()> {
             .current_dir(&root)
             .args(["fmt", "--all", "--", "--check"]),
     )?;
+    boundaries::run(&root)?;
     util::run(Command::new(cargo).current_dir(&root).args([
         "clippy",
         "--all-targets",
@@ -168,6 +173,7 @@ fn main() -> Result<()> {
             out,
         } => vm::test(&kernel, &arch, &scenario, out),
         Cmd::Test => test(),
+        Cmd::Boundaries => boundaries::run(&util::workspace_root()),
         Cmd::ExporterTest => {
             setup::run(true)?;
             let root = util::workspace_root();

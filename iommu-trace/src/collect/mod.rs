@@ -36,7 +36,7 @@ pub struct CollectStats {
     pub lost_context_full: u64,
 }
 
-pub use crate::events::clock::monotonic_ns;
+use crate::events::clock::monotonic_ns;
 
 /// Tracks the per-CPU loss counters and turns their growth into `lost` events.
 #[derive(Default)]

@@ -14,9 +14,9 @@ use crate::collect::{self, EventSink, Live, LiveOptions};
 use crate::events::Event;
 use crate::export::http::{Server, ServerContext};
 use crate::export::{
-    BpfProgramStats, CgroupIds, CgroupNamer, CgroupPaths, ExportOptions, Meta, ReplaySummary,
-    Shared,
+    CgroupIds, CgroupNamer, CgroupPaths, ExportOptions, Meta, ReplaySummary, Shared,
 };
+use crate::probe::RunStats;
 use crate::replay::{replay_file, Choice};
 use crate::session::Session;
 
@@ -235,7 +235,7 @@ async fn feed(file: &PathBuf, shared: &Shared, repeat: u64, rate: Option<f64>) -
 
 struct StateSink {
     shared: Arc<Shared>,
-    bpf: Option<BpfStats>,
+    bpf: Option<RunStats>,
 }
 
 impl EventSink for StateSink {
@@ -269,66 +269,6 @@ impl EventSink for StateSink {
     }
 }
 
-/// The kernel's run-time statistics for our programs, while `_fd` keeps BPF_ENABLE_STATS on.
-struct BpfStats {
-    _fd: std::os::fd::OwnedFd,
-    /// Program names as the kernel stores them (at most 15 bytes).
-    names: Vec<String>,
-}
-
-impl BpfStats {
-    fn enable(session: &Session) -> Option<BpfStats> {
-        let fd = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
-            Ok(fd) => fd,
-            Err(e) => {
-                log::warn!("BPF_ENABLE_STATS failed ({e}): eBPF run-time metrics are off");
-                return None;
-            }
-        };
-        let mut names: Vec<String> = Vec::new();
-        let mut add = |a: &crate::session::Attachment| {
-            for n in std::iter::once(&a.entry_program).chain(a.exit_program.iter()) {
-                let short: String = n.chars().take(15).collect();
-                if !names.contains(&short) {
-                    names.push(short);
-                }
-            }
-        };
-        for a in session.plan.attachments() {
-            add(a);
-            if let Some(fb) = a.fallback.as_deref() {
-                add(fb);
-            }
-        }
-        Some(BpfStats { _fd: fd, names })
-    }
-
-    fn read(&self) -> Vec<BpfProgramStats> {
-        let mut out: Vec<BpfProgramStats> = Vec::new();
-        for info in aya::programs::loaded_programs().flatten() {
-            let Some(name) = info.name_as_str() else {
-                continue;
-            };
-            if !self.names.iter().any(|n| n == name) {
-                continue;
-            }
-            let (t, c) = (info.run_time().as_nanos() as u64, info.run_count());
-            match out.iter_mut().find(|s| s.program == name) {
-                Some(s) => {
-                    s.run_time_ns += t;
-                    s.run_count += c;
-                }
-                None => out.push(BpfProgramStats {
-                    program: name.to_string(),
-                    run_time_ns: t,
-                    run_count: c,
-                }),
-            }
-        }
-        out
-    }
-}
-
 fn serve_live(
     opts: &ServeOptions,
     server: Server,
@@ -351,7 +291,7 @@ fn serve_live(
     let handle = server.spawn(ctx)?;
     let mut sink = StateSink {
         shared: shared.clone(),
-        bpf: BpfStats::enable(live.session()),
+        bpf: RunStats::enable(live.session()),
     };
     let result = runtime.block_on(async {
         let stop = collect_stop()?;

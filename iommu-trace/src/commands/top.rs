@@ -236,7 +236,7 @@ impl EventSink for TuiSink {
 fn run_live(opts: &TopOptions) -> Result<()> {
     let mut live = Live::start(&opts.live)?;
     let mut model = Model::new(Meta::for_live(live.session()));
-    model.start_clock(collect::monotonic_ns());
+    model.start_clock(crate::events::clock::monotonic_ns());
     let shared = Arc::new(Shared::new(model));
     with_ui(opts, shared, true, |shared| async move {
         let mut sink = TuiSink {

@@ -15,16 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::replay::{Report, Verdict};
-pub use crate::session::ProbeStatus;
+pub use crate::session::{ProbeStatus, ProgramRunStats as BpfProgramStats};
 use crate::state::State;
-
-/// One eBPF program's own cost (BPF_ENABLE_STATS).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BpfProgramStats {
-    pub program: String,
-    pub run_time_ns: u64,
-    pub run_count: u64,
-}
 
 /// The replay's verdicts, when `serve --from FILE --verify` replayed the capture.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

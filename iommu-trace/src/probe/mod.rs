@@ -8,12 +8,14 @@ mod features;
 pub mod kallsyms;
 mod load;
 pub mod plan;
+mod stats;
 mod tables;
 
 pub use config::ebpf_config;
 pub use features::detect_features;
 pub use load::{LoadError, Tracer, TracerOptions};
 pub use plan::{compute, PlanInputs};
+pub use stats::RunStats;
 
 use crate::session::{running_kernel_release, Plan};
 

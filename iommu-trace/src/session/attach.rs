@@ -108,6 +108,14 @@ pub fn recording_kind(a: &Attachment, refused: &[Refusal]) -> Option<ProgramKind
     }
 }
 
+/// One eBPF program's own cost, as the kernel accounts it (BPF_ENABLE_STATS).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramRunStats {
+    pub program: String,
+    pub run_time_ns: u64,
+    pub run_count: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ mod attach;
 mod features;
 mod plan;
 
-pub use attach::{recording_kind, Fallback, ProbeStatus, Refusal};
+pub use attach::{recording_kind, Fallback, ProbeStatus, ProgramRunStats, Refusal};
 pub use features::KernelFeatures;
 pub use plan::{
     Attachment, DriverField, DriverInfo, Gap, GapReason, MissingPoint, Plan, PointPlan,

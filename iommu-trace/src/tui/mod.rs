@@ -104,7 +104,7 @@ pub fn run_ui<B: Backend>(shared: &Shared, term: &mut Terminal<B>, opts: &UiOpti
                 None => {
                     let mut m = shared.lock();
                     if opts.live_clock {
-                        m.advance(crate::collect::monotonic_ns());
+                        m.advance(crate::events::clock::monotonic_ns());
                     }
                     term.draw(|f| render::draw(f, &app, &m))?;
                 }
