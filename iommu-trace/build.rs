@@ -23,6 +23,10 @@ fn main() -> anyhow::Result<()> {
     let root_dir = ebpf_dir
         .to_str()
         .ok_or_else(|| anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
+    // aya-build forwards every line the inner cargo prints as a `cargo:warning`, so each
+    // "Compiling ..." line would read as a warning; a quiet inner cargo prints only what
+    // matters (rustc's own warnings and errors still arrive, as JSON messages).
+    std::env::set_var("CARGO_TERM_QUIET", "true");
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "iommu-trace-ebpf",

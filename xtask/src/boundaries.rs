@@ -66,7 +66,7 @@ const RULES: &[(&str, &[&str], &str)] = &[
 ];
 
 /// Crates that talk to the kernel's BPF side: allowed in `probe` and `collect` only.
-const KERNEL_CRATES: &[&str] = &["aya", "aya_log", "aya_obj"];
+const KERNEL_CRATES: &[&str] = &["aya", "aya_obj"];
 
 /// One import that breaks a rule.
 #[derive(Debug, PartialEq, Eq)]

@@ -108,7 +108,6 @@ impl Ledger {
     }
 
     /// A hwpt now exists. Paging (and auto) hwpts get the IOAS's existing areas.
-    #[allow(clippy::too_many_arguments)]
     pub fn hwpt_created(
         &mut self,
         id: u32,

@@ -107,7 +107,7 @@ impl Runner<'_> {
         (e == 0).then_some(cmd.out_hwpt_id)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments, reason = "one argument per field of the ioctl it records")]
     pub(super) fn map(
         &mut self,
         name: &str,
@@ -159,7 +159,7 @@ impl Runner<'_> {
     }
 
     /// IOAS_UNMAP; `expected_len` is what the kernel must report on success.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments, reason = "one argument per field of the ioctl it records")]
     pub(super) fn unmap(
         &mut self,
         name: &str,
