@@ -198,3 +198,28 @@ fn output_cut_short_by_a_pager_is_not_a_panic() {
     let _ = child.wait().unwrap();
     assert!(!err.contains("panicked"), "{err}");
 }
+
+// A capture whose header records no session this version can read: which probe points
+// recorded is unknown, so nothing may pass; every reader says so.
+#[test]
+fn a_capture_without_a_readable_session_never_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-session.itc");
+    let header = CaptureHeader {
+        session: None,
+        ..CaptureHeader::default()
+    };
+    CaptureWriter::create(&path, &header)
+        .expect("create")
+        .finish(FinishInfo::default())
+        .expect("finish");
+    let o = iommu_trace(&["replay", path.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("no tracing session"), "{t}");
+    assert!(!t.contains("every domain verified"), "{t}");
+    let o = iommu_trace(&["inspect", path.to_str().unwrap(), "--summary"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("which probe points recorded is unknown"), "{t}");
+}

@@ -107,7 +107,10 @@ impl Runner<'_> {
         (e == 0).then_some(cmd.out_hwpt_id)
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one argument per field of the ioctl it records")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per field of the ioctl it records"
+    )]
     pub(super) fn map(
         &mut self,
         name: &str,
@@ -159,7 +162,10 @@ impl Runner<'_> {
     }
 
     /// IOAS_UNMAP; `expected_len` is what the kernel must report on success.
-    #[expect(clippy::too_many_arguments, reason = "one argument per field of the ioctl it records")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per field of the ioctl it records"
+    )]
     pub(super) fn unmap(
         &mut self,
         name: &str,
