@@ -156,7 +156,7 @@ pub struct MapEvent {
 
 /// Page-table pages allocated or freed while an operation on a tracked domain ran,
 /// seen through the `NR_SECONDARY_PAGETABLE` statistic update that every iommu-pages
-/// allocation and free makes (kernel-notes.md §3).
+/// allocation and free makes (docs/kernel-facts.md §3).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct PtPagesEvent {

@@ -1,5 +1,5 @@
 //! Installs what a fresh machine lacks: the nightly's rust-src, bpf-linker linked against
-//! the nightly's own libLLVM (DESIGN.md, Toolchain), and, for the VM harness, Debian
+//! the nightly's own libLLVM (docs/toolchain.md), and, for the VM harness, Debian
 //! packages (a recent QEMU from bookworm-backports, kernel build tools and sources, the
 //! arm64 cross toolchain), the Rust arm64 target, and the arm64 guest's own programs.
 //! Each step checks first, so a warm machine spends seconds here.

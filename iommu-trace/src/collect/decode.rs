@@ -52,7 +52,7 @@ fn event(h: &EventHeader, body: EventBody) -> Event {
 }
 
 /// Which kind of domain the op produced, from where in iommufd it was called
-/// (kernel-notes.md §1.3: auto domains come from iommufd_hwpt_paging_alloc outside the
+/// (docs/kernel-facts.md §1.3: auto domains come from iommufd_hwpt_paging_alloc outside the
 /// IOMMU_HWPT_ALLOC ioctl, i.e. from a device attach).
 pub fn domain_kind(op_value: u32, parent: u64, context_bits: u32) -> DomainKind {
     if op_value == op::NESTED || parent != 0 {

@@ -7,11 +7,12 @@
 //!   public uAPI header, but the selftests in tools/testing/selftests/iommu use it as one).
 //!
 //! All commands are `_IO(';', nr)`: no size or direction bits, so the request number is
-//! `0x3b00 | nr` (kernel-notes §6.1). The structs carry their own `size`/`argsz` field and the
-//! kernel uses `copy_struct_from_user`, so passing the 6.12 size also works on newer kernels.
+//! `0x3b00 | nr` (docs/kernel-facts.md §6.1). The structs carry their own `size`/`argsz`
+//! field and the kernel uses `copy_struct_from_user`, so passing the 6.12 size also works on
+//! newer kernels.
 //!
 //! The layouts assume a 64-bit target (`__aligned_u64` is naturally 8-aligned there); the unit
-//! tests pin every size and the interesting offsets against kernel-notes §6.
+//! tests pin every size and the interesting offsets against docs/kernel-facts.md §6.
 
 #![allow(dead_code)] // several uAPI constants are listed for completeness
 
@@ -261,7 +262,7 @@ mod tests {
     use super::*;
     use std::mem::offset_of;
 
-    /// Sizes from kernel-notes §6.1 / §6.2 (and iommufd_test.h for the selftest structs).
+    /// Sizes from docs/kernel-facts.md §6.1 / §6.2 (and iommufd_test.h for the selftest structs).
     #[test]
     fn struct_sizes_match_kernel_notes() {
         assert_eq!(size_of::<IommuDestroy>(), 8);
@@ -296,7 +297,7 @@ mod tests {
         assert_eq!(offset_of!(IommuTestCmd, last), 64);
     }
 
-    /// Numbers from the kernel-notes §6.1 / §6.2 tables.
+    /// Numbers from the docs/kernel-facts.md §6.1 / §6.2 tables.
     #[test]
     fn ioctl_numbers_match_kernel_notes() {
         assert_eq!(IOMMU_DESTROY, 0x3b80);

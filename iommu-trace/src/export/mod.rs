@@ -1,7 +1,7 @@
 //! The Prometheus exporter over `state/`: metric families built from the live aggregate at
 //! scrape time, and the HTTP server that serves them (`http`).
 //!
-//! Labels are bounded (anchors.md §11.4): driver, domain kind, flag names (known bits plus
+//! Labels are bounded (docs/design-notes.md §1): driver, domain kind, flag names (known bits plus
 //! `OTHER`), errno names, page-table cause, charged; never a pid or a domain pointer.
 //! Per-cgroup series are limited to the top N owner cgroups plus `other`.
 

@@ -1,6 +1,6 @@
 //! The IOMMU core between a caller and the driver: `drivers/iommu/iommu.c`
 //! `iommu_pgsize()`, `__iommu_map()`, `__iommu_unmap()`, `iommu_unmap()` (6.12), and the
-//! 7.0+ generic-pt whole-range unmap. kernel-notes.md §4.0.
+//! 7.0+ generic-pt whole-range unmap. docs/kernel-facts.md §4.0.
 
 use super::{errno, DomainOps, PageLog};
 
@@ -126,7 +126,7 @@ pub fn iommu_map<D: DomainOps>(
 /// is where VT-d frees the tables it queued on the gather's freelist).
 ///
 /// A driver with a whole-range unmap (generic page table, 7.0+) gets the whole range in
-/// one call instead (kernel-notes.md §4.1(c)).
+/// one call instead (docs/kernel-facts.md §4.1(c)).
 pub fn iommu_unmap<D: DomainOps>(d: &mut D, iova: u64, size: u64, log: &mut PageLog) -> u64 {
     let bitmap = d.pgsize_bitmap();
     if bitmap == 0 {

@@ -1,5 +1,5 @@
 //! Arm SMMUv3 page tables through `drivers/iommu/io-pgtable-arm.c` (LPAE, stage 1 and
-//! stage 2, 4K/16K/64K granules). kernel-notes.md §4.2; 6.12 source unless noted.
+//! stage 2, 4K/16K/64K granules). docs/kernel-facts.md §4.2; 6.12 source unless noted.
 //!
 //! Levels are numbered as the kernel does: the walk starts at `start_level` and the last
 //! level is 3 (`ARM_LPAE_MAX_LEVELS - 1`), where leaves are pages; leaves above are blocks.
@@ -649,7 +649,7 @@ mod tests {
         (n, log.ops)
     }
 
-    // arm_lpae_alloc_pgtable: the examples of kernel-notes.md §4.2.
+    // arm_lpae_alloc_pgtable: the examples of docs/kernel-facts.md §4.2.
     #[test]
     fn geometry_examples() {
         let g = cfg(SZ_4K, 48, 1, LpaeRules::V6_12).geometry().unwrap();

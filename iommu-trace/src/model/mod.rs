@@ -6,12 +6,12 @@
 //! models against a capture and compares, event by event.
 //!
 //! * [`chunk`]: the IOMMU core, `drivers/iommu/iommu.c` `iommu_pgsize()`, `__iommu_map()`,
-//!   `__iommu_unmap()` (and the 7.0+ generic-pt whole-range unmap). kernel-notes.md §4.0.
+//!   `__iommu_unmap()` (and the 7.0+ generic-pt whole-range unmap). docs/kernel-facts.md §4.0.
 //! * [`vtd`]: Intel VT-d, `drivers/iommu/intel/iommu.c` (legacy, ≤6.18) and the generic
 //!   page table (`drivers/iommu/generic_pt`, 6.19+), whose walker also serves the 7.x
-//!   selftest mock's AMDv1 tables. kernel-notes.md §4.1.
+//!   selftest mock's AMDv1 tables. docs/kernel-facts.md §4.1 (the mock: §4.3).
 //! * [`lpae`]: Arm SMMUv3 through `drivers/iommu/io-pgtable-arm.c` (LPAE stage 1 and 2).
-//!   kernel-notes.md §4.2.
+//!   docs/kernel-facts.md §4.2.
 //!
 //! Page counts are in 4 KiB pages (the unit of `NR_IOMMU_PAGES` on x86-64 and on Debian's
 //! arm64 kernels, which use 4 KiB `PAGE_SIZE`).
@@ -49,7 +49,7 @@ pub mod errno {
     pub const EADDRINUSE: i32 = 98;
 }
 
-/// Who chose the gfp flags of a page-table allocation (kernel-notes.md §3.3).
+/// Who chose the gfp flags of a page-table allocation (docs/kernel-facts.md §3.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Gfp {

@@ -1,11 +1,11 @@
-//! Intel VT-d second/first-stage page tables (kernel-notes.md §4.1), and the generic page
+//! Intel VT-d second/first-stage page tables (docs/kernel-facts.md §4.1), and the generic page
 //! table's walker they share since 6.19 with other formats.
 //!
 //! Legacy flavour: `drivers/iommu/intel/iommu.c` of 6.12 (same through 6.18).
 //! Generic-pt flavour: `drivers/iommu/generic_pt/iommu_pt.h` with `fmt/vtdss.h` (6.19+), or
 //! with the iommufd selftest's AMDv1 "mock" format ([`PtFormat::Amdv1Mock`]: same walker,
 //! 2K granule, leaves of any power of two);
-//! the generic-pt rules here follow kernel-notes.md §4.1(c) (read from the 7.3 source by
+//! the generic-pt rules here follow docs/kernel-facts.md §4.1(c) (read from the 7.3 source by
 //! the notes' author; not re-checked against a tagged tree here).
 //!
 //! Tables are 4 KiB with 512 entries at every level; level 1 holds 4K PTEs, level 2 may

@@ -26,7 +26,7 @@ impl Replayer {
             st.observed_live += p.pages;
             r.observed.peak = r.observed.peak.max(st.observed_live);
             if !p.charged {
-                // Classify by cause (kernel-notes.md §3.3).
+                // Classify by cause (docs/kernel-facts.md §3.3).
                 let policy = match p.cause {
                     PtCause::Alloc | PtCause::Unmap => true,
                     // A task in the root cgroup is never charged (the root memcg does
