@@ -67,6 +67,7 @@
 mod codec;
 mod header;
 pub mod inspect;
+pub mod pace;
 mod reader;
 mod writer;
 

@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::capture::CaptureReader;
+use crate::capture::pace::{FeedTarget, Pace, Pacer};
+use crate::capture::{CaptureReader, CaptureWarning};
 use crate::collect::{self, EventSink, Live, LiveOptions};
 use crate::events::Event;
 use crate::export::http::{Server, ServerContext};
@@ -168,55 +168,47 @@ fn verify(file: &std::path::Path) -> Result<ReplaySummary> {
     Ok(ReplaySummary::of(&done.report))
 }
 
-/// Feeds the capture into the state `repeat` times (0: forever), yielding to the runtime
-/// between batches so that a stop signal is seen, and pacing to `rate` events/s.
+/// The exporter's state as a paced feed's target.
+struct StateFeed<'a> {
+    shared: &'a Shared,
+    file: &'a std::path::Path,
+    pass: u64,
+}
+
+impl FeedTarget for StateFeed<'_> {
+    fn apply(&mut self, batch: &mut Vec<Event>, _clock: Option<u64>) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        for e in batch.drain(..) {
+            state.apply(&e);
+        }
+    }
+
+    fn damaged(&mut self, warning: &CaptureWarning) {
+        if self.pass == 1 {
+            log::warn!("{}: {warning}", self.file.display());
+        }
+    }
+}
+
+/// Feeds the capture into the state `repeat` times (0: forever), pacing to `rate` events/s.
 async fn feed(file: &PathBuf, shared: &Shared, repeat: u64, rate: Option<f64>) -> Result<()> {
-    const BATCH: usize = 256;
-    let start = Instant::now();
+    let pace = match rate {
+        Some(r) => Pace::EventsPerSec(r),
+        None => Pace::Unpaced,
+    };
+    let mut pacer = Pacer::new(pace, 256);
     let mut fed = 0u64;
     let mut pass = 0u64;
-    let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
     while repeat == 0 || pass < repeat {
         pass += 1;
         let mut reader = CaptureReader::open(file)?;
-        let mut warned = false;
-        loop {
-            batch.clear();
-            for r in reader.by_ref().take(BATCH) {
-                match r {
-                    Ok(e) => batch.push(e),
-                    Err(w) => {
-                        if pass == 1 {
-                            log::warn!("{}: {w}", file.display());
-                        }
-                        warned = true;
-                    }
-                }
-            }
-            if batch.is_empty() {
-                break;
-            }
-            {
-                let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
-                for e in &batch {
-                    state.apply(e);
-                }
-            }
-            fed += batch.len() as u64;
-            match rate {
-                Some(r) if r > 0.0 => {
-                    let due = Duration::from_secs_f64(fed as f64 / r);
-                    let now = start.elapsed();
-                    if due > now {
-                        tokio::time::sleep(due - now).await;
-                    } else {
-                        tokio::task::yield_now().await;
-                    }
-                }
-                _ => tokio::task::yield_now().await,
-            }
-        }
-        if warned {
+        let mut target = StateFeed { shared, file, pass };
+        let done = pacer.feed(&mut reader, &mut target).await;
+        fed += done.events;
+        if done.damaged {
             // A damaged or truncated capture: its bad frame counts as a decode error.
             shared
                 .state

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::capture::CaptureReader;
+use crate::capture::pace::{FeedTarget, Pace, Pacer};
+use crate::capture::{CaptureReader, CaptureWarning};
 use crate::collect::{self, EventSink, Live, LiveOptions};
-use crate::events::{Event, EventBody};
+use crate::events::Event;
 use crate::tui::terminal::{self, TerminalGuard};
 use crate::tui::{self, Meta, Model, Shared, UiOptions};
 
@@ -127,71 +128,49 @@ fn run_capture(opts: &TopOptions, file: &Path) -> Result<()> {
     })
 }
 
-/// Feeds a capture into the model, paced at `speed` times real time (0: at once), holding
-/// still while the user has paused.
-pub async fn feed_capture(file: &Path, shared: &Shared, speed: f64) -> Result<()> {
-    const BATCH: usize = 512;
-    const STEP: Duration = Duration::from_millis(50);
-    let mut reader = CaptureReader::open(file)?;
-    let mut batch: Vec<Event> = Vec::with_capacity(BATCH);
-    // Replay time: real time elapsed while not paused, times `speed`.
-    let mut virt = Duration::ZERO;
-    let mut last = Instant::now();
-    let mut first_ts: Option<u64> = None;
-    let flush = |batch: &mut Vec<Event>, clock: Option<u64>| {
-        let mut m = shared.lock();
+/// The TUI's board as a paced feed's target: the user's pause and quit hold and stop it.
+struct BoardFeed<'a> {
+    shared: &'a Shared,
+}
+
+impl FeedTarget for BoardFeed<'_> {
+    fn apply(&mut self, batch: &mut Vec<Event>, clock: Option<u64>) {
+        if batch.is_empty() && clock.is_none() {
+            return;
+        }
+        let mut m = self.shared.lock();
         for e in batch.drain(..) {
             m.apply(e);
         }
         if let Some(c) = clock {
             m.advance(c);
         }
-    };
-    loop {
-        if shared.quit.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        let ev = match reader.next() {
-            None => break,
-            Some(Ok(ev)) => ev,
-            Some(Err(w)) => {
-                shared.lock().warning = Some(format!("capture damaged: {w}"));
-                continue;
-            }
-        };
-        if speed > 0.0 && !matches!(ev.body, EventBody::Lost(_)) {
-            let first = *first_ts.get_or_insert(ev.ts_ns);
-            let due = Duration::from_nanos(ev.ts_ns.saturating_sub(first));
-            loop {
-                let now = Instant::now();
-                if !shared.paused.load(Ordering::SeqCst) {
-                    virt += (now - last).mul_f64(speed);
-                }
-                last = now;
-                if virt >= due || shared.quit.load(Ordering::SeqCst) {
-                    break;
-                }
-                flush(&mut batch, Some(first + virt.as_nanos() as u64));
-                let wait = (due - virt).div_f64(speed).min(STEP);
-                tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
-            }
-        }
-        while speed == 0.0 && shared.paused.load(Ordering::SeqCst) {
-            flush(&mut batch, None);
-            if shared.quit.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            tokio::time::sleep(STEP).await;
-        }
-        batch.push(ev);
-        if batch.len() >= BATCH {
-            flush(&mut batch, None);
-            // Let the signal handlers and the quit notification run.
-            tokio::task::yield_now().await;
-        }
     }
-    flush(&mut batch, None);
-    shared.lock().finished = true;
+
+    fn damaged(&mut self, warning: &CaptureWarning) {
+        self.shared.lock().warning = Some(format!("capture damaged: {warning}"));
+    }
+
+    fn paused(&self) -> bool {
+        self.shared.paused.load(Ordering::SeqCst)
+    }
+
+    fn stopped(&self) -> bool {
+        self.shared.quit.load(Ordering::SeqCst)
+    }
+}
+
+/// Feeds a capture into the board, paced at `speed` times real time (0: at once), holding
+/// still while the user has paused.
+pub async fn feed_capture(file: &Path, shared: &Shared, speed: f64) -> Result<()> {
+    let mut reader = CaptureReader::open(file)?;
+    let mut target = BoardFeed { shared };
+    Pacer::new(Pace::RealTime(speed), 512)
+        .feed(&mut reader, &mut target)
+        .await;
+    if !target.stopped() {
+        shared.lock().finished = true;
+    }
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! Which page-table behaviours the traced kernel has, from what it contains (BTF and
-//! kallsyms, never the version number): docs/kernel-facts.md §4.1.
+//! kallsyms, never the version number): docs/kernel-facts.md §4.1 (VT-d) and §4.2
+//! (io-pgtable-arm; the walker that stands in for its 7.x rules is this tool's own choice,
+//! see `detect_features`).
 
 use super::plan::PlanInputs;
 use crate::session::KernelFeatures;
