@@ -19,3 +19,4 @@ pub mod replay;
 pub mod session;
 pub mod state;
 pub mod tui;
+pub mod uapi;

@@ -1,17 +1,13 @@
 //! Names for the numbers the kernel hands back, so users read `EOPNOTSUPP`, not `95`.
 
+use crate::uapi::{errno::NAMES as ERRNO_NAMES, HwptAllocFlag, HWPT_ALLOC_FLAGS};
+
 /// The `IOMMU_HWPT_ALLOC_*` flag names set in `flags` (include/uapi/linux/iommufd.h),
 /// unknown bits as hex.
 pub fn hwpt_flag_names(flags: u32) -> Vec<String> {
-    const NAMES: [(u32, &str); 4] = [
-        (1 << 0, "NEST_PARENT"),
-        (1 << 1, "DIRTY_TRACKING"),
-        (1 << 2, "FAULT_ID_VALID"),
-        (1 << 3, "PASID"),
-    ];
     let mut out = Vec::new();
     let mut rest = flags;
-    for (bit, name) in NAMES {
+    for HwptAllocFlag { bit, name, .. } in HWPT_ALLOC_FLAGS {
         if flags & bit != 0 {
             out.push(name.to_string());
             rest &= !bit;
@@ -25,33 +21,13 @@ pub fn hwpt_flag_names(flags: u32) -> Vec<String> {
 
 /// The symbolic name of a positive errno (Linux generic numbering), or `E<n>`.
 pub fn errno_name(errno: i32) -> String {
-    let name = match errno {
-        0 => "OK",
-        1 => "EPERM",
-        2 => "ENOENT",
-        3 => "ESRCH",
-        4 => "EINTR",
-        5 => "EIO",
-        7 => "E2BIG",
-        9 => "EBADF",
-        11 => "EAGAIN",
-        12 => "ENOMEM",
-        13 => "EACCES",
-        14 => "EFAULT",
-        16 => "EBUSY",
-        17 => "EEXIST",
-        19 => "ENODEV",
-        22 => "EINVAL",
-        25 => "ENOTTY",
-        28 => "ENOSPC",
-        34 => "ERANGE",
-        95 => "EOPNOTSUPP",
-        98 => "EADDRINUSE",
-        99 => "EADDRNOTAVAIL",
-        524 => "ENOTSUPP",
-        _ => return format!("E{errno}"),
-    };
-    name.to_string()
+    if errno == 0 {
+        return "OK".to_string();
+    }
+    match ERRNO_NAMES.iter().find(|(n, _)| *n == errno) {
+        Some((_, name)) => name.to_string(),
+        None => format!("E{errno}"),
+    }
 }
 
 #[cfg(test)]

@@ -6,13 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
-/// `IOMMU_HWPT_DATA_*` values.
-pub const DATA_NONE: u32 = 0;
-pub const DATA_VTD_S1: u32 = 1;
-pub const DATA_ARM_SMMUV3: u32 = 2;
-pub const DATA_AMD_GUEST: u32 = 3;
-/// `IOMMU_HWPT_DATA_SELFTEST` (drivers/iommu/iommufd/iommufd_test.h).
-pub const DATA_SELFTEST: u32 = 0xdead;
+use crate::uapi::{
+    IOMMU_HWPT_DATA_AMD_GUEST as DATA_AMD_GUEST, IOMMU_HWPT_DATA_ARM_SMMUV3 as DATA_ARM_SMMUV3,
+    IOMMU_HWPT_DATA_NONE as DATA_NONE, IOMMU_HWPT_DATA_SELFTEST as DATA_SELFTEST,
+    IOMMU_HWPT_DATA_VTD_S1 as DATA_VTD_S1,
+};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::sys::errno_name;
-use super::uapi::{IOMMU_HWPT_ALLOC_DIRTY_TRACKING, IOMMU_HWPT_ALLOC_NEST_PARENT};
+use crate::uapi::HWPT_ALLOC_FLAGS;
 
 pub use super::ledger::Ledger;
 
@@ -262,14 +262,10 @@ pub fn hwpt_flag_names(flags: u32) -> String {
     }
     let mut parts = Vec::new();
     let mut rest = flags;
-    for (bit, name) in [
-        (IOMMU_HWPT_ALLOC_NEST_PARENT, "NEST_PARENT"),
-        (IOMMU_HWPT_ALLOC_DIRTY_TRACKING, "DIRTY_TRACKING"),
-        (super::uapi::IOMMU_HWPT_FAULT_ID_VALID, "FAULT_ID_VALID"),
-    ] {
-        if rest & bit != 0 {
-            parts.push(name.to_string());
-            rest &= !bit;
+    for f in HWPT_ALLOC_FLAGS {
+        if rest & f.bit != 0 {
+            parts.push(f.name.to_string());
+            rest &= !f.bit;
         }
     }
     if rest != 0 {
@@ -288,6 +284,25 @@ mod tests {
         assert_eq!(hwpt_flag_names(1), "NEST_PARENT");
         assert_eq!(hwpt_flag_names(3), "NEST_PARENT|DIRTY_TRACKING");
         assert_eq!(hwpt_flag_names(1 << 31), "0x80000000");
+        // IOMMU_HWPT_ALLOC_PASID = 1 << 3 (include/uapi/linux/iommufd.h); this used to be "0x8".
+        assert_eq!(hwpt_flag_names(8), "PASID");
+        assert_eq!(
+            hwpt_flag_names(0x1f),
+            "NEST_PARENT|DIRTY_TRACKING|FAULT_ID_VALID|PASID|0x10"
+        );
+    }
+
+    /// The report names flags exactly as `inspect` and the exporter do (`|`-joined), so a
+    /// test can match the report against a capture.
+    #[test]
+    fn flag_names_agree_with_the_event_names() {
+        for flags in 1..=0xff {
+            assert_eq!(
+                hwpt_flag_names(flags),
+                crate::events::hwpt_flag_names(flags).join("|"),
+                "flags {flags:#x}"
+            );
+        }
     }
 
     #[test]

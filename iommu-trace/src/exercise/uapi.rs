@@ -63,20 +63,13 @@ pub const IOMMU_IOAS_MAP_FIXED_IOVA: u32 = 1 << 0;
 pub const IOMMU_IOAS_MAP_WRITEABLE: u32 = 1 << 1;
 pub const IOMMU_IOAS_MAP_READABLE: u32 = 1 << 2;
 
-// ---- iommufd.h: enum iommufd_hwpt_alloc_flags ----
-pub const IOMMU_HWPT_ALLOC_NEST_PARENT: u32 = 1 << 0;
-pub const IOMMU_HWPT_ALLOC_DIRTY_TRACKING: u32 = 1 << 1;
-pub const IOMMU_HWPT_FAULT_ID_VALID: u32 = 1 << 2;
-/// Not in 6.12 (added in 6.14); listed so reports can name it.
-pub const IOMMU_HWPT_ALLOC_PASID: u32 = 1 << 3;
-
-// ---- iommufd.h: enum iommu_hwpt_data_type ----
-pub const IOMMU_HWPT_DATA_NONE: u32 = 0;
-pub const IOMMU_HWPT_DATA_VTD_S1: u32 = 1;
-/// 6.13+
-pub const IOMMU_HWPT_DATA_ARM_SMMUV3: u32 = 2;
-/// iommufd_test.h: `#define IOMMU_HWPT_DATA_SELFTEST 0xdead`
-pub const IOMMU_HWPT_DATA_SELFTEST: u32 = 0xdead;
+// ---- iommufd.h: enum iommufd_hwpt_alloc_flags, enum iommu_hwpt_data_type ----
+// (shared with the tracer: defined once in `crate::uapi`)
+pub use crate::uapi::{
+    IOMMU_HWPT_ALLOC_DIRTY_TRACKING, IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_ALLOC_PASID,
+    IOMMU_HWPT_DATA_ARM_SMMUV3, IOMMU_HWPT_DATA_NONE, IOMMU_HWPT_DATA_SELFTEST,
+    IOMMU_HWPT_DATA_VTD_S1, IOMMU_HWPT_FAULT_ID_VALID,
+};
 /// iommufd_test.h: `#define IOMMU_TEST_IOTLB_DEFAULT 0xbadbeef`
 pub const IOMMU_TEST_IOTLB_DEFAULT: u32 = 0xbadbeef;
 

@@ -35,19 +35,13 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::events::DomainAlloc;
+use crate::uapi::IOMMU_HWPT_ALLOC_NEST_PARENT;
 
 pub use lpae::{LpaeConfig, LpaeModel, LpaeRules};
 pub use vtd::{VtdConfig, VtdFlavour, VtdModel};
 
 /// Linux errno values the models return (positive, as in events).
-pub mod errno {
-    pub const ENOMEM: i32 = 12;
-    pub const EEXIST: i32 = 17;
-    pub const EFAULT: i32 = 14;
-    pub const EINVAL: i32 = 22;
-    pub const ERANGE: i32 = 34;
-    pub const EADDRINUSE: i32 = 98;
-}
+pub use crate::uapi::errno;
 
 /// Who chose the gfp flags of a page-table allocation (docs/kernel-facts.md §3.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -325,9 +319,6 @@ fn field(a: &DomainAlloc, name: &str) -> Option<u64> {
         (_, v) => v,
     }
 }
-
-/// `IOMMU_HWPT_ALLOC_NEST_PARENT` (uapi iommufd.h).
-const IOMMU_HWPT_ALLOC_NEST_PARENT: u32 = 1;
 
 impl ModelConfig {
     /// Decide the model for a domain from its `DomainAlloc` event.

@@ -19,7 +19,7 @@ pub type DriverId = u16;
 
 /// The `IOMMU_HWPT_ALLOC_*` bits with names; any other bit is folded into [`FLAGS_OTHER`]
 /// so that user-chosen flag values cannot create unbounded label values.
-pub const FLAGS_KNOWN: u32 = 0xf;
+pub const FLAGS_KNOWN: u32 = crate::uapi::HWPT_ALLOC_FLAGS_KNOWN;
 /// Stands for "some unknown flag bits were set".
 pub const FLAGS_OTHER: u32 = 1 << 31;
 

@@ -1,6 +1,7 @@
 //! Units and text for the TUI: bytes, durations, pointers, flags, one event in one line.
 
 use crate::events::{errno_name, AllocOp, Event, EventBody};
+use crate::uapi::{HWPT_ALLOC_FLAGS, HWPT_ALLOC_FLAGS_KNOWN};
 
 /// Bytes, short: 512B, 4.0K, 13.1M, 2.0G.
 pub fn fmt_bytes(b: u64) -> String {
@@ -70,13 +71,13 @@ pub fn flag_names(flags: u32) -> String {
         return "-".into();
     }
     let mut out = Vec::new();
-    for (bit, name) in [(1, "nest"), (2, "dirty"), (4, "fault"), (8, "pasid")] {
-        if flags & bit != 0 {
-            out.push(name.to_string());
+    for f in HWPT_ALLOC_FLAGS {
+        if flags & f.bit != 0 {
+            out.push(f.short.to_string());
         }
     }
-    if flags & !0xf != 0 {
-        out.push(format!("{:#x}", flags & !0xf));
+    if flags & !HWPT_ALLOC_FLAGS_KNOWN != 0 {
+        out.push(format!("{:#x}", flags & !HWPT_ALLOC_FLAGS_KNOWN));
     }
     out.join(",")
 }
