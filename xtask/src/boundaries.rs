@@ -14,6 +14,11 @@ use syn::visit::Visit;
 /// (module, modules it must not import, why).
 const RULES: &[(&str, &[&str], &str)] = &[
     (
+        "uapi",
+        &["*"],
+        "the iommufd uAPI vocabulary is a leaf: numbers and names from the kernel headers",
+    ),
+    (
         "session",
         &["*"],
         "the session vocabulary imports nothing else from the crate",

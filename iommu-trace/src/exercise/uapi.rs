@@ -14,8 +14,6 @@
 //! The layouts assume a 64-bit target (`__aligned_u64` is naturally 8-aligned there); the unit
 //! tests pin every size and the interesting offsets against docs/kernel-facts.md §6.
 
-#![allow(dead_code)] // several uAPI constants are listed for completeness
-
 use std::mem::size_of;
 
 /// `IOMMUFD_TYPE` (= VFIO_TYPE) is `';'`.
