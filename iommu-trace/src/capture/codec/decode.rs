@@ -1,0 +1,317 @@
+//! Reader side: the `Decoder` that rebuilds the task and pointer tables and turns records
+//! back into events or the trailer.
+
+use super::varint::{DResult, Dec};
+use super::*;
+use crate::capture::Trailer;
+use crate::events::{
+    AllocOp, DomainAlloc, DomainFree, DomainKind, Event, EventBody, Geometry, HwptAlloc, KernelPtr,
+    Lost, PtCause, PtPages, UserData,
+};
+
+struct Task {
+    tid: u32,
+    pid: u32,
+    comm: String,
+    cgroup_id: u64,
+}
+
+pub(crate) enum Decoded {
+    Event(Event),
+    Trailer(Trailer),
+}
+
+pub(crate) struct Decoder {
+    shared: Shared,
+    tasks: Vec<Task>,
+    ptrs: Vec<u64>,
+}
+
+impl Decoder {
+    pub(crate) fn new(base_ts: u64) -> Decoder {
+        Decoder {
+            shared: Shared::new(base_ts),
+            tasks: Vec::new(),
+            ptrs: Vec::new(),
+        }
+    }
+
+    fn ptr(&self, d: &mut Dec) -> DResult<(usize, KernelPtr)> {
+        let idx = d.u64()?;
+        match self.ptrs.get(idx as usize) {
+            Some(&p) => Ok((idx as usize, KernelPtr(p))),
+            None => Err(format!(
+                "pointer index {idx} used before it was defined ({} defined)",
+                self.ptrs.len()
+            )),
+        }
+    }
+
+    /// Decodes one record. Definitions and resets update the tables and give `None`.
+    pub(crate) fn decode(&mut self, d: &mut Dec) -> DResult<Option<Decoded>> {
+        let tag = d.byte()?;
+        match tag {
+            TAG_TASK => {
+                if self.tasks.len() >= MAX_TASKS {
+                    return Err(format!("more than {MAX_TASKS} task definitions"));
+                }
+                let tid = d.u32()?;
+                let pid = d.u32()?;
+                let comm = d.string()?;
+                let cgroup_id = d.u64()?;
+                self.tasks.push(Task {
+                    tid,
+                    pid,
+                    comm,
+                    cgroup_id,
+                });
+                Ok(None)
+            }
+            TAG_PTR => {
+                if self.ptrs.len() >= MAX_PTRS {
+                    return Err(format!("more than {MAX_PTRS} pointer definitions"));
+                }
+                self.ptrs.push(d.u64()?);
+                self.shared.ptrs.push(PtrState::default());
+                Ok(None)
+            }
+            TAG_RESET => {
+                self.shared.reset();
+                self.tasks.clear();
+                self.ptrs.clear();
+                Ok(None)
+            }
+            TAG_TRAILER => {
+                let n = usize::try_from(d.u64()?).map_err(|_| "trailer too long".to_string())?;
+                let json = d.bytes(n)?;
+                serde_json::from_slice(json)
+                    .map(|t| Some(Decoded::Trailer(t)))
+                    .map_err(|e| format!("trailer is not valid JSON: {e}"))
+            }
+            TAG_DOMAIN_ALLOC..=TAG_LOST => self.event(tag, d).map(|e| Some(Decoded::Event(e))),
+            _ => Err(format!(
+                "unknown record tag {tag} (written by a newer iommu-trace, or damaged)"
+            )),
+        }
+    }
+
+    fn event(&mut self, tag: u8, d: &mut Dec) -> DResult<Event> {
+        let flags = d.byte()?;
+        let ts_ns = d.delta(self.shared.prev_ts)?;
+        let cpu = if flags & SAME_CPU != 0 {
+            self.shared
+                .prev_cpu
+                .ok_or("'same CPU' on the first event after a reset")?
+        } else {
+            d.u32()?
+        };
+        let task = if flags & SAME_TASK != 0 {
+            self.shared
+                .prev_task
+                .ok_or("'same task' on the first event after a reset")?
+        } else {
+            d.u32()?
+        };
+        let t = self.tasks.get(task as usize).ok_or_else(|| {
+            format!(
+                "task index {task} used before it was defined ({} defined)",
+                self.tasks.len()
+            )
+        })?;
+        let (tid, pid, comm, cgroup_id) = (t.tid, t.pid, t.comm.clone(), t.cgroup_id);
+
+        let body = match tag {
+            TAG_MAP | TAG_UNMAP => {
+                let map = tag == TAG_MAP;
+                let (idx, domain) = self.ptr(d)?;
+                let st = &mut self.shared.ptrs[idx];
+                let (piova, ppaddr) = st.predict(map);
+                let iova = if flags & M_IOVA_PREDICTED != 0 {
+                    piova
+                } else {
+                    d.delta(piova)?
+                };
+                let size = if flags & M_SIZE_IN_PAGES != 0 {
+                    d.u64()?
+                        .checked_mul(PAGE)
+                        .ok_or("size in pages overflows")?
+                } else {
+                    d.u64()?
+                };
+                let done = if flags & M_DONE_IS_SIZE != 0 {
+                    size
+                } else {
+                    d.u64()?
+                };
+                let paddr = if flags & M_PADDR_PREDICTED != 0 {
+                    ppaddr
+                } else {
+                    d.delta(ppaddr)?
+                };
+                let errno = if flags & M_OK != 0 { 0 } else { d.i32()? };
+                let latency_ns = d.u64()?;
+                let m = MapOp {
+                    domain,
+                    iova,
+                    size,
+                    done,
+                    paddr,
+                    errno,
+                    latency_ns,
+                };
+                st.advance(map, &m);
+                if map {
+                    EventBody::Map(m)
+                } else {
+                    EventBody::Unmap(m)
+                }
+            }
+            TAG_PT_ALLOC | TAG_PT_FREE => {
+                let (_, domain) = self.ptr(d)?;
+                let pages = if flags & P_ONE_PAGE != 0 { 1 } else { d.u64()? };
+                let memcg_id = if flags & P_MEMCG_ZERO != 0 {
+                    0
+                } else if flags & P_MEMCG_IS_CGROUP != 0 {
+                    cgroup_id
+                } else {
+                    d.u64()?
+                };
+                let cause = match (flags >> P_CAUSE_SHIFT) & 3 {
+                    0 => PtCause::Alloc,
+                    1 => PtCause::Map,
+                    2 => PtCause::Unmap,
+                    _ => PtCause::Free,
+                };
+                let p = PtPages {
+                    domain,
+                    pages,
+                    charged: flags & P_CHARGED != 0,
+                    memcg_id,
+                    cause,
+                };
+                if tag == TAG_PT_ALLOC {
+                    EventBody::PtAlloc(p)
+                } else {
+                    EventBody::PtFree(p)
+                }
+            }
+            TAG_DOMAIN_FREE => {
+                let (_, domain) = self.ptr(d)?;
+                EventBody::DomainFree(DomainFree {
+                    domain,
+                    latency_ns: d.u64()?,
+                })
+            }
+            TAG_LOST => EventBody::Lost(Lost {
+                ringbuf_full: d.u64()?,
+                context_full: d.u64()?,
+            }),
+            TAG_HWPT_ALLOC => EventBody::HwptAlloc(HwptAlloc {
+                flags: d.u32()?,
+                dev_id: d.u32()?,
+                pt_id: d.u32()?,
+                data_type: d.u32()?,
+                data_len: d.u32()?,
+                hwpt_id: d.u32()?,
+                errno: if flags & A_OK != 0 { 0 } else { d.i32()? },
+                latency_ns: d.u64()?,
+            }),
+            _ => {
+                // TAG_DOMAIN_ALLOC
+                let driver = d.string()?;
+                let op = match d.byte()? {
+                    0 => AllocOp::AllocUser,
+                    1 => AllocOp::PagingFlags,
+                    2 => AllocOp::Nested,
+                    n => return Err(format!("unknown allocation op {n}")),
+                };
+                let kind = match d.byte()? {
+                    0 => DomainKind::Paging,
+                    1 => DomainKind::Nested,
+                    2 => DomainKind::Auto,
+                    3 => DomainKind::Other,
+                    n => return Err(format!("unknown domain kind {n}")),
+                };
+                let a_flags = d.u32()?;
+                let data_type = d.u32()?;
+                let data_len = d.u32()?;
+                let data = if flags & A_DATA != 0 {
+                    Some(user_data(d)?)
+                } else {
+                    None
+                };
+                let (_, parent) = self.ptr(d)?;
+                let (_, domain) = self.ptr(d)?;
+                let errno = if flags & A_OK != 0 { 0 } else { d.i32()? };
+                let latency_ns = d.u64()?;
+                let pgsize_bitmap = d.u64()?;
+                let aperture_start = d.u64()?;
+                let aperture_end = d.u64()?;
+                let domain_type = d.u32()?;
+                let mut driver_fields = Vec::new();
+                if flags & A_DRIVER_FIELDS != 0 {
+                    let n = d.u64()?;
+                    for _ in 0..n {
+                        let name = d.string()?;
+                        driver_fields.push((name, d.u64()?));
+                    }
+                }
+                EventBody::DomainAlloc(DomainAlloc {
+                    driver,
+                    op,
+                    kind,
+                    flags: a_flags,
+                    data_type,
+                    data_len,
+                    data,
+                    parent,
+                    domain,
+                    errno,
+                    latency_ns,
+                    geometry: Geometry {
+                        pgsize_bitmap,
+                        aperture_start,
+                        aperture_end,
+                        domain_type,
+                        driver_fields,
+                    },
+                })
+            }
+        };
+        // Commit the shared state only once the whole record decoded.
+        self.shared.prev_ts = ts_ns;
+        self.shared.prev_cpu = Some(cpu);
+        self.shared.prev_task = Some(task);
+        Ok(Event {
+            ts_ns,
+            cpu,
+            pid,
+            tid,
+            comm,
+            cgroup_id,
+            body,
+        })
+    }
+}
+
+fn user_data(d: &mut Dec) -> DResult<UserData> {
+    Ok(match d.byte()? {
+        0 => UserData::VtdS1 {
+            flags: d.u64()?,
+            pgtbl_addr: d.u64()?,
+            addr_width: d.u32()?,
+        },
+        1 => UserData::ArmSmmuv3 {
+            ste: [d.u64()?, d.u64()?],
+        },
+        2 => UserData::AmdGuest {
+            dte: [d.u64()?, d.u64()?, d.u64()?, d.u64()?],
+        },
+        3 => UserData::Selftest { iotlb: d.u32()? },
+        4 => UserData::Raw {
+            data_type: d.u32()?,
+            hex: d.string()?,
+        },
+        n => return Err(format!("unknown user-data variant {n}")),
+    })
+}

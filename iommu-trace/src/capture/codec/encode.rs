@@ -1,0 +1,288 @@
+//! Writer side: the `Encoder` that interns tasks and pointers and writes event records,
+//! user-data and the trailer record.
+
+use std::collections::HashMap;
+
+use super::varint::{put_delta, put_i, put_str, put_u};
+use super::*;
+use crate::capture::Trailer;
+use crate::events::{AllocOp, DomainKind, Event, EventBody, KernelPtr, PtCause, UserData};
+
+pub(crate) struct Encoder {
+    shared: Shared,
+    /// (tid, pid, cgroup_id) -> [(comm, index)].
+    tasks: HashMap<(u32, u32, u64), Vec<(String, u32)>>,
+    task_count: usize,
+    ptrs: HashMap<u64, u32>,
+    max_tasks: usize,
+    max_ptrs: usize,
+}
+
+impl Encoder {
+    pub(crate) fn new(base_ts: u64) -> Encoder {
+        Encoder {
+            shared: Shared::new(base_ts),
+            tasks: HashMap::new(),
+            task_count: 0,
+            ptrs: HashMap::new(),
+            max_tasks: MAX_TASKS,
+            max_ptrs: MAX_PTRS,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_limits(&mut self, max_tasks: usize, max_ptrs: usize) {
+        self.max_tasks = max_tasks.clamp(1, MAX_TASKS);
+        self.max_ptrs = max_ptrs.clamp(2, MAX_PTRS);
+    }
+
+    fn reset(&mut self, out: &mut Vec<u8>) {
+        out.push(TAG_RESET);
+        self.shared.reset();
+        self.tasks.clear();
+        self.task_count = 0;
+        self.ptrs.clear();
+    }
+
+    fn task(&mut self, ev: &Event, out: &mut Vec<u8>) -> u32 {
+        let entries = self
+            .tasks
+            .entry((ev.tid, ev.pid, ev.cgroup_id))
+            .or_default();
+        if let Some((_, idx)) = entries.iter().find(|(comm, _)| *comm == ev.comm) {
+            return *idx;
+        }
+        let idx = self.task_count as u32;
+        self.task_count += 1;
+        entries.push((ev.comm.clone(), idx));
+        out.push(TAG_TASK);
+        put_u(out, ev.tid as u64);
+        put_u(out, ev.pid as u64);
+        put_str(out, &ev.comm);
+        put_u(out, ev.cgroup_id);
+        idx
+    }
+
+    fn ptr(&mut self, p: KernelPtr, out: &mut Vec<u8>) -> u32 {
+        if let Some(&idx) = self.ptrs.get(&p.0) {
+            return idx;
+        }
+        let idx = self.shared.ptrs.len() as u32;
+        self.shared.ptrs.push(PtrState::default());
+        self.ptrs.insert(p.0, idx);
+        out.push(TAG_PTR);
+        put_u(out, p.0);
+        idx
+    }
+
+    /// Appends the records for `ev` (definitions it needs, then the event) to `out`.
+    pub(crate) fn encode(&mut self, ev: &Event, out: &mut Vec<u8>) {
+        if self.task_count >= self.max_tasks || self.shared.ptrs.len() + 2 > self.max_ptrs {
+            self.reset(out);
+        }
+        let task = self.task(ev, out);
+        // Pointers first, so that their definitions precede the event record.
+        let (tag, p0, p1) = match &ev.body {
+            EventBody::DomainAlloc(a) => (
+                TAG_DOMAIN_ALLOC,
+                Some(self.ptr(a.parent, out)),
+                Some(self.ptr(a.domain, out)),
+            ),
+            EventBody::HwptAlloc(_) => (TAG_HWPT_ALLOC, None, None),
+            EventBody::DomainFree(f) => (TAG_DOMAIN_FREE, Some(self.ptr(f.domain, out)), None),
+            EventBody::Map(m) => (TAG_MAP, Some(self.ptr(m.domain, out)), None),
+            EventBody::Unmap(m) => (TAG_UNMAP, Some(self.ptr(m.domain, out)), None),
+            EventBody::PtAlloc(p) => (TAG_PT_ALLOC, Some(self.ptr(p.domain, out)), None),
+            EventBody::PtFree(p) => (TAG_PT_FREE, Some(self.ptr(p.domain, out)), None),
+            EventBody::Lost(_) => (TAG_LOST, None, None),
+        };
+        let p0 = p0.unwrap_or(0);
+        let p1 = p1.unwrap_or(0);
+
+        out.push(tag);
+        let flags_at = out.len();
+        out.push(0);
+        let mut flags = 0u8;
+        put_delta(out, ev.ts_ns, self.shared.prev_ts);
+        self.shared.prev_ts = ev.ts_ns;
+        if self.shared.prev_cpu == Some(ev.cpu) {
+            flags |= SAME_CPU;
+        } else {
+            put_u(out, ev.cpu as u64);
+            self.shared.prev_cpu = Some(ev.cpu);
+        }
+        if self.shared.prev_task == Some(task) {
+            flags |= SAME_TASK;
+        } else {
+            put_u(out, task as u64);
+            self.shared.prev_task = Some(task);
+        }
+
+        match &ev.body {
+            EventBody::Map(m) | EventBody::Unmap(m) => {
+                let map = tag == TAG_MAP;
+                put_u(out, p0 as u64);
+                let st = &mut self.shared.ptrs[p0 as usize];
+                let (iova, paddr) = st.predict(map);
+                if m.iova == iova {
+                    flags |= M_IOVA_PREDICTED;
+                } else {
+                    put_delta(out, m.iova, iova);
+                }
+                if m.size % PAGE == 0 {
+                    flags |= M_SIZE_IN_PAGES;
+                    put_u(out, m.size / PAGE);
+                } else {
+                    put_u(out, m.size);
+                }
+                if m.done == m.size {
+                    flags |= M_DONE_IS_SIZE;
+                } else {
+                    put_u(out, m.done);
+                }
+                if m.paddr == paddr {
+                    flags |= M_PADDR_PREDICTED;
+                } else {
+                    put_delta(out, m.paddr, paddr);
+                }
+                if m.errno == 0 {
+                    flags |= M_OK;
+                } else {
+                    put_i(out, m.errno as i64);
+                }
+                put_u(out, m.latency_ns);
+                st.advance(map, m);
+            }
+            EventBody::PtAlloc(p) | EventBody::PtFree(p) => {
+                put_u(out, p0 as u64);
+                if p.pages == 1 {
+                    flags |= P_ONE_PAGE;
+                } else {
+                    put_u(out, p.pages);
+                }
+                if p.charged {
+                    flags |= P_CHARGED;
+                }
+                if p.memcg_id == 0 {
+                    flags |= P_MEMCG_ZERO;
+                } else if p.memcg_id == ev.cgroup_id {
+                    flags |= P_MEMCG_IS_CGROUP;
+                } else {
+                    put_u(out, p.memcg_id);
+                }
+                let cause = match p.cause {
+                    PtCause::Alloc => 0u8,
+                    PtCause::Map => 1,
+                    PtCause::Unmap => 2,
+                    PtCause::Free => 3,
+                };
+                flags |= cause << P_CAUSE_SHIFT;
+            }
+            EventBody::DomainFree(f) => {
+                put_u(out, p0 as u64);
+                put_u(out, f.latency_ns);
+            }
+            EventBody::Lost(l) => {
+                put_u(out, l.ringbuf_full);
+                put_u(out, l.context_full);
+            }
+            EventBody::HwptAlloc(h) => {
+                put_u(out, h.flags as u64);
+                put_u(out, h.dev_id as u64);
+                put_u(out, h.pt_id as u64);
+                put_u(out, h.data_type as u64);
+                put_u(out, h.data_len as u64);
+                put_u(out, h.hwpt_id as u64);
+                if h.errno == 0 {
+                    flags |= A_OK;
+                } else {
+                    put_i(out, h.errno as i64);
+                }
+                put_u(out, h.latency_ns);
+            }
+            EventBody::DomainAlloc(a) => {
+                put_str(out, &a.driver);
+                out.push(match a.op {
+                    AllocOp::AllocUser => 0,
+                    AllocOp::PagingFlags => 1,
+                    AllocOp::Nested => 2,
+                });
+                out.push(match a.kind {
+                    DomainKind::Paging => 0,
+                    DomainKind::Nested => 1,
+                    DomainKind::Auto => 2,
+                    DomainKind::Other => 3,
+                });
+                put_u(out, a.flags as u64);
+                put_u(out, a.data_type as u64);
+                put_u(out, a.data_len as u64);
+                if let Some(d) = &a.data {
+                    flags |= A_DATA;
+                    put_user_data(out, d);
+                }
+                put_u(out, p0 as u64);
+                put_u(out, p1 as u64);
+                if a.errno == 0 {
+                    flags |= A_OK;
+                } else {
+                    put_i(out, a.errno as i64);
+                }
+                put_u(out, a.latency_ns);
+                let g = &a.geometry;
+                put_u(out, g.pgsize_bitmap);
+                put_u(out, g.aperture_start);
+                put_u(out, g.aperture_end);
+                put_u(out, g.domain_type as u64);
+                if !g.driver_fields.is_empty() {
+                    flags |= A_DRIVER_FIELDS;
+                    put_u(out, g.driver_fields.len() as u64);
+                    for (name, v) in &g.driver_fields {
+                        put_str(out, name);
+                        put_u(out, *v);
+                    }
+                }
+            }
+        }
+        out[flags_at] = flags;
+    }
+}
+
+fn put_user_data(out: &mut Vec<u8>, d: &UserData) {
+    match d {
+        UserData::VtdS1 {
+            flags,
+            pgtbl_addr,
+            addr_width,
+        } => {
+            out.push(0);
+            put_u(out, *flags);
+            put_u(out, *pgtbl_addr);
+            put_u(out, *addr_width as u64);
+        }
+        UserData::ArmSmmuv3 { ste } => {
+            out.push(1);
+            ste.iter().for_each(|v| put_u(out, *v));
+        }
+        UserData::AmdGuest { dte } => {
+            out.push(2);
+            dte.iter().for_each(|v| put_u(out, *v));
+        }
+        UserData::Selftest { iotlb } => {
+            out.push(3);
+            put_u(out, *iotlb as u64);
+        }
+        UserData::Raw { data_type, hex } => {
+            out.push(4);
+            put_u(out, *data_type as u64);
+            put_str(out, hex);
+        }
+    }
+}
+
+/// The trailer record.
+pub(crate) fn encode_trailer(t: &Trailer, out: &mut Vec<u8>) {
+    let json = serde_json::to_vec(t).expect("a Trailer always serializes");
+    out.push(TAG_TRAILER);
+    put_u(out, json.len() as u64);
+    out.extend_from_slice(&json);
+}
