@@ -46,18 +46,11 @@ enum Cmd {
         /// Stop after this many seconds.
         #[arg(long, value_name = "SECONDS")]
         duration: Option<f64>,
-        /// Kernel ring-buffer size in bytes (a power of two, at least 4096).
-        #[arg(long, value_name = "BYTES", default_value_t = 1 << 22)]
-        ringbuf_size: u32,
-        /// Only trace this process.
-        #[arg(long, value_name = "PID", default_value_t = 0)]
-        pid: u32,
+        #[command(flatten)]
+        live: LiveArgs,
         /// Create this file once the probes are attached.
         #[arg(long, value_name = "FILE")]
         ready_file: Option<PathBuf>,
-        /// Treat this symbol as missing (repeatable), to test degraded kernels.
-        #[arg(long = "deny-symbol", value_name = "SYMBOL")]
-        deny: Vec<String>,
     },
     /// Print a capture: every event as text or JSON lines, or its summary.
     Inspect {
@@ -106,15 +99,8 @@ enum Cmd {
         /// Owner cgroups given their own series; the others are summed as "other".
         #[arg(long, value_name = "N", default_value_t = 10)]
         top_cgroups: usize,
-        /// Kernel ring-buffer size in bytes (a power of two, at least 4096).
-        #[arg(long, value_name = "BYTES", default_value_t = 1 << 22)]
-        ringbuf_size: u32,
-        /// Only trace this process.
-        #[arg(long, value_name = "PID", default_value_t = 0)]
-        pid: u32,
-        /// Treat this symbol as missing (repeatable), to test degraded kernels.
-        #[arg(long = "deny-symbol", value_name = "SYMBOL")]
-        deny: Vec<String>,
+        #[command(flatten)]
+        live: LiveArgs,
         /// Write the listening address to this file once metrics are served.
         #[arg(long, value_name = "FILE")]
         ready_file: Option<PathBuf>,
@@ -140,19 +126,36 @@ enum Cmd {
         /// Milliseconds between screen refreshes.
         #[arg(long, value_name = "MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(20..=10_000))]
         refresh_ms: u64,
-        /// Kernel ring-buffer size in bytes (a power of two, at least 4096).
-        #[arg(long, value_name = "BYTES", default_value_t = 1 << 22)]
-        ringbuf_size: u32,
-        /// Only trace this process.
-        #[arg(long, value_name = "PID", default_value_t = 0)]
-        pid: u32,
-        /// Treat this symbol as missing (repeatable), to test degraded kernels.
-        #[arg(long = "deny-symbol", value_name = "SYMBOL")]
-        deny: Vec<String>,
+        #[command(flatten)]
+        live: LiveArgs,
         /// Append logs to this file (the screen is the TUI's; by default logs are dropped).
         #[arg(long, value_name = "FILE")]
         log: Option<PathBuf>,
     },
+}
+
+/// How to trace this host (`record`, `serve` and `top` alike).
+#[derive(clap::Args)]
+struct LiveArgs {
+    /// Kernel ring-buffer size in bytes (a power of two, at least 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 22)]
+    ringbuf_size: u32,
+    /// Only trace this process.
+    #[arg(long, value_name = "PID", default_value_t = 0)]
+    pid: u32,
+    /// Treat this symbol as missing (repeatable), to test degraded kernels.
+    #[arg(long = "deny-symbol", value_name = "SYMBOL")]
+    deny: Vec<String>,
+}
+
+impl From<LiveArgs> for LiveOptions {
+    fn from(a: LiveArgs) -> LiveOptions {
+        LiveOptions {
+            ringbuf_bytes: a.ringbuf_size,
+            filter_pid: a.pid,
+            deny: a.deny,
+        }
+    }
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -179,10 +182,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Record {
             output,
             duration,
-            ringbuf_size,
-            pid,
+            live,
             ready_file,
-            deny,
         } => {
             let duration = match duration {
                 Some(s) if !(s.is_finite() && s > 0.0) => {
@@ -194,11 +195,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             commands::record::run(commands::record::RecordOptions {
                 output,
                 duration,
-                live: LiveOptions {
-                    ringbuf_bytes: ringbuf_size,
-                    filter_pid: pid,
-                    deny,
-                },
+                live: live.into(),
                 ready_file,
             })?;
         }
@@ -241,9 +238,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             from,
             top_cgroups,
-            ringbuf_size,
-            pid,
-            deny,
+            live,
             ready_file,
             verify,
             repeat,
@@ -252,11 +247,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             from,
             top_cgroups,
-            live: LiveOptions {
-                ringbuf_bytes: ringbuf_size,
-                filter_pid: pid,
-                deny,
-            },
+            live: live.into(),
             ready_file,
             verify,
             repeat,
@@ -266,19 +257,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             from,
             speed,
             refresh_ms,
-            ringbuf_size,
-            pid,
-            deny,
+            live,
             log,
         } => commands::top::run(commands::top::TopOptions {
             from,
             speed,
             refresh: Duration::from_millis(refresh_ms),
-            live: LiveOptions {
-                ringbuf_bytes: ringbuf_size,
-                filter_pid: pid,
-                deny,
-            },
+            live: live.into(),
             log,
         })?,
         Cmd::Exercise(args) => {

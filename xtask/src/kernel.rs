@@ -152,8 +152,19 @@ pub fn spec(version: &str, arch: Arch) -> Result<KernelSpec> {
 
 fn cache_key(spec: &KernelSpec) -> Result<String> {
     let mut data = Vec::new();
+    // The options only: a comment or a blank line in a fragment changes no kernel (but
+    // "# CONFIG_X is not set" is an option).
     for f in &spec.fragments {
-        data.extend(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?);
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        for line in text.lines().map(str::trim) {
+            let option = !line.starts_with('#')
+                || (line.starts_with("# CONFIG_") && line.ends_with(" is not set"));
+            if !line.is_empty() && option {
+                data.extend(line.as_bytes());
+                data.push(b'\n');
+            }
+        }
     }
     // The source package's size stands in for its version: a new Debian upload rebuilds.
     let src_len = std::fs::metadata(&spec.tarball)
