@@ -32,8 +32,6 @@ mod report;
 mod runs;
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Serialize;
 
@@ -74,31 +72,8 @@ impl Default for ReplayOptions {
     }
 }
 
-/// A hasher for the domain table's keys (kernel pointers; not attacker-chosen, so no need
-/// for SipHash): an FxHash-style multiply, rotated so that the well-mixed high bits pick
-/// the bucket (pointers are aligned, so their low bits, and the product's, are zero).
-#[derive(Default)]
-struct PtrHasher(u64);
-
-impl Hasher for PtrHasher {
-    #[inline]
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for c in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..c.len()].copy_from_slice(c);
-            self.write_u64(u64::from_le_bytes(b));
-        }
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0.rotate_left(26)
-    }
-}
-
-type DomainMap = HashMap<u64, DomainState, BuildHasherDefault<PtrHasher>>;
+/// Domains by kernel pointer (not attacker-chosen, so FxHash rather than SipHash).
+type DomainMap = rustc_hash::FxHashMap<u64, DomainState>;
 
 // ---- per-domain state -------------------------------------------------------------
 

@@ -151,9 +151,7 @@ pub(super) fn run(opts: &ExerciseOptions) -> Result<Report> {
         iommufd: iommufd.as_raw_fd(),
         report: Report {
             tool: format!("iommu-trace {}", env!("CARGO_PKG_VERSION")),
-            kernel_release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .ok()
-                .map(|s| s.trim().to_string()),
+            kernel_release: Some(crate::session::running_kernel_release()),
             iommu_path: opts.iommu_path.display().to_string(),
             ..Default::default()
         },

@@ -15,7 +15,7 @@ mod history;
 mod rates;
 mod verdict;
 
-pub use history::{DomainExtra, FreedDomain, Kept, KeptBody, PtrHasher};
+pub use history::{DomainExtra, FreedDomain, Kept, KeptBody};
 pub use rates::{Rates, RATE_NAMES};
 pub use verdict::DomainVerdict;
 
