@@ -20,3 +20,4 @@ pub mod session;
 pub mod state;
 pub mod tui;
 pub mod uapi;
+pub mod units;

@@ -18,6 +18,7 @@ const RULES: &[(&str, &[&str], &str)] = &[
         &["*"],
         "the iommufd uAPI vocabulary is a leaf: numbers and names from the kernel headers",
     ),
+    ("units", &["*"], "units are a leaf every front end shares"),
     (
         "session",
         &["*"],

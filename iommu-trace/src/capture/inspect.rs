@@ -79,7 +79,7 @@ pub fn text_line(ev: &Event, base_ts: u64) -> String {
                 s,
                 " driver={} op={} kind={} flags={} data_type={:#x} data_len={}",
                 a.driver,
-                serde_name(&a.op),
+                a.op.name(),
                 a.kind.name(),
                 flags_text(a.flags),
                 a.data_type,
@@ -177,7 +177,7 @@ fn pt_text(s: &mut String, p: &PtPages) {
         " domain={} pages={} cause={}",
         p.domain,
         p.pages,
-        serde_name(&p.cause)
+        p.cause.name()
     );
     if p.charged {
         let _ = write!(s, " charged memcg={}", p.memcg_id);
@@ -216,41 +216,9 @@ fn user_data_text(d: &UserData) -> String {
     }
 }
 
+use crate::units::bytes_long as bytes_text;
 /// The snake_case name serde gives a unit enum variant.
-fn serde_name<T: serde::Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => "?".into(),
-    }
-}
-
-/// `850ns`, `12.3us`, `4.56ms`, `1.234s`.
-pub fn duration_text(ns: u64) -> String {
-    if ns < 1_000 {
-        format!("{ns}ns")
-    } else if ns < 1_000_000 {
-        format!("{:.1}us", ns as f64 / 1e3)
-    } else if ns < 1_000_000_000 {
-        format!("{:.2}ms", ns as f64 / 1e6)
-    } else {
-        format!("{:.3}s", ns as f64 / 1e9)
-    }
-}
-
-/// `4096 B`, `2.0 MiB`, ...
-fn bytes_text(b: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if b < 1024 {
-        return format!("{b} B");
-    }
-    let mut v = b as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
+pub use crate::units::duration_long as duration_text;
 
 /// Domain allocations are counted by these.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -124,6 +124,17 @@ pub enum AllocOp {
     Nested,
 }
 
+impl AllocOp {
+    /// The name in JSONL, metrics and text (the serde name).
+    pub fn name(self) -> &'static str {
+        match self {
+            AllocOp::AllocUser => "alloc_user",
+            AllocOp::PagingFlags => "paging_flags",
+            AllocOp::Nested => "nested",
+        }
+    }
+}
+
 /// What kind of domain user space got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -231,6 +242,18 @@ pub enum PtCause {
     Free,
 }
 
+impl PtCause {
+    /// The name in JSONL, metrics and text (the serde name).
+    pub fn name(self) -> &'static str {
+        match self {
+            PtCause::Alloc => "alloc",
+            PtCause::Map => "map",
+            PtCause::Unmap => "unmap",
+            PtCause::Free => "free",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PtPages {
     pub domain: KernelPtr,
@@ -249,4 +272,29 @@ pub struct Lost {
     pub ringbuf_full: u64,
     /// Operations not attributed because a per-thread context table was full.
     pub context_full: u64,
+}
+
+#[cfg(test)]
+mod naming_tests {
+    use super::*;
+
+    // One name per value: the serde name (JSONL) is the name everything else prints.
+    #[test]
+    fn each_enum_has_one_name() {
+        let serde_name = |v: serde_json::Value| v.as_str().unwrap().to_string();
+        for op in [AllocOp::AllocUser, AllocOp::PagingFlags, AllocOp::Nested] {
+            assert_eq!(serde_name(serde_json::to_value(op).unwrap()), op.name());
+        }
+        for c in [PtCause::Alloc, PtCause::Map, PtCause::Unmap, PtCause::Free] {
+            assert_eq!(serde_name(serde_json::to_value(c).unwrap()), c.name());
+        }
+        for k in [
+            DomainKind::Paging,
+            DomainKind::Nested,
+            DomainKind::Auto,
+            DomainKind::Other,
+        ] {
+            assert_eq!(serde_name(serde_json::to_value(k).unwrap()), k.name());
+        }
+    }
 }

@@ -325,7 +325,7 @@ pub fn families(state: &State, meta: &Meta, opts: &ExportOptions) -> Vec<MetricF
         );
     }
     for (k, t) in state.pt() {
-        let cause = pt_cause_name(k.cause);
+        let cause = crate::events::PtCause::name(k.cause);
         let charged = if k.charged { "true" } else { "false" };
         b.counter(
             "iommu_trace_page_table_pages_allocated_total",
@@ -430,16 +430,6 @@ pub fn families(state: &State, meta: &Meta, opts: &ExportOptions) -> Vec<MetricF
         1.0,
     );
     b.families
-}
-
-fn pt_cause_name(c: crate::events::PtCause) -> &'static str {
-    use crate::events::PtCause;
-    match c {
-        PtCause::Alloc => "alloc",
-        PtCause::Map => "map",
-        PtCause::Unmap => "unmap",
-        PtCause::Free => "free",
-    }
 }
 
 /// (CPU seconds, resident bytes) of this process, from /proc/self.

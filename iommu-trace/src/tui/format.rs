@@ -1,59 +1,10 @@
 //! Units and text for the TUI: bytes, durations, pointers, flags, one event in one line.
 
-use crate::events::{errno_name, AllocOp, Event, EventBody};
+use crate::events::{errno_name, Event, EventBody};
 use crate::uapi::{HWPT_ALLOC_FLAGS, HWPT_ALLOC_FLAGS_KNOWN};
 
-/// Bytes, short: 512B, 4.0K, 13.1M, 2.0G.
-pub fn fmt_bytes(b: u64) -> String {
-    const U: [&str; 5] = ["K", "M", "G", "T", "P"];
-    if b < 1024 {
-        return format!("{b}B");
-    }
-    let mut v = b as f64 / 1024.0;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < U.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if v >= 100.0 {
-        format!("{v:.0}{}", U[i])
-    } else {
-        format!("{v:.1}{}", U[i])
-    }
-}
-
-/// A duration, short: 850ns, 12.3µs, 1.04ms, 4.6s, 3m12s, 2h03m.
-pub fn fmt_dur(ns: u64) -> String {
-    if ns < 1_000 {
-        format!("{ns}ns")
-    } else if ns < 1_000_000 {
-        short(ns as f64 / 1e3, "µs")
-    } else if ns < 1_000_000_000 {
-        short(ns as f64 / 1e6, "ms")
-    } else if ns < 60_000_000_000 {
-        format!("{:.1}s", ns as f64 / 1e9)
-    } else if ns < 3_600_000_000_000 {
-        let s = ns / 1_000_000_000;
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        let m = ns / 60_000_000_000;
-        format!("{}h{:02}m", m / 60, m % 60)
-    }
-}
-
-/// One decimal below 100, none above: 12.3ms, 250ms.
-fn short(v: f64, unit: &str) -> String {
-    if v >= 99.95 {
-        format!("{v:.0}{unit}")
-    } else {
-        format!("{v:.1}{unit}")
-    }
-}
-
-/// Seconds with milliseconds: 4.601s.
-pub(super) fn fmt_secs(ns: u64) -> String {
-    format!("{:.3}s", ns as f64 / 1e9)
-}
+pub(super) use crate::units::seconds as fmt_secs;
+pub use crate::units::{bytes_compact as fmt_bytes, duration_compact as fmt_dur};
 
 pub(super) fn short_ptr(p: u64, wide: bool) -> String {
     if p == 0 {
@@ -82,14 +33,6 @@ pub fn flag_names(flags: u32) -> String {
     out.join(",")
 }
 
-pub(super) fn op_name(op: AllocOp) -> &'static str {
-    match op {
-        AllocOp::AllocUser => "alloc_user",
-        AllocOp::PagingFlags => "paging_flags",
-        AllocOp::Nested => "nested",
-    }
-}
-
 /// One event, in one line, for the detail view.
 pub fn describe(e: &Event, start_ns: u64) -> String {
     let t = format!("+{}", fmt_secs(e.ts_ns.saturating_sub(start_ns)));
@@ -97,7 +40,7 @@ pub fn describe(e: &Event, start_ns: u64) -> String {
         EventBody::DomainAlloc(a) => format!(
             "domain_alloc {} {} {} flags {} -> {} in {}",
             a.driver,
-            op_name(a.op),
+            a.op.name(),
             a.kind.name(),
             flag_names(a.flags),
             if a.errno == 0 {

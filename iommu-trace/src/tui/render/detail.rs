@@ -9,7 +9,7 @@ use ratatui::Frame;
 
 use super::{bold, dim, loud};
 use crate::tui::board::{DomainRow, Model};
-use crate::tui::format::{describe, flag_names, fmt_bytes, fmt_dur, fmt_secs, op_name, short_ptr};
+use crate::tui::format::{describe, flag_names, fmt_bytes, fmt_dur, fmt_secs, short_ptr};
 
 pub(super) fn draw_detail(f: &mut Frame, area: Rect, row: &DomainRow, model: &Model) {
     let d = row.d;
@@ -20,7 +20,7 @@ pub(super) fn draw_detail(f: &mut Frame, area: Rect, row: &DomainRow, model: &Mo
         .title(format!(" domain {:#x} (esc: back) ", d.domain.0));
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let op = d.op.map_or("not seen", op_name);
+    let op = d.op.map_or("not seen", crate::events::AllocOp::name);
     let state = match row.freed_ts_ns {
         Some(t) => Span::styled(
             format!("FREED at +{}", fmt_secs(t.saturating_sub(start))),
