@@ -51,7 +51,7 @@ impl ProgramKind {
 
 impl fmt::Display for ProgramKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
@@ -225,7 +225,7 @@ impl PointStatus {
 
 impl fmt::Display for PointStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
@@ -356,6 +356,13 @@ mod tests {
             GapReason::parse("not in this kernel (not built in, or renamed in this version)"),
             GapReason::NotInKernel
         );
+    }
+
+    // `probes` lays them out in columns: width and alignment apply.
+    #[test]
+    fn names_pad_like_strings() {
+        assert_eq!(format!("[{:<8}]", PointStatus::Ok), "[ok      ]");
+        assert_eq!(format!("[{:>8}]", ProgramKind::Kprobe), "[  kprobe]");
     }
 
     #[test]
