@@ -3,7 +3,7 @@
 
 use libc::{EBUSY, EINVAL, EOPNOTSUPP};
 
-use super::{HwptData, HwptReq, Obj, Runner};
+use super::{HwptData, HwptTarget, Obj, Runner};
 use crate::exercise::report::{AllocKind, DeviceKind, StepGroup};
 use crate::exercise::uapi::*;
 
@@ -13,16 +13,13 @@ impl Runner<'_> {
     /// Paging HWPT_ALLOC on the VFIO device's IOAS with an unknown flag or a data length
     /// without a data type.
     pub(super) fn vfio_paging_alloc_failures(&mut self, dev_id: u32, ioas: u32) {
-        let req = |name, group, flags, data, expected, note: Option<&str>| HwptReq {
-            name,
-            group,
+        let on_ioas = HwptTarget {
             device: DeviceKind::Vfio,
             dev_id,
             pt_id: ioas,
-            flags,
-            data,
-            expected,
-            note: note.map(str::to_string),
+        };
+        let req = |name, group, flags, data, expected, note: Option<&str>| {
+            on_ioas.req(name, group, flags, data, expected, note.map(str::to_string))
         };
         self.hwpt_alloc(req(
             "hwpt_alloc_paging_invalid_flag",
@@ -52,16 +49,13 @@ impl Runner<'_> {
         parent_note: &str,
         vtd: IommuHwptVtdS1,
     ) {
-        let nreq = |name, group, flags, data, expected, note: String| HwptReq {
-            name,
-            group,
+        let on_parent = HwptTarget {
             device: DeviceKind::Vfio,
             dev_id,
             pt_id: parent,
-            flags,
-            data,
-            expected,
-            note: Some(note),
+        };
+        let nreq = |name, group, flags, data, expected, note: String| {
+            on_parent.req(name, group, flags, data, expected, Some(note))
         };
         self.hwpt_alloc(nreq(
             "hwpt_alloc_nested_wrong_data_type",
@@ -102,16 +96,20 @@ impl Runner<'_> {
         mnp: Option<u32>,
         mh0: Option<u32>,
     ) {
-        let req = |name, group, pt_id, flags, data, expected: i32, note: &str| HwptReq {
-            name,
-            group,
-            device: DeviceKind::Mock,
-            dev_id: idev,
-            pt_id,
-            flags,
-            data,
-            expected: Some(expected),
-            note: Some(note.to_string()),
+        let req = |name, group, pt_id, flags, data, expected: i32, note: &str| {
+            let on = HwptTarget {
+                device: DeviceKind::Mock,
+                dev_id: idev,
+                pt_id,
+            };
+            on.req(
+                name,
+                group,
+                flags,
+                data,
+                Some(expected),
+                Some(note.to_string()),
+            )
         };
         if let Some(np) = mnp {
             self.hwpt_alloc(req(

@@ -4,7 +4,7 @@
 use libc::ENOTTY;
 use serde_json::json;
 
-use super::{step, HwptData, HwptReq, Obj, Runner, StepExt, IOVA_PREMAP, PREMAP_PAGES};
+use super::{step, HwptData, HwptTarget, Obj, Runner, StepExt, IOVA_PREMAP, PREMAP_PAGES};
 use crate::exercise::report::{AllocKind, Availability, DeviceKind, StepGroup};
 use crate::exercise::sys::{errno_name, ioctl, PAGE_4K};
 use crate::exercise::uapi::*;
@@ -76,16 +76,20 @@ impl Runner<'_> {
                 ),
         );
 
-        let req = |name, group, pt_id, flags, data, expected: i32, note: &str| HwptReq {
-            name,
-            group,
-            device: DeviceKind::Mock,
-            dev_id: idev,
-            pt_id,
-            flags,
-            data,
-            expected: Some(expected),
-            note: Some(note.to_string()),
+        let req = |name, group, pt_id, flags, data, expected: i32, note: &str| {
+            let on = HwptTarget {
+                device: DeviceKind::Mock,
+                dev_id: idev,
+                pt_id,
+            };
+            on.req(
+                name,
+                group,
+                flags,
+                data,
+                Some(expected),
+                Some(note.to_string()),
+            )
         };
         let mh0 = self.hwpt_alloc(req(
             "mock_hwpt_alloc_paging",

@@ -113,6 +113,38 @@ struct HwptReq<'a> {
     note: Option<String>,
 }
 
+/// Where a flow's HWPT_ALLOC requests go: its device, and the IOAS or parent hwpt.
+#[derive(Clone, Copy)]
+struct HwptTarget {
+    device: DeviceKind,
+    dev_id: u32,
+    pt_id: u32,
+}
+
+impl HwptTarget {
+    fn req<'a>(
+        self,
+        name: &'a str,
+        group: StepGroup,
+        flags: u32,
+        data: HwptData,
+        expected: Option<i32>,
+        note: Option<String>,
+    ) -> HwptReq<'a> {
+        HwptReq {
+            name,
+            group,
+            device: self.device,
+            dev_id: self.dev_id,
+            pt_id: self.pt_id,
+            flags,
+            data,
+            expected,
+            note,
+        }
+    }
+}
+
 struct Runner<'o> {
     opts: &'o ExerciseOptions,
     iommufd: RawFd,

@@ -8,7 +8,7 @@ use std::path::Path;
 use libc::EINVAL;
 use serde_json::json;
 
-use super::{step, HwptData, HwptReq, Obj, Runner, StepExt, IOVA_PREMAP, PREMAP_PAGES};
+use super::{step, HwptData, HwptTarget, Obj, Runner, StepExt, IOVA_PREMAP, PREMAP_PAGES};
 use crate::exercise::report::{AllocKind, DeviceKind, StepGroup, VfioInfo};
 use crate::exercise::sys::{errno_name, ioctl, PAGE_4K};
 use crate::exercise::uapi::*;
@@ -155,16 +155,13 @@ impl Runner<'_> {
         }
 
         // Paging hwpts.
-        let req = |name, group, flags, data, expected, note: Option<&str>| HwptReq {
-            name,
-            group,
+        let on_ioas = HwptTarget {
             device: DeviceKind::Vfio,
             dev_id,
             pt_id: ioas,
-            flags,
-            data,
-            expected,
-            note: note.map(str::to_string),
+        };
+        let req = |name, group, flags, data, expected, note: Option<&str>| {
+            on_ioas.req(name, group, flags, data, expected, note.map(str::to_string))
         };
         let h0 = self.hwpt_alloc(req(
             "hwpt_alloc_paging",
@@ -218,16 +215,13 @@ impl Runner<'_> {
             } else {
                 "parent: the flags-0 hwpt (no NEST_PARENT hwpt could be allocated)"
             };
-            let nreq = |name, group, flags, data, expected, note: String| HwptReq {
-                name,
-                group,
+            let on_parent = HwptTarget {
                 device: DeviceKind::Vfio,
                 dev_id,
                 pt_id: parent,
-                flags,
-                data,
-                expected,
-                note: Some(note),
+            };
+            let nreq = |name, group, flags, data, expected, note: String| {
+                on_parent.req(name, group, flags, data, expected, Some(note))
             };
             let vtd = IommuHwptVtdS1 {
                 flags: 0,
