@@ -96,20 +96,8 @@ impl Runner<'_> {
         mnp: Option<u32>,
         mh0: Option<u32>,
     ) {
-        let req = |name, group, pt_id, flags, data, expected: i32, note: &str| {
-            let on = HwptTarget {
-                device: DeviceKind::Mock,
-                dev_id: idev,
-                pt_id,
-            };
-            on.req(
-                name,
-                group,
-                flags,
-                data,
-                Some(expected),
-                Some(note.to_string()),
-            )
+        let req = |name, group, pt_id, flags, data, expected, note| {
+            HwptTarget::mock(idev, pt_id).must(name, group, flags, data, expected, note)
         };
         if let Some(np) = mnp {
             self.hwpt_alloc(req(

@@ -76,20 +76,8 @@ impl Runner<'_> {
                 ),
         );
 
-        let req = |name, group, pt_id, flags, data, expected: i32, note: &str| {
-            let on = HwptTarget {
-                device: DeviceKind::Mock,
-                dev_id: idev,
-                pt_id,
-            };
-            on.req(
-                name,
-                group,
-                flags,
-                data,
-                Some(expected),
-                Some(note.to_string()),
-            )
+        let req = |name, group, pt_id, flags, data, expected, note| {
+            HwptTarget::mock(idev, pt_id).must(name, group, flags, data, expected, note)
         };
         let mh0 = self.hwpt_alloc(req(
             "mock_hwpt_alloc_paging",

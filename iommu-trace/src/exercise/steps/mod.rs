@@ -122,6 +122,35 @@ struct HwptTarget {
 }
 
 impl HwptTarget {
+    /// On the mock device.
+    fn mock(dev_id: u32, pt_id: u32) -> HwptTarget {
+        HwptTarget {
+            device: DeviceKind::Mock,
+            dev_id,
+            pt_id,
+        }
+    }
+
+    /// A request whose answer the kernel fixes (`expected`), for the reason in `note`.
+    fn must<'a>(
+        self,
+        name: &'a str,
+        group: StepGroup,
+        flags: u32,
+        data: HwptData,
+        expected: i32,
+        note: &str,
+    ) -> HwptReq<'a> {
+        self.req(
+            name,
+            group,
+            flags,
+            data,
+            Some(expected),
+            Some(note.to_string()),
+        )
+    }
+
     fn req<'a>(
         self,
         name: &'a str,
