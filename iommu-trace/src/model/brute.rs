@@ -125,7 +125,6 @@ mod tests {
     use proptest::prelude::*;
 
     const M2: u64 = 2 << 20;
-    const G1: u64 = 1 << 30;
 
     #[derive(Clone, Debug)]
     struct Op {
@@ -220,33 +219,5 @@ mod tests {
             prop_assert_eq!(totals(&log.ops), (0, live));
             prop_assert_eq!(m.live_pages(), 0);
         }
-    }
-
-    /// Speed: VT-d 4-level, 4K map + unmap pairs. Run with
-    /// `cargo test --release -- --ignored vtd_speed --nocapture`.
-    #[test]
-    #[ignore = "benchmark"]
-    fn vtd_speed() {
-        let mut m = VtdModel::new(VtdConfig {
-            levels: 4,
-            gaw: 48,
-            superpage: 2,
-            first_stage: false,
-            flavour: VtdFlavour::Legacy,
-            format: crate::model::vtd::PtFormat::Vtdss,
-        });
-        let mut log = PageLog::new();
-        m.domain_alloc(&mut log);
-        let n = 4_000_000u64;
-        let t = std::time::Instant::now();
-        for i in 0..n / 2 {
-            let iova = (i * 0x1000) % G1;
-            log.clear();
-            chunk::iommu_map(&mut m, iova, iova + 0x1000, 0x1000, &mut log).unwrap();
-            log.clear();
-            chunk::iommu_unmap(&mut m, iova, 0x1000, &mut log);
-        }
-        let s = t.elapsed().as_secs_f64();
-        println!("{:.1} M ops/s", n as f64 / s / 1e6);
     }
 }
