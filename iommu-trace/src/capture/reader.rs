@@ -211,11 +211,6 @@ impl<R: Read> CaptureReader<R> {
         self.version
     }
 
-    /// Events read so far.
-    pub fn events_read(&self) -> u64 {
-        self.events
-    }
-
     /// How the file ended; `None` until the iterator has reached its end.
     pub fn ending(&self) -> Option<&Ending> {
         self.ending.as_ref()

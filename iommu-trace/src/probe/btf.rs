@@ -295,11 +295,6 @@ impl Btf {
         })
     }
 
-    /// Whether a struct of that name exists.
-    pub fn has_struct(&self, name: &str) -> bool {
-        self.struct_id(name).is_some()
-    }
-
     /// Finds `path` (dot-separated member names, e.g. `geometry.aperture_start`) in struct
     /// `strukt`, looking through anonymous struct and union members as C does.
     pub fn member(&self, strukt: &str, path: &str) -> Option<MemberInfo> {

@@ -31,11 +31,6 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    /// Whether the symbol still records (through its fallback).
-    pub fn still_records(&self) -> bool {
-        matches!(self.fallback, Fallback::Attached { .. })
-    }
-
     /// Reads the text that format-1 captures stored as an attach failure's `reason`
     /// (written by the 0.1 tracer as "T refused (E); using F", "E; fallback: E2" or "E").
     pub fn from_v1_text(symbol: &str, reason: &str) -> Refusal {
@@ -128,7 +123,7 @@ mod tests {
         );
         assert_eq!(r.program_type, Some(ProgramKind::FentryFexit));
         assert_eq!(r.error, "attaching map_fentry: EINVAL");
-        assert!(r.still_records());
+        assert!(matches!(r.fallback, Fallback::Attached { .. }));
         assert_eq!(
             r.to_string(),
             "fentry+fexit refused (attaching map_fentry: EINVAL); using kprobe+kretprobe"
@@ -136,7 +131,7 @@ mod tests {
 
         let r = Refusal::from_v1_text("iommu_map", "kprobe refused: EBUSY");
         assert_eq!(r.fallback, Fallback::None);
-        assert!(!r.still_records());
+        assert_eq!(r.fallback, Fallback::None);
         assert_eq!(r.to_string(), "kprobe refused: EBUSY");
 
         let r = Refusal::from_v1_text("iommu_map", "loading map_fentry: E2BIG; fallback: EBUSY");

@@ -519,6 +519,7 @@ impl State {
     }
 
     /// Failed domain allocations by errno (all drivers and kinds).
+    #[cfg(test)]
     pub fn alloc_failures_by_errno(&self) -> Vec<(i32, u64)> {
         let mut m: HashMap<i32, u64> = HashMap::new();
         for (k, n) in &self.allocs {
@@ -594,6 +595,7 @@ impl State {
     }
 
     /// Monotonic times of the first and last events (not counting `lost`).
+    #[cfg(test)]
     pub fn time_span_ns(&self) -> Option<(u64, u64)> {
         self.first_ts_ns.map(|f| (f, self.last_ts_ns))
     }

@@ -515,12 +515,14 @@ impl Model {
         v
     }
 
-    /// Events kept for verdicts (for tests and the memory benchmark).
+    /// Events kept for verdicts (the memory tests read it).
+    #[cfg(test)]
     pub fn history_len(&self) -> usize {
         self.history_total
     }
 
     /// Freed domains kept.
+    #[cfg(test)]
     pub fn freed_len(&self) -> usize {
         self.freed.len()
     }
