@@ -13,7 +13,7 @@ use tui_feed::bench_feed;
 
 /// Unpaced ingest cost per event: `state::State` alone vs the TUI's model (which wraps it).
 fn main() {
-    use iommu_trace::tui::{Meta, Mode, Model};
+    use iommu_trace::tui::{Mode, Model, SessionInfo};
     let template = bench_feed();
     let n = 2_000_000usize;
     let feed = |f: &mut dyn FnMut(Event)| {
@@ -33,7 +33,7 @@ fn main() {
     let t = Instant::now();
     feed(&mut |e| state.apply(&e));
     let state_ns = t.elapsed().as_nanos() as f64 / n as f64;
-    let mut model = Model::new(Meta {
+    let mut model = Model::new(SessionInfo {
         mode: Mode::Live,
         kernel_release: "bench".into(),
         probes_attached: 0,

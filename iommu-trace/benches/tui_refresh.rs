@@ -14,7 +14,7 @@ use tui_feed::bench_feed;
 /// 160x48 through the crossterm backend (into /dev/null). Reports the CPU used beyond the
 /// headless ingest, as a share of one core, and the resident memory over time.
 fn main() {
-    use iommu_trace::tui::{render, App, Meta, Mode, Model};
+    use iommu_trace::tui::{render, App, Mode, Model, SessionInfo};
     use ratatui::backend::CrosstermBackend;
     use ratatui::layout::Rect;
     use ratatui::{Terminal, TerminalOptions, Viewport};
@@ -30,7 +30,7 @@ fn main() {
 
     let run = |tui: bool| -> (f64, f64, Vec<u64>) {
         let mut state = iommu_trace::state::State::new();
-        let mut model = Model::new(Meta {
+        let mut model = Model::new(SessionInfo {
             mode: Mode::Live,
             kernel_release: "bench".into(),
             probes_attached: 9,

@@ -239,7 +239,7 @@ fn replay_serve_and_top_give_the_same_verdicts() {
     use iommu_trace::capture::CaptureReader;
     use iommu_trace::export::ReplaySummary;
     use iommu_trace::replay::{replay_file, Choice};
-    use iommu_trace::tui::{Meta, Model};
+    use iommu_trace::tui::{Model, SessionInfo};
     use std::collections::BTreeMap;
 
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden");
@@ -258,7 +258,7 @@ fn replay_serve_and_top_give_the_same_verdicts() {
         let serve = ReplaySummary::of(&report);
 
         let mut reader = CaptureReader::open(&path).unwrap();
-        let mut top = Model::new(Meta::for_capture(reader.header(), &name, 0.0));
+        let mut top = Model::new(SessionInfo::for_capture(reader.header(), &name, 0.0));
         for e in reader.by_ref() {
             top.apply(e.expect("a golden capture reads whole"));
         }

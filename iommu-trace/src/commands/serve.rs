@@ -14,7 +14,7 @@ use crate::collect::{self, EventSink, Live, LiveOptions};
 use crate::events::Event;
 use crate::export::http::{Server, ServerContext};
 use crate::export::{
-    CgroupIds, CgroupNamer, CgroupPaths, ExportOptions, Meta, ReplaySummary, Shared,
+    CgroupIds, CgroupNamer, CgroupPaths, ExportOptions, Exported, ExporterInfo, ReplaySummary,
 };
 use crate::probe::RunStats;
 use crate::replay::{replay_file, Choice};
@@ -78,7 +78,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     .map(|()| eprintln!("stopped serving on {addr}"))
 }
 
-fn context(shared: Arc<Shared>, namer: Box<dyn CgroupNamer>, top: usize) -> Arc<ServerContext> {
+fn context(shared: Arc<Exported>, namer: Box<dyn CgroupNamer>, top: usize) -> Arc<ServerContext> {
     Arc::new(ServerContext {
         shared,
         opts: ExportOptions {
@@ -126,7 +126,7 @@ fn serve_capture(
     } else {
         None
     };
-    let shared = Shared::new(Meta {
+    let shared = Exported::new(ExporterInfo {
         source: "capture".into(),
         kernel_release: header.kernel_release.clone(),
         probes,
@@ -170,7 +170,7 @@ fn verify(file: &std::path::Path) -> Result<ReplaySummary> {
 
 /// The exporter's state as a paced feed's target.
 struct StateFeed<'a> {
-    shared: &'a Shared,
+    shared: &'a Exported,
     file: &'a std::path::Path,
     pass: u64,
 }
@@ -194,7 +194,7 @@ impl FeedTarget for StateFeed<'_> {
 }
 
 /// Feeds the capture into the state `repeat` times (0: forever), pacing to `rate` events/s.
-async fn feed(file: &PathBuf, shared: &Shared, repeat: u64, rate: Option<f64>) -> Result<()> {
+async fn feed(file: &PathBuf, shared: &Exported, repeat: u64, rate: Option<f64>) -> Result<()> {
     let pace = match rate {
         Some(r) => Pace::EventsPerSec(r),
         None => Pace::Unpaced,
@@ -226,7 +226,7 @@ async fn feed(file: &PathBuf, shared: &Shared, repeat: u64, rate: Option<f64>) -
 // ---- live -------------------------------------------------------------------------------
 
 struct StateSink {
-    shared: Arc<Shared>,
+    shared: Arc<Exported>,
     bpf: Option<RunStats>,
 }
 
@@ -267,7 +267,7 @@ fn serve_live(
     runtime: &tokio::runtime::Runtime,
 ) -> Result<()> {
     let mut live = Live::start(&opts.live)?;
-    let shared = Shared::new(Meta {
+    let shared = Exported::new(ExporterInfo {
         source: "live".into(),
         kernel_release: live.session().kernel_release().to_string(),
         probes: live.session().probe_status(),

@@ -15,7 +15,7 @@ use crate::capture::{CaptureReader, CaptureWarning};
 use crate::collect::{self, EventSink, Live, LiveOptions};
 use crate::events::Event;
 use crate::tui::terminal::{self, TerminalGuard};
-use crate::tui::{self, Meta, Model, Shared, UiOptions};
+use crate::tui::{self, Model, SessionInfo, SharedBoard, UiOptions};
 
 pub struct TopOptions {
     /// Browse a capture instead of tracing this host.
@@ -69,12 +69,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// the UI quits or a signal comes, then gives the terminal back.
 fn with_ui<F, Fut>(
     opts: &TopOptions,
-    shared: Arc<Shared>,
+    shared: Arc<SharedBoard>,
     live_clock: bool,
     source: F,
 ) -> Result<()>
 where
-    F: FnOnce(Arc<Shared>) -> Fut,
+    F: FnOnce(Arc<SharedBoard>) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
     let rt = runtime()?;
@@ -112,12 +112,12 @@ where
 
 fn run_capture(opts: &TopOptions, file: &Path) -> Result<()> {
     let reader = CaptureReader::open(file)?;
-    let meta = Meta::for_capture(reader.header(), &file.display().to_string(), opts.speed);
+    let meta = SessionInfo::for_capture(reader.header(), &file.display().to_string(), opts.speed);
     if let Some(problem) = &reader.header().session_problem {
         log::warn!("{}: {problem}", file.display());
     }
     drop(reader);
-    let shared = Arc::new(Shared::new(Model::new(meta)));
+    let shared = Arc::new(SharedBoard::new(Model::new(meta)));
     let speed = opts.speed;
     let file = file.to_path_buf();
     with_ui(opts, shared, false, move |shared| async move {
@@ -130,7 +130,7 @@ fn run_capture(opts: &TopOptions, file: &Path) -> Result<()> {
 
 /// The TUI's board as a paced feed's target: the user's pause and quit hold and stop it.
 struct BoardFeed<'a> {
-    shared: &'a Shared,
+    shared: &'a SharedBoard,
 }
 
 impl FeedTarget for BoardFeed<'_> {
@@ -162,7 +162,7 @@ impl FeedTarget for BoardFeed<'_> {
 
 /// Feeds a capture into the board, paced at `speed` times real time (0: at once), holding
 /// still while the user has paused.
-pub async fn feed_capture(file: &Path, shared: &Shared, speed: f64) -> Result<()> {
+pub async fn feed_capture(file: &Path, shared: &SharedBoard, speed: f64) -> Result<()> {
     let mut reader = CaptureReader::open(file)?;
     let mut target = BoardFeed { shared };
     Pacer::new(Pace::RealTime(speed), 512)
@@ -178,7 +178,7 @@ pub async fn feed_capture(file: &Path, shared: &Shared, speed: f64) -> Result<()
 
 /// Live events -> the model, in batches (one lock per batch, at most 50 ms late).
 struct TuiSink {
-    shared: Arc<Shared>,
+    shared: Arc<SharedBoard>,
     buf: Vec<Event>,
     last_flush: Instant,
 }
@@ -214,9 +214,9 @@ impl EventSink for TuiSink {
 
 fn run_live(opts: &TopOptions) -> Result<()> {
     let mut live = Live::start(&opts.live)?;
-    let mut model = Model::new(Meta::for_live(live.session()));
+    let mut model = Model::new(SessionInfo::for_live(live.session()));
     model.start_clock(crate::events::clock::monotonic_ns());
-    let shared = Arc::new(Shared::new(model));
+    let shared = Arc::new(SharedBoard::new(model));
     with_ui(opts, shared, true, |shared| async move {
         let mut sink = TuiSink {
             shared: shared.clone(),

@@ -19,7 +19,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{watch, Semaphore};
 
-use super::{encode, ExportOptions, Shared};
+use super::{encode, ExportOptions, Exported};
 
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 64;
@@ -31,7 +31,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// What the server reads from its owner besides the state.
 pub struct ServerContext {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Exported>,
     pub opts: ExportOptions,
     /// False when ingestion failed: `/healthz` then answers 503.
     pub healthy: Arc<AtomicBool>,

@@ -1,11 +1,11 @@
 //! The metric families: one table of every metric (name, type, help, labels), and the
-//! function that fills them from a [`State`] and [`Meta`] at scrape time.
+//! function that fills them from a [`State`] and [`ExporterInfo`] at scrape time.
 
 use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram as PHistogram, LabelPair, Metric, MetricFamily, MetricType,
 };
 
-use super::{ExportOptions, Meta};
+use super::{ExportOptions, ExporterInfo};
 use crate::events::{errno_name, hwpt_flag_names};
 use crate::state::{bounded_flags, Histogram, State, FLAGS_KNOWN, FLAGS_OTHER};
 
@@ -226,7 +226,7 @@ impl Builder {
 /// The families of one scrape. Counters whose label sets are known in advance (loss
 /// reasons, event types) are always present, at 0 until something happens, so `rate()`
 /// and `increase()` see the first increment.
-pub fn families(state: &State, meta: &Meta, opts: &ExportOptions) -> Vec<MetricFamily> {
+pub fn families(state: &State, meta: &ExporterInfo, opts: &ExportOptions) -> Vec<MetricFamily> {
     let mut b = Builder {
         families: Vec::new(),
     };
@@ -489,6 +489,11 @@ pub fn encode(mut fams: Vec<MetricFamily>, with_process: bool) -> String {
 }
 
 /// [`families`] then [`encode`]: one scrape's text.
-pub fn render(state: &State, meta: &Meta, opts: &ExportOptions, with_process: bool) -> String {
+pub fn render(
+    state: &State,
+    meta: &ExporterInfo,
+    opts: &ExportOptions,
+    with_process: bool,
+) -> String {
     encode(families(state, meta, opts), with_process)
 }

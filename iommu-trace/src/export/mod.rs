@@ -50,7 +50,7 @@ impl ReplaySummary {
 
 /// What the exporter says about itself and where its events come from.
 #[derive(Clone, Debug, Default)]
-pub struct Meta {
+pub struct ExporterInfo {
     /// `live` or `capture`.
     pub source: String,
     pub kernel_release: String,
@@ -62,14 +62,14 @@ pub struct Meta {
 /// The state and metadata shared by the ingesting side and the HTTP side. Each lock is
 /// held only to apply one event or to build one scrape's families (never across I/O).
 #[derive(Default)]
-pub struct Shared {
+pub struct Exported {
     pub state: Mutex<State>,
-    pub meta: Mutex<Meta>,
+    pub meta: Mutex<ExporterInfo>,
 }
 
-impl Shared {
-    pub fn new(meta: Meta) -> Arc<Shared> {
-        Arc::new(Shared {
+impl Exported {
+    pub fn new(meta: ExporterInfo) -> Arc<Exported> {
+        Arc::new(Exported {
             state: Mutex::new(State::new()),
             meta: Mutex::new(meta),
         })

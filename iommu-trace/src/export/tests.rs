@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use super::http::{Server, ServerContext};
 use super::*;
 
-fn meta() -> Meta {
-    Meta {
+fn meta() -> ExporterInfo {
+    ExporterInfo {
         source: "capture".into(),
         kernel_release: "6.12.0-test".into(),
         probes: vec![
@@ -185,7 +185,7 @@ fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
 
 #[test]
 fn http_serves_metrics_and_health_and_survives_bad_clients() {
-    let shared = Shared::new(meta());
+    let shared = Exported::new(meta());
     {
         let mut st = shared.state.lock().unwrap();
         for e in crate::state::tests::synthetic_stream() {

@@ -6,7 +6,7 @@
 //!   one file per view; `format`: units and text (bytes, durations, flags, events);
 //! * `terminal`: raw mode, alternate screen, stderr away from the screen, restore on quit,
 //!   signal and panic;
-//! * [`run_ui`]: the draw/input loop, on its own thread, while the caller feeds [`Shared`]
+//! * [`run_ui`]: the draw/input loop, on its own thread, while the caller feeds [`SharedBoard`]
 //!   from the live ring buffer or a capture (`commands/top.rs`): one event stream, two
 //!   sources, the same code after it.
 
@@ -29,10 +29,10 @@ use ratatui::crossterm::event::{self, Event as TermEvent};
 use ratatui::Terminal;
 
 pub use app::App;
-pub use board::{Meta, Mode, Model};
+pub use board::{Mode, Model, SessionInfo};
 
 /// What the source (ingest) side and the UI thread share.
-pub struct Shared {
+pub struct SharedBoard {
     pub model: Mutex<Model>,
     /// The user paused: a replay stops its clock (live keeps ingesting).
     pub paused: AtomicBool,
@@ -42,9 +42,9 @@ pub struct Shared {
     pub quit_notify: tokio::sync::Notify,
 }
 
-impl Shared {
-    pub fn new(model: Model) -> Shared {
-        Shared {
+impl SharedBoard {
+    pub fn new(model: Model) -> SharedBoard {
+        SharedBoard {
             model: Mutex::new(model),
             paused: AtomicBool::new(false),
             quit: AtomicBool::new(false),
@@ -64,7 +64,7 @@ impl Shared {
 }
 
 /// Sets `quit` when the UI loop ends, however it ends (a panic included).
-struct QuitOnDrop<'a>(&'a Shared);
+struct QuitOnDrop<'a>(&'a SharedBoard);
 
 impl Drop for QuitOnDrop<'_> {
     fn drop(&mut self) {
@@ -80,7 +80,11 @@ pub struct UiOptions {
 }
 
 /// Draws and reads keys until the user quits or `shared.quit` is set.
-pub fn run_ui<B: Backend>(shared: &Shared, term: &mut Terminal<B>, opts: &UiOptions) -> Result<()> {
+pub fn run_ui<B: Backend>(
+    shared: &SharedBoard,
+    term: &mut Terminal<B>,
+    opts: &UiOptions,
+) -> Result<()> {
     let _quit = QuitOnDrop(shared);
     let mut app = App::default();
     let mut frozen: Option<Model> = None;

@@ -10,7 +10,7 @@ use ratatui::style::Color;
 use ratatui::Terminal;
 
 use super::app::{Action, App, View};
-use super::board::{Meta, Mode, Model, GROWTH_POINTS, HISTORY_TOTAL, MAX_FREED};
+use super::board::{Mode, Model, SessionInfo, GROWTH_POINTS, HISTORY_TOTAL, MAX_FREED};
 use super::render;
 use crate::capture::CaptureReader;
 use crate::events::{
@@ -148,8 +148,8 @@ fn synthetic() -> Vec<Event> {
     ]
 }
 
-fn meta() -> Meta {
-    Meta {
+fn meta() -> SessionInfo {
+    SessionInfo {
         mode: Mode::Live,
         kernel_release: "6.12.0-test".into(),
         probes_attached: 9,
@@ -159,7 +159,7 @@ fn meta() -> Meta {
     }
 }
 
-fn model_of(events: Vec<Event>, meta: Meta) -> Model {
+fn model_of(events: Vec<Event>, meta: SessionInfo) -> Model {
     let mut m = Model::new(meta);
     for e in events {
         m.apply(e);
@@ -171,10 +171,10 @@ fn repo_file(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-fn capture(rel: &str) -> (Vec<Event>, Meta) {
+fn capture(rel: &str) -> (Vec<Event>, SessionInfo) {
     let path = repo_file(rel);
     let r = CaptureReader::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let meta = Meta {
+    let meta = SessionInfo {
         mode: Mode::Replay {
             file: path.display().to_string(),
             speed: 0.0,

@@ -22,7 +22,7 @@ pub(crate) enum Decoded {
 }
 
 pub(crate) struct Decoder {
-    shared: Shared,
+    shared: Tables,
     tasks: Vec<Task>,
     ptrs: Vec<u64>,
 }
@@ -30,7 +30,7 @@ pub(crate) struct Decoder {
 impl Decoder {
     pub(crate) fn new(base_ts: u64) -> Decoder {
         Decoder {
-            shared: Shared::new(base_ts),
+            shared: Tables::new(base_ts),
             tasks: Vec::new(),
             ptrs: Vec::new(),
         }

@@ -9,7 +9,7 @@ use crate::capture::Trailer;
 use crate::events::{AllocOp, DomainKind, Event, EventBody, KernelPtr, PtCause, UserData};
 
 pub(crate) struct Encoder {
-    shared: Shared,
+    shared: Tables,
     /// (tid, pid, cgroup_id) -> [(comm, index)].
     tasks: HashMap<(u32, u32, u64), Vec<(String, u32)>>,
     task_count: usize,
@@ -21,7 +21,7 @@ pub(crate) struct Encoder {
 impl Encoder {
     pub(crate) fn new(base_ts: u64) -> Encoder {
         Encoder {
-            shared: Shared::new(base_ts),
+            shared: Tables::new(base_ts),
             tasks: HashMap::new(),
             task_count: 0,
             ptrs: HashMap::new(),

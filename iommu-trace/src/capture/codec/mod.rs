@@ -79,16 +79,16 @@ impl PtrState {
 
 /// State the writer and the reader keep identically.
 #[derive(Debug)]
-struct Shared {
+struct Tables {
     prev_ts: u64,
     prev_cpu: Option<u32>,
     prev_task: Option<u32>,
     ptrs: Vec<PtrState>,
 }
 
-impl Shared {
-    fn new(base_ts: u64) -> Shared {
-        Shared {
+impl Tables {
+    fn new(base_ts: u64) -> Tables {
+        Tables {
             prev_ts: base_ts,
             prev_cpu: None,
             prev_task: None,

@@ -60,7 +60,7 @@ pub enum Mode {
 
 /// Facts about the session that do not come from events.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Meta {
+pub struct SessionInfo {
     pub mode: Mode,
     pub kernel_release: String,
     /// Probe attachments made (live) or recorded as made (capture).
@@ -74,14 +74,14 @@ pub struct Meta {
     pub verification_gaps: Vec<MissingPoint>,
 }
 
-impl Meta {
+impl SessionInfo {
     /// For a capture: what its header recorded.
-    pub fn for_capture(header: &CaptureHeader, file: &str, speed: f64) -> Meta {
+    pub fn for_capture(header: &CaptureHeader, file: &str, speed: f64) -> SessionInfo {
         let (attached, missing) = match &header.session {
             Some(session) => (session.attached_count(), missing_names(session)),
             None => (0, Vec::new()),
         };
-        Meta {
+        SessionInfo {
             mode: Mode::Replay {
                 file: file.to_string(),
                 speed,
@@ -95,8 +95,8 @@ impl Meta {
     }
 
     /// For this host's live session.
-    pub fn for_live(session: &Session) -> Meta {
-        Meta {
+    pub fn for_live(session: &Session) -> SessionInfo {
+        SessionInfo {
             mode: Mode::Live,
             kernel_release: session.kernel_release().to_string(),
             probes_attached: session.attached_count(),
@@ -168,7 +168,7 @@ pub type DomainKey = (KernelPtr, u64);
 /// The TUI's model: everything a frame is drawn from.
 #[derive(Clone, Debug)]
 pub struct Model {
-    pub meta: Meta,
+    pub meta: SessionInfo,
     state: State,
     extras: PtrMap<DomainExtra>,
     freed: VecDeque<FreedDomain>,
@@ -190,7 +190,7 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn new(meta: Meta) -> Model {
+    pub fn new(meta: SessionInfo) -> Model {
         Model {
             meta,
             state: State::new(),

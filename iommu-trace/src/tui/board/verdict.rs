@@ -1,7 +1,7 @@
 //! The reference model's verdict on one domain: its kept history replayed through
 //! `replay::Replayer`, as the detail view shows it (cached per domain and history length).
 
-use super::{DomainRow, Kept, Meta, Model};
+use super::{DomainRow, Kept, Model, SessionInfo};
 use crate::replay::{Replayer, Verdict};
 
 /// The reference model's verdict on one domain, as the detail view shows it.
@@ -43,7 +43,12 @@ impl Model {
 }
 
 /// Replays one domain's events through the reference model.
-fn verdict_of(meta: &Meta, history: &[Kept], truncated: bool, seen_alloc: bool) -> DomainVerdict {
+fn verdict_of(
+    meta: &SessionInfo,
+    history: &[Kept],
+    truncated: bool,
+    seen_alloc: bool,
+) -> DomainVerdict {
     if history.is_empty() {
         return DomainVerdict {
             verdict: "none: no events kept".into(),
