@@ -41,10 +41,13 @@ fn qemu_machine(arch: Arch, hw_iommu: bool) -> (Command, &'static str) {
             }
             // Periodic ticks and the local APIC's own timer: under TCG an idle vCPU on the
             // TSC-deadline timer was seen to miss its wakeups (RCU stall reports).
+            // `no_timer_check`: on a loaded host TCG is too slow for the IO-APIC timer check
+            // (io_apic.c check_timer), which then panics at boot ("timer doesn't work through
+            // Interrupt-remapped IO-APIC"; seen while a kernel built beside the demo).
             let cmdline = if hw_iommu {
-                "console=ttyS0 lapic=notscdeadline nohz=off intel_iommu=on"
+                "console=ttyS0 lapic=notscdeadline nohz=off no_timer_check intel_iommu=on"
             } else {
-                "console=ttyS0 lapic=notscdeadline nohz=off"
+                "console=ttyS0 lapic=notscdeadline nohz=off no_timer_check"
             };
             (qemu, cmdline)
         }
