@@ -215,22 +215,6 @@ fn a_moved_map_diverges_at_the_operation_it_displaced() {
     assert_eq!(first_divergence(&report), (k - 1) as u64, "{report}");
 }
 
-/// The verdict class of a text verdict (`top`'s detail view), or `None` when it gives none.
-fn verdict_class(text: &str) -> Option<&'static str> {
-    if text.contains("(first ") {
-        return None; // a truncated history: not the whole domain
-    }
-    if text == "verified" {
-        Some("verified")
-    } else if text == "DIVERGED" {
-        Some("diverged")
-    } else if text.starts_with("unverifiable") {
-        Some("unverifiable")
-    } else {
-        None
-    }
-}
-
 // Three front ends, one verdict: `replay`, `serve --verify` (its summary of the same
 // replay) and `top --from` (the detail view's verdict, replayed from the domain's kept
 // history with the options the capture's session gives) agree on every golden capture.
@@ -239,6 +223,7 @@ fn replay_serve_and_top_give_the_same_verdicts() {
     use iommu_trace::capture::CaptureReader;
     use iommu_trace::export::ReplaySummary;
     use iommu_trace::replay::{replay_file, Choice};
+    use iommu_trace::tui::board::Judgement;
     use iommu_trace::tui::{Model, SessionInfo};
     use std::collections::BTreeMap;
 
@@ -290,9 +275,15 @@ fn replay_serve_and_top_give_the_same_verdicts() {
 
         let mut compared = 0;
         for row in top.domain_rows(true) {
-            let text = top.verdict(&row).verdict;
-            let Some(class) = verdict_class(&text) else {
-                continue;
+            let v = top.verdict(&row);
+            let text = v.verdict;
+            let class = match v.judgement {
+                // A truncated history is not the whole domain.
+                _ if text.contains("(first ") => continue,
+                Judgement::None => continue,
+                Judgement::Verified => "verified",
+                Judgement::Diverged => "diverged",
+                Judgement::Unverifiable => "unverifiable",
             };
             let replayed = by_replay.get(&row.d.domain.0).cloned().unwrap_or_default();
             assert!(

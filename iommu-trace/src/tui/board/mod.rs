@@ -17,7 +17,7 @@ mod verdict;
 
 pub use history::{DomainExtra, FreedDomain, Kept, KeptBody};
 pub use rates::{Rates, RATE_NAMES};
-pub use verdict::DomainVerdict;
+pub use verdict::{DomainVerdict, Judgement};
 
 use std::collections::{HashMap, VecDeque};
 

@@ -7,10 +7,22 @@ use crate::replay::{Replayer, Verdict};
 /// The reference model's verdict on one domain, as the detail view shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DomainVerdict {
-    /// "verified", "diverged", "unverifiable: ..." or why there is none.
+    /// What the model concluded (drives the colour).
+    pub judgement: Judgement,
+    /// "verified", "DIVERGED", "unverifiable: ..." or why there is none.
     pub verdict: String,
     /// Model used, and what it saw.
     pub detail: Vec<String>,
+}
+
+/// The reference model's conclusion on a domain, as the detail view colours it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Judgement {
+    Verified,
+    Diverged,
+    Unverifiable,
+    /// No verdict: nothing kept, or nothing to model.
+    None,
 }
 
 impl Model {
@@ -18,6 +30,7 @@ impl Model {
     pub fn verdict(&self, row: &DomainRow) -> DomainVerdict {
         match row.extra {
             Some(e) if e.history_dropped => DomainVerdict {
+                judgement: Judgement::None,
                 verdict: "not kept: freed over 10 s ago (record and `iommu-trace replay` \
                           verify every domain)"
                     .into(),
@@ -35,6 +48,7 @@ impl Model {
                 v
             }
             None => DomainVerdict {
+                judgement: Judgement::None,
                 verdict: "none: no events kept".into(),
                 detail: Vec::new(),
             },
@@ -51,6 +65,7 @@ fn verdict_of(
 ) -> DomainVerdict {
     if history.is_empty() {
         return DomainVerdict {
+            judgement: Judgement::None,
             verdict: "none: no events kept".into(),
             detail: Vec::new(),
         };
@@ -62,20 +77,24 @@ fn verdict_of(
     let report = r.finish();
     let Some(d) = report.domains.first() else {
         return DomainVerdict {
+            judgement: Judgement::None,
             verdict: "none: nothing to model".into(),
             detail: Vec::new(),
         };
     };
-    let mut verdict = match &d.verdict {
+    let (judgement, mut verdict) = match &d.verdict {
         // As `replay` and `serve --verify` judge it: without the events of a point the
         // verification needs, a domain that "verifies" proves nothing.
-        _ if !meta.verification_gaps.is_empty() => format!(
-            "unverifiable: probe point {} recorded nothing",
-            meta.verification_gaps[0]
+        _ if !meta.verification_gaps.is_empty() => (
+            Judgement::Unverifiable,
+            format!(
+                "unverifiable: probe point {} recorded nothing",
+                meta.verification_gaps[0]
+            ),
         ),
-        Verdict::Verified => "verified".to_string(),
-        Verdict::Diverged => "DIVERGED".to_string(),
-        Verdict::Unverifiable(why) => format!("unverifiable: {why}"),
+        Verdict::Verified => (Judgement::Verified, "verified".to_string()),
+        Verdict::Diverged => (Judgement::Diverged, "DIVERGED".to_string()),
+        Verdict::Unverifiable(why) => (Judgement::Unverifiable, format!("unverifiable: {why}")),
     };
     if truncated {
         verdict.push_str(&format!(" (first {} events)", history.len()));
@@ -109,5 +128,9 @@ fn verdict_of(
         detail.push("allocation not seen (before tracing started, or lost)".into());
     }
     detail.extend(d.notes.iter().cloned());
-    DomainVerdict { verdict, detail }
+    DomainVerdict {
+        judgement,
+        verdict,
+        detail,
+    }
 }

@@ -8,7 +8,7 @@ use ratatui::widgets::{Block, Borders, Paragraph, Sparkline};
 use ratatui::Frame;
 
 use super::{bold, dim, loud};
-use crate::tui::board::{DomainRow, Model};
+use crate::tui::board::{DomainRow, Judgement, Model};
 use crate::tui::format::{describe, flag_names, fmt_bytes, fmt_dur, fmt_secs, short_ptr};
 
 pub(super) fn draw_detail(f: &mut Frame, area: Rect, row: &DomainRow, model: &Model) {
@@ -30,14 +30,12 @@ pub(super) fn draw_detail(f: &mut Frame, area: Rect, row: &DomainRow, model: &Mo
     };
     let extra = row.extra;
     let verdict = model.verdict(row);
-    let vstyle = if verdict.verdict.starts_with("verified") {
-        Style::default()
+    let vstyle = match verdict.judgement {
+        Judgement::Verified => Style::default()
             .fg(Color::Green)
-            .add_modifier(Modifier::BOLD)
-    } else if verdict.verdict.starts_with("DIVERGED") {
-        loud()
-    } else {
-        Style::default().fg(Color::Yellow)
+            .add_modifier(Modifier::BOLD),
+        Judgement::Diverged => loud(),
+        Judgement::Unverifiable | Judgement::None => Style::default().fg(Color::Yellow),
     };
     let mut lines = vec![
         Line::from(vec![
