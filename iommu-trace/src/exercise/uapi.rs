@@ -255,7 +255,7 @@ mod tests {
 
     /// Sizes from docs/kernel-facts.md §6.1 / §6.2 (and iommufd_test.h for the selftest structs).
     #[test]
-    fn struct_sizes_match_kernel_notes() {
+    fn struct_sizes_match_the_kernel_headers() {
         assert_eq!(size_of::<IommuDestroy>(), 8);
         assert_eq!(size_of::<IommuIoasAlloc>(), 12);
         assert_eq!(size_of::<IommuIoasMap>(), 40);
@@ -290,7 +290,7 @@ mod tests {
 
     /// Numbers from the docs/kernel-facts.md §6.1 / §6.2 tables.
     #[test]
-    fn ioctl_numbers_match_kernel_notes() {
+    fn ioctl_numbers_match_the_kernel_headers() {
         assert_eq!(IOMMU_DESTROY, 0x3b80);
         assert_eq!(IOMMU_IOAS_ALLOC, 0x3b81);
         assert_eq!(IOMMU_IOAS_ALLOW_IOVAS, 0x3b82);
