@@ -243,16 +243,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             verify,
             repeat,
             rate,
-        } => commands::serve::run(commands::serve::ServeOptions {
-            listen,
-            from,
-            top_cgroups,
-            live: live.into(),
-            ready_file,
-            verify,
-            repeat,
-            rate,
-        })?,
+        } => {
+            if let Some(r) = rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
+                anyhow::bail!("--rate {r} is invalid: give a positive number of events per second");
+            }
+            commands::serve::run(commands::serve::ServeOptions {
+                listen,
+                from,
+                top_cgroups,
+                live: live.into(),
+                ready_file,
+                verify,
+                repeat,
+                rate,
+            })?
+        }
         Cmd::Top {
             from,
             speed,

@@ -223,3 +223,70 @@ fn a_capture_without_a_readable_session_never_verifies() {
     assert!(o.status.success(), "{t}");
     assert!(t.contains("which probe points recorded is unknown"), "{t}");
 }
+
+#[test]
+fn serve_rejects_a_rate_that_is_not_positive() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cap.itc");
+    write_capture(&path, 10);
+    for rate in ["0", "-5", "NaN", "inf"] {
+        let flag = format!("--rate={rate}");
+        let o = iommu_trace(&["serve", "--from", path.to_str().unwrap(), &flag]);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{rate}: {t}");
+        assert!(
+            t.contains("--rate") && t.contains("positive"),
+            "{rate}: {t}"
+        );
+    }
+}
+
+// A capture smaller than one feed batch, repeated until stopped: the feed must still give
+// way to the stop signal (it once spun inside one poll and ignored SIGTERM).
+#[test]
+fn serve_repeating_a_small_capture_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small.itc");
+    write_capture(&path, 10);
+    let ready = dir.path().join("ready");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iommu-trace"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--repeat",
+            "0",
+            "--from",
+        ])
+        .arg(&path)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let start = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "serve never became ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Let it repeat for a while, then ask it to stop.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let stopped = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        if stopped.elapsed() > std::time::Duration::from_secs(10) {
+            child.kill().unwrap();
+            panic!("serve --repeat 0 ignored SIGTERM for 10 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

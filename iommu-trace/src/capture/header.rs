@@ -149,8 +149,11 @@ impl CaptureHeader {
         } else if stored.session.is_null() {
             Err("the header records no tracing session".to_string())
         } else {
-            serde_json::from_value(stored.session)
-                .map_err(|e| format!("its session record does not parse: {e}"))
+            serde_json::from_value(stored.session.clone()).map_err(|e| {
+                // Kept as read, for a newer version to make sense of.
+                h.extra.insert("session".into(), stored.session);
+                format!("its session record does not parse: {e}")
+            })
         };
         match session {
             Ok(s) => h.session = Some(s),
@@ -160,22 +163,25 @@ impl CaptureHeader {
     }
 
     /// Format 1: the plan under `probe_plan`, the attach failures under `attach_failed`.
+    /// They leave `extra` only once they have parsed, so an unreadable one is kept as read.
     fn session_from_v1(&mut self) -> Result<Session, String> {
-        let plan = match self.extra.remove("probe_plan") {
+        let plan = match self.extra.get("probe_plan") {
             None | Some(serde_json::Value::Null) => {
                 return Err("the header records no probe plan".into())
             }
-            Some(v) => serde_json::from_value::<Plan>(v)
+            Some(v) => serde_json::from_value::<Plan>(v.clone())
                 .map_err(|e| format!("its probe plan does not parse: {e}"))?,
         };
-        let refused = match self.extra.remove("attach_failed") {
+        let refused = match self.extra.get("attach_failed") {
             None | Some(serde_json::Value::Null) => Vec::new(),
-            Some(v) => serde_json::from_value::<Vec<V1Failure>>(v)
+            Some(v) => serde_json::from_value::<Vec<V1Failure>>(v.clone())
                 .map_err(|e| format!("its list of refused attachments does not parse: {e}"))?
                 .into_iter()
                 .map(|f| Refusal::from_v1_text(&f.symbol, &f.reason))
                 .collect(),
         };
+        self.extra.remove("probe_plan");
+        self.extra.remove("attach_failed");
         Ok(Session { plan, refused })
     }
 }

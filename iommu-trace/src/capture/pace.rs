@@ -107,6 +107,9 @@ impl Pacer {
             }
         }
         target.apply(&mut batch, None);
+        // Also after a last, partial batch: a pass over a small capture must still hold to the
+        // rate and let the runtime run (signals), or `--repeat 0` would spin in one poll.
+        self.after_batch().await;
         fed
     }
 
@@ -119,13 +122,14 @@ impl Pacer {
     ) -> bool {
         match self.pace {
             // Loss markers carry the reader's time, not an event's: never wait for them.
-            Pace::RealTime(speed) if speed > 0.0 && !matches!(ev.body, EventBody::Lost(_)) => {
+            Pace::RealTime(speed) if speed > 0.0 && matches!(ev.body, EventBody::Lost(_)) => true,
+            Pace::RealTime(speed) if speed > 0.0 => {
                 let first = *self.first_ts.get_or_insert(ev.ts_ns);
                 let due = Duration::from_nanos(ev.ts_ns.saturating_sub(first));
                 loop {
                     let now = Instant::now();
                     if !target.paused() {
-                        self.virt += (now - self.last).mul_f64(speed);
+                        self.virt = self.virt.saturating_add(scaled(now - self.last, speed));
                     }
                     self.last = now;
                     if self.virt >= due {
@@ -134,8 +138,8 @@ impl Pacer {
                     if target.stopped() {
                         return false;
                     }
-                    target.apply(batch, Some(first + self.virt.as_nanos() as u64));
-                    let wait = (due - self.virt).div_f64(speed).min(STEP);
+                    target.apply(batch, Some(first.saturating_add(nanos(self.virt))));
+                    let wait = scaled(due - self.virt, 1.0 / speed).min(STEP);
                     tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
                 }
             }
@@ -156,7 +160,8 @@ impl Pacer {
     async fn after_batch(&mut self) {
         if let Pace::EventsPerSec(rate) = self.pace {
             if rate > 0.0 {
-                let due = Duration::from_secs_f64(self.fed as f64 / rate);
+                let due =
+                    Duration::try_from_secs_f64(self.fed as f64 / rate).unwrap_or(Duration::MAX);
                 let now = self.started.elapsed();
                 if due > now {
                     tokio::time::sleep(due - now).await;
@@ -166,6 +171,15 @@ impl Pacer {
         }
         tokio::task::yield_now().await;
     }
+}
+
+/// `d` times `factor`, saturating (a speed of 1e300 or 1e-300 must not panic).
+fn scaled(d: Duration, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -279,6 +293,25 @@ mod tests {
         let (_, took) = run(Pace::EventsPerSec(100.0), 5, &times, &mut sink);
         assert!(took >= Duration::from_millis(200), "{took:?}");
         assert_eq!(sink.got.len(), 20);
+    }
+
+    // A pass smaller than a batch still holds to the rate (and yields).
+    #[test]
+    fn a_partial_batch_holds_to_the_rate_too() {
+        let mut sink = Sink::default();
+        let (_, took) = run(Pace::EventsPerSec(20.0), 256, &[0, 1, 2, 3], &mut sink);
+        assert!(took >= Duration::from_millis(200), "{took:?}");
+        assert_eq!(sink.got.len(), 4);
+    }
+
+    #[test]
+    fn extreme_speeds_do_not_panic() {
+        let mut sink = Sink::default();
+        run(Pace::RealTime(1e300), 512, &[0, 60], &mut sink);
+        assert_eq!(sink.got.len(), 2);
+        let mut sink = Sink::default();
+        let (_, took) = run(Pace::RealTime(1e-300), 512, &[0], &mut sink);
+        assert_eq!(sink.got.len(), 1, "{took:?}");
     }
 
     #[test]

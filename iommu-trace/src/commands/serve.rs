@@ -163,7 +163,7 @@ fn verify(file: &std::path::Path) -> Result<ReplaySummary> {
     // plan detected, and no verdict without the probe points it needs.
     let done = replay_file(file, &Choice::default(), |_| {})?;
     if let Some(warning) = &done.warning {
-        log::warn!("{}: {warning}", file.display());
+        eprintln!("warning: {}: {warning}", file.display());
     }
     Ok(ReplaySummary::of(&done.report))
 }
