@@ -215,7 +215,7 @@ fn a_capture_without_a_readable_session_never_verifies() {
         .expect("finish");
     let o = iommu_trace(&["replay", path.to_str().unwrap()]);
     let t = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert_eq!(o.status.code(), Some(3), "{t}");
     assert!(t.contains("no tracing session"), "{t}");
     assert!(!t.contains("every domain verified"), "{t}");
     let o = iommu_trace(&["inspect", path.to_str().unwrap(), "--summary"]);
@@ -289,4 +289,93 @@ fn serve_repeating_a_small_capture_stops_on_sigterm() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+fn golden(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/golden")
+        .join(name)
+}
+
+/// Writes `events` under `header` to `path`, finishing with `lost_reported` at close.
+fn rewrite(
+    path: &Path,
+    header: &CaptureHeader,
+    events: &[Event],
+    lost_reported: iommu_trace::capture::LostTotals,
+) {
+    let mut w = CaptureWriter::create(path, header).expect("create");
+    for e in events {
+        w.write(e).expect("write");
+    }
+    w.finish(FinishInfo {
+        lost_reported,
+        end: None,
+    })
+    .expect("finish");
+}
+
+// A verdict is only as strong as what was read: 0 verified, 1 diverged, 3 could not verify
+// everything (damaged, truncated, loss anywhere). Before, all of these but the divergence
+// exited 0 or 1 alike, and a damaged first frame "verified" 0 events with exit 0.
+#[test]
+fn replay_exit_status_tells_diverged_from_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (header, events, _) = iommu_trace::capture::read_all(golden("6.12-vtd-exercise.itc"))
+        .expect("the golden capture");
+    let run = |p: &Path| {
+        let o = iommu_trace(&["replay", p.to_str().unwrap()]);
+        (o.status.code(), text(&o))
+    };
+
+    let (code, t) = run(&golden("6.12-vtd-exercise.itc"));
+    assert_eq!(code, Some(0), "{t}");
+
+    // A page free dropped: the model diverges.
+    let mut edited = events.clone();
+    let i = edited
+        .iter()
+        .position(|e| matches!(e.body, EventBody::PtFree(_)))
+        .expect("a pt_free");
+    edited.remove(i);
+    let diverging = dir.path().join("diverging.itc");
+    rewrite(&diverging, &header, &edited, Default::default());
+    let (code, t) = run(&diverging);
+    assert_eq!(code, Some(1), "{t}");
+
+    // Loss reported only at close, in the trailer.
+    let lossy = dir.path().join("lossy-at-close.itc");
+    rewrite(
+        &lossy,
+        &header,
+        &events,
+        iommu_trace::capture::LostTotals {
+            ringbuf_full: 3,
+            context_full: 0,
+        },
+    );
+    let (code, t) = run(&lossy);
+    assert_eq!(code, Some(3), "{t}");
+    assert!(t.contains("reported 3 event(s) lost"), "{t}");
+
+    // Cut short, and damaged in its first event frame.
+    let whole = std::fs::read(golden("6.12-vtd-exercise.itc")).unwrap();
+    let cut = dir.path().join("cut.itc");
+    std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+    let (code, t) = run(&cut);
+    assert_eq!(code, Some(3), "{t}");
+    assert!(t.contains("incomplete"), "{t}");
+    let header_len = 20 + u32::from_le_bytes(whole[12..16].try_into().unwrap()) as usize;
+    let mut damaged = whole.clone();
+    damaged[header_len + 8 + 3] ^= 0xff;
+    let damaged_path = dir.path().join("damaged.itc");
+    std::fs::write(&damaged_path, &damaged).unwrap();
+    let (code, t) = run(&damaged_path);
+    assert_eq!(code, Some(3), "{t}");
+    assert!(!t.contains("every domain verified"), "{t}");
+
+    // Losses in the stream (the lossy fixture recorded with a one-page ring).
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/6.12-vtd-lossy.itc");
+    let (code, t) = run(&fixture);
+    assert_eq!(code, Some(3), "{t}");
 }

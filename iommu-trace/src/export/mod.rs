@@ -28,13 +28,18 @@ pub struct ReplaySummary {
 }
 
 impl ReplaySummary {
-    /// Domains counted by verdict: with a probe point the verification needs missing,
-    /// every domain is unverifiable (as `iommu-trace replay` says).
+    /// Domains counted by verdict: with a probe point the verification needs missing, events
+    /// lost or the capture not read whole, every domain is unverifiable (`iommu-trace replay`
+    /// does not pass such a capture either).
     pub fn of(report: &Report) -> ReplaySummary {
+        let capture_wide_gap = !report.missing_points.is_empty()
+            || !report.incomplete.is_empty()
+            || report.lost_events > 0
+            || report.lost_contexts > 0;
         let mut by = [("verified", 0u64), ("diverged", 0), ("unverifiable", 0)];
         for d in &report.domains {
             let i = match d.verdict {
-                _ if !report.missing_points.is_empty() => 2,
+                _ if capture_wide_gap => 2,
                 Verdict::Verified => 0,
                 Verdict::Diverged => 1,
                 Verdict::Unverifiable(_) => 2,

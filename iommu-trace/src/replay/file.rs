@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::capture::{CaptureError, CaptureHeader, CaptureReader};
+use crate::capture::{CaptureError, CaptureHeader, CaptureReader, Ending};
 use crate::model::{KernelBehaviour, ModelSelect, SmmuBehaviour, VtdBehaviour};
 use crate::session::{MissingPoint, Session};
 
@@ -90,11 +90,35 @@ pub fn replay_file(
     let events = reader.by_ref().map_while(Result::ok);
     let mut report = replay_with_progress(events, &opts, progress);
     report.missing_points = missing_points;
+    report.incomplete = incomplete(reader.ending());
     let warning = reader
         .ending()
         .and_then(|e| e.warning())
         .map(|w| w.to_string());
     Ok(FileReport { report, warning })
+}
+
+/// Why a capture that ended like this cannot be verified whole (empty when it can).
+fn incomplete(ending: Option<&Ending>) -> Vec<String> {
+    match ending {
+        None => vec!["the capture could not be read to its end".into()],
+        Some(Ending::Incomplete(w)) => vec![w.to_string()],
+        Some(Ending::Finalized { trailer, .. }) => {
+            let lost = trailer
+                .lost_reported
+                .total()
+                .max(trailer.lost_in_stream.total());
+            if lost > 0 {
+                vec![format!(
+                    "the recorder reported {lost} event(s) lost ({} ring buffer full, {} \
+                     context table full)",
+                    trailer.lost_reported.ringbuf_full, trailer.lost_reported.context_full
+                )]
+            } else {
+                Vec::new()
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -132,6 +132,7 @@ impl Replayer {
             domains: self.reports,
             what_if: self.done_whatif,
             missing_points: Vec::new(),
+            incomplete: Vec::new(),
         }
     }
 }

@@ -41,8 +41,8 @@ use domain::Compact;
 
 pub use file::{capture_gaps, options_for, replay_file, verification_gaps, Choice, FileReport};
 pub use report::{
-    ContextEvent, Divergence, DomainReport, PageTotals, Report, Uncharged, Verdict, WhatIfDomain,
-    WhatIfRow, POINTS_VERIFIED,
+    ContextEvent, Divergence, DomainReport, Outcome, PageTotals, Report, Uncharged, Verdict,
+    WhatIfDomain, WhatIfRow, POINTS_VERIFIED,
 };
 pub use runs::PageRun;
 
@@ -169,8 +169,9 @@ impl Replayer {
 
     /// A `lost` event: count the losses and note them in every live domain.
     fn lost(&mut self, index: u64, l: &Lost) {
-        self.lost_events += l.ringbuf_full;
-        self.lost_contexts += l.context_full;
+        // Saturating: a crafted capture's counts must not wrap back to "nothing lost".
+        self.lost_events = self.lost_events.saturating_add(l.ringbuf_full);
+        self.lost_contexts = self.lost_contexts.saturating_add(l.context_full);
         if l.ringbuf_full + l.context_full > 0 {
             for st in self.active.values() {
                 let r = &mut self.reports[st.report];

@@ -135,6 +135,34 @@ pub struct Report {
     /// header): with one missing, a domain that "verifies" proves nothing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_points: Vec<crate::session::MissingPoint>,
+    /// Why the capture could not be read whole (damaged or cut short, loss reported at
+    /// close): what was not read cannot verify.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<String>,
+}
+
+/// The replay's conclusion, as `iommu-trace replay`'s exit status gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every domain verified, and the capture was read whole with nothing lost (exit 0).
+    Verified,
+    /// A domain diverged from the reference model (exit 1).
+    Diverged,
+    /// Nothing diverged, but not everything could be verified: loss, a damaged or truncated
+    /// capture, probe points missing, a domain the models cannot check (exit 3).
+    Incomplete,
+}
+
+impl Outcome {
+    /// The exit status `replay` gives (2 is for errors).
+    pub fn exit_status(self) -> u8 {
+        match self {
+            Outcome::Verified => 0,
+            Outcome::Diverged => 1,
+            Outcome::Incomplete => 3,
+        }
+    }
 }
 
 /// The probe points whose events the replay compares: without any of them a capture
@@ -145,10 +173,24 @@ impl Report {
     /// True when every domain verified, nothing was lost, and every probe point the
     /// verification needs recorded: the exit status.
     pub fn all_verified(&self) -> bool {
-        self.lost_events == 0
+        self.outcome() == Outcome::Verified
+    }
+
+    /// Diverged when any domain diverged; else incomplete when anything could not be
+    /// verified; else verified.
+    pub fn outcome(&self) -> Outcome {
+        if self.domains.iter().any(|d| d.verdict == Verdict::Diverged) {
+            Outcome::Diverged
+        } else if self.lost_events == 0
             && self.lost_contexts == 0
             && self.missing_points.is_empty()
+            && self.incomplete.is_empty()
             && self.domains.iter().all(|d| d.verdict == Verdict::Verified)
+        {
+            Outcome::Verified
+        } else {
+            Outcome::Incomplete
+        }
     }
 
     /// Domains whose pages were uncharged against iommufd's GFP_KERNEL_ACCOUNT.
@@ -199,6 +241,12 @@ impl fmt::Display for Report {
             writeln!(
                 f,
                 "WARNING: probe point {m} recorded nothing: the capture cannot verify"
+            )?;
+        }
+        for why in &self.incomplete {
+            writeln!(
+                f,
+                "WARNING: the capture is incomplete ({why}): what was not read cannot verify"
             )?;
         }
         if self.failed_allocs > 0 {
@@ -312,11 +360,16 @@ impl fmt::Display for Report {
                 .count();
             writeln!(
                 f,
-                "result: NOT verified ({bad} domain(s) diverged or could not be checked{})",
+                "result: NOT verified ({bad} domain(s) diverged or could not be checked{}{})",
                 if self.missing_points.is_empty() {
                     ""
                 } else {
                     "; probe points missing"
+                },
+                if self.incomplete.is_empty() {
+                    ""
+                } else {
+                    "; capture incomplete"
                 }
             )
         }

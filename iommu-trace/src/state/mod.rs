@@ -292,8 +292,8 @@ impl State {
             EventBody::PtAlloc(p) => self.pt_pages(ev, p, true),
             EventBody::PtFree(p) => self.pt_pages(ev, p, false),
             EventBody::Lost(l) => {
-                self.lost.ringbuf_full += l.ringbuf_full;
-                self.lost.context_full += l.context_full;
+                self.lost.ringbuf_full = self.lost.ringbuf_full.saturating_add(l.ringbuf_full);
+                self.lost.context_full = self.lost.context_full.saturating_add(l.context_full);
             }
         }
     }

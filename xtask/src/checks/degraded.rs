@@ -52,7 +52,8 @@ pub(super) fn degraded_kernel(dir: &Path) -> Result<(), String> {
     })?;
     let replay = read(dir, "degraded-replay.txt")?;
     ensure(
-        rc(dir, "degraded-replay.rc")? == 1
+        // 3: nothing diverged, but not everything could be verified.
+        rc(dir, "degraded-replay.rc")? == 3
             && replay.contains("pt_pages")
             && replay.contains("recorded nothing"),
         || format!("replay verified a capture without page-table events:\n{replay}"),
