@@ -66,8 +66,8 @@ enum Cmd {
     /// page.
     ///
     /// Exit status: 0 every domain verified, the capture read whole, nothing lost; 1 a
-    /// domain diverged; 3 nothing diverged but not everything could be verified (events lost,
-    /// a damaged or truncated capture, probe points missing, a domain the models cannot
+    /// domain diverged in a complete capture; 3 not everything could be verified (events
+    /// lost, a damaged or truncated capture, probe points missing, a domain the models cannot
     /// check); 2 an error.
     Replay {
         file: PathBuf,

@@ -149,8 +149,8 @@ pub enum Outcome {
     Verified,
     /// A domain diverged from the reference model (exit 1).
     Diverged,
-    /// Nothing diverged, but not everything could be verified: loss, a damaged or truncated
-    /// capture, probe points missing, a domain the models cannot check (exit 3).
+    /// Not everything could be verified: loss, a damaged or truncated capture, probe points
+    /// missing (whatever the domains did), or a domain the models cannot check (exit 3).
     Incomplete,
 }
 
@@ -176,17 +176,19 @@ impl Report {
         self.outcome() == Outcome::Verified
     }
 
-    /// Diverged when any domain diverged; else incomplete when anything could not be
-    /// verified; else verified.
+    /// Incomplete when the capture itself is (events lost, probe points missing, not read
+    /// whole: a divergence may then be the gap's doing); else diverged when any domain
+    /// diverged; else incomplete when a domain could not be checked; else verified.
     pub fn outcome(&self) -> Outcome {
-        if self.domains.iter().any(|d| d.verdict == Verdict::Diverged) {
-            Outcome::Diverged
-        } else if self.lost_events == 0
-            && self.lost_contexts == 0
-            && self.missing_points.is_empty()
-            && self.incomplete.is_empty()
-            && self.domains.iter().all(|d| d.verdict == Verdict::Verified)
+        if self.lost_events > 0
+            || self.lost_contexts > 0
+            || !self.missing_points.is_empty()
+            || !self.incomplete.is_empty()
         {
+            Outcome::Incomplete
+        } else if self.domains.iter().any(|d| d.verdict == Verdict::Diverged) {
+            Outcome::Diverged
+        } else if self.domains.iter().all(|d| d.verdict == Verdict::Verified) {
             Outcome::Verified
         } else {
             Outcome::Incomplete
