@@ -18,6 +18,7 @@ pub mod probe;
 pub mod replay;
 pub mod session;
 pub mod state;
+pub mod text;
 pub mod tui;
 pub mod uapi;
 pub mod units;

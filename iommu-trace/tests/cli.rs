@@ -356,7 +356,7 @@ fn replay_exit_status_tells_diverged_from_incomplete() {
     );
     let (code, t) = run(&lossy);
     assert_eq!(code, Some(3), "{t}");
-    assert!(t.contains("reported 3 event(s) lost"), "{t}");
+    assert!(t.contains("reported 3 event(s) lost at close"), "{t}");
 
     // Cut short, and damaged in its first event frame.
     let whole = std::fs::read(golden("6.12-vtd-exercise.itc")).unwrap();
@@ -378,4 +378,60 @@ fn replay_exit_status_tells_diverged_from_incomplete() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/6.12-vtd-lossy.itc");
     let (code, t) = run(&fixture);
     assert_eq!(code, Some(3), "{t}");
+}
+
+// A traced process can name itself with escape sequences (15 bytes of comm), and a file can
+// hold any bytes: what inspect and probes print must not reach the terminal raw.
+#[test]
+fn text_output_escapes_control_characters() {
+    use iommu_trace::events::{AllocOp, DomainAlloc, DomainKind, Geometry};
+    let dir = tempfile::tempdir().unwrap();
+    let (header, _, _) =
+        iommu_trace::capture::read_all(golden("6.12-vtd-exercise.itc")).expect("golden");
+    let evil = Event {
+        ts_ns: 1_000,
+        cpu: 0,
+        pid: 7,
+        tid: 7,
+        comm: "\x1b]0;pwned\x07\n".into(),
+        cgroup_id: 1,
+        body: EventBody::DomainAlloc(DomainAlloc {
+            driver: "intel\x1b[2J".into(),
+            op: AllocOp::AllocUser,
+            kind: DomainKind::Paging,
+            flags: 0,
+            data_type: 0,
+            data_len: 0,
+            data: None,
+            parent: KernelPtr(0),
+            domain: KernelPtr(0),
+            errno: 95,
+            latency_ns: 1,
+            geometry: Geometry::default(),
+        }),
+    };
+    let path = dir.path().join("evil.itc");
+    rewrite(&path, &header, &[evil], Default::default());
+    for args in [vec!["inspect"], vec!["inspect", "--summary"]] {
+        let mut a = args.clone();
+        a.push(path.to_str().unwrap());
+        let o = iommu_trace(&a);
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        assert!(
+            !t.contains('\x1b') && !t.contains('\x07'),
+            "{args:?}: {t:?}"
+        );
+        assert!(t.contains("\\u{1b}"), "{args:?}: {t:?}");
+    }
+    let kallsyms = dir.path().join("kallsyms");
+    std::fs::write(
+        &kallsyms,
+        "ffffffff81000000 T iommu_unmap\nffffffff81000010 t iommu_map.isra.0\x1b[2J\n",
+    )
+    .unwrap();
+    let o = iommu_trace(&["probes", "--kallsyms", kallsyms.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(t.contains("iommu_map.isra.0\\u{1b}[2J"), "{t:?}");
+    assert!(!t.contains('\x1b'), "{t:?}");
 }

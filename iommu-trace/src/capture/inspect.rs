@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 
 use super::{CaptureReader, Ending, LostTotals};
 use crate::events::{errno_name, hwpt_flag_names, Event, EventBody, MapOp, PtPages, UserData};
+use crate::text::printable;
 
 /// Output format of `inspect`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +68,7 @@ pub fn text_line(ev: &Event, base_ts: u64) -> String {
         rel % 1_000_000_000,
         ev.cpu,
         ev.pid,
-        ev.comm
+        printable(&ev.comm)
     );
     if ev.tid != ev.pid {
         let _ = write!(s, " tid {}", ev.tid);
@@ -78,7 +79,7 @@ pub fn text_line(ev: &Event, base_ts: u64) -> String {
             let _ = write!(
                 s,
                 " driver={} op={} kind={} flags={} data_type={:#x} data_len={}",
-                a.driver,
+                printable(&a.driver),
                 a.op.name(),
                 a.kind.name(),
                 flags_text(a.flags),
@@ -108,7 +109,7 @@ pub fn text_line(ev: &Event, base_ts: u64) -> String {
                 g.domain_type
             );
             for (name, v) in &g.driver_fields {
-                let _ = write!(s, " {name}={v}");
+                let _ = write!(s, " {}={v}", printable(name));
             }
         }
         EventBody::HwptAlloc(h) => {
@@ -346,7 +347,7 @@ impl fmt::Display for Summary {
                 writeln!(
                     f,
                     "  {:<12} {:<7} {:<12} {n}",
-                    k.driver,
+                    printable(&k.driver),
                     k.kind,
                     errno_name(k.errno)
                 )?;

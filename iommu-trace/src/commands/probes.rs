@@ -3,12 +3,13 @@
 use std::fmt::Write as _;
 
 use crate::session::Plan;
+use crate::text::printable;
 
 /// The human-readable report. Works without privileges (addresses are then hidden, which
 /// does not change what can be attached).
 pub fn report(plan: &Plan, is_root: bool) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "kernel {}", plan.kernel_release);
+    let _ = writeln!(s, "kernel {}", printable(&plan.kernel_release));
     if !is_root {
         let _ = writeln!(
             s,
@@ -41,11 +42,20 @@ pub fn report(plan: &Plan, is_root: bool) -> String {
             let _ = writeln!(
                 s,
                 "    + {:<40} {}{}{}",
-                a.symbol, a.program_type, fallback, driver
+                printable(&a.symbol),
+                a.program_type,
+                fallback,
+                printable(&driver)
             );
         }
         for g in &p.gaps {
-            let _ = writeln!(s, "    - {:<40} {}", g.symbol, g.reason);
+            // Symbols come from the kallsyms file given: print them safely.
+            let _ = writeln!(
+                s,
+                "    - {:<40} {}",
+                printable(&g.symbol),
+                printable(&g.reason.to_string())
+            );
         }
     }
     if !plan.drivers.is_empty() {

@@ -103,21 +103,21 @@ fn incomplete(ending: Option<&Ending>) -> Vec<String> {
     match ending {
         None => vec!["the capture could not be read to its end".into()],
         Some(Ending::Incomplete(w)) => vec![w.to_string()],
-        Some(Ending::Finalized { trailer, .. }) => {
-            let lost = trailer
-                .lost_reported
-                .total()
-                .max(trailer.lost_in_stream.total());
-            if lost > 0 {
-                vec![format!(
-                    "the recorder reported {lost} event(s) lost ({} ring buffer full, {} \
-                     context table full)",
-                    trailer.lost_reported.ringbuf_full, trailer.lost_reported.context_full
-                )]
-            } else {
-                Vec::new()
-            }
+        // Loss the stream's `lost` events show is counted from them; the trailer can report
+        // more (drops counted at close that no `lost` event carried).
+        Some(Ending::Finalized { trailer, .. })
+            if trailer.lost_reported.total() > trailer.lost_in_stream.total() =>
+        {
+            vec![format!(
+                "the recorder reported {} event(s) lost at close ({} ring buffer full, {} \
+                 context table full), more than the capture's {} lost event(s) show",
+                trailer.lost_reported.total(),
+                trailer.lost_reported.ringbuf_full,
+                trailer.lost_reported.context_full,
+                trailer.lost_in_stream.total()
+            )]
         }
+        Some(Ending::Finalized { .. }) => Vec::new(),
     }
 }
 
