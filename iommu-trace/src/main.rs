@@ -43,9 +43,9 @@ enum Cmd {
         /// The capture file to write.
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
-        /// Stop after this many seconds.
-        #[arg(long, value_name = "SECONDS")]
-        duration: Option<f64>,
+        /// Stop after this many seconds (more than 0, at most 10 years).
+        #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+        duration: Option<Duration>,
         #[command(flatten)]
         live: LiveArgs,
         /// Create this file once the probes are attached.
@@ -115,8 +115,8 @@ enum Cmd {
         /// With --from: feed the capture this many times (0: until stopped), for load tests.
         #[arg(long, value_name = "N", default_value_t = 1, requires = "from")]
         repeat: u64,
-        /// With --from: feed at most this many events per second.
-        #[arg(long, value_name = "EVENTS", requires = "from")]
+        /// With --from: feed at most this many events per second (0.001 to 1e9).
+        #[arg(long, value_name = "EVENTS", requires = "from", value_parser = rate)]
         rate: Option<f64>,
     },
     /// Live full-screen view of IOMMU domains, page tables, rates and failures (or browse a
@@ -125,8 +125,9 @@ enum Cmd {
         /// Browse this capture instead of tracing this host.
         #[arg(long, value_name = "FILE")]
         from: Option<PathBuf>,
-        /// With --from: replay at N times real time; 0 = as fast as possible, then hold.
-        #[arg(long, value_name = "N", default_value_t = 1.0, requires = "from")]
+        /// With --from: replay at N times real time (0.001 to 1e6); 0 = as fast as possible,
+        /// then hold.
+        #[arg(long, value_name = "N", default_value_t = 1.0, requires = "from", value_parser = speed)]
         speed: f64,
         /// Milliseconds between screen refreshes.
         #[arg(long, value_name = "MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(20..=10_000))]
@@ -137,6 +138,64 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         log: Option<PathBuf>,
     },
+}
+
+/// Writes to standard output. A reader that went away (`| head`) ends the command quietly,
+/// as other Unix filters do; any other failure (a full disk, /dev/full) is an error, never a
+/// panic.
+fn out(text: impl std::fmt::Display) -> Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match write!(o, "{text}").and_then(|()| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(anyhow::anyhow!("writing to standard output: {e}")),
+    }
+}
+
+/// A number in `range`, finite, for a flag whose message says what it means.
+fn number_in(s: &str, range: std::ops::RangeInclusive<f64>, what: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number: give {what}"))?;
+    if v.is_finite() && range.contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{s} is out of range: give {what}, from {} to {}",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
+/// `--duration`: seconds, more than 0 and at most ten years.
+fn seconds(s: &str) -> Result<Duration, String> {
+    let v = number_in(s, 0.0..=315_576_000.0, "a positive number of seconds")?;
+    if v == 0.0 {
+        return Err("0 is out of range: give a positive number of seconds".into());
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// `serve --rate`: events per second.
+fn rate(s: &str) -> Result<f64, String> {
+    number_in(s, 0.001..=1e9, "a number of events per second")
+}
+
+/// `top --speed`: times real time, or 0 for as fast as possible.
+fn speed(s: &str) -> Result<f64, String> {
+    let v = number_in(
+        s,
+        0.0..=1e6,
+        "a factor of real time (2 = twice as fast), or 0",
+    )?;
+    if v != 0.0 && v < 0.001 {
+        return Err(format!(
+            "{s} is out of range: give a factor of real time from 0.001 to 1e6, or 0"
+        ));
+    }
+    Ok(v)
 }
 
 /// How to trace this host (`record`, `serve` and `top` alike).
@@ -176,12 +235,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &iommu_trace::probe::Sources { btf, kallsyms },
             )?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&plan)?);
+                out(format_args!("{}\n", serde_json::to_string_pretty(&plan)?))?;
             } else {
-                print!(
-                    "{}",
-                    commands::probes::report(&plan, nix::unistd::geteuid().is_root())
-                );
+                out(commands::probes::report(
+                    &plan,
+                    nix::unistd::geteuid().is_root(),
+                ))?;
             }
         }
         Cmd::Record {
@@ -190,13 +249,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             live,
             ready_file,
         } => {
-            let duration = match duration {
-                Some(s) if !(s.is_finite() && s > 0.0) => {
-                    anyhow::bail!("--duration {s} is invalid: give a positive number of seconds")
-                }
-                Some(s) => Some(Duration::from_secs_f64(s)),
-                None => None,
-            };
             commands::record::run(commands::record::RecordOptions {
                 output,
                 duration,
@@ -212,7 +264,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut stdout = std::io::stdout().lock();
             let s = commands::inspect::run(&file, format, summary, &mut stdout)?;
             if summary {
-                println!("{s}");
+                out(format_args!("{s}\n"))?;
             }
         }
         Cmd::Replay {
@@ -231,9 +283,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let report = commands::replay::run(&file, &opts)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                out(format_args!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
-                print!("{report}");
+                out(&report)?;
             }
             return Ok(ExitCode::from(report.outcome().exit_status()));
         }
@@ -246,21 +298,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             verify,
             repeat,
             rate,
-        } => {
-            if let Some(r) = rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
-                anyhow::bail!("--rate {r} is invalid: give a positive number of events per second");
-            }
-            commands::serve::run(commands::serve::ServeOptions {
-                listen,
-                from,
-                top_cgroups,
-                live: live.into(),
-                ready_file,
-                verify,
-                repeat,
-                rate,
-            })?
-        }
+        } => commands::serve::run(commands::serve::ServeOptions {
+            listen,
+            from,
+            top_cgroups,
+            live: live.into(),
+            ready_file,
+            verify,
+            repeat,
+            rate,
+        })?,
         Cmd::Top {
             from,
             speed,

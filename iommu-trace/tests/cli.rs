@@ -235,7 +235,7 @@ fn serve_rejects_a_rate_that_is_not_positive() {
         let t = text(&o);
         assert_eq!(o.status.code(), Some(2), "{rate}: {t}");
         assert!(
-            t.contains("--rate") && t.contains("positive"),
+            t.contains("--rate") && t.contains("out of range"),
             "{rate}: {t}"
         );
     }
@@ -434,4 +434,57 @@ fn text_output_escapes_control_characters() {
     let t = text(&o);
     assert!(t.contains("iommu_map.isra.0\\u{1b}[2J"), "{t:?}");
     assert!(!t.contains('\x1b'), "{t:?}");
+}
+
+// Numbers a user can type that once panicked (exit 101): each is refused by clap with a
+// message, exit 2.
+#[test]
+fn extreme_numbers_are_refused_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cap.itc");
+    write_capture(&path, 10);
+    let p = path.to_str().unwrap();
+    for args in [
+        vec!["record", "-o", "/tmp/never.itc", "--duration", "1e300"],
+        vec!["record", "-o", "/tmp/never.itc", "--duration=-1"],
+        vec!["serve", "--from", p, "--rate", "1e-20"],
+        vec!["top", "--from", p, "--speed", "1e300"],
+        vec!["top", "--from", p, "--speed", "1e-300"],
+    ] {
+        let o = iommu_trace(&args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {t}");
+        assert!(t.contains("out of range"), "{args:?}: {t}");
+    }
+}
+
+// Standard output that cannot be written (a full disk) is an error with a message, exit 2.
+#[test]
+fn unwritable_output_is_an_error_not_a_panic() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cap.itc");
+    write_capture(&path, 10);
+    let p = path.to_str().unwrap();
+    for args in [
+        vec!["inspect", "--summary", p],
+        vec!["replay", "--json", p],
+        vec!["probes", "--json"],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let o = Command::new(env!("CARGO_BIN_EXE_iommu-trace"))
+            .args(&args)
+            .stdout(Stdio::from(full))
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("writing to standard output"),
+            "{args:?}: {err}"
+        );
+    }
 }
