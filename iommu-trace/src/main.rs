@@ -153,6 +153,20 @@ fn out(text: impl std::fmt::Display) -> Result<()> {
     }
 }
 
+/// The error and its causes, each said once: a cause whose text the message already holds
+/// (an OS error quoted by the error that wraps it) is not repeated.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
+}
+
 /// A number in `range`, finite, for a flag whose message says what it means.
 fn number_in(s: &str, range: std::ops::RangeInclusive<f64>, what: &str) -> Result<f64, String> {
     let v: f64 = s
@@ -343,7 +357,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::from(2)
         }
     }

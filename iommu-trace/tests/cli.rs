@@ -488,3 +488,48 @@ fn unwritable_output_is_an_error_not_a_panic() {
         );
     }
 }
+
+// Where a regular file is expected, anything else is refused at once, before it is opened
+// (opening a FIFO blocks; /dev/zero never ends), and an OS error is said once.
+#[test]
+fn files_that_are_not_regular_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let f = fifo.to_str().unwrap();
+    for args in [
+        vec!["inspect", f],
+        vec!["replay", f],
+        vec!["probes", "--btf", f],
+        vec!["probes", "--kallsyms", f],
+        vec!["probes", "--btf", "/dev/zero"],
+        vec!["probes", "--kallsyms", "/dev/zero"],
+    ] {
+        let started = std::time::Instant::now();
+        let o = iommu_trace(&args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {t}");
+        assert!(t.contains("not a regular file"), "{args:?}: {t}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{args:?}"
+        );
+    }
+    let o = iommu_trace(&["inspect", "/nonexistent/cap.itc"]);
+    let t = text(&o);
+    assert_eq!(t.matches("os error 2").count(), 1, "{t}");
+}
+
+// A port in use: the error says so (and not, for other causes, that it is in use).
+#[test]
+fn serve_explains_a_port_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cap.itc");
+    write_capture(&path, 10);
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    let o = iommu_trace(&["serve", "--listen", &addr, "--from", path.to_str().unwrap()]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("holds that port"), "{t}");
+}

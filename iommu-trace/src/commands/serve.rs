@@ -57,11 +57,25 @@ impl Default for ServeOptions {
 }
 
 fn bind(addr: SocketAddr) -> Result<Server> {
+    use std::io::ErrorKind;
     Server::bind(addr).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot listen on {addr}: {e}. Another exporter (or another iommu-trace serve) may \
-             hold that port: pick another with --listen ADDRESS:PORT."
-        )
+        // The advice names the real cause: the OS says which it is.
+        let advice = match e.kind() {
+            ErrorKind::AddrInUse => {
+                "another exporter (or another iommu-trace serve) holds that \
+                port: pick another with --listen ADDRESS:PORT"
+            }
+            ErrorKind::PermissionDenied => {
+                "ports below 1024 need root or \
+                CAP_NET_BIND_SERVICE: pick a port above 1023 with --listen ADDRESS:PORT"
+            }
+            ErrorKind::AddrNotAvailable => {
+                "this host has no such address: give one of its \
+                own addresses (127.0.0.1, or 0.0.0.0 for all) with --listen ADDRESS:PORT"
+            }
+            _ => "pick another address with --listen ADDRESS:PORT",
+        };
+        anyhow::anyhow!("cannot listen on {addr}: {e}. {advice}.")
     })
 }
 

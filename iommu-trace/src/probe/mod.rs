@@ -5,6 +5,7 @@
 pub mod btf;
 mod config;
 mod features;
+mod files;
 pub mod kallsyms;
 mod load;
 pub mod plan;
@@ -26,6 +27,11 @@ pub struct Sources {
     pub btf: Option<std::path::PathBuf>,
     pub kallsyms: Option<std::path::PathBuf>,
 }
+
+/// Larger than any vmlinux BTF (a distribution kernel's is about 6 MiB).
+const MAX_BTF_BYTES: u64 = 256 << 20;
+/// Larger than any /proc/kallsyms (about 200,000 lines, 10 MiB, on a distribution kernel).
+const MAX_KALLSYMS_BYTES: u64 = 256 << 20;
 
 /// A kernel description given as a file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -52,25 +58,27 @@ pub enum SourceError {
 pub fn discover(deny: &[String], sources: &Sources) -> Result<Plan, SourceError> {
     let btf = match &sources.btf {
         Some(p) => {
-            let path = p.to_string_lossy();
-            Some(
-                btf::Btf::from_file(&path).map_err(|source| SourceError::Btf {
-                    path: path.to_string(),
+            let path = p.to_string_lossy().to_string();
+            let parsed = files::read_regular(p, MAX_BTF_BYTES)
+                .map_err(|source| btf::BtfError::Io {
+                    path: path.clone(),
                     source,
-                })?,
-            )
+                })
+                .and_then(|data| btf::Btf::parse(&data));
+            Some(parsed.map_err(|source| SourceError::Btf { path, source })?)
         }
         None => btf::Btf::from_sys_fs().ok(),
     };
     let kallsyms = match &sources.kallsyms {
         Some(p) => {
             let path = p.display().to_string();
-            let text =
-                std::fs::read_to_string(p).map_err(|source| SourceError::KallsymsUnreadable {
+            let data = files::read_regular(p, MAX_KALLSYMS_BYTES).map_err(|source| {
+                SourceError::KallsymsUnreadable {
                     path: path.clone(),
                     source,
-                })?;
-            let k = kallsyms::Kallsyms::parse(&text);
+                }
+            })?;
+            let k = kallsyms::Kallsyms::parse(&String::from_utf8_lossy(&data));
             if k.is_empty() {
                 return Err(SourceError::KallsymsEmpty { path });
             }
