@@ -9,7 +9,7 @@ pub mod clock;
 mod names;
 mod user_data;
 
-pub use names::{errno_name, hwpt_flag_names};
+pub use names::{bounded_driver, errno_name, hwpt_flag_names, KNOWN_DRIVERS};
 pub use user_data::UserData;
 
 use serde::{Deserialize, Serialize};

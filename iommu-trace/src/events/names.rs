@@ -19,6 +19,21 @@ pub fn hwpt_flag_names(flags: u32) -> Vec<String> {
     out
 }
 
+/// The drivers whose allocation ops the probe plan knows (its `DriverSpec` table), and
+/// `unknown` for domains allocated before tracing started: the bounded set of `driver`
+/// values the aggregates and the exporter keep. Any other name is `other`.
+pub const KNOWN_DRIVERS: &[&str] = &["intel", "amd", "arm-smmu-v3", "mock", "unknown"];
+
+/// The driver name as the aggregates keep it: a known one, or `other` (a crafted capture
+/// could otherwise name 65,536 drivers).
+pub fn bounded_driver(name: &str) -> &str {
+    if KNOWN_DRIVERS.contains(&name) {
+        name
+    } else {
+        "other"
+    }
+}
+
 /// The symbolic name of a positive errno (Linux generic numbering), or `E<n>`.
 pub fn errno_name(errno: i32) -> String {
     if errno == 0 {

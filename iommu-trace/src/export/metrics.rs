@@ -139,8 +139,13 @@ pub(super) fn flags_label(flags: u32) -> String {
     }
 }
 
+/// `OK`, a known errno's name, or `OTHER`: a bounded set whatever a capture holds.
 fn result_label(errno: i32) -> String {
-    errno_name(errno)
+    if errno == 0 || crate::uapi::errno::NAMES.iter().any(|(n, _)| *n == errno) {
+        errno_name(errno)
+    } else {
+        "OTHER".into()
+    }
 }
 
 struct Builder {
@@ -187,7 +192,27 @@ impl Builder {
         mf.mut_metric().push(m);
     }
 
+    /// The series of `name` with these label values, if one was emitted already: bounded
+    /// labels fold several keys (unknown flag bits, errnos, drivers) into one series, which
+    /// must then be summed, never repeated.
+    fn existing(&mut self, name: &str, values: &[&str]) -> Option<&mut Metric> {
+        let (mf, _) = self.family(name);
+        mf.mut_metric().iter_mut().find(|m| {
+            m.get_label().len() == values.len()
+                && m.get_label()
+                    .iter()
+                    .zip(values)
+                    .all(|(l, v)| l.value() == *v)
+        })
+    }
+
     fn counter(&mut self, name: &str, values: &[&str], v: f64) {
+        if let Some(m) = self.existing(name, values) {
+            let mut c = Counter::default();
+            c.set_value(m.get_counter().get_value() + v);
+            m.set_counter(c);
+            return;
+        }
         self.metric(name, values, |m| {
             let mut c = Counter::default();
             c.set_value(v);
@@ -196,6 +221,12 @@ impl Builder {
     }
 
     fn gauge(&mut self, name: &str, values: &[&str], v: f64) {
+        if let Some(m) = self.existing(name, values) {
+            let mut g = Gauge::default();
+            g.set_value(m.get_gauge().get_value() + v);
+            m.set_gauge(g);
+            return;
+        }
         self.metric(name, values, |m| {
             let mut g = Gauge::default();
             g.set_value(v);

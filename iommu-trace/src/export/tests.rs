@@ -252,3 +252,54 @@ fn http_serves_metrics_and_health_and_survives_bad_clients() {
         "still listening after shutdown"
     );
 }
+
+// A crafted capture can name any driver and any errno, and set any flag bit: the label
+// sets stay the known names plus one catch-all, and keys that fold into one label set are
+// summed into one series, never repeated (Prometheus rejects duplicates).
+#[test]
+fn labels_stay_bounded_whatever_the_capture_names() {
+    use crate::events::{DomainKind, KernelPtr};
+    use crate::state::tests::{alloc, ev};
+    let mut s = crate::state::State::new();
+    for i in 0..2000u32 {
+        let body = alloc(
+            &format!("driver{i}"),
+            DomainKind::Paging,
+            1 << (8 + i % 20),
+            KernelPtr(0),
+            1000 + i as i32,
+            10,
+        );
+        s.apply(&ev(1_000 + i as u64, 7, 1, body));
+    }
+    let text = render(&s, &meta(), &ExportOptions::default(), false);
+    let mut series = std::collections::HashSet::new();
+    let (mut drivers, mut results) = (
+        std::collections::BTreeSet::new(),
+        std::collections::BTreeSet::new(),
+    );
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let key = line.rsplit_once(' ').map_or(line, |(k, _)| k);
+        assert!(series.insert(key.to_string()), "repeated series {key}");
+        for (name, set) in [("driver=\"", &mut drivers), ("result=\"", &mut results)] {
+            if let Some(rest) = key.split(name).nth(1) {
+                set.insert(rest.split('"').next().unwrap().to_string());
+            }
+        }
+    }
+    assert!(
+        drivers
+            .iter()
+            .all(|d| d == "other" || crate::events::KNOWN_DRIVERS.contains(&d.as_str())),
+        "{drivers:?}"
+    );
+    assert!(drivers.contains("other"), "{drivers:?}");
+    assert!(results.len() <= 3, "{results:?}");
+    assert!(results.contains("OTHER"), "{results:?}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("iommu_trace_domain_allocations_total{driver=\"other\""))
+        .expect("the folded series");
+    assert!(line.ends_with(" 2000"), "{line}");
+    assert!(text.len() < 64 << 10, "{} bytes", text.len());
+}

@@ -438,6 +438,7 @@ impl State {
     }
 
     fn driver_id(&mut self, name: &str) -> DriverId {
+        let name = crate::events::bounded_driver(name);
         if let Some(i) = self.drivers.iter().position(|d| d == name) {
             return i as DriverId;
         }

@@ -7,7 +7,7 @@ pub(crate) const A: KernelPtr = KernelPtr(0xffff_8881_0000_a000);
 pub(crate) const B: KernelPtr = KernelPtr(0xffff_8881_0000_b000);
 pub(crate) const C: KernelPtr = KernelPtr(0xffff_8881_0000_c000);
 
-fn ev(ts_ns: u64, pid: u32, cgroup_id: u64, body: EventBody) -> Event {
+pub(crate) fn ev(ts_ns: u64, pid: u32, cgroup_id: u64, body: EventBody) -> Event {
     Event {
         ts_ns,
         cpu: 0,
@@ -19,7 +19,7 @@ fn ev(ts_ns: u64, pid: u32, cgroup_id: u64, body: EventBody) -> Event {
     }
 }
 
-fn alloc(
+pub(crate) fn alloc(
     driver: &str,
     kind: DomainKind,
     flags: u32,
