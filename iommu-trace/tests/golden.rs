@@ -252,9 +252,7 @@ fn replay_serve_and_top_give_the_same_verdicts() {
         let mut by_replay: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
         for d in &report.domains {
             let class = match &d.verdict {
-                _ if !report.missing_points.is_empty() || !report.incomplete.is_empty() => {
-                    "unverifiable"
-                }
+                _ if report.capture_wide_gap() => "unverifiable",
                 iommu_trace::replay::Verdict::Verified => "verified",
                 iommu_trace::replay::Verdict::Diverged => "diverged",
                 iommu_trace::replay::Verdict::Unverifiable(_) => "unverifiable",

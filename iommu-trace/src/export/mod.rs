@@ -32,10 +32,7 @@ impl ReplaySummary {
     /// lost or the capture not read whole, every domain is unverifiable (`iommu-trace replay`
     /// does not pass such a capture either).
     pub fn of(report: &Report) -> ReplaySummary {
-        let capture_wide_gap = !report.missing_points.is_empty()
-            || !report.incomplete.is_empty()
-            || report.lost_events > 0
-            || report.lost_contexts > 0;
+        let capture_wide_gap = report.capture_wide_gap();
         let mut by = [("verified", 0u64), ("diverged", 0), ("unverifiable", 0)];
         for d in &report.domains {
             let i = match d.verdict {

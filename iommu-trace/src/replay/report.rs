@@ -180,11 +180,7 @@ impl Report {
     /// whole: a divergence may then be the gap's doing); else diverged when any domain
     /// diverged; else incomplete when a domain could not be checked; else verified.
     pub fn outcome(&self) -> Outcome {
-        if self.lost_events > 0
-            || self.lost_contexts > 0
-            || !self.missing_points.is_empty()
-            || !self.incomplete.is_empty()
-        {
+        if self.capture_wide_gap() {
             Outcome::Incomplete
         } else if self.domains.iter().any(|d| d.verdict == Verdict::Diverged) {
             Outcome::Diverged
@@ -193,6 +189,15 @@ impl Report {
         } else {
             Outcome::Incomplete
         }
+    }
+
+    /// The capture itself cannot verify, whatever its domains did: events lost, probe points
+    /// missing, or not read whole.
+    pub fn capture_wide_gap(&self) -> bool {
+        self.lost_events > 0
+            || self.lost_contexts > 0
+            || !self.missing_points.is_empty()
+            || !self.incomplete.is_empty()
     }
 
     /// Domains whose pages were uncharged against iommufd's GFP_KERNEL_ACCOUNT.
