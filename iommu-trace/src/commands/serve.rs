@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -93,15 +93,14 @@ pub fn run(opts: ServeOptions) -> Result<()> {
 }
 
 fn context(shared: Arc<Exported>, namer: Box<dyn CgroupNamer>, top: usize) -> Arc<ServerContext> {
-    Arc::new(ServerContext {
+    Arc::new(ServerContext::new(
         shared,
-        opts: ExportOptions {
+        ExportOptions {
             top_cgroups: top,
             cgroups: namer,
         },
-        healthy: Arc::new(AtomicBool::new(true)),
-        scrapes: AtomicU64::new(0),
-    })
+        Arc::new(AtomicBool::new(true)),
+    ))
 }
 
 fn announce(addr: SocketAddr, what: &str, ready: &Option<PathBuf>) -> Result<()> {

@@ -3,8 +3,12 @@
 //!
 //! A scrape locks the state only while its families are built; the body is then written
 //! without any lock. Connections are limited in number and in time, so a client that
-//! opens connections and never reads cannot exhaust memory or stall shutdown.
+//! opens connections and never reads cannot exhaust memory or stall shutdown; and the
+//! listener is always accepting, so clients that hold connections with half a request
+//! (slowloris) cannot keep a scraper out: at the limit, the oldest connection that never
+//! completed a request is closed to make room (`connections_shed`).
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,12 +21,13 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify};
 
 use super::{encode, ExportOptions, Exported};
 
-/// Connections served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 64;
+/// Connections kept open at once; at the limit a new one takes the place of an old one.
+/// Each costs a socket and a few KiB of buffers.
+const MAX_CONNECTIONS: usize = 256;
 /// A connection's whole life, including keep-alive (Prometheus reconnects as needed).
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +42,20 @@ pub struct ServerContext {
     pub healthy: Arc<AtomicBool>,
     /// Scrapes served (`/metrics` responses).
     pub scrapes: AtomicU64,
+    /// Connections closed to make room for new ones (`MAX_CONNECTIONS` reached).
+    pub connections_shed: AtomicU64,
+}
+
+impl ServerContext {
+    pub fn new(shared: Arc<Exported>, opts: ExportOptions, healthy: Arc<AtomicBool>) -> Self {
+        ServerContext {
+            shared,
+            opts,
+            healthy,
+            scrapes: AtomicU64::new(0),
+            connections_shed: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A bound listener, not yet serving: binding first lets `serve` report a busy address
@@ -98,18 +117,50 @@ impl ServerHandle {
     }
 }
 
+/// What the accept loop knows of one open connection.
+#[derive(Default)]
+struct Connection {
+    /// Set when the connection's task ends.
+    closed: AtomicBool,
+    /// Set when a request on it was read whole: such a client is not stalling.
+    answered: AtomicBool,
+    /// Told when the connection must go to make room.
+    shed: Notify,
+}
+
+/// The open connections, oldest first.
+#[derive(Default)]
+struct Connections(VecDeque<Arc<Connection>>);
+
+impl Connections {
+    /// Makes room for one more: forgets the closed, then, at the limit, sheds the oldest
+    /// connection that never completed a request, or else the oldest of all. True when
+    /// one was shed.
+    fn make_room(&mut self) -> bool {
+        self.0.retain(|c| !c.closed.load(Ordering::Relaxed));
+        if self.0.len() < MAX_CONNECTIONS {
+            return false;
+        }
+        let victim = self
+            .0
+            .iter()
+            .position(|c| !c.answered.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        if let Some(c) = self.0.remove(victim) {
+            c.shed.notify_one();
+        }
+        true
+    }
+}
+
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     ctx: Arc<ServerContext>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut open = Connections::default();
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            _ = stopped.changed() => break,
-        };
         let stream = tokio::select! {
             r = listener.accept() => match r {
                 Ok((s, _)) => s,
@@ -122,15 +173,23 @@ async fn accept_loop(
             },
             _ = stopped.changed() => break,
         };
+        if open.make_room() {
+            ctx.connections_shed.fetch_add(1, Ordering::Relaxed);
+        }
         let _ = stream.set_nodelay(true);
+        let this = Arc::new(Connection::default());
+        open.0.push_back(this.clone());
         let ctx = ctx.clone();
         let mut stop = stopped.clone();
         conns.spawn(async move {
-            let _permit = permit;
-            let svc = hyper::service::service_fn(move |req| {
-                let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(respond(&ctx, req)) }
-            });
+            let svc = {
+                let this = this.clone();
+                hyper::service::service_fn(move |req| {
+                    this.answered.store(true, Ordering::Relaxed);
+                    let ctx = ctx.clone();
+                    async move { Ok::<_, Infallible>(respond(&ctx, req)) }
+                })
+            };
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -146,9 +205,11 @@ async fn accept_loop(
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
+                    _ = this.shed.notified() => break,
                     _ = &mut deadline => break,
                 }
             }
+            this.closed.store(true, Ordering::Relaxed);
         });
         // Reap finished connections so the set stays small.
         while conns.try_join_next().is_some() {}
@@ -214,7 +275,10 @@ pub fn scrape(ctx: &ServerContext) -> String {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let state = ctx.shared.state.lock().unwrap_or_else(|p| p.into_inner());
-    let fams = super::families(&state, &meta, &ctx.opts);
+    let mut fams = super::families(&state, &meta, &ctx.opts);
     drop(state);
+    fams.extend(super::metrics::server_families(
+        ctx.connections_shed.load(Ordering::Relaxed),
+    ));
     encode(fams, true)
 }

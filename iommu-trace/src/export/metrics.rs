@@ -116,6 +116,9 @@ pub const METRICS: &[MetricDef] = &[
     def("iommu_trace_build_info", GAUGE,
         "Always 1: the iommu-trace version, the traced kernel and where events come from (live or capture).",
         &["version", "kernel_release", "source"]),
+    def("iommu_trace_exporter_connections_shed_total", COUNTER,
+        "HTTP connections to the exporter closed to make room for new ones (the connection limit reached; clients that hold connections without finishing a request go first).",
+        &[]),
     def("process_cpu_seconds_total", COUNTER,
         "User and system CPU time spent by the iommu-trace process.",
         &[]),
@@ -484,6 +487,19 @@ fn process_usage() -> Option<(f64, f64)> {
         (utime + stime) / tick.max(1) as f64,
         rss * page.max(1) as f64,
     ))
+}
+
+/// The HTTP server's own families.
+pub(super) fn server_families(connections_shed: u64) -> Vec<MetricFamily> {
+    let mut b = Builder {
+        families: Vec::new(),
+    };
+    b.counter(
+        "iommu_trace_exporter_connections_shed_total",
+        &[],
+        connections_shed as f64,
+    );
+    b.families
 }
 
 /// The text exposition of one scrape: families sorted by name, series by label values.

@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -192,12 +192,11 @@ fn http_serves_metrics_and_health_and_survives_bad_clients() {
             st.apply(&e);
         }
     }
-    let ctx = Arc::new(ServerContext {
-        shared: shared.clone(),
-        opts: ExportOptions::default(),
-        healthy: Arc::new(AtomicBool::new(true)),
-        scrapes: AtomicU64::new(0),
-    });
+    let ctx = Arc::new(ServerContext::new(
+        shared.clone(),
+        ExportOptions::default(),
+        Arc::new(AtomicBool::new(true)),
+    ));
     let server = Server::bind("127.0.0.1:0".parse().unwrap()).expect("bind");
     let handle = server.spawn(ctx.clone()).expect("spawn");
     let addr = handle.addr;
@@ -302,4 +301,68 @@ fn labels_stay_bounded_whatever_the_capture_names() {
         .expect("the folded series");
     assert!(line.ends_with(" 2000"), "{line}");
     assert!(text.len() < 64 << 10, "{} bytes", text.len());
+}
+
+// 500 clients that open a connection and send half a request (slowloris) do not keep a
+// scraper out: every scrape, made while they all hold their sockets, is answered within a
+// second, and the connections shed to make room are counted.
+#[test]
+fn slow_clients_do_not_delay_a_scrape() {
+    const SLOW_CLIENTS: usize = 500;
+    let ctx = Arc::new(ServerContext::new(
+        Exported::new(meta()),
+        ExportOptions::default(),
+        Arc::new(AtomicBool::new(true)),
+    ));
+    let handle = Server::bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind")
+        .spawn(ctx.clone())
+        .expect("spawn");
+    let addr = handle.addr;
+
+    let scrape_time = || {
+        let t = Instant::now();
+        let (head, body) = get(addr, "/metrics");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(body.contains("iommu_trace_build_info"), "{body}");
+        t.elapsed()
+    };
+    let mut slow = Vec::with_capacity(SLOW_CLIENTS);
+    let mut worst = Duration::ZERO;
+    for i in 0..SLOW_CLIENTS {
+        let mut s = TcpStream::connect(addr).expect("connect a slow client");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        slow.push(s);
+        if i % 50 == 49 {
+            worst = worst.max(scrape_time());
+        }
+    }
+    // Then scrapes for two seconds while all of them hold on.
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut scrapes = 0;
+    while Instant::now() < until {
+        worst = worst.max(scrape_time());
+        scrapes += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        worst < Duration::from_secs(1),
+        "a scrape took {worst:?} with {SLOW_CLIENTS} slow clients"
+    );
+    assert!(scrapes > 5, "only {scrapes} scrapes in two seconds");
+    let shed = ctx
+        .connections_shed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(shed > 0, "no connection was shed");
+    let (_, body) = get(addr, "/metrics");
+    let exported: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("iommu_trace_exporter_connections_shed_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no shed counter in\n{body}"));
+    assert!(exported >= shed, "exported {exported}, counted {shed}");
+    eprintln!("{SLOW_CLIENTS} slow clients: {scrapes} scrapes, slowest {worst:?}, {shed} shed");
+    drop(slow);
+    handle.shutdown();
 }
