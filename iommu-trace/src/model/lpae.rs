@@ -238,6 +238,11 @@ impl LpaeModel {
         &self.cfg
     }
 
+    /// Memory the model's tables take (not the kernel's: see `store.rs`).
+    pub fn model_bytes(&self) -> u64 {
+        self.store.bytes() + self.pgd.len() as u64 * 4
+    }
+
     pub fn live_pages(&self) -> u64 {
         self.live_pages
     }

@@ -354,6 +354,15 @@ impl Model {
         }
     }
 
+    /// Memory the model's own tables take, for the replay's budget.
+    pub fn model_bytes(&self) -> u64 {
+        match self {
+            Model::Vtd(m) => m.model_bytes(),
+            Model::Lpae(m) => m.model_bytes(),
+            Model::NoTables(_) => 0,
+        }
+    }
+
     /// Set when the kernel path would hit behaviour the model does not reproduce (e.g. a
     /// walker dereferencing a data page as a table); the replay stops verifying the domain.
     pub fn unsupported(&self) -> Option<&str> {

@@ -6,14 +6,36 @@
 //! entry, so runs of entries are set or cleared a word at a time and the model's memory is
 //! a small fraction of the kernel's.
 //!
-//! Tables are allocated in fixed-size chunks, so growing the store never copies or
-//! re-zeroes live tables; slots of freed tables are reused (cleared when allocated again,
-//! as the kernel's page allocator returns a zeroed page).
+//! Tables are allocated in chunks, so growing the store never copies or re-zeroes live
+//! tables; slots of freed tables are reused (cleared when allocated again, as the kernel's
+//! page allocator returns a zeroed page). Chunks double from one table up to a fixed size,
+//! so a domain with a single table costs one table, not a whole chunk: the replay's memory
+//! budget (`replay/budget.rs`) counts [`Store::bytes`].
 
-/// Upper tables per chunk.
+/// Upper tables in a full chunk.
 const UPPER_PER_CHUNK: usize = 16;
-/// Last-level bitmaps per chunk.
+/// Last-level bitmaps in a full chunk.
 const BITMAPS_PER_CHUNK: usize = 256;
+
+/// Where slot `slot` lives when chunks hold 1, 2, 4, … tables up to `full` (a power of
+/// two), then `full` each: (chunk, index in the chunk).
+#[inline]
+fn locate(slot: u32, full: usize) -> (usize, usize) {
+    let s = slot as usize;
+    // The doubling chunks hold 1 + 2 + … + full/2 = full - 1 tables.
+    if s < full - 1 {
+        let c = (s + 1).ilog2() as usize;
+        (c, s + 1 - (1 << c))
+    } else {
+        let k = s - (full - 1);
+        (full.ilog2() as usize + k / full, k % full)
+    }
+}
+
+/// Tables in chunk `c` (see [`locate`]).
+fn chunk_len(c: usize, full: usize) -> usize {
+    (1usize << c.min(full.ilog2() as usize)).min(full)
+}
 
 #[derive(Clone, Debug)]
 pub(super) struct Store {
@@ -25,6 +47,8 @@ pub(super) struct Store {
     bitmaps: Vec<Box<[u64]>>,
     bitmaps_len: u32,
     bitmaps_free: Vec<u32>,
+    /// Bytes of the chunks allocated.
+    bytes: u64,
 }
 
 impl Store {
@@ -39,7 +63,13 @@ impl Store {
             bitmaps: Vec::new(),
             bitmaps_len: 0,
             bitmaps_free: Vec::new(),
+            bytes: 0,
         }
+    }
+
+    /// Memory the tables take, freed slots included (chunks are kept for reuse).
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     fn words(&self) -> usize {
@@ -55,9 +85,10 @@ impl Store {
                 return s;
             }
             let s = self.bitmaps_len;
-            if (s as usize).is_multiple_of(BITMAPS_PER_CHUNK) {
-                let n = self.words() * BITMAPS_PER_CHUNK;
+            if locate(s, BITMAPS_PER_CHUNK).1 == 0 {
+                let n = self.words() * chunk_len(self.bitmaps.len(), BITMAPS_PER_CHUNK);
                 self.bitmaps.push(vec![0; n].into_boxed_slice());
+                self.bytes += n as u64 * 8;
             }
             self.bitmaps_len += 1;
             s
@@ -67,9 +98,10 @@ impl Store {
                 return s;
             }
             let s = self.upper_len;
-            if (s as usize).is_multiple_of(UPPER_PER_CHUNK) {
-                let n = self.ptes * UPPER_PER_CHUNK;
+            if locate(s, UPPER_PER_CHUNK).1 == 0 {
+                let n = self.ptes * chunk_len(self.upper.len(), UPPER_PER_CHUNK);
                 self.upper.push(vec![0; n].into_boxed_slice());
+                self.bytes += n as u64 * 4;
             }
             self.upper_len += 1;
             s
@@ -86,36 +118,24 @@ impl Store {
 
     #[inline]
     pub(super) fn upper(&self, slot: u32) -> &[u32] {
-        let (c, i) = (
-            slot as usize / UPPER_PER_CHUNK,
-            slot as usize % UPPER_PER_CHUNK,
-        );
+        let (c, i) = locate(slot, UPPER_PER_CHUNK);
         &self.upper[c][i * self.ptes..(i + 1) * self.ptes]
     }
     #[inline]
     pub(super) fn upper_mut(&mut self, slot: u32) -> &mut [u32] {
-        let (c, i) = (
-            slot as usize / UPPER_PER_CHUNK,
-            slot as usize % UPPER_PER_CHUNK,
-        );
+        let (c, i) = locate(slot, UPPER_PER_CHUNK);
         &mut self.upper[c][i * self.ptes..(i + 1) * self.ptes]
     }
     #[inline]
     pub(super) fn bitmap(&self, slot: u32) -> &[u64] {
         let w = self.words();
-        let (c, i) = (
-            slot as usize / BITMAPS_PER_CHUNK,
-            slot as usize % BITMAPS_PER_CHUNK,
-        );
+        let (c, i) = locate(slot, BITMAPS_PER_CHUNK);
         &self.bitmaps[c][i * w..(i + 1) * w]
     }
     #[inline]
     pub(super) fn bitmap_mut(&mut self, slot: u32) -> &mut [u64] {
         let w = self.words();
-        let (c, i) = (
-            slot as usize / BITMAPS_PER_CHUNK,
-            slot as usize % BITMAPS_PER_CHUNK,
-        );
+        let (c, i) = locate(slot, BITMAPS_PER_CHUNK);
         &mut self.bitmaps[c][i * w..(i + 1) * w]
     }
 
@@ -185,6 +205,33 @@ fn word_mask(w: usize, lo: usize, hi: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_double_then_stay_full() {
+        let full = 16;
+        let mut seen = std::collections::HashSet::new();
+        let mut per_chunk = std::collections::HashMap::<usize, usize>::new();
+        for slot in 0..200u32 {
+            let (c, i) = locate(slot, full);
+            assert!(i < chunk_len(c, full), "slot {slot}: ({c}, {i})");
+            assert!(seen.insert((c, i)), "slot {slot} shares ({c}, {i})");
+            *per_chunk.entry(c).or_default() += 1;
+        }
+        assert_eq!(locate(0, full), (0, 0));
+        assert_eq!(locate(1, full), (1, 0));
+        assert_eq!(locate(14, full), (3, 7));
+        assert_eq!(locate(15, full), (4, 0));
+        assert_eq!(locate(31, full), (5, 0));
+        for c in 0..12 {
+            assert_eq!(per_chunk[&c], chunk_len(c, full), "chunk {c}");
+        }
+        // One table costs one table.
+        let mut s = Store::new(512);
+        s.alloc(false);
+        assert_eq!(s.bytes(), 512 * 4);
+        s.alloc(true);
+        assert_eq!(s.bytes(), 512 * 4 + 64);
+    }
 
     #[test]
     fn bit_runs() {

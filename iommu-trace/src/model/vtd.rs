@@ -185,6 +185,11 @@ impl VtdModel {
         self.live_tables
     }
 
+    /// Memory the model's tables take (not the kernel's: see `store.rs`).
+    pub fn model_bytes(&self) -> u64 {
+        self.store.bytes()
+    }
+
     pub fn unsupported(&self) -> Option<&str> {
         self.unsupported.as_deref()
     }

@@ -3,7 +3,7 @@
 
 use super::domain::CompactBody;
 use super::runs::runs_of;
-use super::{OpenAlloc, Replayer, Verdict, WhatIfState};
+use super::{budget, OpenAlloc, Replayer, Verdict, WhatIfState};
 use crate::events::{DomainAlloc, Event};
 use crate::model::{ModelConfig, PageLog};
 
@@ -46,17 +46,24 @@ impl Replayer {
                         .map(|(format, actual, mut model)| {
                             let mut log = PageLog::new();
                             model.domain_alloc(&mut log);
+                            self.budget.add(&model);
                             WhatIfState {
                                 format,
                                 actual,
-                                model,
+                                model: Some(model),
                                 log,
                                 failed: 0,
                             }
                         })
                         .collect();
                 }
+                self.budget.add(&model);
                 st.model = Some(model);
+                if !self.budget.admits(0) {
+                    // Too many domains alive at once: this one is not modelled.
+                    let why = budget::Budget::refusal(&format!("event {index}: domain_alloc"), 0);
+                    Self::beyond_budget(&mut self.budget, &mut st, &mut self.reports, why);
+                }
             }
             Err(e) => {
                 r.verdict = Verdict::Unverifiable(e.to_string());

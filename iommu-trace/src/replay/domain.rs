@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use super::budget::Budget;
 use super::runs::fmt_runs;
 use super::{
     ContextEvent, Divergence, DomainMap, DomainReport, DomainState, PageRun, PageTotals, Pending,
@@ -210,6 +211,30 @@ impl Replayer {
         reports[st.report].verdict = Verdict::Unverifiable(reason);
     }
 
+    /// The domain's models would grow past the replay's budget: unverifiable, and its
+    /// models (what-if rows included) dropped to give their memory back.
+    pub(super) fn beyond_budget(
+        budget: &mut Budget,
+        st: &mut DomainState,
+        reports: &mut [DomainReport],
+        reason: String,
+    ) {
+        Self::drop_models(budget, st);
+        Self::unverifiable(st, reports, reason);
+    }
+
+    /// Drops every model of a domain leaving the replay, giving their memory back.
+    pub(super) fn drop_models(budget: &mut Budget, st: &mut DomainState) {
+        if let Some(m) = st.model.take() {
+            budget.remove(&m);
+        }
+        for w in &mut st.whatif {
+            if let Some(m) = w.model.take() {
+                budget.remove(&m);
+            }
+        }
+    }
+
     /// End the domain-allocation phase: every predicted alloc-time page must have come.
     pub(super) fn close_alloc(
         st: &mut DomainState,
@@ -250,7 +275,8 @@ pub(super) fn whatif_of(domain: KernelPtr, w: &[WhatIfState]) -> WhatIfDomain {
                 format: s.format.clone(),
                 actual: s.actual,
                 peak_pages: s.log.peak,
-                final_pages: s.model.live_pages(),
+                final_pages: s.model.as_ref().map_or(s.log.live, |m| m.live_pages()),
+                beyond_budget: s.model.is_none(),
                 failed_ops: s.failed,
             })
             .collect(),

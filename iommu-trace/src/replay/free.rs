@@ -80,6 +80,9 @@ impl Replayer {
     /// pending pages without an operation, and keep its what-if rows.
     pub(super) fn close_domain(&mut self, mut st: DomainState, note: Option<String>) {
         let index = self.index.saturating_sub(1);
+        let r_whatif =
+            (!st.whatif.is_empty()).then(|| whatif_of(self.reports[st.report].domain, &st.whatif));
+        Self::drop_models(&mut self.budget, &mut st);
         Self::close_alloc(&mut st, &mut self.reports, &self.opts, index);
         let r = &mut self.reports[st.report];
         if let Some(n) = note {
@@ -96,8 +99,8 @@ impl Replayer {
             }
         }
         r.never_freed = st.observed_live;
-        if !st.whatif.is_empty() {
-            self.done_whatif.push(whatif_of(r.domain, &st.whatif));
+        if let Some(w) = r_whatif {
+            self.done_whatif.push(w);
         }
     }
 

@@ -1,10 +1,12 @@
 //! `map` and `unmap`: replay the operation on the model (and the what-if variants) and
 //! compare its predicted page runs with the pages buffered for that thread.
 
+use super::budget::{self, Budget};
 use super::domain::{take_pending, CompactBody};
 use super::runs::{fmt_runs, runs_into, runs_of};
 use super::Replayer;
 use crate::events::{Event, MapOp, PtCause};
+use crate::model::Model;
 
 impl Replayer {
     /// A `map` (`is_map`) or `unmap` event (`index` in the stream).
@@ -34,14 +36,40 @@ impl Replayer {
         }
         let observed = take_pending(st, ev.tid);
         let expect_cause = if is_map { PtCause::Map } else { PtCause::Unmap };
+        // What an operation could add to a model's tables: a map its size, an unmap at most
+        // a table split (LPAE) per level.
+        let worst = |model: &Model| {
+            let bytes = if is_map { m.size } else { 0 };
+            budget::worst_case_bytes(bytes, model.pgsize_bitmap())
+        };
+        let op_name = || {
+            format!(
+                "event {index}: {} iova {:#x} size {:#x}",
+                if is_map { "map" } else { "unmap" },
+                m.iova,
+                m.size
+            )
+        };
         // what-if: the same successful operations under other formats.
         for w in st.whatif.iter_mut() {
+            let Some(model) = w.model.as_mut() else {
+                continue;
+            };
+            if !self.budget.admits(worst(model)) {
+                self.budget.remove(model);
+                w.model = None;
+                continue;
+            }
             w.log.clear();
-            if is_map {
-                if m.errno == 0 && w.model.map(m.iova, m.paddr, m.size, &mut w.log).is_err() {
-                    w.failed += 1;
+            let log = &mut w.log;
+            let failed = self.budget.run(model, |model| {
+                if is_map {
+                    m.errno == 0 && model.map(m.iova, m.paddr, m.size, log).is_err()
+                } else {
+                    model.unmap(m.iova, m.size, log) == 0 && m.done != 0
                 }
-            } else if w.model.unmap(m.iova, m.size, &mut w.log) == 0 && m.done != 0 {
+            });
+            if failed {
                 w.failed += 1;
             }
         }
@@ -51,9 +79,18 @@ impl Replayer {
         let Some(model) = st.model.as_mut() else {
             return;
         };
+        let worst = worst(model);
+        if !self.budget.admits(worst) {
+            let why = Budget::refusal(&op_name(), worst);
+            Self::beyond_budget(&mut self.budget, st, &mut self.reports, why);
+            return;
+        }
         st.log.clear();
         let (what, predicted_done) = if is_map {
-            let res = model.map(m.iova, m.paddr, m.size, &mut st.log);
+            let log = &mut st.log;
+            let res = self
+                .budget
+                .run(model, |model| model.map(m.iova, m.paddr, m.size, log));
             match (res, m.errno) {
                 (Ok(_), 0) => ("map", m.done),
                 (Err(e), k) if e == k => ("map", m.done),
@@ -78,7 +115,11 @@ impl Replayer {
                 }
             }
         } else {
-            ("unmap", model.unmap(m.iova, m.size, &mut st.log))
+            let log = &mut st.log;
+            let done = self
+                .budget
+                .run(model, |model| model.unmap(m.iova, m.size, log));
+            ("unmap", done)
         };
         if let Some(why) = model.unsupported() {
             let why = why.to_string();

@@ -23,6 +23,7 @@
 //! `runs.rs` the page runs, `report.rs` the report types and their text.
 
 mod alloc;
+mod budget;
 mod domain;
 mod file;
 mod free;
@@ -95,7 +96,8 @@ struct OpenAlloc {
 struct WhatIfState {
     format: String,
     actual: bool,
-    model: Model,
+    /// None once an operation would have taken it beyond the budget (`budget.rs`).
+    model: Option<Model>,
     log: PageLog,
     failed: u64,
 }
@@ -130,6 +132,8 @@ pub struct Replayer {
     lost_events: u64,
     lost_contexts: u64,
     failed_allocs: u64,
+    /// The models' memory, bounded.
+    budget: budget::Budget,
 }
 
 impl Replayer {
@@ -143,6 +147,7 @@ impl Replayer {
             lost_events: 0,
             lost_contexts: 0,
             failed_allocs: 0,
+            budget: budget::Budget::default(),
         }
     }
 
@@ -172,7 +177,7 @@ impl Replayer {
         // Saturating: a crafted capture's counts must not wrap back to "nothing lost".
         self.lost_events = self.lost_events.saturating_add(l.ringbuf_full);
         self.lost_contexts = self.lost_contexts.saturating_add(l.context_full);
-        if l.ringbuf_full + l.context_full > 0 {
+        if l.ringbuf_full != 0 || l.context_full != 0 {
             for st in self.active.values() {
                 let r = &mut self.reports[st.report];
                 if r.notes.iter().all(|n| !n.starts_with("events were lost")) {

@@ -110,6 +110,10 @@ pub struct WhatIfRow {
     pub final_pages: u64,
     /// Maps or unmaps this format could not do (alignment, range).
     pub failed_ops: u64,
+    /// Modelling stopped: an operation could have taken the replay past its memory budget
+    /// (the page counts are up to there).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub beyond_budget: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -349,6 +353,9 @@ impl fmt::Display for Report {
                         row.final_pages,
                         row.format
                     )?;
+                    if row.beyond_budget {
+                        write!(f, " (stopped: beyond the replay's budget)")?;
+                    }
                     if row.failed_ops > 0 {
                         write!(f, " ({} op(s) impossible in this format)", row.failed_ops)?;
                     }
