@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use iommu_trace::capture::inspect::Format;
 use iommu_trace::collect::LiveOptions;
 use iommu_trace::commands;
+use iommu_trace::text;
 
 #[derive(Parser)]
 #[command(
@@ -343,7 +344,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format(|buf, record| {
+            use std::io::Write;
+            // Log lines quote what the kernel or a file said: escaped for the terminal.
+            let message = record.args().to_string();
+            writeln!(
+                buf,
+                "[{} {}] {}",
+                record.level(),
+                record.target(),
+                text::printable_lines(&message)
+            )
+        })
+        .init();
     let cli = Cli::parse();
     if matches!(
         cli.cmd,
@@ -357,7 +371,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", error_text(&e));
+            // Errors quote files and kernel names: escaped for the terminal.
+            eprintln!("error: {}", text::printable_lines(&error_text(&e)));
             ExitCode::from(2)
         }
     }

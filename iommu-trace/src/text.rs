@@ -23,6 +23,15 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     )
 }
 
+/// [`printable`] for text of several lines: newlines kept, every other control character
+/// escaped.
+pub fn printable_lines(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\n') {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(s.split('\n').map(printable).collect::<Vec<_>>().join("\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,5 +43,6 @@ mod tests {
         assert_eq!(printable("x\ny\rz\t"), "x\\ny\\rz\\t");
         assert_eq!(printable("\u{9b}2J"), "\\u{9b}2J");
         assert_eq!(printable("é µs"), "é µs");
+        assert_eq!(printable_lines("a\x1b[2J\nb\tc\n"), "a\\u{1b}[2J\nb\\tc\n");
     }
 }

@@ -61,6 +61,12 @@ enum Cmd {
     Boundaries,
     /// Only the exporter's end-to-end test against a real Prometheus (part of `test`).
     ExporterTest,
+    /// Only the fuzz run (part of `test`, 60 s there): mutated captures through the
+    /// reader, inspect and replay, optimized with overflow checks on.
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Benchmarks: `capture` (tracer overhead in the VM), `replay` (model speed vs decode),
     /// `exporter` (scrape latency under load).
     Bench {
@@ -104,6 +110,7 @@ fn test() -> Result<()> {
         "warnings",
     ]))?;
     util::run(Command::new(cargo).current_dir(&root).args(["test"]))?;
+    fuzz(&root, 60)?;
     exporter_test(&root)?;
     vm::test(&[], &[], &[], None)
 }
@@ -112,6 +119,26 @@ fn target_dir(root: &std::path::Path) -> std::path::PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
+}
+
+/// iommu-trace/tests/fuzz.rs for `seconds`, built with the `fuzz` profile (optimized,
+/// overflow checks on) and without the eBPF programs (it never traces).
+fn fuzz(root: &std::path::Path, seconds: u64) -> Result<()> {
+    util::run(
+        std::process::Command::new(env!("CARGO"))
+            .current_dir(root)
+            .args([
+                "test",
+                "--profile",
+                "fuzz",
+                "-p",
+                "iommu-trace",
+                "--test",
+                "fuzz",
+            ])
+            .env("IOMMU_TRACE_FUZZ_SECONDS", seconds.to_string())
+            .env("IOMMU_TRACE_SKIP_EBPF", "1"),
+    )
 }
 
 /// The exporter against a real Prometheus (dashboards/ expressions and rules, promtool),
@@ -174,6 +201,7 @@ fn main() -> Result<()> {
         } => vm::test(&kernel, &arch, &scenario, out),
         Cmd::Test => test(),
         Cmd::Boundaries => boundaries::run(&util::workspace_root()),
+        Cmd::Fuzz { seconds } => fuzz(&util::workspace_root(), seconds),
         Cmd::ExporterTest => {
             setup::run(true)?;
             let root = util::workspace_root();

@@ -19,9 +19,9 @@ pub fn run(
     let mut reader = CaptureReader::open(path)?;
     let missing_points = reader.header().missing_points();
     if let Some(problem) = &reader.header().session_problem {
-        eprintln!(
-            "warning: {}: {problem}: which probe points recorded is unknown",
-            path.display()
+        super::warn(
+            path,
+            format_args!("{problem}: which probe points recorded is unknown"),
         );
     }
     let mut summary = if summary_only {
@@ -40,7 +40,7 @@ pub fn run(
     };
     summary.missing_points = missing_points;
     if let Some(warning) = reader.ending().and_then(|e| e.warning()) {
-        eprintln!("warning: {}: {warning}", path.display());
+        super::warn(path, warning);
     }
     Ok(summary)
 }

@@ -34,7 +34,7 @@ pub fn run(path: &Path, choice: &Choice) -> Result<Report> {
         b.finish_and_clear();
     }
     if let Some(warning) = &done.warning {
-        eprintln!("warning: {}: {warning}", path.display());
+        super::warn(path, warning);
     }
     Ok(done.report)
 }

@@ -176,7 +176,7 @@ fn verify(file: &std::path::Path) -> Result<ReplaySummary> {
     // plan detected, and no verdict without the probe points it needs.
     let done = replay_file(file, &Choice::default(), |_| {})?;
     if let Some(warning) = &done.warning {
-        eprintln!("warning: {}: {warning}", file.display());
+        super::warn(file, warning);
     }
     Ok(ReplaySummary::of(&done.report))
 }

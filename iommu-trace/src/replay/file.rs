@@ -84,7 +84,15 @@ pub fn replay_file(
     choice: &Choice,
     progress: impl FnMut(u64),
 ) -> Result<FileReport, CaptureError> {
-    let mut reader = CaptureReader::open(path)?;
+    Ok(replay_reader(CaptureReader::open(path)?, choice, progress))
+}
+
+/// [`replay_file`] of a capture already opened (a file, or bytes in memory).
+pub fn replay_reader<R: std::io::Read>(
+    mut reader: CaptureReader<R>,
+    choice: &Choice,
+    progress: impl FnMut(u64),
+) -> FileReport {
     let opts = options_for(reader.header(), choice);
     let missing_points = capture_gaps(reader.header());
     let events = reader.by_ref().map_while(Result::ok);
@@ -95,7 +103,7 @@ pub fn replay_file(
         .ending()
         .and_then(|e| e.warning())
         .map(|w| w.to_string());
-    Ok(FileReport { report, warning })
+    FileReport { report, warning }
 }
 
 /// Why a capture that ended like this cannot be verified whole (empty when it can).

@@ -40,7 +40,9 @@ use crate::events::{Event, EventBody, Lost, PtCause};
 use crate::model::{KernelBehaviour, Model, ModelSelect, PageLog};
 use domain::Compact;
 
-pub use file::{capture_gaps, options_for, replay_file, verification_gaps, Choice, FileReport};
+pub use file::{
+    capture_gaps, options_for, replay_file, replay_reader, verification_gaps, Choice, FileReport,
+};
 pub use report::{
     ContextEvent, Divergence, DomainReport, Outcome, PageTotals, Report, Uncharged, Verdict,
     WhatIfDomain, WhatIfRow, POINTS_VERIFIED,

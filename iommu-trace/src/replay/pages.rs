@@ -21,9 +21,10 @@ impl Replayer {
         };
         Self::remember(st, &self.opts, index, ev.tid, body, &mut self.reports);
         let r = &mut self.reports[st.report];
+        // Saturating: a capture's page counts are input, and may be anything.
         if alloc {
-            r.observed.allocated += p.pages;
-            st.observed_live += p.pages;
+            r.observed.allocated = r.observed.allocated.saturating_add(p.pages);
+            st.observed_live = st.observed_live.saturating_add(p.pages);
             r.observed.peak = r.observed.peak.max(st.observed_live);
             if !p.charged {
                 // Classify by cause (docs/kernel-facts.md §3.3).
@@ -39,14 +40,14 @@ impl Replayer {
                     PtCause::Free => false,
                 };
                 if policy {
-                    r.uncharged.policy += p.pages;
+                    r.uncharged.policy = r.uncharged.policy.saturating_add(p.pages);
                 } else {
-                    r.uncharged.unexpected += p.pages;
+                    r.uncharged.unexpected = r.uncharged.unexpected.saturating_add(p.pages);
                     r.uncharged.first_unexpected_index.get_or_insert(index);
                 }
             }
         } else {
-            r.observed.freed += p.pages;
+            r.observed.freed = r.observed.freed.saturating_add(p.pages);
             st.observed_live = st.observed_live.saturating_sub(p.pages);
         }
         if p.cause == PtCause::Alloc {

@@ -230,8 +230,22 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// The report as text for a terminal: driver names, notes and reasons can carry what a
+/// capture holds, so control characters are escaped (newlines kept).
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Raw<'a>(&'a Report);
+        impl fmt::Display for Raw<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.write_text(f)
+            }
+        }
+        f.write_str(&crate::text::printable_lines(&Raw(self).to_string()))
+    }
+}
+
+impl Report {
+    fn write_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "replayed {} events, {} domain(s); VT-d model: {}; SMMUv3 model: {}",

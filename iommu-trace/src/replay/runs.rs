@@ -30,7 +30,7 @@ pub(super) fn push_run(runs: &mut Vec<PageRun>, alloc: bool, pages: u64) {
     }
     match (runs.last_mut(), alloc) {
         (Some(PageRun::Alloc { pages: p }), true) | (Some(PageRun::Free { pages: p }), false) => {
-            *p += pages
+            *p = p.saturating_add(pages)
         }
         _ => runs.push(if alloc {
             PageRun::Alloc { pages }
