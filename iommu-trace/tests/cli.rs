@@ -532,6 +532,21 @@ fn serve_explains_a_port_in_use() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
     assert!(t.contains("holds that port"), "{t}");
+
+    // An address this host does not have (TEST-NET-1, RFC 5737): said so, not "port taken".
+    let o = iommu_trace(&[
+        "serve",
+        "--listen",
+        "192.0.2.1:9464",
+        "--from",
+        path.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("no such address") && !t.contains("holds that port"),
+        "{t}"
+    );
 }
 
 // One map of 128 TiB at a 4 KiB-aligned physical address would make a model build 2^35

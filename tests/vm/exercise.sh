@@ -129,6 +129,29 @@ wget -q -O $R/degraded-metrics.txt http://127.0.0.1:9465/metrics
 kill -TERM $SERVE
 wait $SERVE
 
+# Crash safety: the recorder killed with SIGKILL in the middle of the map/unmap loop. Its
+# capture must read up to the last frame it flushed, losing at most the last flush interval
+# (about a second); the kill's CLOCK_MONOTONIC time (= uptime: a VM does not suspend) is kept
+# to compare with the last event's.
+rm -f /tmp/ready
+iommu-trace record -o $R/killed.itc --ready-file /tmp/ready > $R/killed-record.log 2>&1 &
+REC=$!
+wait_ready /tmp/ready
+iommu-trace exercise --steps map,loop --loop 1000000 --no-hugepages -o /tmp/killed-exercise.json > $R/killed-exercise.log 2>&1 &
+EX=$!
+sleep 5
+cut -d' ' -f1 /proc/uptime > $R/killed-at.txt
+kill -KILL $REC
+wait $REC
+echo $? > $R/killed-record.rc
+kill -TERM $EX
+wait $EX
+iommu-trace inspect $R/killed.itc --summary > $R/killed-summary.txt 2> $R/killed-inspect.err
+echo $? > $R/killed-inspect.rc
+iommu-trace inspect $R/killed.itc --format jsonl > $R/killed.jsonl 2>/dev/null
+iommu-trace replay $R/killed.itc > $R/killed-replay.txt 2>&1
+echo $? > $R/killed-replay.rc
+
 # Damaged captures: a truncated copy is read up to its last good frame, with a warning
 # naming the byte offset; a file that is not a capture is refused.
 size=$(stat -c %s $R/exercise.itc)

@@ -1249,6 +1249,7 @@ fn the_header_names_the_probe_points_that_recorded_nothing() {
             {"symbol": "iommu_unmap", "reason": "kprobe+kretprobe refused: EBUSY"},
         ],
     });
+    let v1_with_plan = v1.clone();
     let buf = v1_capture(&v1);
     let r = CaptureReader::new(&buf[..]).unwrap();
     assert_eq!(r.version(), 1);
@@ -1303,4 +1304,18 @@ fn the_header_names_the_probe_points_that_recorded_nothing() {
     let r = CaptureReader::new(&buf[..]).unwrap();
     let problem = r.header().session_problem.clone().unwrap();
     assert!(problem.contains("probe plan does not parse"), "{problem}");
+
+    // Nor is a list of refusals that does not parse: the plan alone would claim every
+    // point recorded, and the unreadable list stays in the header as read.
+    let mut v1 = v1_with_plan;
+    v1["attach_failed"] = serde_json::json!([{"symbol": 7}]);
+    let buf = v1_capture(&v1);
+    let r = CaptureReader::new(&buf[..]).unwrap();
+    assert!(r.header().session.is_none());
+    let problem = r.header().session_problem.clone().unwrap();
+    assert!(
+        problem.contains("refused attachments does not parse"),
+        "{problem}"
+    );
+    assert_eq!(r.header().extra["attach_failed"], v1["attach_failed"]);
 }

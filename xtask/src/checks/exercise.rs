@@ -128,5 +128,62 @@ pub fn exercise(dir: &Path, arch: Arch) -> Vec<Outcome> {
         "degraded_kernel_reports_the_gap",
         degraded_kernel(dir),
     ));
+    out.push(Outcome::from(
+        "killed_recorder_keeps_what_it_flushed",
+        killed_recorder(dir),
+    ));
     out
+}
+
+/// The recorder writes its buffered events as a frame and flushes the file every second
+/// (`record.rs`, `tick`); the tick can run late under TCG, hence the slack.
+const MAX_LOSS_WINDOW_S: f64 = 2.5;
+
+/// `record` killed with SIGKILL under the map/unmap loop: the capture reads up to its last
+/// good frame with a warning, its last event is at most about one flush interval before the
+/// kill, and replay does not pass it.
+fn killed_recorder(dir: &Path) -> Result<(), String> {
+    ensure(rc(dir, "killed-record.rc")? == 128 + 9, || {
+        "the recorder was not killed by SIGKILL".into()
+    })?;
+    ensure(rc(dir, "killed-inspect.rc")? == 0, || {
+        format!(
+            "inspect of the killed recorder's capture failed: {}",
+            read(dir, "killed-inspect.err").unwrap_or_default()
+        )
+    })?;
+    let warn = read(dir, "killed-inspect.err")?;
+    let summary = read(dir, "killed-summary.txt")?;
+    ensure(
+        warn.contains("warning") && warn.contains("offset") && summary.contains("NOT finalized"),
+        || format!("no warning for an unfinished capture:\n{warn}\n{summary}"),
+    )?;
+    let events = jsonl(dir, "killed.jsonl")?;
+    let maps = events.iter().filter(|e| s(e, "event") == "map").count();
+    ensure(maps > 100, || {
+        format!("the capture holds only {maps} maps: the loop was not recorded")
+    })?;
+    let killed_at: f64 = read(dir, "killed-at.txt")?
+        .trim()
+        .parse()
+        .map_err(|e| format!("killed-at.txt: {e}"))?;
+    let last = events.iter().map(|e| u(e, "ts_ns")).max().unwrap_or(0) as f64 / 1e9;
+    let window = killed_at - last;
+    eprintln!(
+        "killed recorder: {} events kept, the last {window:.2} s before SIGKILL ({maps} maps; \
+         at most {MAX_LOSS_WINDOW_S} s allowed)",
+        events.len()
+    );
+    ensure((-0.05..=MAX_LOSS_WINDOW_S).contains(&window), || {
+        format!(
+            "the last event kept is {window:.2} s before the kill (uptime {killed_at}), more \
+             than the flush interval allows"
+        )
+    })?;
+    ensure(rc(dir, "killed-replay.rc")? == 3, || {
+        format!(
+            "replay of an unfinished capture: {}",
+            read(dir, "killed-replay.txt").unwrap_or_default()
+        )
+    })
 }
