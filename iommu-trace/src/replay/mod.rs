@@ -20,7 +20,8 @@
 //! Layout: [`Replayer::push`] hands each event to its operation: `alloc.rs` (`domain_alloc`),
 //! `pages.rs` (`pt_alloc` / `pt_free`), `map.rs` (`map` / `unmap`), `free.rs` (`domain_free`
 //! and the end of the stream); `domain.rs` holds the per-domain bookkeeping they share,
-//! `runs.rs` the page runs, `report.rs` the report types and their text.
+//! `budget.rs` the bound on the models' memory, `runs.rs` the page runs, `report.rs` the
+//! report types and their text.
 
 mod alloc;
 mod budget;
