@@ -66,6 +66,12 @@ fn main() {
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "itc"))
         .collect();
+    // Kept reproducers are part of the run: a checkout without them (an ignore rule, a
+    // sparse clone) must not pass as if they had been replayed.
+    assert!(
+        !regressions.is_empty(),
+        "no kept reproducers in tests/fuzz-regressions/"
+    );
     let mut failures = Vec::new();
     for path in &regressions {
         let bytes = std::fs::read(path).expect("reading a kept reproducer");
