@@ -70,24 +70,32 @@ fn qemu_machine(arch: Arch, hw_iommu: bool) -> (Command, &'static str) {
     }
 }
 
-/// QEMU itself died on a signal (an assertion inside the emulator), not the guest.
+/// A fault of the emulator, not of the guest kernel or the tool: QEMU died on a signal (an
+/// assertion inside it), or the guest's timer stopped firing.
 #[derive(Debug)]
-struct QemuCrashed(String);
+struct EmulationFault(String);
 
-impl std::fmt::Display for QemuCrashed {
+impl std::fmt::Display for EmulationFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for QemuCrashed {}
+impl std::error::Error for EmulationFault {}
+
+/// What the guest kernel prints when a vCPU's timer interrupt never comes (rcu/tree_stall.h
+/// `rcu_check_gp_kthread_expired_fqs_timer`): an idle vCPU that TCG stopped waking. Once seen
+/// with the scenario not started, the guest never recovered before the timeout.
+const TIMER_STALL: &str = "timer wakeup didn't happen";
 
 /// `interactive`: the serial console is this terminal (rows, cols) instead of a file.
 ///
-/// A QEMU crash is retried once, loudly: multi-threaded TCG with an emulated IOMMU was seen
-/// to abort on an internal assertion (`iotlb_to_section: section_index <
-/// d->map.sections_nb`, system/physmem.c, QEMU 10.0) once in about 25 boots, which says
-/// nothing about the kernel or the tool. A second crash fails the scenario.
+/// An emulation fault is retried once, loudly: multi-threaded TCG with an emulated IOMMU was
+/// seen to abort on an internal assertion (`iotlb_to_section: section_index <
+/// d->map.sections_nb`, system/physmem.c, QEMU 10.0) once in about 25 boots, and, rarer, to
+/// stop waking an idle vCPU (the guest reports an RCU stall whose timer wakeup did not
+/// happen, then hangs until the timeout); neither says anything about the kernel or the
+/// tool. A second fault fails the scenario.
 pub(super) fn boot_with(
     arch: Arch,
     bzimage: &Path,
@@ -97,9 +105,9 @@ pub(super) fn boot_with(
     interactive: Option<(u32, u32)>,
 ) -> Result<VmRun> {
     match boot_once(arch, bzimage, initramfs, scenario, out, interactive) {
-        Err(e) if interactive.is_none() && e.downcast_ref::<QemuCrashed>().is_some() => {
+        Err(e) if interactive.is_none() && e.downcast_ref::<EmulationFault>().is_some() => {
             eprintln!(
-                "vm: {e:#}\nvm: QEMU itself crashed; booting {} once more",
+                "vm: {e:#}\nvm: an emulation fault; booting {} once more",
                 scenario.name
             );
             boot_once(arch, bzimage, initramfs, scenario, out, interactive)
@@ -188,6 +196,7 @@ fn boot_once(
         })
         .spawn()
         .with_context(|| format!("starting {program} (`cargo xtask setup --vm` installs it)"))?;
+    let mut last_console_check = Instant::now();
     loop {
         if let Some(status) = child.try_wait()? {
             if !status.success() {
@@ -202,11 +211,26 @@ fn boot_once(
                 );
                 use std::os::unix::process::ExitStatusExt;
                 if status.signal().is_some() {
-                    return Err(QemuCrashed(msg).into());
+                    return Err(EmulationFault(msg).into());
                 }
                 bail!(msg);
             }
             break;
+        }
+        if interactive.is_none()
+            && last_console_check.elapsed() > Duration::from_secs(5)
+            && std::fs::read_to_string(&console).is_ok_and(|c| c.contains(TIMER_STALL))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(EmulationFault(format!(
+                "the guest's timer stopped firing under TCG (\"{TIMER_STALL}\"); console: {}",
+                console.display()
+            ))
+            .into());
+        }
+        if last_console_check.elapsed() > Duration::from_secs(5) {
+            last_console_check = Instant::now();
         }
         if started.elapsed() > timeout {
             let _ = child.kill();
