@@ -72,12 +72,22 @@ fn main() {
         !regressions.is_empty(),
         "no kept reproducers in tests/fuzz-regressions/"
     );
+
+    let current = Arc::new(Mutex::new(Vec::new()));
+    let started = Arc::new(AtomicU64::new(0));
+    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fuzz-failures");
+    watchdog(current.clone(), started.clone(), out_dir.clone());
+    let t0 = Instant::now();
+    // Under the watchdog too: a reproducer that hangs again must fail, not stall CI.
     let mut failures = Vec::new();
     for path in &regressions {
         let bytes = std::fs::read(path).expect("reading a kept reproducer");
+        *current.lock().unwrap() = bytes.clone();
+        started.store(t0.elapsed().as_millis() as u64 + 1, Ordering::SeqCst);
         if let Err(why) = check(&bytes) {
             failures.push(format!("{}: {why}", path.display()));
         }
+        started.store(0, Ordering::SeqCst);
     }
 
     // Kept reproducers seed too: they sit near the edges already found.
@@ -98,13 +108,7 @@ fn main() {
         .collect();
     assert!(!seeds.is_empty(), "no seed captures found");
 
-    let current = Arc::new(Mutex::new(Vec::new()));
-    let started = Arc::new(AtomicU64::new(0));
-    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fuzz-failures");
-    watchdog(current.clone(), started.clone(), out_dir.clone());
-
     let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes(seed));
-    let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(seconds);
     let (mut execs, mut structured) = (0u64, 0u64);
     while Instant::now() < deadline && failures.len() < 5 {
@@ -190,7 +194,16 @@ fn run(bytes: &[u8]) -> Result<(), String> {
         };
         let file = replay_reader(reader, &choice, |_| {});
         let report = &file.report;
-        terminal_safe("replay", &report.to_string())?;
+        let text = report.to_string();
+        terminal_safe("replay", &text)?;
+        // One heading line per domain: a name from the capture cannot add lines.
+        let headings = text.lines().filter(|l| l.starts_with("domain 0x")).count();
+        if headings != report.domains.len() {
+            return Err(format!(
+                "replay printed {headings} domain headings for {} domains",
+                report.domains.len()
+            ));
+        }
         serde_json::to_string(report).map_err(|e| format!("replay --json: {e}"))?;
         if report.outcome() == Outcome::Verified && (!complete || file.warning.is_some()) {
             return Err("a capture not read whole replays as verified".into());
@@ -203,7 +216,8 @@ fn run(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Text for a terminal: no control character but newlines.
+/// Text for a terminal: no control character but newlines (the program's own line breaks;
+/// replay's heading count checks that a capture's strings add none).
 fn terminal_safe(what: &str, text: &str) -> Result<(), String> {
     match text.chars().find(|c| c.is_control() && *c != '\n') {
         Some(c) => Err(format!("{what} printed the control character {c:?}")),

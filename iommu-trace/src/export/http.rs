@@ -6,14 +6,15 @@
 //! opens connections and never reads cannot exhaust memory or stall shutdown; and the
 //! listener is always accepting, so clients that hold connections with half a request
 //! (slowloris) cannot keep a scraper out: at the limit, the oldest connection that never
-//! completed a request is closed to make room (`connections_shed`).
+//! completed a request in its first second is closed to make room, else the oldest idle
+//! keep-alive one; a connection serving a request is never closed (`connections_shed`).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -117,15 +118,50 @@ impl ServerHandle {
     }
 }
 
+/// A connection that has sent no request this long after it opened is stalled (a scraper
+/// sends its request at once); younger ones go only after the idle.
+const SHED_GRACE: Duration = Duration::from_secs(1);
+/// A request is taken to be in flight for this long after it arrived (the response is a
+/// few hundred KiB at most, written at once).
+const SERVING: Duration = Duration::from_secs(5);
+
 /// What the accept loop knows of one open connection.
-#[derive(Default)]
 struct Connection {
+    opened: Instant,
+    /// Milliseconds after `opened` (+1) when its last request arrived; 0 before any.
+    last_request: AtomicU64,
     /// Set when the connection's task ends.
     closed: AtomicBool,
-    /// Set when a request on it was read whole: such a client is not stalling.
-    answered: AtomicBool,
     /// Told when the connection must go to make room.
     shed: Notify,
+}
+
+impl Connection {
+    fn new() -> Connection {
+        Connection {
+            opened: Instant::now(),
+            last_request: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            shed: Notify::new(),
+        }
+    }
+
+    fn request_arrived(&self) {
+        let ms = self.opened.elapsed().as_millis() as u64 + 1;
+        self.last_request.store(ms, Ordering::Relaxed);
+    }
+
+    /// Never completed a request, and had the time to: a stalled client.
+    fn stalled(&self) -> bool {
+        self.last_request.load(Ordering::Relaxed) == 0 && self.opened.elapsed() > SHED_GRACE
+    }
+
+    /// Answered a request a while ago and waits for the next (keep-alive): a client can
+    /// reconnect at no cost.
+    fn idle(&self) -> bool {
+        let last = self.last_request.load(Ordering::Relaxed);
+        last != 0 && self.opened.elapsed() > Duration::from_millis(last - 1) + SERVING
+    }
 }
 
 /// The open connections, oldest first.
@@ -134,23 +170,34 @@ struct Connections(VecDeque<Arc<Connection>>);
 
 impl Connections {
     /// Makes room for one more: forgets the closed, then, at the limit, sheds the oldest
-    /// connection that never completed a request, or else the oldest of all. True when
-    /// one was shed.
-    fn make_room(&mut self) -> bool {
+    /// stalled connection, else the oldest idle one, else the oldest that has sent no
+    /// request yet (a burst of new connections: the newest, perhaps a scraper's, stays).
+    /// A connection serving a request is never shed; when all are, the new one is refused.
+    fn make_room(&mut self) -> Room {
         self.0.retain(|c| !c.closed.load(Ordering::Relaxed));
         if self.0.len() < MAX_CONNECTIONS {
-            return false;
+            return Room::Free;
         }
-        let victim = self
-            .0
-            .iter()
-            .position(|c| !c.answered.load(Ordering::Relaxed))
-            .unwrap_or(0);
-        if let Some(c) = self.0.remove(victim) {
-            c.shed.notify_one();
+        let first = |f: fn(&Connection) -> bool| self.0.iter().position(|c| f(c));
+        let victim = first(Connection::stalled)
+            .or_else(|| first(Connection::idle))
+            .or_else(|| first(|c| c.last_request.load(Ordering::Relaxed) == 0));
+        match victim.and_then(|i| self.0.remove(i)) {
+            Some(c) => {
+                c.shed.notify_one();
+                Room::Shed
+            }
+            None => Room::Full,
         }
-        true
     }
+}
+
+enum Room {
+    Free,
+    /// An old connection was closed to make room.
+    Shed,
+    /// Every connection is serving a request.
+    Full,
 }
 
 async fn accept_loop(
@@ -173,11 +220,20 @@ async fn accept_loop(
             },
             _ = stopped.changed() => break,
         };
-        if open.make_room() {
-            ctx.connections_shed.fetch_add(1, Ordering::Relaxed);
+        match open.make_room() {
+            Room::Free => {}
+            Room::Shed => {
+                ctx.connections_shed.fetch_add(1, Ordering::Relaxed);
+            }
+            Room::Full => {
+                // Closing it is the only answer that costs nothing.
+                ctx.connections_shed.fetch_add(1, Ordering::Relaxed);
+                drop(stream);
+                continue;
+            }
         }
         let _ = stream.set_nodelay(true);
-        let this = Arc::new(Connection::default());
+        let this = Arc::new(Connection::new());
         open.0.push_back(this.clone());
         let ctx = ctx.clone();
         let mut stop = stopped.clone();
@@ -185,7 +241,7 @@ async fn accept_loop(
             let svc = {
                 let this = this.clone();
                 hyper::service::service_fn(move |req| {
-                    this.answered.store(true, Ordering::Relaxed);
+                    this.request_arrived();
                     let ctx = ctx.clone();
                     async move { Ok::<_, Infallible>(respond(&ctx, req)) }
                 })
@@ -281,4 +337,28 @@ pub fn scrape(ctx: &ServerContext) -> String {
         ctx.connections_shed.load(Ordering::Relaxed),
     ));
     encode(fams, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_serving_a_request_is_never_shed() {
+        let mut open = Connections::default();
+        for _ in 0..MAX_CONNECTIONS {
+            let c = Arc::new(Connection::new());
+            c.request_arrived();
+            open.0.push_back(c);
+        }
+        assert!(matches!(open.make_room(), Room::Full));
+        // One that has sent nothing yet goes before the new one is refused.
+        let quiet = Arc::new(Connection::new());
+        open.0[5] = quiet.clone();
+        assert!(matches!(open.make_room(), Room::Shed));
+        assert!(!open.0.iter().any(|c| Arc::ptr_eq(c, &quiet)));
+        // Closed ones are forgotten first.
+        open.0[0].closed.store(true, Ordering::Relaxed);
+        assert!(matches!(open.make_room(), Room::Free));
+    }
 }

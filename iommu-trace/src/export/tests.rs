@@ -361,7 +361,11 @@ fn slow_clients_do_not_delay_a_scrape() {
         .find_map(|l| l.strip_prefix("iommu_trace_exporter_connections_shed_total "))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no shed counter in\n{body}"));
-    assert!(exported >= shed, "exported {exported}, counted {shed}");
+    // The last scrape's own connection may have shed one more.
+    assert!(
+        exported == shed || exported == shed + 1,
+        "exported {exported}, counted {shed}"
+    );
     eprintln!("{SLOW_CLIENTS} slow clients: {scrapes} scrapes, slowest {worst:?}, {shed} shed");
     drop(slow);
     handle.shutdown();

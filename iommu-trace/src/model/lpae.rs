@@ -243,6 +243,13 @@ impl LpaeModel {
         self.store.bytes() + self.pgd.len() as u64 * 4
     }
 
+    /// (bytes one last-level entry maps, entries per table): what the replay's budget
+    /// bounds a map's tables by.
+    pub fn table_geometry(&self) -> (u64, u64) {
+        let g = self.geo.granule();
+        (g, g / 8)
+    }
+
     pub fn live_pages(&self) -> u64 {
         self.live_pages
     }

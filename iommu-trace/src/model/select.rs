@@ -14,9 +14,9 @@ use crate::uapi::IOMMU_HWPT_ALLOC_NEST_PARENT;
 pub enum ConfigError {
     #[error("no page-table model for driver {0:?}")]
     NoModel(String),
-    #[error("{driver} domain: the capture lacks {what}, so its page-table format is unknown")]
+    #[error("{} domain: the capture lacks {what}, so its page-table format is unknown", crate::text::printable(.driver))]
     Missing { driver: String, what: String },
-    #[error("{driver} domain: {detail}")]
+    #[error("{} domain: {}", crate::text::printable(.driver), crate::text::printable(.detail))]
     Invalid { driver: String, detail: String },
 }
 
@@ -351,6 +351,16 @@ impl Model {
             Model::Vtd(m) => m.live_pages(),
             Model::Lpae(m) => m.live_pages(),
             Model::NoTables(_) => 0,
+        }
+    }
+
+    /// (bytes one last-level entry maps, entries per table); `None` for a domain without
+    /// tables.
+    pub fn table_geometry(&self) -> Option<(u64, u64)> {
+        match self {
+            Model::Vtd(m) => Some(m.table_geometry()),
+            Model::Lpae(m) => Some(m.table_geometry()),
+            Model::NoTables(_) => None,
         }
     }
 

@@ -190,6 +190,12 @@ impl VtdModel {
         self.store.bytes()
     }
 
+    /// (bytes one last-level entry maps, entries per table): what the replay's budget
+    /// bounds a map's tables by.
+    pub fn table_geometry(&self) -> (u64, u64) {
+        (1 << self.cfg.format.granule_lg2(), NPTE as u64)
+    }
+
     pub fn unsupported(&self) -> Option<&str> {
         self.unsupported.as_deref()
     }

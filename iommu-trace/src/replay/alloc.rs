@@ -61,7 +61,9 @@ impl Replayer {
                 st.model = Some(model);
                 if !self.budget.admits(0) {
                     // Too many domains alive at once: this one is not modelled.
-                    let why = budget::Budget::refusal(&format!("event {index}: domain_alloc"), 0);
+                    let bytes = st.model.as_ref().map_or(0, |m| m.model_bytes());
+                    let why =
+                        budget::Budget::refusal(&format!("event {index}: domain_alloc"), bytes);
                     Self::beyond_budget(&mut self.budget, &mut st, &mut self.reports, why);
                 }
             }

@@ -15,19 +15,23 @@ pub(super) const MODEL_BYTES_BUDGET: u64 = 512 << 20;
 /// Levels a page table can have (LPAE and VT-d have at most 5; one more as slack).
 const MAX_LEVELS: u32 = 6;
 
-/// The most table memory a model can add mapping `size` bytes, whatever the layout: with
-/// the smallest page size `g` of `pgsize_bitmap`, a table holds `g / 8` entries; the last
-/// level keeps a bit per entry, the upper levels a `u32` (`model/store.rs`). Each level may
-/// touch two partial tables more than the range spans, and start a new chunk of tables.
-pub(super) fn worst_case_bytes(size: u64, pgsize_bitmap: u64) -> u64 {
-    let g = match pgsize_bitmap {
-        0 => 4096,
-        b => 1u64 << b.trailing_zeros(),
-    };
-    let entries = (g / 8).max(2);
+/// The most table memory `model` can add mapping `size` bytes, whatever the layout: with
+/// `g` bytes per last-level entry and `n` entries per table, the last level keeps a bit per
+/// entry and the upper levels a `u32` (`model/store.rs`). Each level may touch two partial
+/// tables more than the range spans, and start a new chunk of tables. A model without
+/// tables adds nothing.
+pub(super) fn worst_case_bytes(size: u64, model: &Model) -> u64 {
+    match model.table_geometry() {
+        Some((g, n)) => worst_case_for(size, g, n),
+        None => 0,
+    }
+}
+
+fn worst_case_for(size: u64, g: u64, entries: u64) -> u64 {
+    let entries = entries.max(2);
     let (leaf_bytes, upper_bytes) = (entries.div_ceil(8), entries * 4);
     let mut total = 0u64;
-    let mut span = g.saturating_mul(entries);
+    let mut span = g.max(1).saturating_mul(entries);
     for level in 0..MAX_LEVELS {
         let (table, chunk) = if level == 0 {
             (leaf_bytes, 256)
@@ -88,15 +92,16 @@ mod tests {
 
     #[test]
     fn worst_case_grows_with_the_map_and_shrinks_with_the_granule() {
-        let k4 = 0x4020_1000; // 4K | 2M | 1G
-        let small = worst_case_bytes(4096, k4);
+        let small = worst_case_for(4096, 4096, 512);
         assert!(small < 256 << 10, "{small}");
         // A realistic 1 TiB map fits; 128 TiB at 4 KiB does not (2^35 PTEs: 4 GiB of bits).
-        assert!(worst_case_bytes(1 << 40, k4) < MODEL_BYTES_BUDGET / 8);
-        assert!(worst_case_bytes(1 << 47, k4) >= 4 << 30);
-        assert!(worst_case_bytes(u64::MAX, k4) > MODEL_BYTES_BUDGET);
+        assert!(worst_case_for(1 << 40, 4096, 512) < MODEL_BYTES_BUDGET / 8);
+        assert!(worst_case_for(1 << 47, 4096, 512) >= 4 << 30);
+        assert!(worst_case_for(u64::MAX, 4096, 512) > MODEL_BYTES_BUDGET);
         // A 64 KiB granule: tables of 8192 entries, fewer of them.
-        assert!(worst_case_bytes(1 << 40, 1 << 16) < worst_case_bytes(1 << 40, k4));
+        assert!(worst_case_for(1 << 40, 1 << 16, 8192) < worst_case_for(1 << 40, 4096, 512));
+        // The AMDv1 mock's 2 KiB entries: twice the tables of 4 KiB ones.
+        assert!(worst_case_for(1 << 47, 2048, 512) >= 8 << 30);
     }
 
     #[test]
@@ -114,8 +119,10 @@ mod tests {
         m.domain_alloc(&mut crate::model::PageLog::new());
         b.add(&m);
         let mut log = crate::model::PageLog::new();
+        let worst = worst_case_bytes(64 << 20, &m);
         b.run(&mut m, |m| m.map(0, 0x1000, 64 << 20, &mut log))
             .expect("a 64 MiB map");
+        assert!(b.used <= worst + 4096, "{} > {worst}", b.used);
         assert_eq!(b.used, m.model_bytes());
         assert!(b.used > 0);
         b.remove(&m);

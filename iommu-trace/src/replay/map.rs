@@ -40,7 +40,12 @@ impl Replayer {
         // a table split (LPAE) per level.
         let worst = |model: &Model| {
             let bytes = if is_map { m.size } else { 0 };
-            budget::worst_case_bytes(bytes, model.pgsize_bitmap())
+            budget::worst_case_bytes(bytes, model)
+        };
+        // The domain's own model comes first: what-if rows only use what it leaves.
+        let main_worst = match (&st.model, st.stopped) {
+            (Some(model), false) => worst(model),
+            _ => 0,
         };
         let op_name = || {
             format!(
@@ -55,7 +60,7 @@ impl Replayer {
             let Some(model) = w.model.as_mut() else {
                 continue;
             };
-            if !self.budget.admits(worst(model)) {
+            if !self.budget.admits(worst(model).saturating_add(main_worst)) {
                 self.budget.remove(model);
                 w.model = None;
                 continue;

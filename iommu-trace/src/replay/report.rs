@@ -254,7 +254,7 @@ impl Report {
             self.options.behaviour.vtd,
             self.options.behaviour.smmu
         )?;
-        if self.lost_events + self.lost_contexts > 0 {
+        if self.lost_events != 0 || self.lost_contexts != 0 {
             writeln!(
                 f,
                 "WARNING: {} event(s) lost (ring buffer full), {} operation(s) unattributed: \
@@ -287,7 +287,7 @@ impl Report {
                 f,
                 "domain {} ({}{}): {}",
                 d.domain,
-                d.driver,
+                crate::text::printable(&d.driver),
                 d.kind
                     .map(|k| format!(", {}", k.name()))
                     .unwrap_or_default(),

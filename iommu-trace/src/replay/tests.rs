@@ -436,3 +436,25 @@ fn smmu_stage_from_the_drivers_enum() {
     }
     assert!(cfg(2).is_err());
 }
+
+// Loss counts come from the capture: ones that sum past 2^64 still say "lost", and neither
+// the replay nor its text overflows (a panic with overflow checks, a silent 0 without).
+#[test]
+fn loss_counts_at_the_edge_neither_wrap_nor_panic() {
+    let mut events = vtd_stream(0xd);
+    events.insert(
+        1,
+        ev(
+            1,
+            EventBody::Lost(crate::events::Lost {
+                ringbuf_full: u64::MAX,
+                context_full: 1,
+            }),
+        ),
+    );
+    let r = replay(&events, &ReplayOptions::default());
+    assert_eq!((r.lost_events, r.lost_contexts), (u64::MAX, 1));
+    assert_eq!(r.outcome(), Outcome::Incomplete);
+    let text = r.to_string();
+    assert!(text.contains("lost"), "{text}");
+}

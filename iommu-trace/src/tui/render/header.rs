@@ -67,7 +67,7 @@ pub(super) fn draw_header(f: &mut Frame, area: Rect, app: &App, model: &Model) {
     l1.push(Span::raw(format!("up {}", fmt_dur(model.uptime_ns()))));
 
     let lost = st.lost();
-    let lost_n = lost.ringbuf_full + lost.context_full;
+    let lost_n = lost.ringbuf_full.saturating_add(lost.context_full);
     let mut l2 = vec![Span::raw(if lost_n > 0 { "" } else { " " })];
     if app.paused {
         l2.push(Span::styled(

@@ -80,11 +80,14 @@ pub fn draw(f: &mut Frame, app: &App, model: &Model) {
     if area.width < MIN_W || area.height < MIN_H {
         let lost = model.state().lost();
         let mut lines = vec![Line::from("iommu-trace top: terminal too small; q quits")];
-        if lost.ringbuf_full + lost.context_full > 0 {
+        if lost.ringbuf_full != 0 || lost.context_full != 0 {
             lines.insert(
                 0,
                 Line::styled(
-                    format!("LOST {}", lost.ringbuf_full + lost.context_full),
+                    format!(
+                        "LOST {}",
+                        lost.ringbuf_full.saturating_add(lost.context_full)
+                    ),
                     loud(),
                 ),
             );
