@@ -131,8 +131,9 @@ wait $SERVE
 
 # Crash safety: the recorder killed with SIGKILL in the middle of the map/unmap loop. Its
 # capture must read up to the last frame it flushed, losing at most the last flush interval
-# (about a second). CLOCK_MONOTONIC (= uptime: a VM does not suspend) read once the recorder
-# is gone bounds the kill's time from above, to compare with the last event's.
+# (about a second). CLOCK_MONOTONIC (= uptime: a VM does not suspend) read just before the
+# kill and once the recorder is gone (its teardown, detaching the programs, takes a while
+# under TCG) brackets the kill's time, to compare with the last event's.
 rm -f /tmp/ready
 iommu-trace record -o $R/killed.itc --ready-file /tmp/ready > $R/killed-record.log 2>&1 &
 REC=$!
@@ -140,10 +141,11 @@ wait_ready /tmp/ready
 iommu-trace exercise --steps map,loop --loop 1000000 --no-hugepages -o /tmp/killed-exercise.json > $R/killed-exercise.log 2>&1 &
 EX=$!
 sleep 5
+cut -d' ' -f1 /proc/uptime > $R/killed-before.txt
 kill -KILL $REC
 wait $REC
 echo $? > $R/killed-record.rc
-cut -d' ' -f1 /proc/uptime > $R/killed-at.txt
+cut -d' ' -f1 /proc/uptime > $R/killed-after.txt
 kill -TERM $EX
 wait $EX
 iommu-trace inspect $R/killed.itc --summary > $R/killed-summary.txt 2> $R/killed-inspect.err

@@ -163,21 +163,27 @@ fn killed_recorder(dir: &Path) -> Result<(), String> {
     ensure(maps > 100, || {
         format!("the capture holds only {maps} maps: the loop was not recorded")
     })?;
-    let killed_at: f64 = read(dir, "killed-at.txt")?
-        .trim()
-        .parse()
-        .map_err(|e| format!("killed-at.txt: {e}"))?;
+    let uptime = |name: &str| -> Result<f64, String> {
+        read(dir, name)?
+            .trim()
+            .parse()
+            .map_err(|e| format!("{name}: {e}"))
+    };
+    // The kill happened between these two readings (10 ms resolution).
+    let (before, after) = (uptime("killed-before.txt")?, uptime("killed-after.txt")?);
     let last = events.iter().map(|e| u(e, "ts_ns")).max().unwrap_or(0) as f64 / 1e9;
-    let window = killed_at - last;
+    let window = before - last;
     eprintln!(
-        "killed recorder: {} events kept, the last {window:.2} s before SIGKILL ({maps} maps; \
-         at most {MAX_LOSS_WINDOW_S} s allowed)",
+        "killed recorder: {} events kept, the last {window:.2} s before the kill was sent \
+         ({maps} maps; at most {MAX_LOSS_WINDOW_S} s allowed)",
         events.len()
     );
-    // `killed_at` was read after the recorder died: every event kept is before it.
-    ensure((0.0..=MAX_LOSS_WINDOW_S).contains(&window), || {
+    ensure(last <= after + 0.01, || {
+        format!("an event at {last:.3} s is later than the recorder's death (uptime {after})")
+    })?;
+    ensure(window <= MAX_LOSS_WINDOW_S, || {
         format!(
-            "the last event kept is {window:.2} s before the kill (uptime {killed_at}), more \
+            "the last event kept is {window:.2} s before the kill (uptime {before}), more \
              than the flush interval allows"
         )
     })?;
