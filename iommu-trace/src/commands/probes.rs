@@ -23,6 +23,19 @@ pub fn report(plan: &Plan, is_root: bool) -> String {
             plan.features.names().join(", ")
         );
     }
+    if plan.object_types.is_empty() {
+        let _ = writeln!(
+            s,
+            "iommufd object types: unknown (no enum iommufd_object_type in the kernel's BTF)"
+        );
+    } else {
+        let names: Vec<_> = plan.object_types.iter().map(|(n, _)| n.as_str()).collect();
+        let _ = writeln!(s, "iommufd object types: {}", printable(&names.join(", ")));
+        let absent = plan.object_types_absent();
+        if !absent.is_empty() {
+            let _ = writeln!(s, "    not in this kernel: {}", absent.join(", "));
+        }
+    }
     for b in &plan.blockers {
         let _ = writeln!(s, "BLOCKED: {b}");
     }

@@ -383,6 +383,17 @@ impl Btf {
         None
     }
 
+    /// The enumerators of the enum named `name`, in declaration order.
+    pub fn enum_values(&self, name: &str) -> Option<&[(String, i64)]> {
+        self.by_name
+            .get(name)?
+            .iter()
+            .find_map(|&id| match self.types.get(id as usize)? {
+                Type::Enum { values } => Some(values.as_slice()),
+                _ => None,
+            })
+    }
+
     /// The value of enumerator `name` in any enum.
     pub fn enum_value(&self, name: &str) -> Option<i64> {
         self.types.iter().find_map(|t| match t {

@@ -247,8 +247,10 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
 
     let offsets = inputs.btf.map(offsets_from_btf).unwrap_or_default();
     let features = detect_features(inputs);
+    let object_types = inputs.btf.map(object_types_from_btf).unwrap_or_default();
     Plan {
         features,
+        object_types,
         kernel_release: inputs.kernel_release.clone(),
         points,
         drivers,
@@ -256,6 +258,22 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
         blockers,
     }
 }
+/// `enum iommufd_object_type` (iommufd_private.h in 6.12, include/linux/iommufd.h in 7.x):
+/// each `IOMMUFD_OBJ_*` enumerator but the markers (`NONE`, `ANY`, `MAX`), by name. Unknown
+/// names are kept (lower case) so a newer kernel's types still show.
+fn object_types_from_btf(btf: &Btf) -> Vec<(String, i64)> {
+    let Some(values) = btf.enum_values("iommufd_object_type") else {
+        return Vec::new();
+    };
+    values
+        .iter()
+        .filter_map(|(name, v)| {
+            let t = name.strip_prefix("IOMMUFD_OBJ_")?.to_ascii_lowercase();
+            (!matches!(t.as_str(), "none" | "any" | "max")).then_some((t, *v))
+        })
+        .collect()
+}
+
 /// The struct offsets and enum values the eBPF programs need (kernel-internal, so from BTF).
 fn offsets_from_btf(btf: &Btf) -> Vec<(String, i64)> {
     let mut out = Vec::new();
@@ -406,6 +424,44 @@ mod tests {
         ffffffff81000080 T __lruvec_stat_mod_folio\n\
         ffffffff81000090 t arm_smmu_domain_alloc_user\n\
         ffffffff810000a0 t arm_smmu_domain_alloc_user\n";
+
+    // The object types come from the kernel's own enum, numbers included; the known types
+    // it lacks are named (a 6.12-like enum: no vIOMMU objects).
+    #[test]
+    fn object_types_are_read_from_btf() {
+        let mut b = Builder::new();
+        b.enumm(
+            "iommufd_object_type",
+            &[
+                ("IOMMUFD_OBJ_NONE", 0),
+                ("IOMMUFD_OBJ_ANY", 0),
+                ("IOMMUFD_OBJ_DEVICE", 1),
+                ("IOMMUFD_OBJ_HWPT_PAGING", 2),
+                ("IOMMUFD_OBJ_HWPT_NESTED", 3),
+                ("IOMMUFD_OBJ_IOAS", 4),
+                ("IOMMUFD_OBJ_ACCESS", 5),
+                ("IOMMUFD_OBJ_FAULT", 6),
+                ("IOMMUFD_OBJ_SELFTEST", 7),
+                ("IOMMUFD_OBJ_MAX", 8),
+            ],
+        );
+        let btf = Btf::parse(&b.build()).unwrap();
+        let plan = plan_of(&btf, &Kallsyms::parse(KALLSYMS), &[]);
+        assert_eq!(plan.object_types.len(), 7, "{:?}", plan.object_types);
+        assert!(plan.object_types.contains(&("selftest".to_string(), 7)));
+        assert_eq!(
+            plan.object_types_absent(),
+            vec!["viommu", "vdevice", "veventq", "hw_queue"]
+        );
+        let report = crate::commands::probes::report(&plan, true);
+        assert!(
+            report.contains("not in this kernel: viommu, vdevice, veventq, hw_queue"),
+            "{report}"
+        );
+        // Without the enum: unknown, and nothing claimed absent.
+        let plan = plan_of(&fixture_btf(), &Kallsyms::parse(KALLSYMS), &[]);
+        assert!(plan.object_types.is_empty() && plan.object_types_absent().is_empty());
+    }
 
     #[test]
     fn plan_picks_symbols_checks_signatures_and_reports_gaps() {

@@ -12,7 +12,7 @@ pub use attach::{recording_kind, Fallback, ProbeStatus, ProgramRunStats, Refusal
 pub use features::KernelFeatures;
 pub use plan::{
     Attachment, DriverField, DriverInfo, Gap, GapReason, MissingPoint, Plan, PointPlan,
-    PointStatus, ProgramKind,
+    PointStatus, ProgramKind, OBJECT_TYPES,
 };
 
 use serde::{Deserialize, Serialize};

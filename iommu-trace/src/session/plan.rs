@@ -285,6 +285,42 @@ pub struct Plan {
     /// Kernel behaviours the reference models must follow, detected from BTF and kallsyms.
     #[serde(default)]
     pub features: KernelFeatures,
+    /// The iommufd object types of this kernel with their numbers (`enum
+    /// iommufd_object_type`, read from BTF: the numbering differs between kernels), named
+    /// as in [`OBJECT_TYPES`]. Empty when the BTF has no such enum.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub object_types: Vec<(String, i64)>,
+}
+
+/// Every iommufd object type iommu-trace knows, by the name it gives it (the kernel's
+/// `IOMMUFD_OBJ_*` enumerator, lower case; `IOMMUFD_OBJ_SELFTEST` is the selftest's), in the
+/// order the kernels added them (docs/kernel-facts.md §7).
+pub const OBJECT_TYPES: &[&str] = &[
+    "device",
+    "hwpt_paging",
+    "hwpt_nested",
+    "ioas",
+    "access",
+    "fault",
+    "viommu",
+    "vdevice",
+    "veventq",
+    "hw_queue",
+    "selftest",
+];
+
+impl Plan {
+    /// Known object types this kernel does not have (empty when its types are unknown).
+    pub fn object_types_absent(&self) -> Vec<&'static str> {
+        if self.object_types.is_empty() {
+            return Vec::new();
+        }
+        OBJECT_TYPES
+            .iter()
+            .copied()
+            .filter(|t| !self.object_types.iter().any(|(n, _)| n == t))
+            .collect()
+    }
 }
 
 impl Plan {

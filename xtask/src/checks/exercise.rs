@@ -32,6 +32,37 @@ pub fn exercise(dir: &Path, arch: Arch) -> Vec<Outcome> {
                         format!("probe point not ok: {line}\n{p}")
                     })?;
                 }
+                // The object types, from the kernel's BTF: 7.x has the vIOMMU ones, 6.12
+                // says it lacks them (docs/kernel-facts.md §7.1).
+                let types = p
+                    .lines()
+                    .find_map(|l| l.strip_prefix("iommufd object types: "))
+                    .ok_or_else(|| format!("probes lists no iommufd object types:\n{p}"))?;
+                for t in [
+                    "device",
+                    "hwpt_paging",
+                    "hwpt_nested",
+                    "ioas",
+                    "access",
+                    "selftest",
+                ] {
+                    ensure(types.split(", ").any(|x| x == t), || {
+                        format!("object type {t} missing from: {types}")
+                    })?;
+                }
+                let vi = ["viommu", "vdevice", "veventq", "hw_queue"];
+                let kernel = p.lines().next().unwrap_or("");
+                if kernel.starts_with("kernel 6.12") {
+                    ensure(
+                        p.contains(&format!("not in this kernel: {}", vi.join(", "))),
+                        || format!("6.12's missing vIOMMU objects are not named:\n{p}"),
+                    )?;
+                } else {
+                    ensure(
+                        vi.iter().all(|t| types.split(", ").any(|x| x == *t)),
+                        || format!("{kernel}: vIOMMU object types missing from: {types}"),
+                    )?;
+                }
                 let driver_op = match arch {
                     Arch::X86_64 => "+ intel_iommu_domain_alloc",
                     Arch::Arm64 => "+ arm_smmu_domain_alloc",
