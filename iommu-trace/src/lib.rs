@@ -13,6 +13,7 @@ pub mod commands;
 pub mod events;
 pub mod exercise;
 pub mod export;
+pub mod files;
 pub mod model;
 pub mod probe;
 pub mod replay;

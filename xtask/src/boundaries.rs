@@ -20,6 +20,11 @@ const RULES: &[(&str, &[&str], &str)] = &[
     ),
     ("units", &["*"], "units are a leaf every front end shares"),
     (
+        "files",
+        &["*"],
+        "reading user-named files is a leaf captures and the probe plan share",
+    ),
+    (
         "session",
         &["*"],
         "the session vocabulary imports nothing else from the crate",

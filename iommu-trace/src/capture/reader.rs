@@ -116,13 +116,11 @@ impl CaptureReader<BufReader<File>> {
         let path = path.as_ref();
         let what = path.display().to_string();
         // Before opening: opening a FIFO blocks until a writer comes.
-        if let Ok(meta) = std::fs::metadata(path) {
-            if !meta.is_file() {
-                return Err(CaptureError::NotACapture {
-                    what,
-                    detail: "it is not a regular file (a directory, FIFO, device or socket)".into(),
-                });
-            }
+        if let Some(kind) = crate::files::not_regular(path) {
+            return Err(CaptureError::NotACapture {
+                what,
+                detail: format!("it is {kind}, not a regular file"),
+            });
         }
         let file = File::open(path).map_err(|e| CaptureError::io(&what, e))?;
         CaptureReader::with_name(BufReader::with_capacity(256 << 10, file), what)

@@ -5,7 +5,6 @@
 pub mod btf;
 mod config;
 mod features;
-mod files;
 pub mod kallsyms;
 mod load;
 pub mod plan;
@@ -59,7 +58,7 @@ pub fn discover(deny: &[String], sources: &Sources) -> Result<Plan, SourceError>
     let btf = match &sources.btf {
         Some(p) => {
             let path = p.to_string_lossy().to_string();
-            let parsed = files::read_regular(p, MAX_BTF_BYTES)
+            let parsed = crate::files::read_regular(p, MAX_BTF_BYTES)
                 .map_err(|source| btf::BtfError::Io {
                     path: path.clone(),
                     source,
@@ -72,7 +71,7 @@ pub fn discover(deny: &[String], sources: &Sources) -> Result<Plan, SourceError>
     let kallsyms = match &sources.kallsyms {
         Some(p) => {
             let path = p.display().to_string();
-            let data = files::read_regular(p, MAX_KALLSYMS_BYTES).map_err(|source| {
+            let data = crate::files::read_regular(p, MAX_KALLSYMS_BYTES).map_err(|source| {
                 SourceError::KallsymsUnreadable {
                     path: path.clone(),
                     source,

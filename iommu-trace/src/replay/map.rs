@@ -84,9 +84,8 @@ impl Replayer {
         let Some(model) = st.model.as_mut() else {
             return;
         };
-        let worst = worst(model);
-        if !self.budget.admits(worst) {
-            let why = Budget::refusal(&op_name(), worst);
+        if !self.budget.admits(main_worst) {
+            let why = Budget::refusal(&op_name(), main_worst);
             Self::beyond_budget(&mut self.budget, st, &mut self.reports, why);
             return;
         }

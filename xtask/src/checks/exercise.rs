@@ -6,7 +6,7 @@ use std::path::Path;
 use super::capture::capture_checks;
 use super::degraded::degraded_kernel;
 use super::exporter::live_exporter;
-use super::{ensure, jsonl, rc, read, s, scenario_ran, u, Outcome};
+use super::{ensure, jsonl, number, rc, read, s, scenario_ran, u, Outcome};
 use crate::kernel::Arch;
 
 pub fn exercise(dir: &Path, arch: Arch) -> Vec<Outcome> {
@@ -194,14 +194,9 @@ fn killed_recorder(dir: &Path) -> Result<(), String> {
     ensure(maps > 100, || {
         format!("the capture holds only {maps} maps: the loop was not recorded")
     })?;
-    let uptime = |name: &str| -> Result<f64, String> {
-        read(dir, name)?
-            .trim()
-            .parse()
-            .map_err(|e| format!("{name}: {e}"))
-    };
-    // The kill happened between these two readings (10 ms resolution).
-    let (before, after) = (uptime("killed-before.txt")?, uptime("killed-after.txt")?);
+    // The kill happened between these two uptime readings (10 ms resolution).
+    let before: f64 = number(dir, "killed-before.txt")?;
+    let after: f64 = number(dir, "killed-after.txt")?;
     let last = events.iter().map(|e| u(e, "ts_ns")).max().unwrap_or(0) as f64 / 1e9;
     let window = before - last;
     eprintln!(

@@ -53,11 +53,19 @@ fn read(dir: &Path, name: &str) -> Result<String, String> {
     std::fs::read_to_string(dir.join(name)).map_err(|e| format!("{name}: {e}"))
 }
 
-fn rc(dir: &Path, name: &str) -> Result<i32, String> {
+/// A file holding one number (an exit status, an uptime).
+fn number<T: std::str::FromStr>(dir: &Path, name: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
     read(dir, name)?
         .trim()
         .parse()
         .map_err(|e| format!("{name}: {e}"))
+}
+
+fn rc(dir: &Path, name: &str) -> Result<i32, String> {
+    number(dir, name)
 }
 
 fn jsonl(dir: &Path, name: &str) -> Result<Vec<Value>, String> {

@@ -91,6 +91,16 @@ impl std::error::Error for EmulationFault {}
 const TIMER_STALL: &[u8] = b"timer wakeup didn't happen";
 const TIMER_STALL_REPORTS: usize = 3;
 
+/// The guest's console shows a timer stall that did not resolve itself.
+fn timer_stalled(console: &Path) -> bool {
+    std::fs::read(console).is_ok_and(|c| {
+        c.windows(TIMER_STALL.len())
+            .filter(|w| *w == TIMER_STALL)
+            .count()
+            >= TIMER_STALL_REPORTS
+    })
+}
+
 /// `interactive`: the serial console is this terminal (rows, cols) instead of a file.
 ///
 /// An emulation fault is retried once, loudly: multi-threaded TCG with an emulated IOMMU was
@@ -220,27 +230,19 @@ fn boot_once(
             }
             break;
         }
-        if interactive.is_none()
-            && last_console_check.elapsed() > Duration::from_secs(5)
-            && std::fs::read(&console).is_ok_and(|c| {
-                c.windows(TIMER_STALL.len())
-                    .filter(|w| *w == TIMER_STALL)
-                    .count()
-                    >= TIMER_STALL_REPORTS
-            })
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(EmulationFault(format!(
-                "the guest's timer stopped firing under TCG ({TIMER_STALL_REPORTS} RCU stall \
-                 reports \"{}\"); console: {}",
-                String::from_utf8_lossy(TIMER_STALL),
-                console.display()
-            ))
-            .into());
-        }
-        if last_console_check.elapsed() > Duration::from_secs(5) {
+        if interactive.is_none() && last_console_check.elapsed() > Duration::from_secs(5) {
             last_console_check = Instant::now();
+            if timer_stalled(&console) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(EmulationFault(format!(
+                    "the guest's timer stopped firing under TCG ({TIMER_STALL_REPORTS} RCU \
+                     stall reports \"{}\"); console: {}",
+                    String::from_utf8_lossy(TIMER_STALL),
+                    console.display()
+                ))
+                .into());
+            }
         }
         if started.elapsed() > timeout {
             let _ = child.kill();

@@ -1,6 +1,6 @@
-//! Reading a kernel description a user gave as a file (`--btf`, `--kallsyms`): only a
-//! regular file (a FIFO would block, /dev/zero would never end), and only up to a size no
-//! real one reaches.
+//! Files a user names: only regular ones are read (a FIFO would block on open, /dev/zero
+//! would never end), and a kernel description (`--btf`, `--kallsyms`) only up to a size no
+//! real one reaches. A leaf: captures and the probe plan both use it.
 
 use std::io::{Error, ErrorKind, Read};
 use std::path::Path;
