@@ -266,3 +266,25 @@ fn boot_once(
         elapsed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A stall reported once or twice may resolve itself; three reports are a fault. The
+    // console is bytes (a guest can print anything), not necessarily UTF-8.
+    #[test]
+    fn a_timer_stall_counts_after_three_reports() {
+        let path = std::env::temp_dir().join(format!("stall-{}.log", std::process::id()));
+        let report =
+            b"[  36.9] rcu: rcu_preempt kthread timer wakeup didn't happen for 21003 jiffies!\n";
+        let mut console = b"\xff\xfe boot\n".to_vec();
+        for reports in 1..=3 {
+            console.extend_from_slice(report);
+            std::fs::write(&path, &console).unwrap();
+            assert_eq!(timer_stalled(&path), reports >= 3, "{reports} report(s)");
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(!timer_stalled(&path), "a missing console is no stall");
+    }
+}
