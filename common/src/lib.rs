@@ -14,6 +14,11 @@ pub const USER_DATA_MAX: usize = 48;
 pub const DRIVER_WORDS: usize = 4;
 /// How many distinct drivers the eBPF side can tell apart (index into `Config::drivers`).
 pub const MAX_DRIVERS: usize = 8;
+/// iommufd object type numbers the eBPF side can read references for (`enum
+/// iommufd_object_type` has 12 values on 7.3, including ANY).
+pub const MAX_OBJECT_TYPES: usize = 16;
+/// References read from a published iommufd object (`Config::object_refs`).
+pub const OBJECT_REFS: usize = 4;
 
 /// `EventHeader::kind` values.
 pub mod kind {
@@ -29,6 +34,46 @@ pub mod kind {
     pub const UNMAP: u32 = 5;
     /// Page-table pages allocated (delta > 0) or freed (delta < 0) for a domain (`PtPagesEvent`).
     pub const PT_PAGES: u32 = 6;
+    /// An iommufd object was published, or its allocation failed (`ObjectEvent`).
+    pub const OBJECT_ALLOC: u32 = 7;
+    /// An iommufd object was allocated but never published (`ObjectEvent`).
+    pub const OBJECT_ABORT: u32 = 8;
+    /// A published iommufd object's type destroy op ran (`ObjectEvent`).
+    pub const OBJECT_DESTROY: u32 = 9;
+}
+
+/// `ObjectEvent::how` for `OBJECT_DESTROY`: the path that destroyed the object, from the
+/// thread's context when the destroy op ran (docs/kernel-facts.md §7.2).
+pub mod how {
+    /// A reference was dropped outside the paths below (an auto domain's last device
+    /// detached, a HW queue's internal access).
+    pub const PUT: u32 = 0;
+    /// The `IOMMU_DESTROY` ioctl.
+    pub const DESTROY: u32 = 1;
+    /// `iommufd_device_unbind`: the VFIO device fd closed or unbound.
+    pub const UNBIND: u32 = 2;
+    /// The iommufd file was released (its last fd closed).
+    pub const CLOSE: u32 = 3;
+}
+
+/// `ObjectRef::kind`: how to read one reference of a published object.
+pub mod ref_kind {
+    /// Nothing to read.
+    pub const NONE: u32 = 0;
+    /// A pointer to another iommufd object: its id is recorded.
+    pub const OBJECT: u32 = 1;
+    /// A `struct iommu_domain` pointer, recorded as is (links to `DOMAIN_ALLOC`).
+    pub const DOMAIN: u32 = 2;
+    /// A u64 value recorded as is (a vDEVICE's virtual id).
+    pub const VALUE: u32 = 3;
+}
+
+/// `ObjectEvent::flags` bits.
+pub mod object_flags {
+    /// `errno` is the result of the iommufd ioctl the abort happened in.
+    pub const ERRNO_KNOWN: u32 = 1 << 0;
+    /// `dev_id` is the device id of the `IOMMU_HWPT_ALLOC` the object was created in.
+    pub const HWPT_ALLOC_DEV: u32 = 1 << 1;
 }
 
 /// `DomainAllocEvent::op`: which driver op ran.
@@ -172,6 +217,33 @@ pub struct PtPagesEvent {
     pub memcg_id: u64,
 }
 
+/// An iommufd object's lifetime: allocated (published, or failed), aborted, destroyed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ObjectEvent {
+    pub hdr: EventHeader,
+    /// The object (`struct iommufd_object *`, also its container), 0 when allocation failed.
+    pub obj: u64,
+    /// The iommufd context (`struct iommufd_ctx *`), 0 when the hook does not see it.
+    pub ictx: u64,
+    /// Per `Config::object_refs[obj_type]`: ids, domain pointers or values.
+    pub refs: [u64; OBJECT_REFS],
+    /// Bytes `_iommufd_object_alloc` was asked for (0 when not seen).
+    pub size: u64,
+    /// Allocation to publication (alloc), 0 otherwise.
+    pub latency_ns: u64,
+    /// `enum iommufd_object_type` value of the running kernel.
+    pub obj_type: u32,
+    pub id: u32,
+    /// Positive errno: of a failed allocation, or of the ioctl an abort happened in.
+    pub errno: i32,
+    /// `how` value (destroy only).
+    pub how: u32,
+    /// `object_flags` bits.
+    pub flags: u32,
+    pub dev_id: u32,
+}
+
 /// Offsets user space computed from the running kernel's BTF, passed to the eBPF programs
 /// as a read-only global. A field of `u32::MAX` means "not available on this kernel".
 #[repr(C)]
@@ -207,7 +279,12 @@ pub struct Config {
     pub filter_pid: u32,
     /// Wake the reader when the ring holds this many bytes (0: on every event).
     pub wakeup_bytes: u32,
+    /// `struct iommufd_object`: `type`, `id`.
+    pub object_type: u32,
+    pub object_id: u32,
     pub _pad: u32,
+    /// Per `enum iommufd_object_type` value: the references to read when it is published.
+    pub object_refs: [[ObjectRef; OBJECT_REFS]; MAX_OBJECT_TYPES],
     /// Per driver index: up to `DRIVER_WORDS` fields to read relative to the domain pointer.
     pub drivers: [DriverFields; MAX_DRIVERS],
 }
@@ -225,6 +302,14 @@ pub struct DriverFields {
     /// follow first: the field is then at that pointer plus `offsets[i]` (e.g. the
     /// SMMUv3 domain's `smmu->oas`).
     pub derefs: [i32; DRIVER_WORDS],
+}
+
+/// One reference of a published object: `kind` (`ref_kind`) at `offset` from the object.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ObjectRef {
+    pub offset: u32,
+    pub kind: u32,
 }
 
 impl DriverFields {
@@ -267,7 +352,10 @@ impl Config {
             nr_secondary_pagetable: Self::UNSET,
             filter_pid: 0,
             wakeup_bytes: 0,
+            object_type: Self::UNSET,
+            object_id: Self::UNSET,
             _pad: 0,
+            object_refs: [[ObjectRef { offset: 0, kind: 0 }; OBJECT_REFS]; MAX_OBJECT_TYPES],
             drivers: [DriverFields {
                 offsets: [0; DRIVER_WORDS],
                 sizes: [0; DRIVER_WORDS],
@@ -300,6 +388,7 @@ mod pod {
     // integers, with explicit padding: any bit pattern is a valid value.
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for DriverFields {}
+    unsafe impl aya::Pod for ObjectRef {}
 }
 
 /// Size of each event kind, for user space to check a ring-buffer record before reading it.
@@ -310,6 +399,9 @@ pub const fn event_size(kind: u32) -> usize {
         kind::DOMAIN_FREE => core::mem::size_of::<DomainFreeEvent>(),
         kind::MAP | kind::UNMAP => core::mem::size_of::<MapEvent>(),
         kind::PT_PAGES => core::mem::size_of::<PtPagesEvent>(),
+        kind::OBJECT_ALLOC | kind::OBJECT_ABORT | kind::OBJECT_DESTROY => {
+            core::mem::size_of::<ObjectEvent>()
+        }
         _ => 0,
     }
 }
@@ -328,6 +420,7 @@ mod tests {
         assert_eq!(size_of::<HwptAllocEvent>(), 48 + 40);
         assert_eq!(size_of::<MapEvent>(), 48 + 56);
         assert_eq!(size_of::<PtPagesEvent>(), 48 + 32);
+        assert_eq!(size_of::<ObjectEvent>(), 48 + 64 + 24);
         assert_eq!(event_size(kind::UNMAP), size_of::<MapEvent>());
         assert_eq!(event_size(99), 0);
     }

@@ -7,7 +7,9 @@
 //! - the driver's domain-allocation op (three argument shapes across kernel versions);
 //! - `iommu_domain_free`, `iommu_map`, `iommu_unmap` on the domains we saw allocated;
 //! - the `NR_SECONDARY_PAGETABLE` statistic update that every iommu-pages allocation and free
-//!   makes (`__lruvec_stat_mod_folio`), attributed to the domain operation the thread is in.
+//!   makes (`__lruvec_stat_mod_folio`), attributed to the domain operation the thread is in;
+//! - iommufd objects allocated, published, aborted and destroyed, with the ioctl, file
+//!   release or unbind that caused it.
 //!
 //! Rust eBPF has no CO-RE: kernel struct fields are read at offsets that user space computed
 //! from the running kernel's BTF and wrote into `CONFIG`.
@@ -22,6 +24,7 @@ mod domain_alloc;
 mod domain_ops;
 mod helpers;
 mod hwpt;
+mod objects;
 mod pt_pages;
 
 #[cfg(not(test))]

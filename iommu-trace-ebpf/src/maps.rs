@@ -40,6 +40,18 @@ pub(crate) static ALLOC_CTX: HashMap<u32, AllocCtx> = HashMap::with_max_entries(
 /// with more than this many threads inside an IOMMU operation at once.
 #[map]
 pub(crate) static OP_CTX: LruHashMap<u32, OpCtx> = LruHashMap::with_max_entries(16384, 0);
+/// iommufd objects allocated and not yet published or aborted, by object pointer.
+#[map]
+pub(crate) static PENDING_OBJECTS: LruHashMap<u64, PendingObject> =
+    LruHashMap::with_max_entries(4096, 0);
+#[map]
+pub(crate) static RESERVE_CTX: HashMap<u32, ReserveCtx> = HashMap::with_max_entries(4096, 0);
+/// The iommufd ioctl a thread is in (not the map/unmap ones: objects.rs).
+#[map]
+pub(crate) static IFD_CTX: HashMap<u32, IfdCtx> = HashMap::with_max_entries(4096, 0);
+/// How objects destroyed by this thread now are destroyed (`how::CLOSE`, `how::UNBIND`).
+#[map]
+pub(crate) static HOW_CTX: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 /// Scratch space: `AllocCtx` is too large to build on the 512-byte eBPF stack comfortably.
 #[map]
 pub(crate) static SCRATCH: PerCpuArray<AllocCtx> = PerCpuArray::with_max_entries(1, 0);
@@ -101,4 +113,52 @@ macro_rules! cfg {
         // volatile read keeps the compiler from folding the compile-time initial value.
         unsafe { core::ptr::read_volatile(&$crate::maps::CONFIG.$($field)+) }
     };
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct ReserveCtx {
+    pub(crate) ictx: u64,
+    pub(crate) size: u64,
+    pub(crate) start: u64,
+    pub(crate) obj_type: u32,
+    pub(crate) _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct PendingObject {
+    pub(crate) size: u64,
+    pub(crate) start: u64,
+}
+
+/// An abort waiting for its ioctl's result.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct PendingAbort {
+    pub(crate) obj: u64,
+    pub(crate) ictx: u64,
+    pub(crate) size: u64,
+    pub(crate) obj_type: u32,
+    pub(crate) id: u32,
+}
+
+impl PendingAbort {
+    pub(crate) const EMPTY: PendingAbort = PendingAbort {
+        obj: 0,
+        ictx: 0,
+        size: 0,
+        obj_type: 0,
+        id: 0,
+    };
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct IfdCtx {
+    /// The ioctl's command number.
+    pub(crate) cmd: u32,
+    /// Entries of `aborts` in use.
+    pub(crate) pending: u32,
+    pub(crate) aborts: [PendingAbort; 2],
 }

@@ -3,6 +3,7 @@
 # kernel's own counters (/proc/vmstat nr_iommu_pages, the cgroup's sec_pagetables).
 R=/results
 export RUST_LOG=warn
+. /scenarios/object-truth.sh
 
 # The emulated e1000e (8086:10d3) has no driver in the test kernel: give it to vfio-pci.
 for d in /sys/bus/pci/devices/*; do
@@ -41,10 +42,12 @@ grep -w nr_iommu_pages /proc/vmstat > $R/vmstat-before.txt
 iommu-trace record -o $R/exercise.itc --ready-file /tmp/ready > $R/record.log 2>&1 &
 REC=$!
 wait_ready /tmp/ready
+object_truth_start
 sh -c 'echo $$ > /sys/fs/cgroup/exercise/cgroup.procs; echo $$ > /results/exercise.pid;
        exec iommu-trace exercise --sample-cgroup -o /results/exercise.json' > $R/exercise.log 2>&1
 echo $? > $R/exercise.rc
 sleep 1
+object_truth_stop
 kill -INT $REC
 wait $REC
 echo $? > $R/record.rc

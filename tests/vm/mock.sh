@@ -3,6 +3,7 @@
 # auto) can be allocated; the checks in xtask/src/checks.rs compare them with the capture.
 R=/results
 export RUST_LOG=warn
+. /scenarios/object-truth.sh
 iommu-trace probes > $R/probes.txt 2>&1
 echo +memory > /sys/fs/cgroup/cgroup.subtree_control
 mkdir -p /sys/fs/cgroup/exercise
@@ -12,10 +13,12 @@ grep -w nr_iommu_pages /proc/vmstat > $R/vmstat-before.txt
 iommu-trace record -o $R/exercise.itc --ready-file /tmp/ready > $R/record.log 2>&1 &
 REC=$!
 while [ ! -e /tmp/ready ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+object_truth_start
 sh -c 'echo $$ > /sys/fs/cgroup/exercise/cgroup.procs; echo $$ > /results/exercise.pid;
        exec iommu-trace exercise --no-vfio --no-hugepages -o /results/exercise.json' > $R/exercise.log 2>&1
 echo $? > $R/exercise.rc
 sleep 1
+object_truth_stop
 kill -INT $REC
 wait $REC
 echo $? > $R/record.rc

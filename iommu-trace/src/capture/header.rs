@@ -69,6 +69,10 @@ struct Stored {
     ringbuf_bytes: u64,
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     session: serde_json::Value,
+    /// Format 3+: the format version again, inside the CRC-checked header, so that damage
+    /// to the unchecked version field that makes another readable version is caught.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    format_version: Option<u32>,
     #[serde(flatten)]
     extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -125,6 +129,7 @@ impl CaptureHeader {
             clock: self.clock,
             ringbuf_bytes: self.ringbuf_bytes,
             session,
+            format_version: Some(super::FORMAT_VERSION),
             extra: self.extra.clone(),
         })
     }
@@ -133,6 +138,11 @@ impl CaptureHeader {
     /// an unreadable session record is kept as `session_problem`.
     pub(super) fn from_json(json: &[u8], version: u32) -> serde_json::Result<CaptureHeader> {
         let stored: Stored = serde_json::from_slice(json)?;
+        if let Some(v) = stored.format_version.filter(|v| *v != version) {
+            return Err(serde::de::Error::custom(format!(
+                "the header says format version {v}, the file's version field {version}"
+            )));
+        }
         let mut h = CaptureHeader {
             tool_version: stored.tool_version,
             kernel_release: stored.kernel_release,

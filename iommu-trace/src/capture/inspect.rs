@@ -5,7 +5,9 @@ use std::fmt::{self, Write as _};
 use std::io::{self, Read, Write};
 
 use super::{CaptureReader, Ending, LostTotals};
-use crate::events::{errno_name, hwpt_flag_names, Event, EventBody, MapOp, PtPages, UserData};
+use crate::events::{
+    errno_name, hwpt_flag_names, DestroyHow, Event, EventBody, MapOp, PtPages, UserData,
+};
 use crate::text::printable;
 
 /// Output format of `inspect`.
@@ -150,6 +152,49 @@ pub fn text_line(ev: &Event, base_ts: u64) -> String {
                 l.ringbuf_full, l.context_full
             );
         }
+        EventBody::ObjectAlloc(o) => {
+            let _ = write!(s, " {} id={}", printable(&o.object), o.id);
+            for (role, id) in &o.refs {
+                let _ = write!(s, " {}={id}", printable(role));
+            }
+            if let Some(v) = o.virt_id {
+                let _ = write!(s, " virt_id={v:#x}");
+            }
+            if let Some(d) = o.domain {
+                let _ = write!(s, " domain={d}");
+            }
+            let _ = write!(
+                s,
+                " obj={} ictx={} size={} {} latency={}",
+                o.obj,
+                o.ictx,
+                o.size,
+                errno_name(o.errno),
+                duration_text(o.latency_ns)
+            );
+        }
+        EventBody::ObjectAbort(o) => {
+            let _ = write!(
+                s,
+                " {} id={} obj={} ictx={} size={} {}",
+                printable(&o.object),
+                o.id,
+                o.obj,
+                o.ictx,
+                o.size,
+                o.errno.map_or("errno=unknown".into(), errno_name)
+            );
+        }
+        EventBody::ObjectDestroy(o) => {
+            let _ = write!(
+                s,
+                " {} id={} obj={} how={}",
+                printable(&o.object),
+                o.id,
+                o.obj,
+                o.how.name()
+            );
+        }
     }
     s
 }
@@ -253,6 +298,24 @@ pub struct PtTotals {
     pub uncharged: u64,
 }
 
+/// One object type's lifetimes in a capture.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectTotals {
+    pub created: u64,
+    /// Allocations that failed, per errno.
+    pub failed: BTreeMap<i32, u64>,
+    /// Aborted creates, per errno (`None`: outside an iommufd ioctl).
+    pub aborted: BTreeMap<Option<i32>, u64>,
+    /// Destructions, per path.
+    pub destroyed: BTreeMap<DestroyHow, u64>,
+}
+
+impl ObjectTotals {
+    pub fn destroyed_total(&self) -> u64 {
+        self.destroyed.values().sum()
+    }
+}
+
 /// What a capture holds, in numbers. Feed it events with [`add`](Summary::add), then the
 /// reader's [`ending`](CaptureReader::ending) with [`set_ending`](Summary::set_ending).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -269,6 +332,8 @@ pub struct Summary {
     pub map: MapTotals,
     pub unmap: MapTotals,
     pub pt: PtTotals,
+    /// iommufd objects per type (`object_alloc`, `object_abort`, `object_destroy`).
+    pub objects: BTreeMap<String, ObjectTotals>,
     /// Sum of the `lost` events.
     pub lost: LostTotals,
     /// How the file ended; `None` for a live stream or a file not read to its end.
@@ -313,6 +378,22 @@ impl Summary {
             EventBody::Lost(l) => {
                 self.lost.ringbuf_full = self.lost.ringbuf_full.saturating_add(l.ringbuf_full);
                 self.lost.context_full = self.lost.context_full.saturating_add(l.context_full);
+            }
+            EventBody::ObjectAlloc(o) => {
+                let t = self.objects.entry(o.object.clone()).or_default();
+                if o.errno == 0 {
+                    t.created += 1;
+                } else {
+                    *t.failed.entry(o.errno).or_default() += 1;
+                }
+            }
+            EventBody::ObjectAbort(o) => {
+                let t = self.objects.entry(o.object.clone()).or_default();
+                *t.aborted.entry(o.errno).or_default() += 1;
+            }
+            EventBody::ObjectDestroy(o) => {
+                let t = self.objects.entry(o.object.clone()).or_default();
+                *t.destroyed.entry(o.how).or_default() += 1;
             }
         }
     }
@@ -380,6 +461,39 @@ impl fmt::Display for Summary {
             self.pt.freed,
             self.pt.allocated as i128 - self.pt.freed as i128
         )?;
+        if !self.objects.is_empty() {
+            writeln!(
+                f,
+                "iommufd objects (type: created, destroyed by path, failed):"
+            )?;
+            for (object, t) in &self.objects {
+                write!(f, "  {:<12} created {}", printable(object), t.created)?;
+                if !t.destroyed.is_empty() {
+                    let how: Vec<String> = t
+                        .destroyed
+                        .iter()
+                        .map(|(h, n)| format!("{} {n}", h.name()))
+                        .collect();
+                    write!(
+                        f,
+                        ", destroyed {} ({})",
+                        t.destroyed_total(),
+                        how.join(", ")
+                    )?;
+                }
+                for (e, n) in &t.failed {
+                    write!(f, ", allocation failed {} {n}", errno_name(*e))?;
+                }
+                for (e, n) in &t.aborted {
+                    write!(
+                        f,
+                        ", aborted {} {n}",
+                        e.map_or("(errno unknown)".into(), errno_name)
+                    )?;
+                }
+                writeln!(f)?;
+            }
+        }
         writeln!(
             f,
             "lost: {} (ring buffer full {}, context table full {})",

@@ -4,16 +4,17 @@
 //! every consumer takes one stream whatever its source. Reading a capture back yields exactly
 //! the `Event` values that were written, every field included.
 //!
-//! # Layout (format versions 1 and 2)
+//! # Layout (format versions 1 to 3)
 //!
 //! All integers in fixed-size fields are little-endian.
 //!
 //! ```text
 //! offset  size  field
 //! 0       8     magic "IOMMUTRC"
-//! 8       4     format version, u32 (1 or 2)
+//! 8       4     format version, u32 (1, 2 or 3)
 //! 12      ...   header frame: its payload is the JSON object `CaptureHeader` (header.rs:
-//!               the two versions differ only in how it records the tracing session)
+//!               versions 1 and 2 differ only in how it records the tracing session; 3
+//!               adds the object records below)
 //! ...     ...   record frames, each: u32 payload length, u32 CRC-32, payload
 //!               (the last frame of a cleanly finished file ends with the trailer record)
 //! ```
@@ -36,6 +37,7 @@
 //! | 2 | reset | forget all task and pointer definitions and per-pointer predictions |
 //! | 3 | trailer | varint length + JSON object `Trailer`; only on clean close, always last |
 //! | 16..=23 | event | `domain_alloc`, `hwpt_alloc`, `domain_free`, `map`, `unmap`, `pt_alloc`, `pt_free`, `lost` |
+//! | 24..=26 | event (version 3) | `object_alloc`, `object_abort`, `object_destroy` |
 //!
 //! An event record is: tag, a flags byte, the timestamp as a zigzag delta from the previous
 //! event's (the first one from the header's `clock.monotonic_ns`), the CPU unless flag 0x01
@@ -60,6 +62,11 @@
 //! - `hwpt_alloc`: flags, dev_id, pt_id, data_type, data_len, hwpt_id, `[errno]` (0x04 = 0), latency_ns.
 //! - `domain_free`: domain, latency_ns.
 //! - `lost`: ringbuf_full, context_full.
+//! - `object_alloc`: object (string), id, obj, ictx, `[errno]` (0x04 = 0), size, latency_ns,
+//!   the number of references (at most 16) then name (string) and id pairs, {domain} (0x08),
+//!   {virt_id} (0x10).
+//! - `object_abort`: object, id, obj, ictx, size, {errno} (0x20).
+//! - `object_destroy`: object, id, obj, how (one byte: destroy, unbind, close, put).
 //!
 //! A reader that meets a tag or a version it does not know stops with an error saying so; new
 //! record kinds need a new format version.
@@ -81,8 +88,9 @@ pub use writer::{CaptureWriter, FinishInfo, WriteStats};
 /// The first eight bytes of every capture file.
 pub const MAGIC: [u8; 8] = *b"IOMMUTRC";
 /// The format version this build writes (and the newest it reads). 2: the header records
-/// the typed tracing session (`session`) instead of the untyped probe plan.
-pub const FORMAT_VERSION: u32 = 2;
+/// the typed tracing session (`session`) instead of the untyped probe plan. 3: iommufd
+/// object records (tags 24 to 26).
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Largest frame payload a reader accepts.

@@ -254,6 +254,87 @@ fn samples() -> Vec<Event> {
                 latency_ns: 1,
             }),
         ),
+        ev(
+            t0 + 76_000,
+            1,
+            1234,
+            1234,
+            q,
+            EventBody::ObjectAlloc(ObjectAlloc {
+                object: "hwpt_paging".into(),
+                id: 3,
+                obj: KernelPtr(0xffff_8881_0b00_0000),
+                ictx: KernelPtr(0xffff_8881_0c00_0000),
+                refs: [("ioas".to_string(), 2), ("device".to_string(), 1)].into(),
+                domain: Some(KernelPtr(DOM_A)),
+                virt_id: None,
+                size: 176,
+                errno: 0,
+                latency_ns: 90_000,
+            }),
+        ),
+        ev(
+            t0 + 77_000,
+            1,
+            1234,
+            1234,
+            q,
+            EventBody::ObjectAlloc(ObjectAlloc {
+                object: "vdevice".into(),
+                id: 0,
+                obj: KernelPtr(0),
+                ictx: KernelPtr(0xffff_8881_0c00_0000),
+                refs: Default::default(),
+                domain: None,
+                virt_id: Some(u64::MAX),
+                size: 64,
+                errno: 12,
+                latency_ns: 2_000,
+            }),
+        ),
+        ev(
+            t0 + 78_000,
+            1,
+            1234,
+            1234,
+            q,
+            EventBody::ObjectAbort(ObjectAbort {
+                object: "viommu".into(),
+                id: 7,
+                obj: KernelPtr(0xffff_8881_0b00_1000),
+                ictx: KernelPtr(0xffff_8881_0c00_0000),
+                size: 256,
+                errno: Some(95),
+            }),
+        ),
+        ev(
+            t0 + 78_500,
+            1,
+            1234,
+            1234,
+            q,
+            EventBody::ObjectAbort(ObjectAbort {
+                object: "device".into(),
+                id: 8,
+                obj: KernelPtr(0xffff_8881_0b00_2000),
+                ictx: KernelPtr(0xffff_8881_0c00_0000),
+                size: 0,
+                errno: None,
+            }),
+        ),
+        ev(
+            t0 + 79_000,
+            0,
+            1234,
+            1234,
+            q,
+            EventBody::ObjectDestroy(ObjectDestroy {
+                object: "hwpt_paging".into(),
+                id: 3,
+                obj: KernelPtr(0xffff_8881_0b00_0000),
+                how: DestroyHow::Close,
+            }),
+        ),
     ]
 }
 
@@ -387,7 +468,7 @@ fn every_kind_round_trips() {
         other => panic!("not finalized: {other:?}"),
     }
     let kinds: std::collections::BTreeSet<_> = events.iter().map(|e| e.body.name()).collect();
-    assert_eq!(kinds.len(), 8, "samples cover every kind");
+    assert_eq!(kinds.len(), 11, "samples cover every kind");
 }
 
 #[test]
@@ -768,7 +849,12 @@ fn corrupted_byte_is_caught() {
                 let err = CaptureReader::new(&bad[..]).err().expect("refused");
                 match at {
                     0..8 => assert!(matches!(err, CaptureError::NotACapture { .. })),
-                    8..12 => assert!(matches!(err, CaptureError::UnsupportedVersion { .. })),
+                    // Another readable version is caught by the header's own copy of it.
+                    8..12 => assert!(
+                        matches!(err, CaptureError::UnsupportedVersion { .. })
+                            || err.to_string().contains("the header says format version"),
+                        "{err}"
+                    ),
                     _ => assert!(matches!(err, CaptureError::BadHeader { .. }), "{err}"),
                 }
                 continue;
@@ -895,6 +981,11 @@ fn text_lines() {
         "+0.000070000 cpu 1 1234/qemu-system-x86 map domain=0xffff88810a2c8000 iova=0x200000 size=0x1234 paddr=0x9000 done=0x0 EINVAL latency=300ns",
         "+0.000080000 cpu 1 77/iommufd_test domain_alloc driver=mock op=paging_flags kind=auto flags=DIRTY_TRACKING data_type=0xdead data_len=4 data=selftest(iotlb=7) parent=0x0 domain=0xffff88810a2c8000 OK latency=4.0us pgsize_bitmap=0x1000 aperture=0x0..=0xffffffffffffffff type=0x83",
         "+0.000075000 cpu 0 77/iommufd_test hwpt_alloc dev_id=9 pt_id=8 flags=NEST_PARENT|DIRTY_TRACKING|FAULT_ID_VALID|PASID|0xf0 data_type=0xdead data_len=3 EINVAL latency=1ns",
+        "+0.000076000 cpu 1 1234/qemu-system-x86 object_alloc hwpt_paging id=3 device=1 ioas=2 domain=0xffff88810a2c4000 obj=0xffff88810b000000 ictx=0xffff88810c000000 size=176 OK latency=90.0us",
+        "+0.000077000 cpu 1 1234/qemu-system-x86 object_alloc vdevice id=0 virt_id=0xffffffffffffffff obj=0x0 ictx=0xffff88810c000000 size=64 ENOMEM latency=2.0us",
+        "+0.000078000 cpu 1 1234/qemu-system-x86 object_abort viommu id=7 obj=0xffff88810b001000 ictx=0xffff88810c000000 size=256 EOPNOTSUPP",
+        "+0.000078500 cpu 1 1234/qemu-system-x86 object_abort device id=8 obj=0xffff88810b002000 ictx=0xffff88810c000000 size=0 errno=unknown",
+        "+0.000079000 cpu 0 1234/qemu-system-x86 object_destroy hwpt_paging id=3 obj=0xffff88810b000000 how=close",
     ];
     for (got, want) in lines.iter().zip(want) {
         assert_eq!(got, want);
@@ -940,7 +1031,11 @@ fn summary_and_dump() {
     let text = s.to_string();
     println!("{text}");
     for needle in [
-        "events: 13 over 80.0us",
+        "events: 18 over 80.0us",
+        "  hwpt_paging  created 1, destroyed 1 (close 1)\n",
+        "  vdevice      created 0, allocation failed ENOMEM 1\n",
+        "  viommu       created 0, aborted EOPNOTSUPP 1\n",
+        "  device       created 0, aborted (errno unknown) 1\n",
         "intel        nested  EOPNOTSUPP   1",
         "hwpt allocations: OK 1, EINVAL 1",
         "page-table pages: 4 allocated (3 charged, 1 uncharged), 2 freed, 2 outstanding",
@@ -1162,6 +1257,56 @@ fn arb_body() -> BoxedStrategy<EventBody> {
             ringbuf_full,
             context_full
         })),
+        arb_object_event(),
+    ]
+    .boxed()
+}
+
+fn arb_object_event() -> BoxedStrategy<EventBody> {
+    let ids = prop::collection::btree_map(arb_string(), any::<u32>(), 0..4);
+    let head = (arb_string(), any::<u32>(), arb_ptr(), arb_ptr());
+    prop_oneof![
+        (
+            head.clone(),
+            ids,
+            proptest::option::of(arb_ptr()),
+            proptest::option::of(arb_u64()),
+            (arb_u64(), arb_i32(), arb_u64())
+        )
+            .prop_map(
+                |((object, id, obj, ictx), refs, domain, virt_id, (size, errno, latency_ns))| {
+                    EventBody::ObjectAlloc(ObjectAlloc {
+                        object,
+                        id,
+                        obj,
+                        ictx,
+                        refs,
+                        domain,
+                        virt_id,
+                        size,
+                        errno,
+                        latency_ns,
+                    })
+                }
+            ),
+        (head.clone(), arb_u64(), proptest::option::of(arb_i32())).prop_map(
+            |((object, id, obj, ictx), size, errno)| EventBody::ObjectAbort(ObjectAbort {
+                object,
+                id,
+                obj,
+                ictx,
+                size,
+                errno,
+            })
+        ),
+        (head, 0usize..4).prop_map(|((object, id, obj, _), how)| {
+            EventBody::ObjectDestroy(ObjectDestroy {
+                object,
+                id,
+                obj,
+                how: DestroyHow::ALL[how],
+            })
+        }),
     ]
     .boxed()
 }

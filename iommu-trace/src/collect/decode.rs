@@ -1,16 +1,19 @@
 //! Ring-buffer records (the `common` ABI) -> `Event`s.
 
+use std::collections::BTreeMap;
+
 use iommu_trace_common::{
-    context, kind, op, pt_op, DomainAllocEvent, DomainFreeEvent, EventHeader, HwptAllocEvent,
-    MapEvent, PtPagesEvent,
+    context, how, kind, object_flags, op, pt_op, DomainAllocEvent, DomainFreeEvent, EventHeader,
+    HwptAllocEvent, MapEvent, ObjectEvent, PtPagesEvent,
 };
 use thiserror::Error;
 
 use crate::events::{
-    AllocOp, DomainAlloc, DomainFree, DomainKind, Event, EventBody, Geometry, HwptAlloc, KernelPtr,
-    MapOp, PtCause, PtPages, UserData,
+    AllocOp, DestroyHow, DomainAlloc, DomainFree, DomainKind, Event, EventBody, Geometry,
+    HwptAlloc, KernelPtr, MapOp, ObjectAbort, ObjectAlloc, ObjectDestroy, PtCause, PtPages,
+    UserData,
 };
-use crate::session::DriverInfo;
+use crate::session::{DriverInfo, Plan, RefKind};
 
 #[derive(Debug, Error, PartialEq)]
 pub enum DecodeError {
@@ -22,9 +25,11 @@ pub enum DecodeError {
     Size { kind: u32, want: usize, got: usize },
 }
 
-/// Decodes records with the driver table of the plan the programs were loaded with.
+/// Decodes records with the driver table, object types and object reference slots of the
+/// plan the programs were loaded with.
 pub struct Decoder {
     drivers: Vec<DriverInfo>,
+    objects: Plan,
 }
 
 fn read<T: Copy>(bytes: &[u8]) -> T {
@@ -68,7 +73,71 @@ pub fn domain_kind(op_value: u32, parent: u64, context_bits: u32) -> DomainKind 
 
 impl Decoder {
     pub fn new(drivers: Vec<DriverInfo>) -> Decoder {
-        Decoder { drivers }
+        Decoder {
+            drivers,
+            objects: Plan::default(),
+        }
+    }
+
+    /// The plan's object types and reference slots, to name what object events carry.
+    pub fn with_objects(mut self, plan: &Plan) -> Decoder {
+        self.objects.object_types = plan.object_types.clone();
+        self.objects.object_refs = plan.object_refs.clone();
+        self
+    }
+
+    fn object(&self, k: u32, e: &ObjectEvent) -> EventBody {
+        let object = self.objects.object_type_name(e.obj_type).to_string();
+        match k {
+            kind::OBJECT_ALLOC => {
+                let mut refs = BTreeMap::new();
+                let (mut domain, mut virt_id) = (None, None);
+                for (r, &raw) in self.objects.object_refs_of(&object).iter().zip(&e.refs) {
+                    match r.kind {
+                        RefKind::Object if raw != 0 => {
+                            refs.insert(r.name.clone(), raw as u32);
+                        }
+                        RefKind::Domain if raw != 0 => domain = Some(KernelPtr(raw)),
+                        RefKind::Value => virt_id = Some(raw),
+                        _ => {}
+                    }
+                }
+                if e.flags & object_flags::HWPT_ALLOC_DEV != 0 && object.starts_with("hwpt") {
+                    refs.insert("device".into(), e.dev_id);
+                }
+                EventBody::ObjectAlloc(ObjectAlloc {
+                    object,
+                    id: e.id,
+                    obj: KernelPtr(e.obj),
+                    ictx: KernelPtr(e.ictx),
+                    refs,
+                    domain,
+                    virt_id,
+                    size: e.size,
+                    errno: e.errno,
+                    latency_ns: e.latency_ns,
+                })
+            }
+            kind::OBJECT_ABORT => EventBody::ObjectAbort(ObjectAbort {
+                object,
+                id: e.id,
+                obj: KernelPtr(e.obj),
+                ictx: KernelPtr(e.ictx),
+                size: e.size,
+                errno: (e.flags & object_flags::ERRNO_KNOWN != 0).then_some(e.errno),
+            }),
+            _ => EventBody::ObjectDestroy(ObjectDestroy {
+                object,
+                id: e.id,
+                obj: KernelPtr(e.obj),
+                how: match e.how {
+                    how::DESTROY => DestroyHow::Destroy,
+                    how::UNBIND => DestroyHow::Unbind,
+                    how::CLOSE => DestroyHow::Close,
+                    _ => DestroyHow::Put,
+                },
+            }),
+        }
     }
 
     pub fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
@@ -145,6 +214,9 @@ impl Decoder {
                 } else {
                     EventBody::PtFree(p)
                 }
+            }
+            kind::OBJECT_ALLOC | kind::OBJECT_ABORT | kind::OBJECT_DESTROY => {
+                self.object(h.kind, &read(bytes))
             }
             other => return Err(DecodeError::UnknownKind(other)),
         };

@@ -60,7 +60,7 @@ impl Live {
                 m.why
             );
         }
-        let decoder = Decoder::new(plan.drivers);
+        let decoder = Decoder::new(plan.drivers.clone()).with_objects(&plan);
         Ok(Live { tracer, decoder })
     }
 

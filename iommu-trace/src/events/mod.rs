@@ -12,6 +12,8 @@ mod user_data;
 pub use names::{bounded_driver, errno_name, hwpt_flag_names, KNOWN_DRIVERS};
 pub use user_data::UserData;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// One thing the kernel did, with who caused it and when.
@@ -48,6 +50,12 @@ pub enum EventBody {
     PtFree(PtPages),
     /// Events dropped in the kernel since the previous `lost` event on this CPU.
     Lost(Lost),
+    /// An iommufd object was published under its id (or its allocation failed).
+    ObjectAlloc(ObjectAlloc),
+    /// An iommufd object was allocated but never published: its create failed.
+    ObjectAbort(ObjectAbort),
+    /// A published iommufd object was destroyed.
+    ObjectDestroy(ObjectDestroy),
 }
 
 impl EventBody {
@@ -62,6 +70,9 @@ impl EventBody {
             EventBody::PtAlloc(_) => "pt_alloc",
             EventBody::PtFree(_) => "pt_free",
             EventBody::Lost(_) => "lost",
+            EventBody::ObjectAlloc(_) => "object_alloc",
+            EventBody::ObjectAbort(_) => "object_abort",
+            EventBody::ObjectDestroy(_) => "object_destroy",
         }
     }
 
@@ -274,6 +285,91 @@ pub struct Lost {
     pub context_full: u64,
 }
 
+/// `object_alloc`: an iommufd object became visible under `id`, with the objects it refers
+/// to; or (`errno` != 0) `_iommufd_object_alloc` failed and there is no object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectAlloc {
+    /// `ioas`, `hwpt_paging`, `hwpt_nested`, `device`, `access`, `fault`, `viommu`,
+    /// `vdevice`, `veventq`, `hw_queue`, `selftest`, or `unknown`.
+    pub object: String,
+    /// The object id user space sees (0 when the allocation failed).
+    pub id: u32,
+    /// The object in the kernel (its pointer: unique while it lives).
+    pub obj: KernelPtr,
+    /// The iommufd context (one per open of /dev/iommu).
+    pub ictx: KernelPtr,
+    /// Ids of the objects it refers to, by role: `ioas`, `parent`, `viommu`, `device`,
+    /// `hwpt`, `access`, `fault` (those the type has and that are set).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refs: BTreeMap<String, u32>,
+    /// A HWPT's `struct iommu_domain`: the `domain` of its `domain_alloc` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<KernelPtr>,
+    /// A vDEVICE's virtual id (the device id the guest's vIOMMU sees).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virt_id: Option<u64>,
+    /// Bytes the kernel allocated for the object itself (0 when not seen).
+    pub size: u64,
+    /// 0, or the positive errno of the failed allocation.
+    pub errno: i32,
+    /// From allocation to publication.
+    pub latency_ns: u64,
+}
+
+/// `object_abort`: an object allocated and never published; its id is free again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectAbort {
+    pub object: String,
+    pub id: u32,
+    pub obj: KernelPtr,
+    pub ictx: KernelPtr,
+    pub size: u64,
+    /// The result of the iommufd ioctl it happened in; absent outside one (a VFIO bind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<i32>,
+}
+
+/// How an object was destroyed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DestroyHow {
+    /// `IOMMU_DESTROY`.
+    Destroy,
+    /// Its device was unbound (the VFIO device fd closed).
+    Unbind,
+    /// The iommufd file was closed with the object alive.
+    Close,
+    /// Its last reference was dropped elsewhere (an auto domain's last device detached).
+    Put,
+}
+
+impl DestroyHow {
+    pub const ALL: [DestroyHow; 4] = [
+        DestroyHow::Destroy,
+        DestroyHow::Unbind,
+        DestroyHow::Close,
+        DestroyHow::Put,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DestroyHow::Destroy => "destroy",
+            DestroyHow::Unbind => "unbind",
+            DestroyHow::Close => "close",
+            DestroyHow::Put => "put",
+        }
+    }
+}
+
+/// `object_destroy`: a published object's destroy op ran.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectDestroy {
+    pub object: String,
+    pub id: u32,
+    pub obj: KernelPtr,
+    pub how: DestroyHow,
+}
+
 #[cfg(test)]
 mod naming_tests {
     use super::*;
@@ -295,6 +391,9 @@ mod naming_tests {
             DomainKind::Other,
         ] {
             assert_eq!(serde_name(serde_json::to_value(k).unwrap()), k.name());
+        }
+        for h in DestroyHow::ALL {
+            assert_eq!(serde_name(serde_json::to_value(h).unwrap()), h.name());
         }
     }
 }

@@ -1,9 +1,11 @@
 //! The eBPF programs' CONFIG global, built from a plan: the BTF offsets and the driver table
 //! (Rust eBPF has no CO-RE, so user space computes every offset the programs read).
 
-use iommu_trace_common::{Config, DriverFields, DRIVER_WORDS, MAX_DRIVERS};
+use iommu_trace_common::{
+    ref_kind, Config, DriverFields, ObjectRef, DRIVER_WORDS, MAX_DRIVERS, MAX_OBJECT_TYPES,
+};
 
-use crate::session::Plan;
+use crate::session::{Plan, RefKind};
 
 /// Builds the eBPF CONFIG global from the plan's BTF offsets and driver table.
 pub fn ebpf_config(plan: &Plan, filter_pid: u32) -> Config {
@@ -37,6 +39,26 @@ pub fn ebpf_config(plan: &Plan, filter_pid: u32) -> Config {
     } else {
         nr_flags - 1
     };
+    c.object_type = get("iommufd_object.type");
+    c.object_id = get("iommufd_object.id");
+    for (name, value) in &plan.object_types {
+        let Ok(t) = usize::try_from(*value) else {
+            continue;
+        };
+        if t >= MAX_OBJECT_TYPES {
+            continue;
+        }
+        for (slot, r) in plan.object_refs_of(name).iter().enumerate() {
+            c.object_refs[t][slot] = ObjectRef {
+                offset: r.offset,
+                kind: match r.kind {
+                    RefKind::Object => ref_kind::OBJECT,
+                    RefKind::Domain => ref_kind::DOMAIN,
+                    RefKind::Value => ref_kind::VALUE,
+                },
+            };
+        }
+    }
     c.filter_pid = filter_pid;
     for (i, d) in plan.drivers.iter().enumerate().take(MAX_DRIVERS) {
         let mut f = DriverFields::default();

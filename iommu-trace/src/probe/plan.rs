@@ -11,9 +11,13 @@ use iommu_trace_common::{DRIVER_WORDS, MAX_DRIVERS};
 use super::btf::Btf;
 use super::features::detect_features;
 use super::kallsyms::Kallsyms;
-use super::tables::{DriverSpec, CORE_POINTS, DRIVERS, OP_SHAPES, PT_SYMBOLS, TRAMPOLINES};
+use super::tables::{
+    DriverSpec, CORE_POINTS, DRIVERS, OBJECT_DESTROY_OPS, OBJECT_REFS, OP_SHAPES, PT_SYMBOLS,
+    TRAMPOLINES,
+};
 use crate::session::{
-    Attachment, DriverField, DriverInfo, Gap, GapReason, Plan, PointPlan, ProgramKind,
+    Attachment, DriverField, DriverInfo, Gap, GapReason, ObjectRef, ObjectRefs, Plan, PointPlan,
+    ProgramKind,
 };
 
 /// The trampoline programs for `symbol` on this kernel, if it can use them.
@@ -122,9 +126,12 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
                     inputs,
                     Attachment {
                         symbol: sym.to_string(),
-                        program_type: ProgramKind::KprobeKretprobe,
+                        program_type: match cp.exit_program {
+                            Some(_) => ProgramKind::KprobeKretprobe,
+                            None => ProgramKind::Kprobe,
+                        },
                         entry_program: cp.entry_program.into(),
-                        exit_program: Some(cp.exit_program.into()),
+                        exit_program: cp.exit_program.map(str::to_string),
                         driver: None,
                         addr: addr_of(inputs, sym),
                         fallback: None,
@@ -245,12 +252,15 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
         );
     }
 
+    let object_types = inputs.btf.map(object_types_from_btf).unwrap_or_default();
+    points.push(object_destroy_point(inputs, &object_types));
+    let object_refs = inputs.btf.map(object_refs_from_btf).unwrap_or_default();
     let offsets = inputs.btf.map(offsets_from_btf).unwrap_or_default();
     let features = detect_features(inputs);
-    let object_types = inputs.btf.map(object_types_from_btf).unwrap_or_default();
     Plan {
         features,
         object_types,
+        object_refs,
         kernel_release: inputs.kernel_release.clone(),
         points,
         drivers,
@@ -274,6 +284,68 @@ fn object_types_from_btf(btf: &Btf) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// The destroy op of every object type this kernel has. Without the type enum in BTF
+/// (iommufd built as a module whose BTF is not read), every known op the kernel has.
+fn object_destroy_point(inputs: &PlanInputs, object_types: &[(String, i64)]) -> PointPlan {
+    let mut plan = PointPlan {
+        point: "object_destroy".into(),
+        what: "iommufd object destroyed, on every path (each type's destroy op)".into(),
+        attach: vec![],
+        gaps: vec![],
+    };
+    for (object, sym) in OBJECT_DESTROY_OPS {
+        let typed = !object_types.is_empty();
+        if typed && !object_types.iter().any(|(n, _)| n == object) {
+            continue;
+        }
+        match symbol_gap(inputs, sym, &["obj"]) {
+            None => plan.attach.push(Attachment {
+                symbol: sym.to_string(),
+                program_type: ProgramKind::Kprobe,
+                entry_program: "object_destroy".into(),
+                exit_program: None,
+                driver: None,
+                addr: addr_of(inputs, sym),
+                fallback: None,
+            }),
+            // A type the kernel has whose op is missing is a gap; without the enum, an op
+            // the kernel lacks is only a type it does not have.
+            Some(GapReason::NotInKernel) if !typed => {}
+            Some(reason) => plan.gaps.push(Gap {
+                symbol: sym.to_string(),
+                reason,
+            }),
+        }
+    }
+    plan
+}
+
+/// The reference slots of each object type, at the offsets this kernel's BTF gives.
+fn object_refs_from_btf(btf: &Btf) -> Vec<ObjectRefs> {
+    OBJECT_REFS
+        .iter()
+        .filter_map(|spec| {
+            let refs: Vec<ObjectRef> = spec
+                .refs
+                .iter()
+                .filter_map(|(name, path, kind)| {
+                    let m = btf.member(spec.strukt, path)?;
+                    Some(ObjectRef {
+                        name: name.to_string(),
+                        kind: *kind,
+                        offset: m.byte_offset,
+                    })
+                })
+                .take(iommu_trace_common::OBJECT_REFS)
+                .collect();
+            (!refs.is_empty()).then(|| ObjectRefs {
+                object: spec.object.to_string(),
+                refs,
+            })
+        })
+        .collect()
+}
+
 /// The struct offsets and enum values the eBPF programs need (kernel-internal, so from BTF).
 fn offsets_from_btf(btf: &Btf) -> Vec<(String, i64)> {
     let mut out = Vec::new();
@@ -286,6 +358,8 @@ fn offsets_from_btf(btf: &Btf) -> Vec<(String, i64)> {
         ("iommu_user_data", "uptr"),
         ("iommu_user_data", "len"),
         ("iommufd_ucmd", "cmd"),
+        ("iommufd_object", "type"),
+        ("iommufd_object", "id"),
         ("folio", "memcg_data"),
         ("obj_cgroup", "memcg"),
         ("mem_cgroup", "css.cgroup"),
@@ -353,7 +427,7 @@ mod tests {
     use super::super::config::ebpf_config;
     use super::super::tables::DRIVERS;
     use super::*;
-    use crate::session::{Fallback, Refusal, Session};
+    use crate::session::{Fallback, RefKind, Refusal, Session};
     use iommu_trace_common::Config;
 
     fn fixture_btf() -> Btf {
@@ -423,7 +497,15 @@ mod tests {
         ffffffff81000070 t mock_domain_alloc_paging_flags\n\
         ffffffff81000080 T __lruvec_stat_mod_folio\n\
         ffffffff81000090 t arm_smmu_domain_alloc_user\n\
-        ffffffff810000a0 t arm_smmu_domain_alloc_user\n";
+        ffffffff810000a0 t arm_smmu_domain_alloc_user\n\
+        ffffffff810000b0 T _iommufd_object_alloc\n\
+        ffffffff810000c0 T iommufd_object_finalize\n\
+        ffffffff810000d0 T iommufd_object_abort\n\
+        ffffffff810000e0 t iommufd_fops_ioctl\n\
+        ffffffff810000f0 t iommufd_fops_release\n\
+        ffffffff81000100 T iommufd_device_unbind\n\
+        ffffffff81000110 T iommufd_ioas_destroy\n\
+        ffffffff81000120 T iommufd_hwpt_paging_destroy\n";
 
     // The object types come from the kernel's own enum, numbers included; the known types
     // it lacks are named (a 6.12-like enum: no vIOMMU objects).
@@ -461,6 +543,78 @@ mod tests {
         // Without the enum: unknown, and nothing claimed absent.
         let plan = plan_of(&fixture_btf(), &Kallsyms::parse(KALLSYMS), &[]);
         assert!(plan.object_types.is_empty() && plan.object_types_absent().is_empty());
+    }
+
+    // References at BTF offsets, in slot order, with their kinds; the destroy point covers
+    // the types the kernel has, and a type whose op is missing is a gap.
+    #[test]
+    fn object_references_and_destroy_ops_follow_the_kernel() {
+        let mut b = Builder::new();
+        let u32t = b.int("unsigned int", 4);
+        let obj = b.strukt(
+            "iommufd_object",
+            16,
+            &[("type", u32t, 64, 0), ("id", u32t, 96, 0)],
+        );
+        let objp = b.ptr(obj);
+        let common = b.strukt(
+            "iommufd_hw_pagetable",
+            32,
+            &[
+                ("obj", obj, 0, 0),
+                ("domain", objp, 128, 0),
+                ("fault", objp, 192, 0),
+            ],
+        );
+        b.strukt(
+            "iommufd_hwpt_paging",
+            48,
+            &[("common", common, 0, 0), ("ioas", objp, 256, 0)],
+        );
+        b.enumm(
+            "iommufd_object_type",
+            &[
+                ("IOMMUFD_OBJ_ANY", 0),
+                ("IOMMUFD_OBJ_HWPT_PAGING", 2),
+                ("IOMMUFD_OBJ_IOAS", 4),
+                ("IOMMUFD_OBJ_FAULT", 6),
+            ],
+        );
+        let btf = Btf::parse(&b.build()).unwrap();
+        let plan = plan_of(&btf, &Kallsyms::parse(KALLSYMS), &[]);
+        let refs = plan.object_refs_of("hwpt_paging");
+        let got: Vec<_> = refs
+            .iter()
+            .map(|r| (r.name.as_str(), r.kind, r.offset))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ioas", RefKind::Object, 32),
+                ("fault", RefKind::Object, 24),
+                ("domain", RefKind::Domain, 16)
+            ]
+        );
+        let c = ebpf_config(&plan, 0);
+        assert_eq!((c.object_type, c.object_id), (8, 12));
+        assert_eq!(
+            (c.object_refs[2][0].offset, c.object_refs[2][0].kind),
+            (32, iommu_trace_common::ref_kind::OBJECT)
+        );
+        assert_eq!(
+            c.object_refs[2][2].kind,
+            iommu_trace_common::ref_kind::DOMAIN
+        );
+        assert_eq!(c.object_refs[4][0].kind, iommu_trace_common::ref_kind::NONE);
+        let destroy = plan.point("object_destroy").unwrap();
+        let attached: Vec<_> = destroy.attach.iter().map(|a| a.symbol.as_str()).collect();
+        assert_eq!(
+            attached,
+            ["iommufd_hwpt_paging_destroy", "iommufd_ioas_destroy"]
+        );
+        assert_eq!(destroy.gaps.len(), 1, "{:?}", destroy.gaps);
+        assert_eq!(destroy.gaps[0].symbol, "iommufd_fault_destroy");
+        assert_eq!(destroy.gaps[0].reason, GapReason::NotInKernel);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! source files it comes from (docs/kernel-facts.md). `plan.rs` turns these tables into a
 //! plan for one kernel.
 
+pub(super) use crate::session::RefKind;
+
 /// How a driver allocation op receives its arguments; the eBPF entry program per shape.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct OpShape {
@@ -114,7 +116,7 @@ pub(super) struct CorePoint {
     pub(super) what: &'static str,
     pub(super) symbols: &'static [&'static str],
     pub(super) entry_program: &'static str,
-    pub(super) exit_program: &'static str,
+    pub(super) exit_program: Option<&'static str>,
     /// Parameter names the entry program relies on, checked against BTF when present.
     pub(super) params: &'static [&'static str],
 }
@@ -125,7 +127,7 @@ pub(super) const CORE_POINTS: &[CorePoint] = &[
         what: "IOMMU_HWPT_ALLOC ioctl: flags, data type, result (iommufd/hw_pagetable.c)",
         symbols: &["iommufd_hwpt_alloc"],
         entry_program: "hwpt_alloc_ioctl_entry",
-        exit_program: "hwpt_alloc_ioctl_exit",
+        exit_program: Some("hwpt_alloc_ioctl_exit"),
         params: &["ucmd"],
     },
     CorePoint {
@@ -133,7 +135,7 @@ pub(super) const CORE_POINTS: &[CorePoint] = &[
         what: "iommufd paging-domain allocation, tells auto domains from explicit ones",
         symbols: &["iommufd_hwpt_paging_alloc"],
         entry_program: "hwpt_paging_alloc_entry",
-        exit_program: "hwpt_paging_alloc_exit",
+        exit_program: Some("hwpt_paging_alloc_exit"),
         params: &[],
     },
     CorePoint {
@@ -141,7 +143,7 @@ pub(super) const CORE_POINTS: &[CorePoint] = &[
         what: "iommu_domain_free (iommu.c)",
         symbols: &["iommu_domain_free"],
         entry_program: "domain_free_entry",
-        exit_program: "domain_free_exit",
+        exit_program: Some("domain_free_exit"),
         params: &["domain"],
     },
     CorePoint {
@@ -149,7 +151,7 @@ pub(super) const CORE_POINTS: &[CorePoint] = &[
         what: "iommu_map with the domain pointer (the map tracepoint lacks it)",
         symbols: &["iommu_map"],
         entry_program: "map_entry",
-        exit_program: "map_exit",
+        exit_program: Some("map_exit"),
         params: &["domain", "iova", "paddr", "size"],
     },
     CorePoint {
@@ -157,8 +159,142 @@ pub(super) const CORE_POINTS: &[CorePoint] = &[
         what: "iommu_unmap / iommu_unmap_fast with the domain pointer",
         symbols: &["iommu_unmap", "iommu_unmap_fast"],
         entry_program: "unmap_entry",
-        exit_program: "unmap_exit",
+        exit_program: Some("unmap_exit"),
         params: &["domain", "iova", "size"],
+    },
+    // iommufd objects (docs/kernel-facts.md §7.2; iommufd/main.c in 6.12 and 7.3). The
+    // per-type destroy ops are `OBJECT_DESTROY_OPS`.
+    CorePoint {
+        point: "object_alloc",
+        what: "iommufd object allocated, id reserved: type, size (iommufd/main.c)",
+        symbols: &["_iommufd_object_alloc"],
+        entry_program: "object_alloc_entry",
+        exit_program: Some("object_alloc_exit"),
+        params: &["ictx", "size", "type"],
+    },
+    CorePoint {
+        point: "object_publish",
+        what: "iommufd object published under its id, with the objects it refers to",
+        symbols: &["iommufd_object_finalize"],
+        entry_program: "object_publish",
+        exit_program: None,
+        params: &["ictx", "obj"],
+    },
+    CorePoint {
+        point: "object_abort",
+        what: "iommufd object allocated but never published (a failed create)",
+        symbols: &["iommufd_object_abort"],
+        entry_program: "object_abort",
+        exit_program: None,
+        params: &["ictx", "obj"],
+    },
+    CorePoint {
+        point: "iommufd_ioctl",
+        what: "iommufd ioctl in progress: an abort's errno, IOMMU_DESTROY (static, main.c)",
+        symbols: &["iommufd_fops_ioctl"],
+        entry_program: "ifd_ioctl_entry",
+        exit_program: Some("ifd_ioctl_exit"),
+        params: &["filp", "cmd", "arg"],
+    },
+    CorePoint {
+        point: "iommufd_release",
+        what: "the iommufd file released: objects destroyed by an fd close (static, main.c)",
+        symbols: &["iommufd_fops_release"],
+        entry_program: "fd_release_entry",
+        exit_program: Some("destroy_context_exit"),
+        params: &["inode", "filp"],
+    },
+    CorePoint {
+        point: "device_unbind",
+        what: "iommufd_device_unbind: objects destroyed by a device unbind (device.c)",
+        symbols: &["iommufd_device_unbind"],
+        entry_program: "device_unbind_entry",
+        exit_program: Some("destroy_context_exit"),
+        params: &["idev"],
+    },
+];
+
+/// Each object type's destroy op (`iommufd_object_ops[type].destroy`, iommufd/main.c), the
+/// one hook every destruction path reaches: IOMMU_DESTROY, unbind, an auto domain's put and
+/// the fd close, which bypasses `iommufd_object_remove` (docs/kernel-facts.md §7.2). All
+/// global in 6.12 and 7.3. By type name as in `session::OBJECT_TYPES`.
+pub(super) const OBJECT_DESTROY_OPS: &[(&str, &str)] = &[
+    ("device", "iommufd_device_destroy"),
+    ("hwpt_paging", "iommufd_hwpt_paging_destroy"),
+    ("hwpt_nested", "iommufd_hwpt_nested_destroy"),
+    ("ioas", "iommufd_ioas_destroy"),
+    ("access", "iommufd_access_destroy_object"),
+    ("fault", "iommufd_fault_destroy"),
+    ("viommu", "iommufd_viommu_destroy"),
+    ("vdevice", "iommufd_vdevice_destroy"),
+    ("veventq", "iommufd_veventq_destroy"),
+    ("hw_queue", "iommufd_hw_queue_destroy"),
+    ("selftest", "iommufd_selftest_destroy"),
+];
+
+/// What a published object of one type refers to, read at `iommufd_object_finalize`.
+pub(super) struct ObjectRefSpec {
+    pub(super) object: &'static str,
+    /// Its container struct.
+    pub(super) strukt: &'static str,
+    /// (reference name, member path, kind).
+    pub(super) refs: &'static [(&'static str, &'static str, RefKind)],
+}
+
+/// Members missing from the running kernel's BTF are skipped (6.12's nested HWPT has no
+/// `viommu`). Structs from iommufd/iommufd_private.h (6.12, 7.3) and include/linux/iommufd.h
+/// (7.3).
+pub(super) const OBJECT_REFS: &[ObjectRefSpec] = &[
+    ObjectRefSpec {
+        object: "hwpt_paging",
+        strukt: "iommufd_hwpt_paging",
+        refs: &[
+            ("ioas", "ioas", RefKind::Object),
+            ("fault", "common.fault", RefKind::Object),
+            ("domain", "common.domain", RefKind::Domain),
+        ],
+    },
+    ObjectRefSpec {
+        object: "hwpt_nested",
+        strukt: "iommufd_hwpt_nested",
+        refs: &[
+            ("parent", "parent", RefKind::Object),
+            ("viommu", "viommu", RefKind::Object),
+            ("fault", "common.fault", RefKind::Object),
+            ("domain", "common.domain", RefKind::Domain),
+        ],
+    },
+    ObjectRefSpec {
+        object: "access",
+        strukt: "iommufd_access",
+        refs: &[("ioas", "ioas", RefKind::Object)],
+    },
+    ObjectRefSpec {
+        object: "viommu",
+        strukt: "iommufd_viommu",
+        refs: &[("hwpt", "hwpt", RefKind::Object)],
+    },
+    ObjectRefSpec {
+        object: "vdevice",
+        strukt: "iommufd_vdevice",
+        refs: &[
+            ("viommu", "viommu", RefKind::Object),
+            ("device", "idev", RefKind::Object),
+            ("virt_id", "virt_id", RefKind::Value),
+        ],
+    },
+    ObjectRefSpec {
+        object: "veventq",
+        strukt: "iommufd_veventq",
+        refs: &[("viommu", "viommu", RefKind::Object)],
+    },
+    ObjectRefSpec {
+        object: "hw_queue",
+        strukt: "iommufd_hw_queue",
+        refs: &[
+            ("viommu", "viommu", RefKind::Object),
+            ("access", "access", RefKind::Object),
+        ],
     },
 ];
 
@@ -179,6 +315,12 @@ pub(super) const TRAMPOLINES: &[(&str, usize, &str, Option<&str>)] = &[
         4,
         "unmap_fast_fentry",
         Some("unmap_fast_fexit"),
+    ),
+    (
+        "iommufd_fops_ioctl",
+        3,
+        "ifd_ioctl_fentry",
+        Some("ifd_ioctl_fexit"),
     ),
     ("__lruvec_stat_mod_folio", 3, "pt_stat_fentry", None),
     ("lruvec_stat_mod_folio", 3, "pt_stat_fentry", None),

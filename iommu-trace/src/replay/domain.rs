@@ -96,6 +96,7 @@ impl Replayer {
             domain: KernelPtr(domain),
             driver: driver.to_string(),
             kind,
+            hwpt: None,
             model: None,
             verdict: Verdict::Verified,
             alloc_index: None,

@@ -10,7 +10,7 @@ use crate::capture::{CaptureError, CaptureHeader, CaptureReader, Ending};
 use crate::model::{KernelBehaviour, ModelSelect, SmmuBehaviour, VtdBehaviour};
 use crate::session::{MissingPoint, Session};
 
-use super::{replay_with_progress, ReplayOptions, Report, POINTS_VERIFIED};
+use super::{replay_with_progress, ReplayOptions, Report, POINTS_OBJECTS, POINTS_VERIFIED};
 
 /// What the user chose; behaviours left unset come from the capture.
 #[derive(Clone, Copy, Debug, Default)]
@@ -98,6 +98,17 @@ pub fn replay_reader<R: std::io::Read>(
     let events = reader.by_ref().map_while(Result::ok);
     let mut report = replay_with_progress(events, &opts, progress);
     report.missing_points = missing_points;
+    if let (Some(objects), Some(session)) = (&mut report.objects, &reader.header().session) {
+        let gaps: Vec<String> = session
+            .missing_points()
+            .iter()
+            .filter(|m| POINTS_OBJECTS.contains(&m.point.as_str()))
+            .map(|m| format!("probe point {m} recorded nothing"))
+            .collect();
+        if !gaps.is_empty() {
+            objects.set_unchecked(gaps.join("; "));
+        }
+    }
     report.incomplete = incomplete(reader.ending());
     let warning = reader
         .ending()

@@ -126,7 +126,12 @@ impl Replayer {
                 self.done_whatif.push(whatif_of(r.domain, &st.whatif));
             }
         }
+        for r in &mut self.reports {
+            r.hwpt = self.objects.hwpt_id(r.domain);
+        }
+        let objects = std::mem::take(&mut self.objects).finish(index);
         Report {
+            objects,
             options: self.opts,
             events: self.index,
             lost_events: self.lost_events,

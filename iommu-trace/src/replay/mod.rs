@@ -21,7 +21,7 @@
 //! `pages.rs` (`pt_alloc` / `pt_free`), `map.rs` (`map` / `unmap`), `free.rs` (`domain_free`
 //! and the end of the stream); `domain.rs` holds the per-domain bookkeeping they share,
 //! `budget.rs` the bound on the models' memory, `runs.rs` the page runs, `report.rs` the
-//! report types and their text.
+//! report types and their text; `objects.rs` checks the iommufd object graph beside them.
 
 mod alloc;
 mod budget;
@@ -29,6 +29,7 @@ mod domain;
 mod file;
 mod free;
 mod map;
+mod objects;
 mod pages;
 mod report;
 mod runs;
@@ -44,9 +45,10 @@ use domain::Compact;
 pub use file::{
     capture_gaps, options_for, replay_file, replay_reader, verification_gaps, Choice, FileReport,
 };
+pub use objects::{GraphFinding, ObjectsReport};
 pub use report::{
     ContextEvent, Divergence, DomainReport, Outcome, PageTotals, Report, Uncharged, Verdict,
-    WhatIfDomain, WhatIfRow, POINTS_VERIFIED,
+    WhatIfDomain, WhatIfRow, POINTS_OBJECTS, POINTS_VERIFIED,
 };
 pub use runs::PageRun;
 
@@ -137,6 +139,8 @@ pub struct Replayer {
     failed_allocs: u64,
     /// The models' memory, bounded.
     budget: budget::Budget,
+    /// The iommufd objects and their invariants.
+    objects: objects::ObjectGraph,
 }
 
 impl Replayer {
@@ -151,6 +155,7 @@ impl Replayer {
             lost_contexts: 0,
             failed_allocs: 0,
             budget: budget::Budget::default(),
+            objects: objects::ObjectGraph::default(),
         }
     }
 
@@ -171,7 +176,13 @@ impl Replayer {
             EventBody::PtFree(p) => self.pt_pages(index, ev, p, false),
             EventBody::Map(m) => self.map_unmap(index, ev, m, true),
             EventBody::Unmap(m) => self.map_unmap(index, ev, m, false),
-            EventBody::DomainFree(f) => self.domain_free(index, ev, f),
+            EventBody::DomainFree(f) => {
+                self.objects.domain_free(index, f.domain);
+                self.domain_free(index, ev, f)
+            }
+            EventBody::ObjectAlloc(o) => self.objects.alloc(index, o),
+            EventBody::ObjectAbort(_) => self.objects.abort(),
+            EventBody::ObjectDestroy(o) => self.objects.destroy(index, o),
         }
     }
 

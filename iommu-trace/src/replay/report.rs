@@ -75,6 +75,9 @@ pub struct DomainReport {
     pub driver: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<DomainKind>,
+    /// The id of the HWPT whose domain this is, when the capture saw it published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hwpt: Option<u32>,
     /// The model and configuration used, e.g. "VT-d legacy 4-level gaw 48 4K+2M+1G ...".
     pub model: Option<String>,
     #[serde(flatten)]
@@ -143,6 +146,9 @@ pub struct Report {
     /// close): what was not read cannot verify.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub incomplete: Vec<String>,
+    /// The iommufd object graph, when the capture has object events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objects: Option<super::ObjectsReport>,
 }
 
 /// The replay's conclusion, as `iommu-trace replay`'s exit status gives it.
@@ -173,6 +179,15 @@ impl Outcome {
 /// cannot verify.
 pub const POINTS_VERIFIED: &[&str] = &["driver_alloc", "domain_free", "map", "unmap", "pt_pages"];
 
+/// The probe points the object graph's invariants need: without any of them the graph is
+/// not checked (the page tables still are).
+pub const POINTS_OBJECTS: &[&str] = &[
+    "object_alloc",
+    "object_publish",
+    "object_abort",
+    "object_destroy",
+];
+
 impl Report {
     /// True when every domain verified, nothing was lost, and every probe point the
     /// verification needs recorded: the exit status.
@@ -186,7 +201,12 @@ impl Report {
     pub fn outcome(&self) -> Outcome {
         if self.capture_wide_gap() {
             Outcome::Incomplete
-        } else if self.domains.iter().any(|d| d.verdict == Verdict::Diverged) {
+        } else if self.domains.iter().any(|d| d.verdict == Verdict::Diverged)
+            || self
+                .objects
+                .as_ref()
+                .is_some_and(|o| !o.findings.is_empty())
+        {
             Outcome::Diverged
         } else if self.domains.iter().all(|d| d.verdict == Verdict::Verified) {
             Outcome::Verified
@@ -290,7 +310,8 @@ impl Report {
                 crate::text::printable(&d.driver),
                 d.kind
                     .map(|k| format!(", {}", k.name()))
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    + &d.hwpt.map(|h| format!(", hwpt {h}")).unwrap_or_default(),
                 d.verdict
             )?;
             if let Some(m) = &d.model {
@@ -377,6 +398,10 @@ impl Report {
                 }
             }
         }
+        if let Some(o) = &self.objects {
+            writeln!(f)?;
+            o.write_text(f)?;
+        }
         writeln!(f)?;
         if self.all_verified() {
             writeln!(f, "result: every domain verified")
@@ -388,7 +413,11 @@ impl Report {
                 .count();
             writeln!(
                 f,
-                "result: NOT verified ({bad} domain(s) diverged or could not be checked{}{})",
+                "result: NOT verified ({bad} domain(s) diverged or could not be checked{}{}{})",
+                match &self.objects {
+                    Some(o) if !o.findings.is_empty() => "; object graph broken",
+                    _ => "",
+                },
                 if self.missing_points.is_empty() {
                     ""
                 } else {

@@ -458,3 +458,127 @@ fn loss_counts_at_the_edge_neither_wrap_nor_panic() {
     let text = r.to_string();
     assert!(text.contains("lost"), "{text}");
 }
+
+// ---- the iommufd object graph --------------------------------------------------------
+
+const ICTX: u64 = 0xffff_8880_1000_0000;
+
+fn object(object: &str, id: u32, obj: u64, domain: Option<u64>) -> Event {
+    ev(
+        1,
+        EventBody::ObjectAlloc(crate::events::ObjectAlloc {
+            object: object.into(),
+            id,
+            obj: KernelPtr(obj),
+            ictx: KernelPtr(ICTX),
+            refs: Default::default(),
+            domain: domain.map(KernelPtr),
+            virt_id: None,
+            size: 64,
+            errno: 0,
+            latency_ns: 0,
+        }),
+    )
+}
+
+fn destroyed(object: &str, id: u32, obj: u64, how: crate::events::DestroyHow) -> Event {
+    ev(
+        1,
+        EventBody::ObjectDestroy(crate::events::ObjectDestroy {
+            object: object.into(),
+            id,
+            obj: KernelPtr(obj),
+            how,
+        }),
+    )
+}
+
+fn graph(events: &[Event]) -> (Report, ObjectsReport) {
+    let r = replay(events, &ReplayOptions::default());
+    let o = r
+        .objects
+        .clone()
+        .expect("object events give an object report");
+    (r, o)
+}
+
+#[test]
+fn a_consistent_object_graph_verifies_and_names_the_hwpt_of_a_domain() {
+    use crate::events::DestroyHow::*;
+    let events = [
+        object("ioas", 1, 0xa000, None),
+        intel(D1),
+        pt(D1, 1, true, 1, false, PtCause::Alloc),
+        object("hwpt_paging", 2, 0xb000, Some(D1)),
+        destroyed("hwpt_paging", 2, 0xb000, Destroy),
+        pt(D1, 1, false, 1, false, PtCause::Free),
+        free_ev(D1),
+        // The id is free again: reusing it is fine.
+        object("hwpt_paging", 2, 0xc000, None),
+        destroyed("hwpt_paging", 2, 0xc000, Close),
+        destroyed("ioas", 1, 0xa000, Close),
+    ];
+    let (r, o) = graph(&events);
+    assert!(o.findings.is_empty(), "{r}");
+    assert!(r.all_verified(), "{r}");
+    assert_eq!(r.domains[0].hwpt, Some(2));
+    assert_eq!(o.created["hwpt_paging"], 2);
+    assert!(o.alive_at_end.is_empty());
+    let text = r.to_string();
+    assert!(text.contains("(intel, paging, hwpt 2)"), "{text}");
+    assert!(text.contains("iommufd objects: consistent"), "{text}");
+    // No object events: no object report, as for captures older than format 3.
+    assert!(replay(&[intel(D1)], &ReplayOptions::default())
+        .objects
+        .is_none());
+}
+
+#[test]
+fn each_broken_object_invariant_is_reported_at_its_event() {
+    use crate::events::DestroyHow::*;
+    // An id published again while its object lives.
+    let (r, o) = graph(&[
+        object("ioas", 1, 0xa000, None),
+        object("ioas", 1, 0xa100, None),
+    ]);
+    assert_eq!(o.findings[0].event_index, 1, "{r}");
+    assert!(o.findings[0].what.contains("still names the ioas"), "{r}");
+    assert_eq!(r.outcome(), Outcome::Diverged);
+    assert!(r.to_string().contains("object graph broken"), "{r}");
+
+    // A HWPT's domain freed while the HWPT lives.
+    let (r, o) = graph(&[
+        intel(D1),
+        object("hwpt_paging", 2, 0xb000, Some(D1)),
+        free_ev(D1),
+    ]);
+    assert_eq!(o.findings[0].event_index, 2, "{r}");
+    assert!(o.findings[0].what.contains("still holds it"), "{r}");
+
+    // A HWPT destroyed, its domain never freed.
+    let (r, o) = graph(&[
+        intel(D1),
+        object("hwpt_paging", 2, 0xb000, Some(D1)),
+        destroyed("hwpt_paging", 2, 0xb000, Destroy),
+    ]);
+    assert_eq!(o.findings[0].event_index, 2, "{r}");
+    assert!(o.findings[0].what.contains("never freed"), "{r}");
+
+    // An object that outlives the close of its iommufd; one created before the capture
+    // is only counted.
+    let (r, o) = graph(&[
+        object("ioas", 1, 0xa000, None),
+        object("ioas", 2, 0xa100, None),
+        destroyed("ioas", 1, 0xa000, Close),
+        destroyed("device", 7, 0xd000, Unbind),
+    ]);
+    assert_eq!(o.findings.len(), 1, "{r}");
+    assert!(o.findings[0].what.contains("outlived the close"), "{r}");
+    assert_eq!(o.created_before_capture, 1);
+    assert_eq!(o.alive_at_end["ioas"], 1);
+
+    // An object probe point that recorded nothing: not checked, not failed.
+    let mut o = o;
+    o.set_unchecked("probe point object_destroy recorded nothing".into());
+    assert!(o.findings.is_empty() && o.unchecked.is_some());
+}

@@ -11,8 +11,8 @@ mod plan;
 pub use attach::{recording_kind, Fallback, ProbeStatus, ProgramRunStats, Refusal};
 pub use features::KernelFeatures;
 pub use plan::{
-    Attachment, DriverField, DriverInfo, Gap, GapReason, MissingPoint, Plan, PointPlan,
-    PointStatus, ProgramKind, OBJECT_TYPES,
+    Attachment, DriverField, DriverInfo, Gap, GapReason, MissingPoint, ObjectRef, ObjectRefs, Plan,
+    PointPlan, PointStatus, ProgramKind, RefKind, OBJECT_TYPES,
 };
 
 use serde::{Deserialize, Serialize};

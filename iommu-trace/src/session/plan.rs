@@ -273,7 +273,7 @@ pub struct DriverInfo {
 }
 
 /// Everything decided about the traced kernel.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Plan {
     pub kernel_release: String,
     pub points: Vec<PointPlan>,
@@ -290,6 +290,37 @@ pub struct Plan {
     /// as in [`OBJECT_TYPES`]. Empty when the BTF has no such enum.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub object_types: Vec<(String, i64)>,
+    /// What each object type's publication records besides its id, slot by slot (what went
+    /// into the eBPF CONFIG's `object_refs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub object_refs: Vec<ObjectRefs>,
+}
+
+/// How one reference of a published object is read and shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefKind {
+    /// Another object: its id.
+    Object,
+    /// The `struct iommu_domain` pointer (a HWPT's domain).
+    Domain,
+    /// A plain value (a vDEVICE's virtual id).
+    Value,
+}
+
+/// One reference slot: its name, kind and offset from the object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRef {
+    pub name: String,
+    pub kind: RefKind,
+    pub offset: u32,
+}
+
+/// The reference slots of one object type, in slot order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRefs {
+    pub object: String,
+    pub refs: Vec<ObjectRef>,
 }
 
 /// Every iommufd object type iommu-trace knows, by the name it gives it (the kernel's
@@ -310,6 +341,22 @@ pub const OBJECT_TYPES: &[&str] = &[
 ];
 
 impl Plan {
+    /// The name of object type number `value` on this kernel (`unknown` if not in its enum).
+    pub fn object_type_name(&self, value: u32) -> &str {
+        self.object_types
+            .iter()
+            .find(|(_, v)| *v == value as i64)
+            .map_or("unknown", |(n, _)| n.as_str())
+    }
+
+    /// The reference slots recorded for an object type.
+    pub fn object_refs_of(&self, object: &str) -> &[ObjectRef] {
+        self.object_refs
+            .iter()
+            .find(|r| r.object == object)
+            .map_or(&[], |r| r.refs.as_slice())
+    }
+
     /// Known object types this kernel does not have (empty when its types are unknown).
     pub fn object_types_absent(&self) -> Vec<&'static str> {
         if self.object_types.is_empty() {

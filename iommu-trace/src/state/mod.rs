@@ -169,7 +169,7 @@ pub struct LostCounts {
 }
 
 /// Names of the event types, in the order of [`State::events_by_type`].
-pub const EVENT_NAMES: [&str; 8] = [
+pub const EVENT_NAMES: [&str; 11] = [
     "domain_alloc",
     "hwpt_alloc",
     "domain_free",
@@ -178,6 +178,9 @@ pub const EVENT_NAMES: [&str; 8] = [
     "pt_alloc",
     "pt_free",
     "lost",
+    "object_alloc",
+    "object_abort",
+    "object_destroy",
 ];
 
 /// The driver name used for domains whose allocation was not seen.
@@ -203,7 +206,7 @@ pub struct State {
     untracked_domains: u64,
     lost: LostCounts,
     decode_errors: u64,
-    events: [u64; 8],
+    events: [u64; EVENT_NAMES.len()],
     first_ts_ns: Option<u64>,
     last_ts_ns: u64,
 }
@@ -294,6 +297,9 @@ impl State {
             EventBody::Lost(l) => {
                 self.lost.ringbuf_full = self.lost.ringbuf_full.saturating_add(l.ringbuf_full);
                 self.lost.context_full = self.lost.context_full.saturating_add(l.context_full);
+            }
+            // Counted in `events_by_type`; the object graph is not aggregated yet.
+            EventBody::ObjectAlloc(_) | EventBody::ObjectAbort(_) | EventBody::ObjectDestroy(_) => {
             }
         }
     }

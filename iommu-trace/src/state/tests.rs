@@ -432,6 +432,20 @@ fn loss_and_event_counts() {
     );
     assert_eq!(s.events(), 17);
     assert_eq!(s.time_span_ns(), Some((1_000, 6_100)));
+    // Every kind of event is counted, the object ones included.
+    s.apply(&ev(
+        6_200,
+        1,
+        1,
+        EventBody::ObjectDestroy(crate::events::ObjectDestroy {
+            object: "ioas".into(),
+            id: 1,
+            obj: KernelPtr(1),
+            how: crate::events::DestroyHow::Close,
+        }),
+    ));
+    let by: HashMap<_, _> = s.events_by_type().collect();
+    assert_eq!((by["object_destroy"], by["object_alloc"]), (1, 0));
     s.note_decode_errors(2);
     assert_eq!(s.decode_errors(), 2);
 }

@@ -78,6 +78,25 @@ pub fn describe(e: &Event, start_ns: u64) -> String {
             }
         ),
         EventBody::Lost(l) => format!("lost {} {}", l.ringbuf_full, l.context_full),
+        EventBody::ObjectAlloc(o) => format!(
+            "object_alloc {} {} -> {}",
+            o.object,
+            o.id,
+            if o.errno == 0 {
+                "ok".to_string()
+            } else {
+                errno_name(o.errno)
+            }
+        ),
+        EventBody::ObjectAbort(o) => format!(
+            "object_abort {} {} ({})",
+            o.object,
+            o.id,
+            o.errno.map_or("errno unknown".into(), errno_name)
+        ),
+        EventBody::ObjectDestroy(o) => {
+            format!("object_destroy {} {} by {}", o.object, o.id, o.how.name())
+        }
     };
     format!("{t:>10} {:>6} {what}", e.tid)
 }

@@ -82,6 +82,10 @@ pub(super) fn capture_checks(dir: &Path, out: &mut Vec<Outcome>, hw_iommu: bool)
             ));
             out.push(Outcome::from("pt_pages_match_vmstat", pt_vmstat(&x, dir)));
             out.push(Outcome::from(
+                "objects_match_the_kernel",
+                super::objects::objects_match_the_kernel(dir, &x.events),
+            ));
+            out.push(Outcome::from(
                 "replay_verifies_page_for_page",
                 replay_verifies(dir, &x),
             ));

@@ -23,6 +23,13 @@ pub fn exercise(dir: &Path, arch: Arch) -> Vec<Outcome> {
                     "map",
                     "unmap",
                     "pt_pages",
+                    "object_alloc",
+                    "object_publish",
+                    "object_abort",
+                    "object_destroy",
+                    "iommufd_ioctl",
+                    "iommufd_release",
+                    "device_unbind",
                 ] {
                     let line = p
                         .lines()

@@ -15,6 +15,7 @@ mod degraded;
 mod exercise;
 mod exporter;
 mod mock;
+mod objects;
 
 pub use bench::bench_capture;
 pub use exercise::exercise;

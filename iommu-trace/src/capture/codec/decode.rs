@@ -5,8 +5,9 @@ use super::varint::{DResult, Dec};
 use super::*;
 use crate::capture::Trailer;
 use crate::events::{
-    AllocOp, DomainAlloc, DomainFree, DomainKind, Event, EventBody, Geometry, HwptAlloc, KernelPtr,
-    Lost, PtCause, PtPages, UserData,
+    AllocOp, DestroyHow, DomainAlloc, DomainFree, DomainKind, Event, EventBody, Geometry,
+    HwptAlloc, KernelPtr, Lost, ObjectAbort, ObjectAlloc, ObjectDestroy, PtCause, PtPages,
+    UserData,
 };
 
 struct Task {
@@ -88,7 +89,9 @@ impl Decoder {
                     .map(|t| Some(Decoded::Trailer(t)))
                     .map_err(|e| format!("trailer is not valid JSON: {e}"))
             }
-            TAG_DOMAIN_ALLOC..=TAG_LOST => self.event(tag, d).map(|e| Some(Decoded::Event(e))),
+            TAG_DOMAIN_ALLOC..=TAG_OBJECT_DESTROY => {
+                self.event(tag, d).map(|e| Some(Decoded::Event(e)))
+            }
             _ => Err(format!(
                 "unknown record tag {tag} (written by a newer iommu-trace, or damaged)"
             )),
@@ -200,6 +203,82 @@ impl Decoder {
                 EventBody::DomainFree(DomainFree {
                     domain,
                     latency_ns: d.u64()?,
+                })
+            }
+            TAG_OBJECT_ALLOC => {
+                let object = d.string()?;
+                let id = d.u32()?;
+                let (_, obj) = self.ptr(d)?;
+                let (_, ictx) = self.ptr(d)?;
+                let errno = if flags & O_OK != 0 { 0 } else { d.i32()? };
+                let size = d.u64()?;
+                let latency_ns = d.u64()?;
+                let n = d.u64()?;
+                if n > MAX_OBJECT_REFS {
+                    return Err(format!("an object with {n} references"));
+                }
+                let mut refs = std::collections::BTreeMap::new();
+                for _ in 0..n {
+                    let name = d.string()?;
+                    refs.insert(name, d.u32()?);
+                }
+                let domain = if flags & O_DOMAIN != 0 {
+                    Some(self.ptr(d)?.1)
+                } else {
+                    None
+                };
+                let virt_id = if flags & O_VIRT_ID != 0 {
+                    Some(d.u64()?)
+                } else {
+                    None
+                };
+                EventBody::ObjectAlloc(ObjectAlloc {
+                    object,
+                    id,
+                    obj,
+                    ictx,
+                    refs,
+                    domain,
+                    virt_id,
+                    size,
+                    errno,
+                    latency_ns,
+                })
+            }
+            TAG_OBJECT_ABORT => {
+                let object = d.string()?;
+                let id = d.u32()?;
+                let (_, obj) = self.ptr(d)?;
+                let (_, ictx) = self.ptr(d)?;
+                EventBody::ObjectAbort(ObjectAbort {
+                    object,
+                    id,
+                    obj,
+                    ictx,
+                    size: d.u64()?,
+                    errno: if flags & O_ERRNO != 0 {
+                        Some(d.i32()?)
+                    } else {
+                        None
+                    },
+                })
+            }
+            TAG_OBJECT_DESTROY => {
+                let object = d.string()?;
+                let id = d.u32()?;
+                let (_, obj) = self.ptr(d)?;
+                let how = match d.byte()? {
+                    0 => DestroyHow::Destroy,
+                    1 => DestroyHow::Unbind,
+                    2 => DestroyHow::Close,
+                    3 => DestroyHow::Put,
+                    n => return Err(format!("unknown destroy path {n}")),
+                };
+                EventBody::ObjectDestroy(ObjectDestroy {
+                    object,
+                    id,
+                    obj,
+                    how,
                 })
             }
             TAG_LOST => EventBody::Lost(Lost {

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use super::varint::{put_delta, put_i, put_str, put_u};
 use super::*;
 use crate::capture::Trailer;
-use crate::events::{AllocOp, DomainKind, Event, EventBody, KernelPtr, PtCause, UserData};
+use crate::events::{
+    AllocOp, DestroyHow, DomainKind, Event, EventBody, KernelPtr, PtCause, UserData,
+};
 
 pub(crate) struct Encoder {
     shared: Tables,
@@ -77,7 +79,7 @@ impl Encoder {
 
     /// Appends the records for `ev` (definitions it needs, then the event) to `out`.
     pub(crate) fn encode(&mut self, ev: &Event, out: &mut Vec<u8>) {
-        if self.task_count >= self.max_tasks || self.shared.ptrs.len() + 2 > self.max_ptrs {
+        if self.task_count >= self.max_tasks || self.shared.ptrs.len() + 3 > self.max_ptrs {
             self.reset(out);
         }
         let task = self.task(ev, out);
@@ -95,9 +97,25 @@ impl Encoder {
             EventBody::PtAlloc(p) => (TAG_PT_ALLOC, Some(self.ptr(p.domain, out)), None),
             EventBody::PtFree(p) => (TAG_PT_FREE, Some(self.ptr(p.domain, out)), None),
             EventBody::Lost(_) => (TAG_LOST, None, None),
+            EventBody::ObjectAlloc(o) => (
+                TAG_OBJECT_ALLOC,
+                Some(self.ptr(o.obj, out)),
+                Some(self.ptr(o.ictx, out)),
+            ),
+            EventBody::ObjectAbort(o) => (
+                TAG_OBJECT_ABORT,
+                Some(self.ptr(o.obj, out)),
+                Some(self.ptr(o.ictx, out)),
+            ),
+            EventBody::ObjectDestroy(o) => (TAG_OBJECT_DESTROY, Some(self.ptr(o.obj, out)), None),
         };
         let p0 = p0.unwrap_or(0);
         let p1 = p1.unwrap_or(0);
+        // A HWPT's domain: the third pointer an event can carry.
+        let p2 = match &ev.body {
+            EventBody::ObjectAlloc(o) => o.domain.map(|d| self.ptr(d, out)),
+            _ => None,
+        };
 
         out.push(tag);
         let flags_at = out.len();
@@ -199,6 +217,54 @@ impl Encoder {
                     put_i(out, h.errno as i64);
                 }
                 put_u(out, h.latency_ns);
+            }
+            EventBody::ObjectAlloc(o) => {
+                put_str(out, &o.object);
+                put_u(out, o.id as u64);
+                put_u(out, p0 as u64);
+                put_u(out, p1 as u64);
+                if o.errno == 0 {
+                    flags |= O_OK;
+                } else {
+                    put_i(out, o.errno as i64);
+                }
+                put_u(out, o.size);
+                put_u(out, o.latency_ns);
+                put_u(out, o.refs.len() as u64);
+                for (name, id) in &o.refs {
+                    put_str(out, name);
+                    put_u(out, *id as u64);
+                }
+                if let Some(d) = p2 {
+                    flags |= O_DOMAIN;
+                    put_u(out, d as u64);
+                }
+                if let Some(v) = o.virt_id {
+                    flags |= O_VIRT_ID;
+                    put_u(out, v);
+                }
+            }
+            EventBody::ObjectAbort(o) => {
+                put_str(out, &o.object);
+                put_u(out, o.id as u64);
+                put_u(out, p0 as u64);
+                put_u(out, p1 as u64);
+                put_u(out, o.size);
+                if let Some(e) = o.errno {
+                    flags |= O_ERRNO;
+                    put_i(out, e as i64);
+                }
+            }
+            EventBody::ObjectDestroy(o) => {
+                put_str(out, &o.object);
+                put_u(out, o.id as u64);
+                put_u(out, p0 as u64);
+                out.push(match o.how {
+                    DestroyHow::Destroy => 0,
+                    DestroyHow::Unbind => 1,
+                    DestroyHow::Close => 2,
+                    DestroyHow::Put => 3,
+                });
             }
             EventBody::DomainAlloc(a) => {
                 put_str(out, &a.driver);

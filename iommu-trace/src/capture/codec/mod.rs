@@ -23,6 +23,9 @@ const TAG_UNMAP: u8 = 20;
 const TAG_PT_ALLOC: u8 = 21;
 const TAG_PT_FREE: u8 = 22;
 const TAG_LOST: u8 = 23;
+const TAG_OBJECT_ALLOC: u8 = 24;
+const TAG_OBJECT_ABORT: u8 = 25;
+const TAG_OBJECT_DESTROY: u8 = 26;
 
 // Flags common to all events.
 const SAME_CPU: u8 = 0x01;
@@ -43,6 +46,13 @@ const P_ONE_PAGE: u8 = 0x80;
 const A_OK: u8 = 0x04;
 const A_DATA: u8 = 0x08;
 const A_DRIVER_FIELDS: u8 = 0x10;
+// object_alloc / object_abort
+const O_OK: u8 = 0x04;
+const O_DOMAIN: u8 = 0x08;
+const O_VIRT_ID: u8 = 0x10;
+const O_ERRNO: u8 = 0x20;
+/// Most references an object record may hold (the kernel side has 4 slots).
+const MAX_OBJECT_REFS: u64 = 16;
 
 const PAGE: u64 = 4096;
 

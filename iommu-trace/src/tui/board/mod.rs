@@ -305,6 +305,8 @@ impl Model {
             EventBody::Lost(l) => self
                 .rates
                 .add(rate_ts, R_LOST, l.ringbuf_full + l.context_full),
+            EventBody::ObjectAlloc(_) | EventBody::ObjectAbort(_) | EventBody::ObjectDestroy(_) => {
+            }
         }
         if let Some(ptr) = ev.body.domain().map(KernelPtr) {
             let is_pt = matches!(ev.body, EventBody::PtAlloc(_) | EventBody::PtFree(_));

@@ -1,0 +1,379 @@
+//! iommufd objects: allocated (`_iommufd_object_alloc`), published
+//! (`iommufd_object_finalize`), aborted (`iommufd_object_abort`) and destroyed (each type's
+//! destroy op: the only hooks every destruction path goes through, fd close included), with
+//! the thread contexts that say why: the iommufd ioctl in progress (an abort's errno,
+//! `IOMMU_DESTROY`), the iommufd file's release, a device unbind.
+//! Kernel facts: docs/kernel-facts.md §7.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use iommu_trace_common::{
+    how, kind, lost, object_flags, ref_kind, ObjectEvent, MAX_OBJECT_TYPES, OBJECT_REFS,
+};
+
+use crate::{
+    helpers::{
+        count_lost, current_tid, errno_of, errno_of_int, field, header, read_u32, read_u64,
+        submit_flags, wanted,
+    },
+    maps::{
+        IfdCtx, PendingAbort, PendingObject, ReserveCtx, EVENTS, HOW_CTX, IFD_CTX, IOCTL_CTX,
+        PENDING_OBJECTS, RESERVE_CTX,
+    },
+};
+
+/// `_IO(IOMMUFD_TYPE, IOMMUFD_CMD_DESTROY)` (include/uapi/linux/iommufd.h).
+const IOMMU_DESTROY: u32 = 0x3b80;
+
+/// Ioctls of the iommufd file that never create or destroy an object and run in loops
+/// (IOAS_COPY, IOAS_MAP, IOAS_UNMAP, HWPT_GET_DIRTY_BITMAP, IOAS_MAP_FILE, and VFIO's
+/// MAP_DMA / UNMAP_DMA on the compat container): no context for them, so the map path
+/// pays two early returns and no map update.
+#[inline(always)]
+fn needs_context(cmd: u32) -> bool {
+    !matches!(
+        cmd,
+        0x3b83 | 0x3b85 | 0x3b86 | 0x3b8c | 0x3b8f | 0x3b71 | 0x3b72
+    )
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn ioctl_enter(cmd: u32) {
+    if !wanted() || !needs_context(cmd) {
+        return;
+    }
+    let c = IfdCtx {
+        cmd,
+        pending: 0,
+        aborts: [PendingAbort::EMPTY; 2],
+    };
+    if IFD_CTX.insert(&current_tid(), &c, 0).is_err() {
+        count_lost(lost::CONTEXT_FULL);
+    }
+}
+
+/// Emits the aborts the ioctl made, now that its result is known.
+#[inline(always)]
+fn ioctl_exit(ret: u64) {
+    let tid = current_tid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(c) = (unsafe { IFD_CTX.get(&tid) }).copied() else {
+        return;
+    };
+    let _ = IFD_CTX.remove(&tid);
+    let errno = errno_of_int(ret);
+    for i in 0..2 {
+        if (i as u32) < c.pending {
+            emit_abort(&c.aborts[i], errno, object_flags::ERRNO_KNOWN);
+        }
+    }
+}
+
+#[fentry(function = "iommufd_fops_ioctl")]
+pub fn ifd_ioctl_fentry(ctx: FEntryContext) -> u32 {
+    ioctl_enter(ctx.arg(1));
+    0
+}
+
+#[fexit(function = "iommufd_fops_ioctl")]
+pub fn ifd_ioctl_fexit(ctx: FExitContext) -> u32 {
+    let cmd: u32 = ctx.arg(1);
+    if needs_context(cmd) {
+        ioctl_exit(ctx.arg(3));
+    }
+    0
+}
+
+#[kprobe]
+pub fn ifd_ioctl_entry(ctx: ProbeContext) -> u32 {
+    ioctl_enter(ctx.arg(1).unwrap_or(0));
+    0
+}
+
+#[kretprobe]
+pub fn ifd_ioctl_exit(ctx: RetProbeContext) -> u32 {
+    ioctl_exit(ctx.ret());
+    0
+}
+
+#[inline(always)]
+fn set_how(value: u32) {
+    if wanted() && HOW_CTX.insert(&current_tid(), &value, 0).is_err() {
+        count_lost(lost::CONTEXT_FULL);
+    }
+}
+
+#[kprobe]
+pub fn fd_release_entry(_ctx: ProbeContext) -> u32 {
+    set_how(how::CLOSE);
+    0
+}
+
+#[kprobe]
+pub fn device_unbind_entry(_ctx: ProbeContext) -> u32 {
+    set_how(how::UNBIND);
+    0
+}
+
+/// The exit of both: a release never runs inside an unbind, nor the reverse.
+#[kretprobe]
+pub fn destroy_context_exit(_ctx: RetProbeContext) -> u32 {
+    let _ = HOW_CTX.remove(&current_tid());
+    0
+}
+
+/// `_iommufd_object_alloc(ictx, size, type)`.
+#[kprobe]
+pub fn object_alloc_entry(ctx: ProbeContext) -> u32 {
+    if !wanted() {
+        return 0;
+    }
+    let c = ReserveCtx {
+        ictx: ctx.arg(0).unwrap_or(0),
+        size: ctx.arg(1).unwrap_or(0),
+        start: now(),
+        obj_type: ctx.arg(2).unwrap_or(0),
+        _pad: 0,
+    };
+    if RESERVE_CTX.insert(&current_tid(), &c, 0).is_err() {
+        count_lost(lost::CONTEXT_FULL);
+    }
+    0
+}
+
+/// The object is allocated with its id reserved but unpublished: remember it until it is
+/// published or aborted. A failure is an event of its own.
+#[kretprobe]
+pub fn object_alloc_exit(ctx: RetProbeContext) -> u32 {
+    let tid = current_tid();
+    // SAFETY: copied out before removal.
+    let Some(c) = (unsafe { RESERVE_CTX.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = RESERVE_CTX.remove(&tid);
+    let ret: u64 = ctx.ret();
+    let errno = errno_of(ret);
+    if ret == 0 {
+        return 0;
+    }
+    if errno != 0 {
+        let Some(mut entry) = EVENTS.reserve::<ObjectEvent>(0) else {
+            count_lost(lost::RINGBUF_FULL);
+            return 0;
+        };
+        entry.write(ObjectEvent {
+            hdr: header(kind::OBJECT_ALLOC),
+            obj: 0,
+            ictx: c.ictx,
+            refs: [0; OBJECT_REFS],
+            size: c.size,
+            latency_ns: now().saturating_sub(c.start),
+            obj_type: c.obj_type,
+            id: 0,
+            errno,
+            how: 0,
+            flags: 0,
+            dev_id: 0,
+        });
+        entry.submit(submit_flags());
+        return 0;
+    }
+    let p = PendingObject {
+        size: c.size,
+        start: c.start,
+    };
+    // An LRU map: an object neither published nor aborted (the tracer started between the
+    // two) only ages out.
+    let _ = PENDING_OBJECTS.insert(&ret, &p, 0);
+    0
+}
+
+#[inline(always)]
+fn object_type(obj: u64) -> u32 {
+    field(obj, cfg!(object_type)).map(read_u32).unwrap_or(0)
+}
+
+#[inline(always)]
+fn object_id(obj: u64) -> u32 {
+    field(obj, cfg!(object_id)).map(read_u32).unwrap_or(0)
+}
+
+/// `iommufd_object_finalize(ictx, obj)`: the object becomes visible under its id. Its
+/// references are set by now.
+#[kprobe]
+pub fn object_publish(ctx: ProbeContext) -> u32 {
+    if !wanted() {
+        return 0;
+    }
+    let ictx: u64 = ctx.arg(0).unwrap_or(0);
+    let obj: u64 = ctx.arg(1).unwrap_or(0);
+    // SAFETY: copied out before removal.
+    let pending = unsafe { PENDING_OBJECTS.get(&obj) }.copied();
+    if pending.is_some() {
+        let _ = PENDING_OBJECTS.remove(&obj);
+    }
+    let obj_type = object_type(obj);
+    let mut refs = [0u64; OBJECT_REFS];
+    if (obj_type as usize) < MAX_OBJECT_TYPES {
+        let t = obj_type as usize;
+        for i in 0..OBJECT_REFS {
+            let k = cfg!(object_refs[t][i].kind);
+            let at = obj + cfg!(object_refs[t][i].offset) as u64;
+            refs[i] = match k {
+                ref_kind::OBJECT => {
+                    let target = read_u64(at);
+                    if target == 0 {
+                        0
+                    } else {
+                        object_id(target) as u64
+                    }
+                }
+                ref_kind::DOMAIN | ref_kind::VALUE => read_u64(at),
+                _ => 0,
+            };
+        }
+    }
+    // Created inside IOMMU_HWPT_ALLOC: the device it was allocated for.
+    let (flags, dev_id) = match unsafe { IOCTL_CTX.get(&current_tid()) } {
+        // `struct iommu_hwpt_alloc`: size, flags, dev_id (uAPI, fixed layout).
+        Some(c) if c.cmd != 0 => (object_flags::HWPT_ALLOC_DEV, read_u32(c.cmd + 8)),
+        _ => (0, 0),
+    };
+    let Some(mut entry) = EVENTS.reserve::<ObjectEvent>(0) else {
+        count_lost(lost::RINGBUF_FULL);
+        return 0;
+    };
+    entry.write(ObjectEvent {
+        hdr: header(kind::OBJECT_ALLOC),
+        obj,
+        ictx,
+        refs,
+        size: pending.map_or(0, |p| p.size),
+        latency_ns: pending.map_or(0, |p| now().saturating_sub(p.start)),
+        obj_type,
+        id: object_id(obj),
+        errno: 0,
+        how: 0,
+        flags,
+        dev_id,
+    });
+    entry.submit(submit_flags());
+    0
+}
+
+#[inline(always)]
+fn emit_abort(a: &PendingAbort, errno: i32, flags: u32) {
+    let Some(mut entry) = EVENTS.reserve::<ObjectEvent>(0) else {
+        count_lost(lost::RINGBUF_FULL);
+        return;
+    };
+    entry.write(ObjectEvent {
+        hdr: header(kind::OBJECT_ABORT),
+        obj: a.obj,
+        ictx: a.ictx,
+        refs: [0; OBJECT_REFS],
+        size: a.size,
+        latency_ns: 0,
+        obj_type: a.obj_type,
+        id: a.id,
+        errno,
+        how: 0,
+        flags,
+        dev_id: 0,
+    });
+    entry.submit(submit_flags());
+}
+
+/// `iommufd_object_abort(ictx, obj)`: the id is released unpublished. Inside an iommufd
+/// ioctl the event waits for the ioctl's result (its errno); elsewhere it goes at once.
+#[kprobe]
+pub fn object_abort(ctx: ProbeContext) -> u32 {
+    if !wanted() {
+        return 0;
+    }
+    let obj: u64 = ctx.arg(1).unwrap_or(0);
+    // SAFETY: copied out before removal.
+    let pending = unsafe { PENDING_OBJECTS.get(&obj) }.copied();
+    if pending.is_some() {
+        let _ = PENDING_OBJECTS.remove(&obj);
+    }
+    let a = PendingAbort {
+        obj,
+        ictx: ctx.arg(0).unwrap_or(0),
+        size: pending.map_or(0, |p| p.size),
+        obj_type: object_type(obj),
+        id: object_id(obj),
+    };
+    if let Some(c) = IFD_CTX.get_ptr_mut(&current_tid()) {
+        // SAFETY: this thread's own entry.
+        let c = unsafe { &mut *c };
+        match c.pending {
+            0 => {
+                c.aborts[0] = a;
+                c.pending = 1;
+                return 0;
+            }
+            1 => {
+                c.aborts[1] = a;
+                c.pending = 2;
+                return 0;
+            }
+            _ => {}
+        }
+    }
+    emit_abort(&a, 0, 0);
+    0
+}
+
+/// Each type's destroy op, `(obj)`. It also runs for an object that was never published
+/// (`iommufd_object_abort_and_destroy` calls it before `iommufd_object_abort`): that one is
+/// still pending, and its abort is the event.
+#[kprobe]
+pub fn object_destroy(ctx: ProbeContext) -> u32 {
+    if !wanted() {
+        return 0;
+    }
+    let obj: u64 = ctx.arg(0).unwrap_or(0);
+    // SAFETY: plain lookup.
+    if unsafe { PENDING_OBJECTS.get(&obj) }.is_some() {
+        return 0;
+    }
+    let tid = current_tid();
+    // SAFETY: plain lookups.
+    let how = match unsafe { HOW_CTX.get(&tid) } {
+        Some(h) => *h,
+        None => match unsafe { IFD_CTX.get(&tid) } {
+            Some(c) if c.cmd == IOMMU_DESTROY => how::DESTROY,
+            _ => how::PUT,
+        },
+    };
+    let Some(mut entry) = EVENTS.reserve::<ObjectEvent>(0) else {
+        count_lost(lost::RINGBUF_FULL);
+        return 0;
+    };
+    entry.write(ObjectEvent {
+        hdr: header(kind::OBJECT_DESTROY),
+        obj,
+        ictx: 0,
+        refs: [0; OBJECT_REFS],
+        size: 0,
+        latency_ns: 0,
+        obj_type: object_type(obj),
+        id: object_id(obj),
+        errno: 0,
+        how,
+        flags: 0,
+        dev_id: 0,
+    });
+    entry.submit(submit_flags());
+    0
+}

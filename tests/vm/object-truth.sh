@@ -1,0 +1,36 @@
+# Ground truth for the iommufd object events, counted by ftrace kprobe events on the same
+# kernel functions, independently of iommu-trace's own probes (docs/kernel-facts.md §7.2).
+# Sourced by the scenarios: object_truth_start before the workload, object_truth_stop after;
+# xtask/src/checks/objects.rs compares $R/object-truth.txt with the capture.
+T=/sys/kernel/tracing
+
+object_truth_start() {
+    [ -d $T/events ] || mount -t tracefs nodev $T 2>/dev/null
+    if [ ! -w $T/kprobe_events ]; then
+        echo "no writable $T/kprobe_events (CONFIG_KPROBE_EVENTS?)" > $R/object-truth.err
+        return
+    fi
+    echo > $T/trace
+    echo 'r:itruth/alloc _iommufd_object_alloc obj=$retval:x64' >> $T/kprobe_events
+    for f in iommufd_object_finalize iommufd_object_abort; do
+        echo "p:itruth/${f#iommufd_object_} $f obj=\$arg2:x64 id=+12(\$arg2):u32 type=+8(\$arg2):u32" >> $T/kprobe_events
+    done
+    # Every destroy op the kernel has (types it lacks have none).
+    for f in iommufd_device_destroy iommufd_hwpt_paging_destroy iommufd_hwpt_nested_destroy \
+        iommufd_ioas_destroy iommufd_access_destroy_object iommufd_fault_destroy \
+        iommufd_viommu_destroy iommufd_vdevice_destroy iommufd_veventq_destroy \
+        iommufd_hw_queue_destroy iommufd_selftest_destroy; do
+        grep -q " $f\$" /proc/kallsyms || continue
+        echo "p:itruth/destroy_${f#iommufd_} $f obj=\$arg1:x64 id=+12(\$arg1):u32 type=+8(\$arg1):u32" >> $T/kprobe_events
+    done 2> $R/object-truth.err
+    cat $T/kprobe_events > $R/object-truth-probes.txt
+    echo 1 > $T/events/itruth/enable
+}
+
+object_truth_stop() {
+    [ -e $T/events/itruth/enable ] || return
+    echo 0 > $T/events/itruth/enable
+    grep -v '^#' $T/trace > $R/object-truth.txt
+    cat $T/per_cpu/cpu*/stats | grep -i overrun > $R/object-truth-overrun.txt
+    echo > $T/kprobe_events
+}
