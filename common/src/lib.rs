@@ -84,6 +84,9 @@ pub mod op {
     pub const PAGING_FLAGS: u32 = 2;
     /// `iommu_ops.domain_alloc_nested(dev, parent, flags, user_data)` (6.13+).
     pub const NESTED: u32 = 3;
+    /// `iommufd_viommu_ops.alloc_domain_nested(viommu, flags, user_data)` (6.13+): a nested
+    /// domain allocated through a vIOMMU.
+    pub const VIOMMU_NESTED: u32 = 4;
 }
 
 /// `DomainAllocEvent::context` bits: where in iommufd the op was called from.
@@ -152,6 +155,9 @@ pub struct DomainAllocEvent {
     pub data_len: u32,
     /// Bytes of `data` actually copied from user memory (0 when none or the read failed).
     pub data_copied: u32,
+    /// The vIOMMU's object id (`op::VIOMMU_NESTED`), else 0.
+    pub viommu_id: u32,
+    pub _pad: u32,
     pub latency_ns: u64,
     pub data: [u8; USER_DATA_MAX],
     pub geometry: DomainGeometry,
@@ -282,7 +288,10 @@ pub struct Config {
     /// `struct iommufd_object`: `type`, `id`.
     pub object_type: u32,
     pub object_id: u32,
-    pub _pad: u32,
+    /// `struct iommufd_viommu::hwpt` and `struct iommufd_hw_pagetable::domain`: a vIOMMU's
+    /// parent domain.
+    pub viommu_hwpt: u32,
+    pub hwpt_domain: u32,
     /// Per `enum iommufd_object_type` value: the references to read when it is published.
     pub object_refs: [[ObjectRef; OBJECT_REFS]; MAX_OBJECT_TYPES],
     /// Per driver index: up to `DRIVER_WORDS` fields to read relative to the domain pointer.
@@ -354,7 +363,8 @@ impl Config {
             wakeup_bytes: 0,
             object_type: Self::UNSET,
             object_id: Self::UNSET,
-            _pad: 0,
+            viommu_hwpt: Self::UNSET,
+            hwpt_domain: Self::UNSET,
             object_refs: [[ObjectRef { offset: 0, kind: 0 }; OBJECT_REFS]; MAX_OBJECT_TYPES],
             drivers: [DriverFields {
                 offsets: [0; DRIVER_WORDS],
@@ -416,7 +426,7 @@ mod tests {
     fn layouts_are_pinned() {
         assert_eq!(size_of::<EventHeader>(), 48);
         assert_eq!(size_of::<DomainGeometry>(), 64);
-        assert_eq!(size_of::<DomainAllocEvent>(), 48 + 56 + USER_DATA_MAX + 64);
+        assert_eq!(size_of::<DomainAllocEvent>(), 48 + 64 + USER_DATA_MAX + 64);
         assert_eq!(size_of::<HwptAllocEvent>(), 48 + 40);
         assert_eq!(size_of::<MapEvent>(), 48 + 56);
         assert_eq!(size_of::<PtPagesEvent>(), 48 + 32);

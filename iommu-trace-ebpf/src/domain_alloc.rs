@@ -1,5 +1,6 @@
-//! The driver's domain-allocation op (three argument shapes across kernel versions): the
-//! arguments at entry, the new domain, its geometry and driver fields at exit.
+//! The driver's domain-allocation op (three argument shapes across kernel versions, and the
+//! vIOMMU's nested one): the arguments at entry, the new domain, its geometry and driver
+//! fields at exit.
 
 use aya_ebpf::{
     helpers::{bpf_get_func_ip, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user_buf},
@@ -22,7 +23,14 @@ use crate::{
 
 /// Shared entry: records the arguments in the thread's `AllocCtx`.
 #[inline(always)]
-fn alloc_entry(ctx: &ProbeContext, op: u32, flags: u32, parent: u64, user_data: u64) -> u32 {
+fn alloc_entry(
+    ctx: &ProbeContext,
+    op: u32,
+    flags: u32,
+    parent: u64,
+    user_data: u64,
+    viommu_id: u32,
+) -> u32 {
     if !wanted() {
         return 0;
     }
@@ -58,6 +66,7 @@ fn alloc_entry(ctx: &ProbeContext, op: u32, flags: u32, parent: u64, user_data: 
     a.pending_charged = 0;
     a.pending_uncharged = 0;
     a.pending_memcg = 0;
+    a.viommu_id = viommu_id;
     if user_data != 0 {
         if let Some(p) = field(user_data, cfg!(user_data_type)) {
             a.data_type = read_u32(p);
@@ -93,7 +102,7 @@ pub fn alloc_user_entry(ctx: ProbeContext) -> u32 {
     let flags: u32 = ctx.arg(1).unwrap_or(0);
     let parent: u64 = ctx.arg(2).unwrap_or(0);
     let user_data: u64 = ctx.arg(3).unwrap_or(0);
-    alloc_entry(&ctx, op::ALLOC_USER, flags, parent, user_data)
+    alloc_entry(&ctx, op::ALLOC_USER, flags, parent, user_data, 0)
 }
 
 /// 6.13+: `domain_alloc_paging_flags(dev, flags, user_data)`.
@@ -101,7 +110,7 @@ pub fn alloc_user_entry(ctx: ProbeContext) -> u32 {
 pub fn alloc_paging_flags_entry(ctx: ProbeContext) -> u32 {
     let flags: u32 = ctx.arg(1).unwrap_or(0);
     let user_data: u64 = ctx.arg(2).unwrap_or(0);
-    alloc_entry(&ctx, op::PAGING_FLAGS, flags, 0, user_data)
+    alloc_entry(&ctx, op::PAGING_FLAGS, flags, 0, user_data, 0)
 }
 
 /// 6.13+: `domain_alloc_nested(dev, parent, flags, user_data)`.
@@ -110,7 +119,20 @@ pub fn alloc_nested_entry(ctx: ProbeContext) -> u32 {
     let parent: u64 = ctx.arg(1).unwrap_or(0);
     let flags: u32 = ctx.arg(2).unwrap_or(0);
     let user_data: u64 = ctx.arg(3).unwrap_or(0);
-    alloc_entry(&ctx, op::NESTED, flags, parent, user_data)
+    alloc_entry(&ctx, op::NESTED, flags, parent, user_data, 0)
+}
+
+/// 6.13+: `iommufd_viommu_ops.alloc_domain_nested(viommu, flags, user_data)`. The parent is
+/// the vIOMMU's nesting parent HWPT's domain (`viommu->hwpt->common.domain`).
+#[kprobe]
+pub fn alloc_viommu_nested_entry(ctx: ProbeContext) -> u32 {
+    let viommu: u64 = ctx.arg(0).unwrap_or(0);
+    let flags: u32 = ctx.arg(1).unwrap_or(0);
+    let user_data: u64 = ctx.arg(2).unwrap_or(0);
+    let hwpt = field(viommu, cfg!(viommu_hwpt)).map(read_u64).unwrap_or(0);
+    let parent = field(hwpt, cfg!(hwpt_domain)).map(read_u64).unwrap_or(0);
+    let viommu_id = field(viommu, cfg!(object_id)).map(read_u32).unwrap_or(0);
+    alloc_entry(&ctx, op::VIOMMU_NESTED, flags, parent, user_data, viommu_id)
 }
 
 /// Fills `g` from the new domain, in place (the event is too large to build on the stack).
@@ -191,6 +213,8 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
                 (*e).data_type = a.data_type;
                 (*e).data_len = a.data_len;
                 (*e).data_copied = a.data_copied;
+                (*e).viommu_id = a.viommu_id;
+                (*e)._pad = 0;
                 (*e).latency_ns = bpf_ktime_get_ns().saturating_sub(a.start);
                 core::ptr::copy_nonoverlapping(
                     a.data.as_ptr(),

@@ -46,12 +46,14 @@ pub(crate) static PENDING_OBJECTS: LruHashMap<u64, PendingObject> =
     LruHashMap::with_max_entries(4096, 0);
 #[map]
 pub(crate) static RESERVE_CTX: HashMap<u32, ReserveCtx> = HashMap::with_max_entries(4096, 0);
-/// The iommufd ioctl a thread is in (not the map/unmap ones: objects.rs).
+/// The iommufd ioctl a thread is in (not the map/unmap ones: objects.rs). LRU: an entry
+/// whose exit was missed (a kretprobe out of instances) must not stay for good.
 #[map]
-pub(crate) static IFD_CTX: HashMap<u32, IfdCtx> = HashMap::with_max_entries(4096, 0);
-/// How objects destroyed by this thread now are destroyed (`how::CLOSE`, `how::UNBIND`).
+pub(crate) static IFD_CTX: LruHashMap<u32, IfdCtx> = LruHashMap::with_max_entries(4096, 0);
+/// How objects destroyed by this thread now are destroyed (`how::CLOSE`, `how::UNBIND`):
+/// the outermost of the nested contexts (a close that unbinds a selftest device is a close).
 #[map]
-pub(crate) static HOW_CTX: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+pub(crate) static HOW_CTX: LruHashMap<u32, HowCtx> = LruHashMap::with_max_entries(4096, 0);
 /// Scratch space: `AllocCtx` is too large to build on the 512-byte eBPF stack comfortably.
 #[map]
 pub(crate) static SCRATCH: PerCpuArray<AllocCtx> = PerCpuArray::with_max_entries(1, 0);
@@ -79,7 +81,8 @@ pub(crate) struct AllocCtx {
     /// Page-table pages allocated inside the op, before the domain pointer is known.
     pub(crate) pending_charged: i32,
     pub(crate) pending_uncharged: i32,
-    pub(crate) _pad: u32,
+    /// The vIOMMU's object id (`op::VIOMMU_NESTED`), else 0.
+    pub(crate) viommu_id: u32,
     pub(crate) pending_memcg: u64,
     pub(crate) data: [u8; USER_DATA_MAX],
 }
@@ -161,4 +164,12 @@ pub(crate) struct IfdCtx {
     /// Entries of `aborts` in use.
     pub(crate) pending: u32,
     pub(crate) aborts: [PendingAbort; 2],
+}
+
+/// The outermost destroy context of a thread, and how deep it is nested.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct HowCtx {
+    pub(crate) how: u32,
+    pub(crate) depth: u32,
 }

@@ -20,8 +20,8 @@ use crate::{
         submit_flags, wanted,
     },
     maps::{
-        IfdCtx, PendingAbort, PendingObject, ReserveCtx, EVENTS, HOW_CTX, IFD_CTX, IOCTL_CTX,
-        PENDING_OBJECTS, RESERVE_CTX,
+        HowCtx, IfdCtx, PendingAbort, PendingObject, ReserveCtx, EVENTS, HOW_CTX, IFD_CTX,
+        IOCTL_CTX, PENDING_OBJECTS, RESERVE_CTX,
     },
 };
 
@@ -51,12 +51,23 @@ fn ioctl_enter(cmd: u32) {
     if !wanted() || !needs_context(cmd) {
         return;
     }
+    let tid = current_tid();
+    // iommufd ioctls do not nest: an entry left here lost its exit. Its aborts go out now,
+    // their errno unknown.
+    // SAFETY: copied out before it is overwritten.
+    if let Some(stale) = unsafe { IFD_CTX.get(&tid) }.copied() {
+        for i in 0..2 {
+            if (i as u32) < stale.pending {
+                emit_abort(&stale.aborts[i], 0, 0);
+            }
+        }
+    }
     let c = IfdCtx {
         cmd,
         pending: 0,
         aborts: [PendingAbort::EMPTY; 2],
     };
-    if IFD_CTX.insert(&current_tid(), &c, 0).is_err() {
+    if IFD_CTX.insert(&tid, &c, 0).is_err() {
         count_lost(lost::CONTEXT_FULL);
     }
 }
@@ -105,29 +116,55 @@ pub fn ifd_ioctl_exit(ctx: RetProbeContext) -> u32 {
     0
 }
 
+/// Enters a destroy context; a nested one keeps the outer one's `how`.
 #[inline(always)]
-fn set_how(value: u32) {
-    if wanted() && HOW_CTX.insert(&current_tid(), &value, 0).is_err() {
+fn enter_how(value: u32) {
+    if !wanted() {
+        return;
+    }
+    let tid = current_tid();
+    if let Some(c) = HOW_CTX.get_ptr_mut(&tid) {
+        // SAFETY: this thread's own entry.
+        unsafe { (*c).depth += 1 };
+        return;
+    }
+    let c = HowCtx {
+        how: value,
+        depth: 1,
+    };
+    if HOW_CTX.insert(&tid, &c, 0).is_err() {
         count_lost(lost::CONTEXT_FULL);
     }
 }
 
 #[kprobe]
 pub fn fd_release_entry(_ctx: ProbeContext) -> u32 {
-    set_how(how::CLOSE);
+    enter_how(how::CLOSE);
     0
 }
 
 #[kprobe]
 pub fn device_unbind_entry(_ctx: ProbeContext) -> u32 {
-    set_how(how::UNBIND);
+    enter_how(how::UNBIND);
     0
 }
 
-/// The exit of both: a release never runs inside an unbind, nor the reverse.
+/// The exit of both. They nest: an fd close destroys a selftest device object, whose
+/// destroy op unbinds its iommufd device.
 #[kretprobe]
 pub fn destroy_context_exit(_ctx: RetProbeContext) -> u32 {
-    let _ = HOW_CTX.remove(&current_tid());
+    let tid = current_tid();
+    let Some(c) = HOW_CTX.get_ptr_mut(&tid) else {
+        return 0;
+    };
+    // SAFETY: this thread's own entry.
+    let depth = unsafe {
+        (*c).depth = (*c).depth.saturating_sub(1);
+        (*c).depth
+    };
+    if depth == 0 {
+        let _ = HOW_CTX.remove(&tid);
+    }
     0
 }
 
@@ -350,7 +387,7 @@ pub fn object_destroy(ctx: ProbeContext) -> u32 {
     let tid = current_tid();
     // SAFETY: plain lookups.
     let how = match unsafe { HOW_CTX.get(&tid) } {
-        Some(h) => *h,
+        Some(h) => h.how,
         None => match unsafe { IFD_CTX.get(&tid) } {
             Some(c) if c.cmd == IOMMU_DESTROY => how::DESTROY,
             _ => how::PUT,

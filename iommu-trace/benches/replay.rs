@@ -113,6 +113,7 @@ fn domain_alloc_body(family: Family, domain: u64) -> DomainAlloc {
         data_len: 0,
         data: None,
         parent: KernelPtr(0),
+        viommu_id: None,
         domain: KernelPtr(domain),
         errno: 0,
         latency_ns: 40_000,

@@ -404,6 +404,7 @@ fn text_output_escapes_control_characters() {
             data_len: 0,
             data: None,
             parent: KernelPtr(0),
+            viommu_id: None,
             domain: KernelPtr(0),
             errno: 95,
             latency_ns: 1,

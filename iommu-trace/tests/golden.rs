@@ -311,7 +311,19 @@ fn golden_object_captures_have_a_consistent_graph() {
         ),
         (
             "7.3-vtd-mock-objects.itc",
-            &["device", "hwpt_nested", "hwpt_paging", "ioas", "selftest"][..],
+            &[
+                "device",
+                "hwpt_nested",
+                "hwpt_paging",
+                "ioas",
+                "selftest",
+                "viommu",
+                "vdevice",
+                "veventq",
+                "hw_queue",
+                "fault",
+                "access",
+            ][..],
         ),
     ] {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -337,6 +349,34 @@ fn golden_object_captures_have_a_consistent_graph() {
             "{name}: a domain without its HWPT:\n{report}"
         );
     }
+    // 7.3: nested domains allocated through a vIOMMU name it, and objects left alive are
+    // destroyed by the close of their iommufd.
+    let events = golden("7.3-vtd-mock-objects.itc");
+    let viommus: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::ObjectAlloc(o) if o.object == "viommu" => Some(o.id),
+            _ => None,
+        })
+        .collect();
+    let through: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::DomainAlloc(a) if a.op == iommu_trace::events::AllocOp::ViommuNested => {
+                Some(a)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(through.len(), 3);
+    assert!(through
+        .iter()
+        .all(|a| a.errno == 0 && viommus.contains(&a.viommu_id.unwrap())));
+    assert!(events.iter().any(|e| matches!(
+        &e.body,
+        EventBody::ObjectDestroy(o) if o.object == "viommu"
+            && o.how == iommu_trace::events::DestroyHow::Close
+    )));
 }
 
 // Dropping an object's destroy from a real capture breaks the graph at the end of the

@@ -1,5 +1,7 @@
 # Ground truth for the iommufd object events, counted by ftrace kprobe events on the same
-# kernel functions, independently of iommu-trace's own probes (docs/kernel-facts.md §7.2).
+# kernel functions, independently of iommu-trace's own probes (docs/kernel-facts.md §7.2):
+# allocations, publications, aborts, every destroy op, and the ioctl, file release and
+# device unbind around them (how an object was destroyed, an abort's errno).
 # Sourced by the scenarios: object_truth_start before the workload, object_truth_stop after;
 # xtask/src/checks/objects.rs compares $R/object-truth.txt with the capture.
 T=/sys/kernel/tracing
@@ -11,7 +13,16 @@ object_truth_start() {
         return
     fi
     echo > $T/trace
+    # The map/unmap loops go through the ioctl probes too: room for them.
+    echo 8192 > $T/buffer_size_kb
     echo 'r:itruth/alloc _iommufd_object_alloc obj=$retval:x64' >> $T/kprobe_events
+    # The contexts that say how an object was destroyed and an abort's errno.
+    echo 'p:itruth/ioctl iommufd_fops_ioctl cmd=$arg2:x32' >> $T/kprobe_events
+    echo 'r:itruth/ioctl_ret iommufd_fops_ioctl ret=$retval:s32' >> $T/kprobe_events
+    for f in iommufd_fops_release iommufd_device_unbind; do
+        echo "p:itruth/${f#iommufd_} $f" >> $T/kprobe_events
+        echo "r:itruth/${f#iommufd_}_ret $f" >> $T/kprobe_events
+    done
     for f in iommufd_object_finalize iommufd_object_abort; do
         echo "p:itruth/${f#iommufd_object_} $f obj=\$arg2:x64 id=+12(\$arg2):u32 type=+8(\$arg2):u32" >> $T/kprobe_events
     done

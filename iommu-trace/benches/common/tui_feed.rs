@@ -29,6 +29,7 @@ pub fn bench_feed() -> Vec<Event> {
             data_len: 0,
             data: None,
             parent: KernelPtr(0),
+            viommu_id: None,
             domain: KernelPtr(0xffff_8880_0000_0000 + d * 0x1000),
             errno: 0,
             latency_ns: 30_000 + d * 100,

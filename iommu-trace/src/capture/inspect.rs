@@ -92,6 +92,9 @@ pub fn text_line(ev: &Event, base_ts: u64) -> String {
                 let _ = write!(s, " data={}", user_data_text(d));
             }
             let _ = write!(s, " parent={}", a.parent);
+            if let Some(v) = a.viommu_id {
+                let _ = write!(s, " viommu={v}");
+            }
             if a.errno == 0 {
                 let _ = write!(s, " domain={} OK", a.domain);
             } else {

@@ -58,7 +58,8 @@
 //! - `domain_alloc`: driver (string), op, kind (one byte each), flags, data_type, data_len,
 //!   {data} (0x08; a one-byte variant then its fields), parent, domain, `[errno]` (0x04 = 0),
 //!   latency_ns, pgsize_bitmap, aperture_start, aperture_end, domain_type,
-//!   {driver_fields} (0x10; count, then name and value pairs).
+//!   {driver_fields} (0x10; count, then name and value pairs), {viommu_id} (0x20, version 3;
+//!   op 3 is `viommu_nested`).
 //! - `hwpt_alloc`: flags, dev_id, pt_id, data_type, data_len, hwpt_id, `[errno]` (0x04 = 0), latency_ns.
 //! - `domain_free`: domain, latency_ns.
 //! - `lost`: ringbuf_full, context_full.

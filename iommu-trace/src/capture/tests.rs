@@ -68,6 +68,7 @@ fn samples() -> Vec<Event> {
                 data_len: 0,
                 data: None,
                 parent: KernelPtr(0),
+                viommu_id: None,
                 domain: KernelPtr(DOM_A),
                 errno: 0,
                 latency_ns: 31_000,
@@ -99,6 +100,7 @@ fn samples() -> Vec<Event> {
                     addr_width: 48,
                 }),
                 parent: KernelPtr(DOM_A),
+                viommu_id: None,
                 domain: KernelPtr(0),
                 errno: 95,
                 latency_ns: 900,
@@ -224,6 +226,7 @@ fn samples() -> Vec<Event> {
                 data_len: 4,
                 data: Some(UserData::Selftest { iotlb: 7 }),
                 parent: KernelPtr(0),
+                viommu_id: None,
                 domain: KernelPtr(DOM_B),
                 errno: 0,
                 latency_ns: 4_000,
@@ -600,6 +603,7 @@ fn realistic_stream(n: usize) -> Vec<Event> {
                 data_len: 0,
                 data: None,
                 parent: KernelPtr(0),
+                viommu_id: None,
                 domain: KernelPtr(*d),
                 errno: 0,
                 latency_ns: 20_000 + rng.below(20_000),
@@ -1119,7 +1123,8 @@ fn arb_op() -> BoxedStrategy<AllocOp> {
     prop_oneof![
         Just(AllocOp::AllocUser),
         Just(AllocOp::PagingFlags),
-        Just(AllocOp::Nested)
+        Just(AllocOp::Nested),
+        Just(AllocOp::ViommuNested)
     ]
     .boxed()
 }
@@ -1190,7 +1195,10 @@ fn arb_domain_alloc() -> BoxedStrategy<DomainAlloc> {
             any::<u32>(),
             any::<u32>(),
         ),
-        prop::option::of(arb_user_data()),
+        (
+            prop::option::of(arb_user_data()),
+            prop::option::of(any::<u32>()),
+        ),
         (arb_ptr(), arb_ptr(), arb_i32(), arb_u64()),
         (
             arb_u64(),
@@ -1203,7 +1211,7 @@ fn arb_domain_alloc() -> BoxedStrategy<DomainAlloc> {
         .prop_map(
             |(
                 (driver, op, kind, flags, data_type, data_len),
-                data,
+                (data, viommu_id),
                 (parent, domain, errno, latency_ns),
                 (pgsize_bitmap, aperture_start, aperture_end, domain_type, driver_fields),
             )| DomainAlloc {
@@ -1215,6 +1223,7 @@ fn arb_domain_alloc() -> BoxedStrategy<DomainAlloc> {
                 data_len,
                 data,
                 parent,
+                viommu_id,
                 domain,
                 errno,
                 latency_ns,

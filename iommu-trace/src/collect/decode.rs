@@ -60,7 +60,7 @@ fn event(h: &EventHeader, body: EventBody) -> Event {
 /// (docs/kernel-facts.md §1.3: auto domains come from iommufd_hwpt_paging_alloc outside the
 /// IOMMU_HWPT_ALLOC ioctl, i.e. from a device attach).
 pub fn domain_kind(op_value: u32, parent: u64, context_bits: u32) -> DomainKind {
-    if op_value == op::NESTED || parent != 0 {
+    if op_value == op::NESTED || op_value == op::VIOMMU_NESTED || parent != 0 {
         DomainKind::Nested
     } else if context_bits & context::HWPT_ALLOC_IOCTL != 0 {
         DomainKind::Paging
@@ -92,7 +92,13 @@ impl Decoder {
             kind::OBJECT_ALLOC => {
                 let mut refs = BTreeMap::new();
                 let (mut domain, mut virt_id) = (None, None);
-                for (r, &raw) in self.objects.object_refs_of(&object).iter().zip(&e.refs) {
+                // The eBPF side reads references only for types below MAX_OBJECT_TYPES.
+                let slots = if (e.obj_type as usize) < iommu_trace_common::MAX_OBJECT_TYPES {
+                    self.objects.object_refs_of(&object)
+                } else {
+                    &[]
+                };
+                for (r, &raw) in slots.iter().zip(&e.refs) {
                     match r.kind {
                         RefKind::Object if raw != 0 => {
                             refs.insert(r.name.clone(), raw as u32);
@@ -248,6 +254,7 @@ impl Decoder {
             op: match e.op {
                 op::PAGING_FLAGS => AllocOp::PagingFlags,
                 op::NESTED => AllocOp::Nested,
+                op::VIOMMU_NESTED => AllocOp::ViommuNested,
                 _ => AllocOp::AllocUser,
             },
             kind: domain_kind(e.op, e.parent, e.context),
@@ -260,6 +267,7 @@ impl Decoder {
                 None
             },
             parent: KernelPtr(e.parent),
+            viommu_id: (e.op == op::VIOMMU_NESTED).then_some(e.viommu_id),
             domain: KernelPtr(e.domain),
             errno: e.errno,
             latency_ns: e.latency_ns,
@@ -336,6 +344,8 @@ mod tests {
             data_type: 0,
             data_len: 0,
             data_copied: 0,
+            viommu_id: 0,
+            _pad: 0,
             latency_ns: 5000,
             data: [0; USER_DATA_MAX],
             geometry,

@@ -133,6 +133,8 @@ pub enum AllocOp {
     PagingFlags,
     /// `domain_alloc_nested` (6.13+).
     Nested,
+    /// A vIOMMU's `alloc_domain_nested` (6.13+): a nested domain for a guest's vIOMMU.
+    ViommuNested,
 }
 
 impl AllocOp {
@@ -142,6 +144,7 @@ impl AllocOp {
             AllocOp::AllocUser => "alloc_user",
             AllocOp::PagingFlags => "paging_flags",
             AllocOp::Nested => "nested",
+            AllocOp::ViommuNested => "viommu_nested",
         }
     }
 }
@@ -199,6 +202,9 @@ pub struct DomainAlloc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<UserData>,
     pub parent: KernelPtr,
+    /// The vIOMMU it was allocated through (`op` `viommu_nested`): its object id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viommu_id: Option<u32>,
     /// The new domain; 0 on failure.
     pub domain: KernelPtr,
     /// 0 on success, else the positive errno the op returned.
@@ -378,7 +384,12 @@ mod naming_tests {
     #[test]
     fn each_enum_has_one_name() {
         let serde_name = |v: serde_json::Value| v.as_str().unwrap().to_string();
-        for op in [AllocOp::AllocUser, AllocOp::PagingFlags, AllocOp::Nested] {
+        for op in [
+            AllocOp::AllocUser,
+            AllocOp::PagingFlags,
+            AllocOp::Nested,
+            AllocOp::ViommuNested,
+        ] {
             assert_eq!(serde_name(serde_json::to_value(op).unwrap()), op.name());
         }
         for c in [PtCause::Alloc, PtCause::Map, PtCause::Unmap, PtCause::Free] {

@@ -42,13 +42,39 @@ pub struct FakeState {
     pub domain_bytes: BTreeMap<u32, (u64, u64)>,
     pub domains_allocated: u32,
     pub domains_freed: u32,
+    /// The fd of the call in progress, and the fd each object was created through.
+    fd: i32,
+    owner: HashMap<u32, i32>,
 }
 
 impl FakeState {
     fn alloc_id(&mut self, o: Obj) -> u32 {
         self.next_id += 1;
         self.objs.insert(self.next_id, o);
+        self.owner.insert(self.next_id, self.fd);
         self.next_id
+    }
+
+    /// The iommufd `fd` was closed: its objects are destroyed, users first (as
+    /// `iommufd_fops_release` destroys whatever has no other user, until none is left).
+    fn release(&mut self, fd: i32) {
+        loop {
+            let mut ids: Vec<u32> = self
+                .owner
+                .iter()
+                .filter(|(id, f)| **f == fd && self.objs.contains_key(id))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort_unstable();
+            let before = self.objs.len();
+            for id in ids.into_iter().rev() {
+                let _ = self.destroy(id);
+            }
+            if self.objs.len() == before {
+                break;
+            }
+        }
+        self.owner.retain(|_, f| *f != fd);
     }
 
     fn domains_of(&self, ioas: u32) -> Vec<u32> {
@@ -257,10 +283,15 @@ impl FakeState {
         0
     }
 
-    fn call(&mut self, req: u32, arg: *mut u8) -> i32 {
+    fn call(&mut self, fd: i32, req: u32, arg: *mut u8) -> i32 {
+        self.fd = fd;
         // SAFETY (all casts): the caller passes the struct that matches `req` (uapi.rs).
         unsafe {
             match req {
+                super::sys::FAKE_CLOSE => {
+                    self.release(fd);
+                    0
+                }
                 IOMMU_IOAS_ALLOC => {
                     let c = &mut *(arg as *mut IommuIoasAlloc);
                     c.out_ioas_id = self.alloc_id(Obj::Ioas);
@@ -323,8 +354,8 @@ pub fn install(mock_available: bool) -> Rc<RefCell<FakeState>> {
     }));
     let s2 = st.clone();
     FAKE_KERNEL.with(|f| {
-        *f.borrow_mut() = Some(Box::new(move |_fd, req, arg| {
-            s2.borrow_mut().call(req, arg)
+        *f.borrow_mut() = Some(Box::new(move |fd, req, arg| {
+            s2.borrow_mut().call(fd, req, arg)
         }));
     });
     st

@@ -220,6 +220,8 @@ pub struct Report {
     pub vfio: Option<VfioInfo>,
     /// The selftest mock (IOMMU_TEST_CMD): errno ENOTTY = no CONFIG_IOMMUFD_TEST.
     pub mock: Availability,
+    /// vIOMMU objects on the mock (7.x): errno ENOTTY = the kernel has none.
+    pub viommu: Availability,
     /// 2M hugetlb memory for the contiguous run.
     pub hugepages: Availability,
     pub steps: Vec<Step>,

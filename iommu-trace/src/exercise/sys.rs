@@ -35,6 +35,25 @@ pub fn ioctl<T>(fd: RawFd, req: u32, arg: &mut T) -> i32 {
 /// Test hook: when set (per thread), `ioctl` calls this instead of the kernel.
 #[cfg(test)]
 pub type FakeKernel = Box<dyn FnMut(RawFd, u32, *mut u8) -> i32>;
+/// The request the fake kernel gets when an fd is closed.
+#[cfg(test)]
+pub const FAKE_CLOSE: u32 = u32::MAX;
+
+/// Closes `fd`; the errno, 0 on success.
+pub fn close(fd: RawFd) -> i32 {
+    #[cfg(test)]
+    FAKE_KERNEL.with(|f| {
+        if let Some(k) = f.borrow_mut().as_mut() {
+            k(fd, FAKE_CLOSE, std::ptr::null_mut());
+        }
+    });
+    // SAFETY: the caller owns fd and gives it up.
+    if unsafe { libc::close(fd) } < 0 {
+        last_errno()
+    } else {
+        0
+    }
+}
 #[cfg(test)]
 thread_local! {
     pub static FAKE_KERNEL: std::cell::RefCell<Option<FakeKernel>> =

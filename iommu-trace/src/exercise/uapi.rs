@@ -44,6 +44,11 @@ pub const IOMMU_HWPT_SET_DIRTY_TRACKING: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE
 pub const IOMMU_HWPT_GET_DIRTY_BITMAP: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x0c);
 pub const IOMMU_HWPT_INVALIDATE: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x0d);
 pub const IOMMU_FAULT_QUEUE_ALLOC: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x0e);
+// 7.x (6.13+) vIOMMU objects; 6.12 answers ENOTTY.
+pub const IOMMU_VIOMMU_ALLOC: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x10);
+pub const IOMMU_VDEVICE_ALLOC: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x11);
+pub const IOMMU_VEVENTQ_ALLOC: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x13);
+pub const IOMMU_HW_QUEUE_ALLOC: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x14);
 
 // ---- iommufd_test.h: #define IOMMU_TEST_CMD _IO(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 32) ----
 pub const IOMMU_TEST_CMD: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 32);
@@ -92,6 +97,11 @@ pub const IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS: u32 = 12;
 pub const IOMMU_TEST_OP_DIRTY: u32 = 13;
 pub const IOMMU_TEST_OP_MD_CHECK_IOTLB: u32 = 14;
 pub const IOMMU_TEST_OP_TRIGGER_IOPF: u32 = 15;
+
+/// iommufd_test.h (7.x): the selftest's vIOMMU, vEVENTQ and HW queue types.
+pub const IOMMU_VIOMMU_TYPE_SELFTEST: u32 = 0xdead_beef;
+pub const IOMMU_VEVENTQ_TYPE_SELFTEST: u32 = 0xbeef_beef;
+pub const IOMMU_HW_QUEUE_TYPE_SELFTEST: u32 = 0xdead_beef;
 
 /// iommufd_test.h: `MOCK_APERTURE_START = 1UL << 24`, `MOCK_APERTURE_LAST = (1UL << 31) - 1`.
 pub const MOCK_APERTURE_START: u64 = 1 << 24;
@@ -243,6 +253,70 @@ impl IommuTestCmd {
     }
 }
 
+/// iommufd.h `struct iommu_fault_alloc` (16 bytes).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IommuFaultAlloc {
+    pub size: u32,
+    pub flags: u32,
+    pub out_fault_id: u32,
+    pub out_fault_fd: u32,
+}
+
+/// iommufd.h `struct iommu_viommu_alloc` (40 bytes, 7.x).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IommuViommuAlloc {
+    pub size: u32,
+    pub flags: u32,
+    pub type_: u32,
+    pub dev_id: u32,
+    pub hwpt_id: u32,
+    pub out_viommu_id: u32,
+    pub data_len: u32,
+    pub reserved: u32,
+    pub data_uptr: u64,
+}
+
+/// iommufd.h `struct iommu_vdevice_alloc` (24 bytes, 7.x).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IommuVdeviceAlloc {
+    pub size: u32,
+    pub viommu_id: u32,
+    pub dev_id: u32,
+    pub out_vdevice_id: u32,
+    pub virt_id: u64,
+}
+
+/// iommufd.h `struct iommu_veventq_alloc` (32 bytes, 7.x).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IommuVeventqAlloc {
+    pub size: u32,
+    pub flags: u32,
+    pub viommu_id: u32,
+    pub type_: u32,
+    pub veventq_depth: u32,
+    pub out_veventq_id: u32,
+    pub out_veventq_fd: u32,
+    pub reserved: u32,
+}
+
+/// iommufd.h `struct iommu_hw_queue_alloc` (40 bytes, 7.x).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IommuHwQueueAlloc {
+    pub size: u32,
+    pub flags: u32,
+    pub viommu_id: u32,
+    pub type_: u32,
+    pub index: u32,
+    pub out_hw_queue_id: u32,
+    pub nesting_parent_iova: u64,
+    pub length: u64,
+}
+
 /// Size as a `u32` for the `size`/`argsz` fields.
 pub const fn size32<T>() -> u32 {
     size_of::<T>() as u32
@@ -261,6 +335,11 @@ mod tests {
         assert_eq!(size_of::<IommuIoasMap>(), 40);
         assert_eq!(size_of::<IommuIoasUnmap>(), 24);
         assert_eq!(size_of::<IommuHwptAlloc>(), 48);
+        assert_eq!(size_of::<IommuFaultAlloc>(), 16);
+        assert_eq!(size_of::<IommuViommuAlloc>(), 40);
+        assert_eq!(size_of::<IommuVdeviceAlloc>(), 24);
+        assert_eq!(size_of::<IommuVeventqAlloc>(), 32);
+        assert_eq!(size_of::<IommuHwQueueAlloc>(), 40);
         assert_eq!(size_of::<IommuHwptVtdS1>(), 24);
         assert_eq!(size_of::<VfioDeviceBindIommufd>(), 16);
         assert_eq!(size_of::<VfioDeviceAttachIommufdPt>(), 12);

@@ -39,8 +39,14 @@ pub fn ebpf_config(plan: &Plan, filter_pid: u32) -> Config {
     } else {
         nr_flags - 1
     };
-    c.object_type = get("iommufd_object.type");
-    c.object_id = get("iommufd_object.id");
+    // `struct iommufd_object` has `type` at +8 and `id` at +12 in 6.12 and 7.3
+    // (docs/kernel-facts.md §7.1). With iommufd a module its BTF is not in vmlinux: fall
+    // back to that layout rather than record every object as id 0.
+    let or = |v: u32, fixed: u32| if v == Config::UNSET { fixed } else { v };
+    c.object_type = or(get("iommufd_object.type"), 8);
+    c.object_id = or(get("iommufd_object.id"), 12);
+    c.viommu_hwpt = get("iommufd_viommu.hwpt");
+    c.hwpt_domain = get("iommufd_hw_pagetable.domain");
     for (name, value) in &plan.object_types {
         let Ok(t) = usize::try_from(*value) else {
             continue;

@@ -13,7 +13,7 @@ use super::features::detect_features;
 use super::kallsyms::Kallsyms;
 use super::tables::{
     DriverSpec, CORE_POINTS, DRIVERS, OBJECT_DESTROY_OPS, OBJECT_REFS, OP_SHAPES, PT_SYMBOLS,
-    TRAMPOLINES,
+    TRAMPOLINES, VIOMMU_NESTED_PARAMS,
 };
 use crate::session::{
     Attachment, DriverField, DriverInfo, Gap, GapReason, ObjectRef, ObjectRefs, Plan, PointPlan,
@@ -151,17 +151,35 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
     let mut alloc = PointPlan {
         point: "driver_alloc".into(),
         what: "driver domain allocation ops (domain_alloc_user; 6.13+: \
-                   domain_alloc_paging_flags, domain_alloc_nested)"
+                   domain_alloc_paging_flags, domain_alloc_nested, a vIOMMU's \
+                   alloc_domain_nested)"
             .into(),
         attach: vec![],
         gaps: vec![],
     };
     for spec in DRIVERS {
         let mut driver_idx = None;
-        for shape in OP_SHAPES {
-            let sym = format!("{}_{}", spec.prefix, shape.suffix);
-            let gap = symbol_gap(inputs, &sym, shape.params);
-            // Absent ops of absent drivers are the normal case: list only real gaps.
+        // The op shapes under the driver's prefix, then its vIOMMU's nested op.
+        let candidates = OP_SHAPES
+            .iter()
+            .map(|shape| {
+                (
+                    format!("{}_{}", spec.prefix, shape.suffix),
+                    shape.entry_program,
+                    shape.params,
+                )
+            })
+            .chain(spec.viommu_nested_ops.iter().map(|sym| {
+                (
+                    sym.to_string(),
+                    "alloc_viommu_nested_entry",
+                    VIOMMU_NESTED_PARAMS,
+                )
+            }));
+        for (sym, entry_program, params) in candidates {
+            let gap = symbol_gap(inputs, &sym, params);
+            // Absent ops of absent drivers (and of kernels before the vIOMMU) are the
+            // normal case: list only real gaps.
             if gap == Some(GapReason::NotInKernel) {
                 continue;
             }
@@ -172,7 +190,7 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
                 });
                 continue;
             }
-            if drivers.len() >= MAX_DRIVERS {
+            if drivers.len() >= MAX_DRIVERS && driver_idx.is_none() {
                 break;
             }
             let idx = *driver_idx.get_or_insert_with(|| {
@@ -186,7 +204,7 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
                 addr: addr_of(inputs, &sym),
                 symbol: sym,
                 program_type: ProgramKind::KprobeKretprobe,
-                entry_program: shape.entry_program.into(),
+                entry_program: entry_program.into(),
                 exit_program: Some("alloc_exit".into()),
                 driver: Some(idx),
                 fallback: None,
@@ -360,6 +378,8 @@ fn offsets_from_btf(btf: &Btf) -> Vec<(String, i64)> {
         ("iommufd_ucmd", "cmd"),
         ("iommufd_object", "type"),
         ("iommufd_object", "id"),
+        ("iommufd_viommu", "hwpt"),
+        ("iommufd_hw_pagetable", "domain"),
         ("folio", "memcg_data"),
         ("obj_cgroup", "memcg"),
         ("mem_cgroup", "css.cgroup"),
@@ -615,6 +635,46 @@ mod tests {
         assert_eq!(destroy.gaps.len(), 1, "{:?}", destroy.gaps);
         assert_eq!(destroy.gaps[0].symbol, "iommufd_fault_destroy");
         assert_eq!(destroy.gaps[0].reason, GapReason::NotInKernel);
+    }
+
+    // A vIOMMU's alloc_domain_nested: attached for its driver when BTF shows its parameters,
+    // a gap when they differ, nothing when the kernel has none (6.12).
+    #[test]
+    fn viommu_nested_ops_are_attached_for_their_driver() {
+        let with = |params: &[&str]| {
+            let mut b = Builder::new();
+            b.func("mock_viommu_alloc_domain_nested", params);
+            b.func(
+                "mock_domain_alloc_paging_flags",
+                &["dev", "flags", "user_data"],
+            );
+            let btf = Btf::parse(&b.build()).unwrap();
+            let k = Kallsyms::parse(&format!(
+                "{KALLSYMS}ffffffff81000200 t mock_viommu_alloc_domain_nested\n"
+            ));
+            plan_of(&btf, &k, &[])
+        };
+        let plan = with(&["viommu", "flags", "user_data"]);
+        let alloc = plan.point("driver_alloc").unwrap();
+        let a = alloc
+            .attach
+            .iter()
+            .find(|a| a.symbol == "mock_viommu_alloc_domain_nested")
+            .expect("attached");
+        assert_eq!(a.entry_program, "alloc_viommu_nested_entry");
+        assert_eq!(plan.drivers[a.driver.unwrap()].name, "mock");
+        let plan = with(&["dev", "flags", "user_data"]);
+        let alloc = plan.point("driver_alloc").unwrap();
+        assert!(alloc
+            .gaps
+            .iter()
+            .any(|g| g.symbol == "mock_viommu_alloc_domain_nested"
+                && matches!(g.reason, GapReason::UnexpectedSignature { .. })));
+        // No vIOMMU op in the kernel: neither attached nor a gap.
+        let plan = plan_of(&fixture_btf(), &Kallsyms::parse(KALLSYMS), &[]);
+        let alloc = plan.point("driver_alloc").unwrap();
+        assert!(!alloc.attach.iter().any(|a| a.symbol.contains("viommu")));
+        assert!(!alloc.gaps.iter().any(|g| g.symbol.contains("viommu")));
     }
 
     #[test]

@@ -49,7 +49,13 @@ pub(super) struct DriverSpec {
     /// Members of `domain_struct` copied into the event, as `name` or `name=path.in.struct`;
     /// missing ones are skipped, and at most `DRIVER_WORDS` are kept, in this order.
     pub(super) fields: &'static [&'static str],
+    /// Its `iommufd_viommu_ops.alloc_domain_nested` (6.13+), `(viommu, flags, user_data)`:
+    /// nested domains allocated through a vIOMMU (docs/kernel-facts.md §7.3).
+    pub(super) viommu_nested_ops: &'static [&'static str],
 }
+
+/// Parameters of a vIOMMU's `alloc_domain_nested` (include/linux/iommufd.h, 7.3).
+pub(super) const VIOMMU_NESTED_PARAMS: &[&str] = &["viommu", "flags", "user_data"];
 
 pub(super) const DRIVERS: &[DriverSpec] = &[
     // drivers/iommu/intel/iommu.h: struct dmar_domain (6.12: agaw/gaw/iommu_superpage).
@@ -68,6 +74,7 @@ pub(super) const DRIVERS: &[DriverSpec] = &[
             "top_of_table=sspt.vtdss_pt.common.top_of_table",
             "max_vasz_lg2=sspt.vtdss_pt.common.max_vasz_lg2",
         ],
+        viommu_nested_ops: &[],
     },
     DriverSpec {
         name: "amd",
@@ -75,6 +82,7 @@ pub(super) const DRIVERS: &[DriverSpec] = &[
         domain_struct: "protection_domain",
         marker: "domain",
         fields: &["pd_mode"],
+        viommu_nested_ops: &[],
     },
     // drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h: struct arm_smmu_domain. `stage` is
     // enum arm_smmu_domain_stage (S1 = 0, S2 = 1, 7.x SVA = 2): recorded raw as
@@ -94,6 +102,7 @@ pub(super) const DRIVERS: &[DriverSpec] = &[
             "smmu_ias=smmu->ias",
             "smmu_oas=smmu->oas",
         ],
+        viommu_nested_ops: &["arm_vsmmu_alloc_domain_nested"],
     },
     // drivers/iommu/iommufd/selftest.c: struct mock_iommu_domain.
     DriverSpec {
@@ -107,6 +116,7 @@ pub(super) const DRIVERS: &[DriverSpec] = &[
             "top_of_table=amdv1.amdpt.common.top_of_table",
             "max_vasz_lg2=amdv1.amdpt.common.max_vasz_lg2",
         ],
+        viommu_nested_ops: &["mock_viommu_alloc_domain_nested"],
     },
 ];
 
@@ -242,7 +252,8 @@ pub(super) struct ObjectRefSpec {
 }
 
 /// Members missing from the running kernel's BTF are skipped (6.12's nested HWPT has no
-/// `viommu`). Structs from iommufd/iommufd_private.h (6.12, 7.3) and include/linux/iommufd.h
+/// `viommu`). Only members set before publication: an ACCESS is published before its IOAS
+/// is attached (`iommufd_access_create`, 6.12 device.c:985), so it records none. Structs from iommufd/iommufd_private.h (6.12, 7.3) and include/linux/iommufd.h
 /// (7.3).
 pub(super) const OBJECT_REFS: &[ObjectRefSpec] = &[
     ObjectRefSpec {
@@ -263,11 +274,6 @@ pub(super) const OBJECT_REFS: &[ObjectRefSpec] = &[
             ("fault", "common.fault", RefKind::Object),
             ("domain", "common.domain", RefKind::Domain),
         ],
-    },
-    ObjectRefSpec {
-        object: "access",
-        strukt: "iommufd_access",
-        refs: &[("ioas", "ioas", RefKind::Object)],
     },
     ObjectRefSpec {
         object: "viommu",

@@ -99,12 +99,25 @@ pub fn replay_reader<R: std::io::Read>(
     let mut report = replay_with_progress(events, &opts, progress);
     report.missing_points = missing_points;
     if let (Some(objects), Some(session)) = (&mut report.objects, &reader.header().session) {
-        let gaps: Vec<String> = session
+        let mut gaps: Vec<String> = session
             .missing_points()
             .iter()
             .filter(|m| POINTS_OBJECTS.contains(&m.point.as_str()))
             .map(|m| format!("probe point {m} recorded nothing"))
             .collect();
+        // One type's destroy op missing is enough: its objects would look immortal.
+        if let Some(p) = session.plan.point("object_destroy") {
+            let refused = session.refused.iter().filter(|r| {
+                !matches!(r.fallback, crate::session::Fallback::Attached { .. })
+                    && p.attach.iter().any(|a| a.symbol == r.symbol)
+            });
+            gaps.extend(
+                p.gaps
+                    .iter()
+                    .map(|g| format!("{} not traced: {}", g.symbol, g.reason))
+                    .chain(refused.map(|r| format!("{} refused: {}", r.symbol, r.error))),
+            );
+        }
         if !gaps.is_empty() {
             objects.set_unchecked(gaps.join("; "));
         }

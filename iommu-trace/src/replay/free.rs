@@ -127,7 +127,7 @@ impl Replayer {
             }
         }
         for r in &mut self.reports {
-            r.hwpt = self.objects.hwpt_id(r.domain);
+            r.hwpt = self.objects.hwpt_id(r.domain, r.alloc_index);
         }
         let objects = std::mem::take(&mut self.objects).finish(index);
         Report {

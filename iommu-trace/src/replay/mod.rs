@@ -171,7 +171,12 @@ impl Replayer {
         match &ev.body {
             EventBody::Lost(l) => self.lost(index, l),
             EventBody::HwptAlloc(_) => {}
-            EventBody::DomainAlloc(a) => self.domain_alloc(index, ev, a),
+            EventBody::DomainAlloc(a) => {
+                if a.errno == 0 && a.domain.0 != 0 {
+                    self.objects.domain_alloc(index, a.domain);
+                }
+                self.domain_alloc(index, ev, a)
+            }
             EventBody::PtAlloc(p) => self.pt_pages(index, ev, p, true),
             EventBody::PtFree(p) => self.pt_pages(index, ev, p, false),
             EventBody::Map(m) => self.map_unmap(index, ev, m, true),

@@ -1,12 +1,12 @@
 //! The iommufd object graph over a capture, and its invariants (docs/kernel-facts.md §7.2):
 //! an id is not published again in a context while its object lives; an object is destroyed
-//! at most once; a HWPT's domain is freed when the HWPT is destroyed, not before; and once
+//! at most once (a second destroy of a pointer not published again); a HWPT's domain is freed when the HWPT is destroyed, not before; and once
 //! an iommufd is closed every object of it is destroyed. A broken one is reported like a
 //! page-table divergence: what, and at which event.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use crate::events::{DestroyHow, KernelPtr, ObjectAlloc, ObjectDestroy};
@@ -99,10 +99,15 @@ pub(super) struct ObjectGraph {
     hwpt_of_domain: FxHashMap<u64, u64>,
     /// Domains of destroyed HWPTs not yet freed: domain -> (hwpt id, destroy event).
     awaiting_free: FxHashMap<u64, (u32, u64)>,
-    /// Contexts whose file was released.
+    /// Domains whose allocation the capture saw (only those have a traced free), with the
+    /// event of that allocation.
+    allocated: FxHashMap<u64, u64>,
+    /// Contexts whose file was released. A context pointer is reused by the next open.
     closed: BTreeSet<u64>,
-    /// The HWPT id last published for each domain, for the domain reports.
-    hwpt_ids: FxHashMap<u64, u32>,
+    /// Objects destroyed in the capture and not published again.
+    gone: FxHashSet<u64>,
+    /// The HWPT id of each domain lifetime (domain, its allocation event), for the reports.
+    hwpt_ids: FxHashMap<(u64, u64), u32>,
     seen: bool,
     report: ObjectsReport,
 }
@@ -124,6 +129,12 @@ impl ObjectGraph {
             return;
         }
         *self.report.created.entry(o.object.clone()).or_default() += 1;
+        self.gone.remove(&o.obj.0);
+        if self.closed.remove(&o.ictx.0) {
+            // A new open at the address of a closed context: what the old one left is
+            // known to have outlived its close.
+            self.outlived_close(o.ictx.0, index);
+        }
         let key = (o.ictx.0, o.id);
         if let Some(other) = self.ids.get(&key).and_then(|p| self.live.get(p)) {
             let what = format!(
@@ -139,7 +150,9 @@ impl ObjectGraph {
         let domain = o.domain.map(|d| d.0).filter(|d| *d != 0);
         if let Some(d) = domain {
             self.hwpt_of_domain.insert(d, o.obj.0);
-            self.hwpt_ids.insert(d, o.id);
+            if let Some(&at) = self.allocated.get(&d) {
+                self.hwpt_ids.insert((d, at), o.id);
+            }
         }
         self.ids.insert(key, o.obj.0);
         self.live.insert(
@@ -163,9 +176,18 @@ impl ObjectGraph {
         self.seen = true;
         *self.report.destroyed.entry(o.object.clone()).or_default() += 1;
         let Some(l) = self.live.remove(&o.obj.0) else {
-            self.report.created_before_capture += 1;
+            if self.gone.contains(&o.obj.0) {
+                let what = format!(
+                    "{} id {} ({}) destroyed a second time",
+                    o.object, o.id, o.obj
+                );
+                self.finding(index, what);
+            } else {
+                self.report.created_before_capture += 1;
+            }
             return;
         };
+        self.gone.insert(o.obj.0);
         self.ids.remove(&(l.ictx, l.id));
         if o.how == DestroyHow::Close {
             self.closed.insert(l.ictx);
@@ -179,12 +201,40 @@ impl ObjectGraph {
         }
         if let Some(d) = l.domain {
             self.hwpt_of_domain.remove(&d);
-            self.awaiting_free.insert(d, (l.id, index));
+            // Only a domain whose allocation was traced has a traced free (7.3's nested
+            // domains from a vIOMMU op are not yet).
+            if self.allocated.contains_key(&d) {
+                self.awaiting_free.insert(d, (l.id, index));
+            }
+        }
+    }
+
+    /// A successful `domain_alloc`.
+    pub(super) fn domain_alloc(&mut self, index: u64, domain: KernelPtr) {
+        self.allocated.insert(domain.0, index);
+    }
+
+    /// Objects of `ictx` still alive, reported as having outlived its close.
+    fn outlived_close(&mut self, ictx: u64, index: u64) {
+        let mut left: Vec<_> = self
+            .live
+            .values()
+            .filter(|l| l.ictx == ictx)
+            .cloned()
+            .collect();
+        left.sort_by_key(|l| l.created_at);
+        for l in left {
+            let what = format!(
+                "{} id {} (created at event {}) outlived the close of its iommufd",
+                l.object, l.id, l.created_at
+            );
+            self.finding(index, what);
         }
     }
 
     /// A `domain_free`: expected after its HWPT's destruction, never before.
     pub(super) fn domain_free(&mut self, index: u64, domain: KernelPtr) {
+        self.allocated.remove(&domain.0);
         if self.awaiting_free.remove(&domain.0).is_some() {
             return;
         }
@@ -201,9 +251,10 @@ impl ObjectGraph {
         }
     }
 
-    /// The HWPT id whose domain `domain` is, if the capture saw it published.
-    pub(super) fn hwpt_id(&self, domain: KernelPtr) -> Option<u32> {
-        self.hwpt_ids.get(&domain.0).copied()
+    /// The HWPT id whose domain is `domain` allocated at event `alloc_index`, if the
+    /// capture saw it published.
+    pub(super) fn hwpt_id(&self, domain: KernelPtr, alloc_index: Option<u64>) -> Option<u32> {
+        self.hwpt_ids.get(&(domain.0, alloc_index?)).copied()
     }
 
     /// The report, with the invariants that need the whole capture; `None` when the capture
@@ -221,17 +272,15 @@ impl ObjectGraph {
             );
             self.finding(at, what);
         }
-        let mut left: Vec<_> = self.live.values().cloned().collect();
-        left.sort_by_key(|l| l.created_at);
-        for l in left {
-            if self.closed.contains(&l.ictx) {
-                let what = format!(
-                    "{} id {} (created at event {}) outlived the close of its iommufd",
-                    l.object, l.id, l.created_at
-                );
-                self.finding(last_index, what);
-            }
-            *self.report.alive_at_end.entry(l.object).or_default() += 1;
+        for ictx in std::mem::take(&mut self.closed) {
+            self.outlived_close(ictx, last_index);
+        }
+        for l in self.live.values() {
+            *self
+                .report
+                .alive_at_end
+                .entry(l.object.clone())
+                .or_default() += 1;
         }
         Some(self.report)
     }

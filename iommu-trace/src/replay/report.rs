@@ -180,12 +180,13 @@ impl Outcome {
 pub const POINTS_VERIFIED: &[&str] = &["driver_alloc", "domain_free", "map", "unmap", "pt_pages"];
 
 /// The probe points the object graph's invariants need: without any of them the graph is
-/// not checked (the page tables still are).
+/// not checked (the page tables still are). `iommufd_release` tells a close's destructions.
 pub const POINTS_OBJECTS: &[&str] = &[
     "object_alloc",
     "object_publish",
     "object_abort",
     "object_destroy",
+    "iommufd_release",
 ];
 
 impl Report {

@@ -41,6 +41,7 @@ fn alloc_ev(
             data_len: 0,
             data: None,
             parent: KernelPtr(0),
+            viommu_id: None,
             domain: KernelPtr(domain),
             errno: 0,
             latency_ns: 0,
@@ -581,4 +582,41 @@ fn each_broken_object_invariant_is_reported_at_its_event() {
     let mut o = o;
     o.set_unchecked("probe point object_destroy recorded nothing".into());
     assert!(o.findings.is_empty() && o.unchecked.is_some());
+}
+
+// Real kernels reuse pointers: a context after a close, a domain after its free. And a
+// domain whose allocation was not traced has no traced free to wait for.
+#[test]
+fn reused_pointers_and_untraced_domains_are_no_findings() {
+    use crate::events::DestroyHow::*;
+    let (r, o) = graph(&[
+        object("ioas", 1, 0xa000, None),
+        destroyed("ioas", 1, 0xa000, Close),
+        // The next open gets the same context pointer and starts at id 1 again.
+        object("ioas", 1, 0xa000, None),
+        // A nested HWPT whose domain came from an op the tracer does not see.
+        object("hwpt_nested", 2, 0xb000, Some(D2)),
+        destroyed("hwpt_nested", 2, 0xb000, Destroy),
+    ]);
+    assert!(o.findings.is_empty(), "{r}");
+    assert_eq!(o.alive_at_end["ioas"], 1);
+
+    // A second destroy of the same object is a finding; the HWPT id follows the domain's
+    // lifetime, not its pointer.
+    let (r, o) = graph(&[
+        intel(D1),
+        pt(D1, 1, true, 1, false, PtCause::Alloc),
+        object("hwpt_paging", 2, 0xb000, Some(D1)),
+        destroyed("hwpt_paging", 2, 0xb000, Destroy),
+        pt(D1, 1, false, 1, false, PtCause::Free),
+        free_ev(D1),
+        destroyed("hwpt_paging", 2, 0xb000, Destroy),
+        intel(D1),
+        pt(D1, 1, true, 1, false, PtCause::Alloc),
+    ]);
+    assert_eq!(o.findings.len(), 1, "{r}");
+    assert_eq!(o.findings[0].event_index, 6, "{r}");
+    assert!(o.findings[0].what.contains("a second time"), "{r}");
+    assert_eq!(r.domains[0].hwpt, Some(2));
+    assert_eq!(r.domains[1].hwpt, None, "{r}");
 }

@@ -36,6 +36,7 @@ pub(crate) fn alloc(
         data_len: 0,
         data: None,
         parent: KernelPtr(0),
+        viommu_id: None,
         domain,
         errno,
         latency_ns,

@@ -50,6 +50,7 @@ fn alloc(
         data_len: 0,
         data: None,
         parent: KernelPtr(parent),
+        viommu_id: None,
         domain: KernelPtr(domain),
         errno,
         latency_ns: 40_000,

@@ -86,6 +86,10 @@ pub(super) fn capture_checks(dir: &Path, out: &mut Vec<Outcome>, hw_iommu: bool)
                 super::objects::objects_match_the_kernel(dir, &x.events),
             ));
             out.push(Outcome::from(
+                "viommu_objects_and_close",
+                super::objects::viommu_and_close(&x.report, &x.events),
+            ));
+            out.push(Outcome::from(
                 "replay_verifies_page_for_page",
                 replay_verifies(dir, &x),
             ));
@@ -219,26 +223,41 @@ fn map_bytes(x: &Exercise) -> Result<(), String> {
             hwpts.len()
         )
     })?;
-    let mut mapped: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut unmapped: BTreeMap<&str, u64> = BTreeMap::new();
+    // Per domain lifetime (the n-th of our allocations): a freed domain's pointer is reused.
+    let mut lifetime: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut next = 0usize;
+    let mut mapped = vec![0u64; domains.len()];
+    let mut unmapped = vec![0u64; domains.len()];
     for e in &x.events {
         let d = s(e, "domain");
         match s(e, "event") {
-            "map" => *mapped.entry(d).or_default() += u(e, "done"),
-            "unmap" => *unmapped.entry(d).or_default() += u(e, "done"),
+            "domain_alloc" if u(e, "pid") == x.pid && e["errno"].as_i64() == Some(0) => {
+                lifetime.insert(d, next);
+                next += 1;
+            }
+            "map" | "unmap" => {
+                if let Some(&i) = lifetime.get(d) {
+                    let t = if s(e, "event") == "map" {
+                        &mut mapped
+                    } else {
+                        &mut unmapped
+                    };
+                    t[i] += u(e, "done");
+                }
+            }
+            "domain_free" => {
+                lifetime.remove(d);
+            }
             _ => {}
         }
     }
     let mut problems = Vec::new();
-    for (d, h) in domains.iter().zip(&hwpts) {
+    for (i, (d, h)) in domains.iter().zip(&hwpts).enumerate() {
         // The ledger's bytes_mapped includes what the IOAS held when the hwpt was made
         // (bytes_filled_at_alloc), which iopt_table_add_domain maps into it.
         let want_map = u(h, "bytes_mapped");
         let want_unmap = u(h, "bytes_unmapped");
-        let (m, un) = (
-            mapped.get(d.as_str()).copied().unwrap_or(0),
-            unmapped.get(d.as_str()).copied().unwrap_or(0),
-        );
+        let (m, un) = (mapped[i], unmapped[i]);
         if (m, un) != (want_map, want_unmap) {
             problems.push(format!(
                 "hwpt {} ({}) = domain {d}: mapped {m} unmapped {un}, workload says {want_map} / {want_unmap}",
@@ -247,7 +266,7 @@ fn map_bytes(x: &Exercise) -> Result<(), String> {
             ));
         }
     }
-    ensure(mapped.values().sum::<u64>() > 0, || {
+    ensure(mapped.iter().sum::<u64>() > 0, || {
         "no bytes mapped at all".into()
     })?;
     ensure(problems.is_empty(), || problems.join("\n"))

@@ -302,6 +302,7 @@ impl Decoder {
                     0 => AllocOp::AllocUser,
                     1 => AllocOp::PagingFlags,
                     2 => AllocOp::Nested,
+                    3 => AllocOp::ViommuNested,
                     n => return Err(format!("unknown allocation op {n}")),
                 };
                 let kind = match d.byte()? {
@@ -335,6 +336,11 @@ impl Decoder {
                         driver_fields.push((name, d.u64()?));
                     }
                 }
+                let viommu_id = if flags & A_VIOMMU != 0 {
+                    Some(d.u32()?)
+                } else {
+                    None
+                };
                 EventBody::DomainAlloc(DomainAlloc {
                     driver,
                     op,
@@ -344,6 +350,7 @@ impl Decoder {
                     data_len,
                     data,
                     parent,
+                    viommu_id,
                     domain,
                     errno,
                     latency_ns,

@@ -35,7 +35,7 @@ impl Encoder {
     #[cfg(test)]
     pub(crate) fn set_limits(&mut self, max_tasks: usize, max_ptrs: usize) {
         self.max_tasks = max_tasks.clamp(1, MAX_TASKS);
-        self.max_ptrs = max_ptrs.clamp(2, MAX_PTRS);
+        self.max_ptrs = max_ptrs.clamp(3, MAX_PTRS);
     }
 
     fn reset(&mut self, out: &mut Vec<u8>) {
@@ -272,6 +272,7 @@ impl Encoder {
                     AllocOp::AllocUser => 0,
                     AllocOp::PagingFlags => 1,
                     AllocOp::Nested => 2,
+                    AllocOp::ViommuNested => 3,
                 });
                 out.push(match a.kind {
                     DomainKind::Paging => 0,
@@ -306,6 +307,10 @@ impl Encoder {
                         put_str(out, name);
                         put_u(out, *v);
                     }
+                }
+                if let Some(v) = a.viommu_id {
+                    flags |= A_VIOMMU;
+                    put_u(out, v as u64);
                 }
             }
         }

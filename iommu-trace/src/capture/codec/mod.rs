@@ -46,6 +46,7 @@ const P_ONE_PAGE: u8 = 0x80;
 const A_OK: u8 = 0x04;
 const A_DATA: u8 = 0x08;
 const A_DRIVER_FIELDS: u8 = 0x10;
+const A_VIOMMU: u8 = 0x20;
 // object_alloc / object_abort
 const O_OK: u8 = 0x04;
 const O_DOMAIN: u8 = 0x08;

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{step, HwptData, HwptReq, Obj, Runner, StepExt, RW};
 use crate::exercise::report::{hwpt_flag_names, AllocKind, StepGroup};
-use crate::exercise::sys::{ioctl, last_errno, PAGE_4K};
+use crate::exercise::sys::{ioctl, PAGE_4K};
 use crate::exercise::uapi::*;
 
 impl Runner<'_> {
@@ -59,10 +59,11 @@ impl Runner<'_> {
             data_type,
             data_len,
             data_uptr,
+            fault_id: req.fault_id,
             ..Default::default()
         };
         let e = ioctl(self.iommufd, IOMMU_HWPT_ALLOC, &mut cmd);
-        let nested = self.ledger.hwpt(req.pt_id).is_some();
+        let nested = self.ledger.hwpt(req.pt_id).is_some() || self.viommus.contains(&req.pt_id);
         let kind = if nested {
             AllocKind::Nested
         } else {
@@ -272,9 +273,7 @@ impl Runner<'_> {
 
     pub(super) fn close(&mut self, name: &str, f: File) {
         let fd = f.into_raw_fd();
-        // SAFETY: we own fd (taken out of the File).
-        let rc = unsafe { libc::close(fd) };
-        let e = if rc < 0 { last_errno() } else { 0 };
+        let e = crate::exercise::sys::close(fd);
         self.record(
             step(name, StepGroup::Setup, "close", None)
                 .params(json!({ "fd": fd }))

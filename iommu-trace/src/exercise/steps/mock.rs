@@ -11,6 +11,39 @@ use crate::exercise::uapi::*;
 use crate::exercise::VfioSelect;
 
 impl Runner<'_> {
+    /// IOMMU_TEST_OP_MOCK_DOMAIN on `ioas`: a mock device bound and attached, with its auto
+    /// domain. `(stdev_id, auto hwpt id, idev_id)`, or the errno.
+    pub(super) fn mock_domain(&mut self, name: &str, ioas: u32) -> Result<(u32, u32, u32), i32> {
+        let mut cmd = IommuTestCmd::mock_domain(ioas);
+        let e = ioctl(self.iommufd, IOMMU_TEST_CMD, &mut cmd);
+        let s = step(name, StepGroup::Mock, "IOMMU_TEST_CMD", Some(IOMMU_TEST_CMD))
+            .params(json!({ "op": "IOMMU_TEST_OP_MOCK_DOMAIN", "op_nr": IOMMU_TEST_OP_MOCK_DOMAIN, "id": ioas }))
+            .errno(e);
+        if e != 0 {
+            if e != ENOTTY {
+                self.ledger
+                    .alloc_attempt(AllocKind::Auto, DeviceKind::Mock, 0, 0, e);
+            }
+            self.record(s.note("the mock device could not be created"));
+            return Err(e);
+        }
+        let (stdev, auto, idev) = (cmd.out_stdev_id(), cmd.out_hwpt_id(), cmd.out_idev_id());
+        self.ledger
+            .alloc_attempt(AllocKind::Auto, DeviceKind::Mock, 0, 0, 0);
+        self.ledger
+            .hwpt_created(auto, name, AllocKind::Auto, DeviceKind::Mock, 0, ioas);
+        self.record(
+            s.expect(0)
+                .out("out_stdev_id", stdev.into())
+                .out("out_hwpt_id", auto.into())
+                .out("out_idev_id", idev.into())
+                .note(
+                    "mock device bound and attached to the IOAS: kernel allocated an auto domain",
+                ),
+        );
+        Ok((stdev, auto, idev))
+    }
+
     pub(super) fn mock_flow(&mut self) {
         let g = StepGroup::Mock;
         let Some(ioas) = self.ioas_alloc("mock_ioas_alloc", "mock") else {
@@ -32,49 +65,21 @@ impl Runner<'_> {
             );
         }
 
-        let mut cmd = IommuTestCmd::mock_domain(ioas);
-        let e = ioctl(self.iommufd, IOMMU_TEST_CMD, &mut cmd);
-        let mut s = step("mock_domain", g, "IOMMU_TEST_CMD", Some(IOMMU_TEST_CMD))
-            .params(json!({ "op": "IOMMU_TEST_OP_MOCK_DOMAIN", "op_nr": IOMMU_TEST_OP_MOCK_DOMAIN, "id": ioas }))
-            .errno(e);
-        if e != 0 {
-            let reason = if e == ENOTTY {
-                "IOMMU_TEST_CMD not available: the kernel lacks CONFIG_IOMMUFD_TEST".to_string()
-            } else {
-                format!("IOMMU_TEST_OP_MOCK_DOMAIN failed: {}", errno_name(e))
-            };
-            s = s.note(reason.clone());
-            self.record(s);
-            if e != ENOTTY {
-                self.ledger
-                    .alloc_attempt(AllocKind::Auto, DeviceKind::Mock, 0, 0, e);
+        let (stdev, auto, idev) = match self.mock_domain("mock_domain", ioas) {
+            Ok(ids) => ids,
+            Err(e) => {
+                let reason = if e == ENOTTY {
+                    "IOMMU_TEST_CMD not available: the kernel lacks CONFIG_IOMMUFD_TEST".to_string()
+                } else {
+                    format!("IOMMU_TEST_OP_MOCK_DOMAIN failed: {}", errno_name(e))
+                };
+                self.report.mock = Availability::no(e, reason);
+                self.teardown_maps_end("mock_", ioas);
+                self.destroy("mock_destroy_ioas", StepGroup::Setup, ioas, Obj::Ioas, 0);
+                return;
             }
-            self.report.mock = Availability::no(e, reason);
-            self.teardown_maps_end("mock_", ioas);
-            self.destroy("mock_destroy_ioas", StepGroup::Setup, ioas, Obj::Ioas, 0);
-            return;
-        }
+        };
         self.report.mock = Availability::yes();
-        let (stdev, auto, idev) = (cmd.out_stdev_id(), cmd.out_hwpt_id(), cmd.out_idev_id());
-        self.ledger
-            .alloc_attempt(AllocKind::Auto, DeviceKind::Mock, 0, 0, 0);
-        self.ledger.hwpt_created(
-            auto,
-            "mock_auto_domain",
-            AllocKind::Auto,
-            DeviceKind::Mock,
-            0,
-            ioas,
-        );
-        self.record(
-            s.expect(0)
-                .out("out_stdev_id", stdev.into())
-                .out("out_hwpt_id", auto.into())
-                .out("out_idev_id", idev.into())
-                .note(
-                    "mock device bound and attached to the IOAS: kernel allocated an auto domain",
-                ),
-        );
 
         let req = |name, group, pt_id, flags, data, expected, note| {
             HwptTarget::mock(idev, pt_id).must(name, group, flags, data, expected, note)
@@ -130,6 +135,9 @@ impl Runner<'_> {
         }
         if self.on(StepGroup::Negative) {
             self.mock_nested_alloc_failures(idev, mnp, mh0);
+        }
+        if let (Some(np), true) = (mnp, self.on(StepGroup::Alloc)) {
+            self.viommu_flow(idev, ioas, np, mh0);
         }
 
         if self.on(StepGroup::Map) {

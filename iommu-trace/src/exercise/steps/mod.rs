@@ -37,7 +37,8 @@
 //!
 //! Layout: this module has the [`Runner`] with its shared plumbing (step builder, recording,
 //! user buffers) and the top-level order of the flows; `ioctls` the recorded iommufd calls;
-//! `vfio` and `mock` the two flows; `map_patterns` the IOAS map/unmap patterns; `failures`
+//! `vfio` and `mock` the two flows, `viommu` the vIOMMU objects on the mock (7.x) and the
+//! close of an iommufd with objects alive; `map_patterns` the IOAS map/unmap patterns; `failures`
 //! the calls the kernel must refuse (negative HWPT_ALLOC variants, EBUSY destroys).
 
 mod failures;
@@ -47,6 +48,7 @@ mod mock;
 #[cfg(test)]
 mod tests;
 mod vfio;
+mod viommu;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -111,6 +113,8 @@ struct HwptReq<'a> {
     data: HwptData,
     expected: Option<i32>,
     note: Option<String>,
+    /// A FAULT queue's id, with `IOMMU_HWPT_FAULT_ID_VALID`.
+    fault_id: u32,
 }
 
 /// Where a flow's HWPT_ALLOC requests go: its device, and the IOAS or parent hwpt.
@@ -170,6 +174,7 @@ impl HwptTarget {
             data,
             expected,
             note,
+            fault_id: 0,
         }
     }
 }
@@ -187,6 +192,8 @@ struct Runner<'o> {
     owned_hwpts: Vec<u32>,
     /// hwpt the VFIO device is attached to, and whether it is an auto domain.
     vfio_attached: Option<(u32, bool)>,
+    /// Live vIOMMUs: HWPT_ALLOC on one of them allocates a nested domain.
+    viommus: Vec<u32>,
 }
 
 pub(super) fn run(opts: &ExerciseOptions) -> Result<Report> {
@@ -223,6 +230,7 @@ pub(super) fn run(opts: &ExerciseOptions) -> Result<Report> {
         huge_tried: false,
         owned_hwpts: Vec::new(),
         vfio_attached: None,
+        viommus: Vec::new(),
     };
     r.record(
         step("open_iommufd", StepGroup::Setup, "open", None)
@@ -238,6 +246,9 @@ pub(super) fn run(opts: &ExerciseOptions) -> Result<Report> {
     }
     if opts.steps.mock {
         r.mock_flow();
+        if r.report.mock.available == Some(true) {
+            r.close_with_objects_alive();
+        }
     } else {
         r.report.mock = Availability::default();
     }
