@@ -325,3 +325,67 @@ fn not_a_terminal_is_a_clear_error() {
 }
 
 // ---- benchmark ----------------------------------------------------------------------------
+
+// The object view over a real 7.3 capture (the VM's exercise with the selftest mock's
+// vIOMMU), cut just before the close of the second iommufd: its objects are alive, and
+// the view shows them as a tree (IOAS -> HWPT -> vIOMMU -> vDEVICE and nested HWPT).
+#[test]
+fn object_view_in_tmux_shows_the_tree_of_a_7_3_capture() {
+    use iommu_trace::capture::{CaptureReader, CaptureWriter, FinishInfo, LostTotals};
+    use iommu_trace::events::DestroyHow;
+    let golden = repo("../tests/golden/7.3-vtd-mock-objects.itc");
+    let header = CaptureReader::open(&golden).unwrap().header().clone();
+    let all = events(&golden);
+    let cut = all
+        .iter()
+        .position(|e| matches!(&e.body, EventBody::ObjectDestroy(o) if o.how == DestroyHow::Close))
+        .expect("the close of the second iommufd");
+    let dir = std::env::temp_dir().join(format!("iommu-trace-objects-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cap = dir.join("before-close.itc");
+    let mut w = CaptureWriter::create(&cap, &header).expect("create");
+    for e in &all[..cut] {
+        w.write(e).expect("write");
+    }
+    w.finish(FinishInfo {
+        lost_reported: LostTotals::default(),
+        end: None,
+    })
+    .expect("finish");
+
+    let t = Tmux::new("objects");
+    t.start(
+        140,
+        40,
+        &script(&format!("--from '{}' --speed 0", cap.display())),
+    );
+    t.wait_for("ended)");
+    t.keys(&["4"]);
+    t.wait_for("iommufd objects alive");
+    // The deepest line last: the whole tree is on screen.
+    let p = t.wait_for("virt_id 0x99");
+    let indent_of = |what: &str| {
+        let line = p
+            .lines()
+            .find(|l| l.trim_start().starts_with(what))
+            .unwrap_or_else(|| panic!("no {what:?} line:\n{p}"));
+        line.len() - line.trim_start().len()
+    };
+    assert!(p.contains("object(s)"), "{p}");
+    let (ioas, viommu, vdevice) = (
+        indent_of("ioas "),
+        indent_of("viommu "),
+        indent_of("vdevice "),
+    );
+    assert!(ioas < indent_of("hwpt_paging "), "{p}");
+    assert!(indent_of("hwpt_paging ") < viommu, "{p}");
+    assert!(
+        viommu < vdevice && viommu < indent_of("hwpt_nested "),
+        "{p}"
+    );
+    assert!(p.contains("virt_id 0x99"), "{p}");
+    assert!(!p.contains("OUTLIVED CLOSE"), "{p}");
+    t.keys(&["q"]);
+    assert_restored(&t);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -89,6 +89,21 @@ pub const METRICS: &[MetricDef] = &[
     def("iommu_trace_untracked_domains_total", COUNTER,
         "Domains first seen after their allocation (allocated before tracing started, or the allocation event was lost).",
         &[]),
+    def("iommu_trace_iommufd_objects", GAUGE,
+        "iommufd objects alive now, by type (ioas, hwpt_paging, hwpt_nested, device, access, fault, viommu, vdevice, veventq, hw_queue, selftest, unknown) and the cgroup of the task that created them (the top N cgroups by objects; the rest in cgroup=\"other\").",
+        &["object", "cgroup"]),
+    def("iommu_trace_iommufd_object_creations_total", COUNTER,
+        "iommufd objects created (published under an id), by type and result: OK, or the errno name when the allocation itself failed.",
+        &["object", "result"]),
+    def("iommu_trace_iommufd_object_aborts_total", COUNTER,
+        "iommufd objects allocated and never published (their create failed), by type and the errno of the ioctl (unknown outside an iommufd ioctl).",
+        &["object", "result"]),
+    def("iommu_trace_iommufd_object_destructions_total", COUNTER,
+        "iommufd objects destroyed, by type and how: destroy (IOMMU_DESTROY), unbind (the device unbound), close (the iommufd closed with it alive), put (its last reference dropped elsewhere).",
+        &["object", "how"]),
+    def("iommu_trace_iommufd_object_lifetime_seconds", HISTOGRAM,
+        "Time from an iommufd object's publication to its destruction, by type.",
+        &["object"]),
     def("iommu_trace_replay_domains", GAUGE,
         "Domains of the capture by replay verdict against the reference page-table models (serve --from FILE --verify).",
         &["verdict"]),
@@ -257,6 +272,56 @@ impl Builder {
     }
 }
 
+/// The iommufd object families. A type that had objects keeps its gauge at 0 once they are
+/// all gone.
+fn objects(b: &mut Builder, state: &State, opts: &ExportOptions) {
+    let o = state.objects();
+    for ((object, errno), n) in o.created() {
+        b.counter(
+            "iommu_trace_iommufd_object_creations_total",
+            &[object, &result_label(*errno)],
+            *n as f64,
+        );
+    }
+    for ((object, errno), n) in o.aborted() {
+        let result = errno.map_or_else(|| "unknown".to_string(), result_label);
+        b.counter(
+            "iommu_trace_iommufd_object_aborts_total",
+            &[object, &result],
+            *n as f64,
+        );
+    }
+    for ((object, how), n) in o.destroyed() {
+        b.counter(
+            "iommu_trace_iommufd_object_destructions_total",
+            &[object, how.name()],
+            *n as f64,
+        );
+    }
+    for (object, h) in o.lifetime() {
+        b.histogram("iommu_trace_iommufd_object_lifetime_seconds", &[object], h);
+    }
+    let (top, other) = o.live_by_cgroup(opts.top_cgroups);
+    for (cgroup, by_type) in &top {
+        let name = opts.cgroups.name(*cgroup);
+        for (object, n) in by_type {
+            b.gauge("iommu_trace_iommufd_objects", &[object, &name], *n as f64);
+        }
+    }
+    // `other` for every type created so far, at 0 when none is left outside the top N.
+    let types: std::collections::BTreeSet<&str> = o
+        .created()
+        .keys()
+        .filter(|(_, errno)| *errno == 0)
+        .map(|(t, _)| *t)
+        .chain(other.keys().copied())
+        .collect();
+    for object in types {
+        let n = other.get(object).copied().unwrap_or(0);
+        b.gauge("iommu_trace_iommufd_objects", &[object, "other"], n as f64);
+    }
+}
+
 /// The families of one scrape. Counters whose label sets are known in advance (loss
 /// reasons, event types) are always present, at 0 until something happens, so `rate()`
 /// and `increase()` see the first increment.
@@ -404,6 +469,8 @@ pub fn families(state: &State, meta: &ExporterInfo, opts: &ExportOptions) -> Vec
         &[],
         state.untracked_domains() as f64,
     );
+
+    objects(&mut b, state, opts);
 
     if let Some(r) = &meta.replay {
         for (verdict, n) in &r.domains_by_verdict {

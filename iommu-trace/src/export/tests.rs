@@ -252,6 +252,85 @@ fn http_serves_metrics_and_health_and_survives_bad_clients() {
     );
 }
 
+// The object families over a small stream: live objects per type and cgroup (top N, the
+// rest in `other`, kept at 0 for a type whose objects are gone), creations and aborts by
+// result, destructions by path, lifetimes; a type a capture invents is `unknown`.
+#[test]
+fn object_families_have_the_exact_values() {
+    use crate::events::{
+        DestroyHow, EventBody, KernelPtr, ObjectAbort, ObjectAlloc, ObjectDestroy,
+    };
+    use crate::state::tests::ev;
+    let alloc = |object: &str, id: u32, errno: i32| {
+        EventBody::ObjectAlloc(ObjectAlloc {
+            object: object.into(),
+            id,
+            obj: KernelPtr(0x1000 * id as u64),
+            ictx: KernelPtr(1),
+            refs: Default::default(),
+            domain: None,
+            virt_id: None,
+            size: 64,
+            errno,
+            latency_ns: 10,
+        })
+    };
+    let mut s = crate::state::State::new();
+    s.apply(&ev(1_000, 7, 60, alloc("ioas", 1, 0)));
+    s.apply(&ev(2_000, 7, 60, alloc("viommu", 2, 0)));
+    s.apply(&ev(3_000, 8, 70, alloc("viommu", 3, 0)));
+    s.apply(&ev(4_000, 8, 70, alloc("hwpt_paging", 0, 12)));
+    s.apply(&ev(5_000, 8, 70, alloc("made-up", 4, 0)));
+    s.apply(&ev(
+        6_000,
+        8,
+        70,
+        EventBody::ObjectAbort(ObjectAbort {
+            object: "hwpt_nested".into(),
+            id: 5,
+            obj: KernelPtr(0x5000),
+            ictx: KernelPtr(1),
+            size: 64,
+            errno: None,
+        }),
+    ));
+    s.apply(&ev(
+        2_001_000_000,
+        7,
+        60,
+        EventBody::ObjectDestroy(ObjectDestroy {
+            object: "ioas".into(),
+            id: 1,
+            obj: KernelPtr(0x1000),
+            how: DestroyHow::Close,
+        }),
+    ));
+    let opts = ExportOptions {
+        top_cgroups: 1,
+        cgroups: Box::new(CgroupIds),
+    };
+    let text = render(&s, &meta(), &opts, false);
+    for want in [
+        r#"iommu_trace_iommufd_objects{object="unknown",cgroup="70"} 1"#,
+        r#"iommu_trace_iommufd_objects{object="viommu",cgroup="70"} 1"#,
+        r#"iommu_trace_iommufd_objects{object="viommu",cgroup="other"} 1"#,
+        r#"iommu_trace_iommufd_objects{object="ioas",cgroup="other"} 0"#,
+        r#"iommu_trace_iommufd_object_creations_total{object="viommu",result="OK"} 2"#,
+        r#"iommu_trace_iommufd_object_creations_total{object="hwpt_paging",result="ENOMEM"} 1"#,
+        r#"iommu_trace_iommufd_object_aborts_total{object="hwpt_nested",result="unknown"} 1"#,
+        r#"iommu_trace_iommufd_object_destructions_total{object="ioas",how="close"} 1"#,
+        r#"iommu_trace_iommufd_object_lifetime_seconds_count{object="ioas"} 1"#,
+        r#"iommu_trace_iommufd_object_lifetime_seconds_bucket{object="ioas",le="1"} 0"#,
+        r#"iommu_trace_iommufd_object_lifetime_seconds_bucket{object="ioas",le="10"} 1"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "missing\n  {want}\nin\n{text}"
+        );
+    }
+    assert!(!text.contains("made-up"), "{text}");
+}
+
 // A crafted capture can name any driver and any errno, and set any flag bit: the label
 // sets stay the known names plus one catch-all, and keys that fold into one label set are
 // summed into one series, never repeated (Prometheus rejects duplicates).

@@ -1,14 +1,16 @@
 //! Events -> the live aggregate: the domains alive now (driver, kind, flags, owner, mapped
 //! bytes, page-table pages held), totals per driver and per owner cgroup, allocation
-//! counts by result, latency histograms, and loss.
+//! counts by result, latency histograms, loss, and the iommufd objects (`objects.rs`).
 //!
 //! Pure data, no I/O and no Prometheus: the exporter (`export/`) renders it as metrics and a
 //! TUI can draw it. Every update is O(1) per event; memory grows with the number of live
 //! domains and of distinct (driver, kind, flags, errno) keys, never with the event count.
 
 mod histogram;
+mod objects;
 
-pub use histogram::{Histogram, LATENCY_BOUNDS_NS};
+pub use histogram::{Histogram, LATENCY_BOUNDS_NS, LIFETIME_BOUNDS_NS};
+pub use objects::{bounded_object, LiveObject, Objects};
 
 use std::collections::HashMap;
 
@@ -209,6 +211,7 @@ pub struct State {
     events: [u64; EVENT_NAMES.len()],
     first_ts_ns: Option<u64>,
     last_ts_ns: u64,
+    objects: Objects,
 }
 
 impl State {
@@ -298,8 +301,8 @@ impl State {
                 self.lost.ringbuf_full = self.lost.ringbuf_full.saturating_add(l.ringbuf_full);
                 self.lost.context_full = self.lost.context_full.saturating_add(l.context_full);
             }
-            // Counted in `events_by_type`; the object graph is not aggregated yet.
             EventBody::ObjectAlloc(_) | EventBody::ObjectAbort(_) | EventBody::ObjectDestroy(_) => {
+                self.objects.apply(ev)
             }
         }
     }
@@ -546,6 +549,11 @@ impl State {
     /// `IOMMU_HWPT_ALLOC` ioctls by errno (0: success).
     pub fn hwpt_allocs(&self) -> &HashMap<i32, u64> {
         &self.hwpt_allocs
+    }
+
+    /// The iommufd objects: alive now, and counts by type and outcome.
+    pub fn objects(&self) -> &Objects {
+        &self.objects
     }
 
     pub fn hwpt_latency(&self) -> &Histogram {

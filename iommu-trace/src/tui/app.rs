@@ -11,16 +11,18 @@ pub enum View {
     Domains,
     Owners,
     Activity,
+    Objects,
 }
 
 impl View {
-    pub const ALL: [View; 3] = [View::Domains, View::Owners, View::Activity];
+    pub const ALL: [View; 4] = [View::Domains, View::Owners, View::Activity, View::Objects];
 
     pub fn title(self) -> &'static str {
         match self {
             View::Domains => "Domains",
             View::Owners => "Owners",
             View::Activity => "Activity",
+            View::Objects => "Objects",
         }
     }
 }
@@ -136,6 +138,7 @@ pub struct App {
     pub all_freed: bool,
     /// Scroll of the owners view.
     pub owners_scroll: usize,
+    pub objects_scroll: usize,
 }
 
 impl Default for App {
@@ -152,6 +155,7 @@ impl Default for App {
             paused: false,
             all_freed: false,
             owners_scroll: 0,
+            objects_scroll: 0,
         }
     }
 }
@@ -252,7 +256,7 @@ impl App {
                 self.detail = None;
                 self.view = next_view(self.view, View::ALL.len() - 1);
             }
-            KeyCode::Char(c @ '1'..='3') => {
+            KeyCode::Char(c @ '1'..='4') => {
                 self.detail = None;
                 self.view = View::ALL[(c as u8 - b'1') as usize];
             }
@@ -293,6 +297,9 @@ impl App {
                 self.owners_scroll = (self.owners_scroll as i64 + by).clamp(0, 100_000) as usize;
             }
             View::Activity => {}
+            View::Objects => {
+                self.objects_scroll = (self.objects_scroll as i64 + by).clamp(0, 100_000) as usize;
+            }
         }
     }
 }

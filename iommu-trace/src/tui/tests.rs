@@ -257,6 +257,95 @@ fn golden_activity_80x24() {
     golden("activity-80x24", &screen(&app, &m, 80, 24));
 }
 
+/// A VMM's object graph (IOAS, paging and NEST_PARENT HWPTs, a vIOMMU with a vDEVICE and a
+/// nested HWPT, its device), and a second process whose iommufd was closed while one of its
+/// objects stayed alive (flagged).
+fn object_events() -> Vec<Event> {
+    use crate::events::{DestroyHow, ObjectAlloc, ObjectDestroy};
+    let obj = |t: u64, pid: u32, ictx: u64, object: &str, id: u32, refs: &[(&str, u32)]| {
+        let comm = if pid == 4242 {
+            "qemu-system-x86"
+        } else {
+            "vfio-test"
+        };
+        ev(
+            T0 + t * MS,
+            pid,
+            comm,
+            7,
+            EventBody::ObjectAlloc(ObjectAlloc {
+                object: object.into(),
+                id,
+                obj: KernelPtr(
+                    0xffff_8881_0000_0000 + (pid as u64) * 0x10_0000 + id as u64 * 0x100,
+                ),
+                ictx: KernelPtr(ictx),
+                refs: refs.iter().map(|(r, i)| (r.to_string(), *i)).collect(),
+                domain: object
+                    .starts_with("hwpt")
+                    .then_some(KernelPtr(0xffff_8881_0a2c_0000 + id as u64 * 0x1000)),
+                virt_id: (object == "vdevice").then_some(0x99),
+                size: 128,
+                errno: 0,
+                latency_ns: 1_000,
+            }),
+        )
+    };
+    let (a, b) = (0xffff_8881_4000_0000, 0xffff_8881_5000_0000);
+    vec![
+        obj(0, 4242, a, "ioas", 1, &[]),
+        obj(1, 4242, a, "device", 2, &[]),
+        obj(2, 4242, a, "hwpt_paging", 3, &[("ioas", 1), ("device", 2)]),
+        obj(3, 4242, a, "hwpt_paging", 4, &[("ioas", 1), ("device", 2)]),
+        obj(4, 4242, a, "viommu", 5, &[("hwpt", 4)]),
+        obj(5, 4242, a, "vdevice", 6, &[("viommu", 5), ("device", 2)]),
+        obj(
+            6,
+            4242,
+            a,
+            "hwpt_nested",
+            7,
+            &[("parent", 4), ("viommu", 5)],
+        ),
+        obj(7, 777, b, "ioas", 1, &[]),
+        obj(8, 777, b, "ioas", 2, &[]),
+        ev(
+            T0 + 9 * MS,
+            777,
+            "vfio-test",
+            9,
+            EventBody::ObjectDestroy(ObjectDestroy {
+                object: "ioas".into(),
+                id: 1,
+                obj: KernelPtr(0xffff_8881_0000_0000 + 777 * 0x10_0000 + 0x100),
+                how: DestroyHow::Close,
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn golden_objects_100x24() {
+    let mut m = model_of(object_events(), meta());
+    m.advance(T0 + 1_000 * MS);
+    let app = App {
+        view: View::Objects,
+        ..App::default()
+    };
+    let got = screen(&app, &m, 100, 24);
+    golden("objects-100x24", &got);
+    // The nested HWPT made through the vIOMMU hangs under the vIOMMU, not its parent.
+    let at = |what: &str| got.iter().position(|l| l.contains(what)).unwrap();
+    assert!(at("viommu 5") < at("hwpt_nested 7"));
+    assert!(got[at("ioas 2")].contains("OUTLIVED CLOSE"), "{got:#?}");
+    // An empty graph says why it may be empty.
+    let empty = screen(&app, &model_of(vec![], meta()), 100, 24);
+    assert!(
+        empty.iter().any(|l| l.contains("before format 3")),
+        "{empty:#?}"
+    );
+}
+
 #[test]
 fn domains_table_rows_and_header_counts() {
     let m = model_of(synthetic(), meta());

@@ -12,10 +12,12 @@
 //! replay of a domain's history through the reference model, for the detail view).
 
 mod history;
+mod objects;
 mod rates;
 mod verdict;
 
 pub use history::{DomainExtra, FreedDomain, Kept, KeptBody};
+pub use objects::ObjectLine;
 pub use rates::{Rates, RATE_NAMES};
 pub use verdict::{DomainVerdict, Judgement};
 

@@ -134,7 +134,7 @@ pub(super) fn draw_tabs(f: &mut Frame, area: Rect, app: &App) {
     if app.view == View::Domains {
         spans.push(Span::styled(
             format!(
-                "  sort: {} {}",
+                " sort: {} {}",
                 app.sort.name(),
                 if app.reverse { "▲" } else { "▼" }
             ),
@@ -142,12 +142,12 @@ pub(super) fn draw_tabs(f: &mut Frame, area: Rect, app: &App) {
         ));
         if !app.filter.is_empty() {
             spans.push(Span::styled(
-                format!("  filter: {}", app.filter.text),
+                format!(" filter: {}", app.filter.text),
                 Style::default().fg(Color::Yellow),
             ));
         }
         if app.all_freed {
-            spans.push(Span::styled("  all freed", dim()));
+            spans.push(Span::styled(" all freed", dim()));
         }
     }
     f.render_widget(Paragraph::new(Line::from(spans)), area);

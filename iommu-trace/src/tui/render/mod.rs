@@ -2,13 +2,15 @@
 //! out), so the tests render into ratatui's `TestBackend`.
 //!
 //! Here: [`draw`] (the layout), the styles, the footer and the help overlay; one file per
-//! view beside it (`domains`, `detail`, `owners`, `activity`) and the `header` with the tabs.
+//! view beside it (`domains`, `detail`, `owners`, `activity`, `objects`) and the `header`
+//! with the tabs.
 //! Units and text formatting are in `tui::format`.
 
 mod activity;
 mod detail;
 mod domains;
 mod header;
+mod objects;
 mod owners;
 
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -23,6 +25,7 @@ use activity::draw_activity;
 use detail::draw_detail;
 use domains::draw_domains;
 use header::{draw_header, draw_tabs};
+use objects::draw_objects;
 use owners::draw_owners;
 
 /// The keys, as the footer shows them.
@@ -35,8 +38,8 @@ const HELP: &[(&str, &str)] = &[
         "pause / resume the display (a replay pauses too)",
     ),
     (
-        "tab, 1-3",
-        "switch view: domains, owners (processes, cgroups), activity",
+        "tab, 1-4",
+        "switch view: domains, owners (processes, cgroups), activity, objects",
     ),
     (
         "s / S",
@@ -118,6 +121,7 @@ pub fn draw(f: &mut Frame, app: &App, model: &Model) {
         (View::Domains, None) => draw_domains(f, body, app, model),
         (View::Owners, _) => draw_owners(f, body, app, model),
         (View::Activity, _) => draw_activity(f, body, model),
+        (View::Objects, _) => draw_objects(f, body, app, model),
     }
     draw_footer(f, footer, app);
     if app.help {
