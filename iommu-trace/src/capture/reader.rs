@@ -196,7 +196,7 @@ impl<R: Read> CaptureReader<R> {
         let offset = 12 + 8 + frame.len() as u64;
         Ok(CaptureReader {
             src,
-            dec: Decoder::new(header.clock.monotonic_ns),
+            dec: Decoder::new(header.clock.monotonic_ns, version),
             header,
             version,
             offset,

@@ -98,6 +98,8 @@ pub const IOMMU_TEST_OP_DIRTY: u32 = 13;
 pub const IOMMU_TEST_OP_MD_CHECK_IOTLB: u32 = 14;
 pub const IOMMU_TEST_OP_TRIGGER_IOPF: u32 = 15;
 
+/// iommufd.h `IOMMU_VIOMMU_TYPE_ARM_SMMUV3`.
+pub const IOMMU_VIOMMU_TYPE_ARM_SMMUV3: u32 = 1;
 /// iommufd_test.h (7.x): the selftest's vIOMMU, vEVENTQ and HW queue types.
 pub const IOMMU_VIOMMU_TYPE_SELFTEST: u32 = 0xdead_beef;
 pub const IOMMU_VEVENTQ_TYPE_SELFTEST: u32 = 0xbeef_beef;

@@ -73,6 +73,7 @@ pub(super) fn capture_checks(dir: &Path, out: &mut Vec<Outcome>, hw_iommu: bool)
     match Exercise::load(dir) {
         Ok(x) => {
             out.push(Outcome::from("no_loss", no_loss(&x)));
+            out.push(Outcome::from("workload_as_expected", as_expected(&x)));
             out.push(Outcome::from("hwpt_alloc_ioctls_match", hwpt_ioctls(&x)));
             out.push(Outcome::from("domain_allocs_match", domain_allocs(&x)));
             out.push(Outcome::from("map_unmap_bytes_per_domain", map_bytes(&x)));
@@ -102,6 +103,26 @@ pub(super) fn capture_checks(dir: &Path, out: &mut Vec<Outcome>, hw_iommu: bool)
         }
         Err(e) => out.push(Outcome::fail("exercise_results", e)),
     }
+}
+
+/// Every step whose answer the kernel fixes got that answer (the workload's own report).
+fn as_expected(x: &Exercise) -> Result<(), String> {
+    let bad: Vec<String> = x
+        .steps()
+        .iter()
+        .filter(|st| st["as_expected"].as_bool() == Some(false))
+        .map(|st| {
+            format!(
+                "{}: errno {} (expected {})",
+                s(st, "name"),
+                st["errno"],
+                st["expected_errno"]
+            )
+        })
+        .collect();
+    ensure(!x.steps().is_empty() && bad.is_empty(), || {
+        format!("steps with an unexpected answer: {bad:?}")
+    })
 }
 
 fn no_loss(x: &Exercise) -> Result<(), String> {

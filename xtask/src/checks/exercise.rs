@@ -159,6 +159,10 @@ pub fn exercise(dir: &Path, arch: Arch) -> Vec<Outcome> {
     ];
     capture_checks(dir, &mut out, true);
     out.push(Outcome::from(
+        "emulated_iommu_refuses_a_viommu",
+        emulated_iommu_refuses_a_viommu(dir),
+    ));
+    out.push(Outcome::from(
         "live_exporter_matches_capture",
         live_exporter(dir),
     ));
@@ -225,5 +229,26 @@ fn killed_recorder(dir: &Path) -> Result<(), String> {
             "replay of an unfinished capture: {}",
             read(dir, "killed-replay.txt").unwrap_or_default()
         )
+    })
+}
+
+/// QEMU's emulated VT-d and SMMUv3 refuse IOMMU_VIOMMU_ALLOC with EOPNOTSUPP (VT-d has no
+/// vIOMMU op; QEMU's SMMUv3 has neither FWB nor CANWBS: docs/kernel-facts.md §7.3); a
+/// kernel without the vIOMMU (6.12) answers ENOTTY. Which one is decided by the kernel's
+/// object types in the probe report, not its version.
+fn emulated_iommu_refuses_a_viommu(dir: &Path) -> Result<(), String> {
+    let report: serde_json::Value = serde_json::from_str(&read(dir, "exercise.json")?)
+        .map_err(|e| format!("exercise.json: {e}"))?;
+    let step = report["steps"]
+        .as_array()
+        .and_then(|a| a.iter().find(|st| s(st, "name") == "vfio_viommu_alloc"))
+        .ok_or("the workload made no VIOMMU_ALLOC for the VFIO device")?;
+    let has_viommu = read(dir, "probes.txt")?
+        .lines()
+        .find_map(|l| l.strip_prefix("iommufd object types: "))
+        .is_some_and(|t| t.split(", ").any(|x| x == "viommu"));
+    let want = if has_viommu { 95 } else { 25 };
+    ensure(step["errno"].as_i64() == Some(want), || {
+        format!("VIOMMU_ALLOC on the emulated IOMMU: want errno {want}, got {step}")
     })
 }

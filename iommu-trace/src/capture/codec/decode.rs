@@ -26,14 +26,17 @@ pub(crate) struct Decoder {
     shared: Tables,
     tasks: Vec<Task>,
     ptrs: Vec<u64>,
+    /// The file's format version: object records exist from version 3.
+    version: u32,
 }
 
 impl Decoder {
-    pub(crate) fn new(base_ts: u64) -> Decoder {
+    pub(crate) fn new(base_ts: u64, version: u32) -> Decoder {
         Decoder {
             shared: Tables::new(base_ts),
             tasks: Vec::new(),
             ptrs: Vec::new(),
+            version,
         }
     }
 
@@ -89,6 +92,10 @@ impl Decoder {
                     .map(|t| Some(Decoded::Trailer(t)))
                     .map_err(|e| format!("trailer is not valid JSON: {e}"))
             }
+            TAG_OBJECT_ALLOC..=TAG_OBJECT_DESTROY if self.version < 3 => Err(format!(
+                "object record (tag {tag}) in a format-{} capture: damaged",
+                self.version
+            )),
             TAG_DOMAIN_ALLOC..=TAG_OBJECT_DESTROY => {
                 self.event(tag, d).map(|e| Some(Decoded::Event(e)))
             }

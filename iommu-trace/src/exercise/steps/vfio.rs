@@ -245,6 +245,9 @@ impl Runner<'_> {
             if self.on(StepGroup::Negative) {
                 self.vfio_nested_alloc_failures(dev_id, parent, np, parent_note, vtd);
             }
+            if self.on(StepGroup::Alloc) {
+                self.vfio_viommu_alloc(dev_id, parent);
+            }
         }
 
         // Auto domain.
