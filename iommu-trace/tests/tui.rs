@@ -385,6 +385,13 @@ fn object_view_in_tmux_shows_the_tree_of_a_7_3_capture() {
     );
     assert!(p.contains("virt_id 0x99"), "{p}");
     assert!(!p.contains("OUTLIVED CLOSE"), "{p}");
+    // The capture ends before the close: none of them was destroyed in it.
+    assert!(
+        p.lines()
+            .filter(|l| l.contains(" age "))
+            .all(|l| l.contains("never destroyed")),
+        "{p}"
+    );
     t.keys(&["q"]);
     assert_restored(&t);
     let _ = std::fs::remove_dir_all(&dir);

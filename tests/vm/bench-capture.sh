@@ -1,6 +1,8 @@
 # VM benchmark "capture": the exercise's map/unmap loop without and with `iommu-trace
-# record`, interleaved in one boot (untraced, traced, untraced, ...), so that drift in this
-# emulated machine hits both sides; xtask bench capture prints medians and ratios.
+# record`, interleaved in one boot (untraced, traced, traced without the object probes,
+# untraced, ...), so that drift in this emulated machine hits every side; xtask bench
+# capture prints medians and ratios. The third run measures what the iommufd object probes
+# (and their ioctl context hook, which every IOAS_MAP/UNMAP passes) cost the loop.
 R=/results
 export RUST_LOG=warn
 N=${BENCH_LOOPS:-15000}
@@ -10,6 +12,14 @@ for d in /sys/bus/pci/devices/*; do
         echo vfio-pci > "$d/driver_override"
         echo "${d##*/}" > /sys/bus/pci/drivers_probe
     fi
+done
+NOOBJ=""
+for f in iommufd_fops_ioctl _iommufd_object_alloc iommufd_object_finalize iommufd_object_abort \
+    iommufd_fops_release iommufd_device_unbind iommufd_device_destroy iommufd_hwpt_paging_destroy \
+    iommufd_hwpt_nested_destroy iommufd_ioas_destroy iommufd_access_destroy_object \
+    iommufd_fault_destroy iommufd_viommu_destroy iommufd_vdevice_destroy iommufd_veventq_destroy \
+    iommufd_hw_queue_destroy iommufd_selftest_destroy; do
+    NOOBJ="$NOOBJ --deny-symbol $f"
 done
 loop() { iommu-trace exercise --steps loop --loop $N --loop-pages 1 --no-hugepages -o "$1" > "$1.log" 2>&1; }
 r=1
@@ -26,6 +36,15 @@ while [ $r -le $ROUNDS ]; do
     echo $? > $R/record$r.rc
     iommu-trace inspect $R/bench$r.itc --summary > $R/summary$r.txt 2>&1
     stat -c %s $R/bench$r.itc > $R/capture-bytes$r.txt
+    rm -f /tmp/ready
+    iommu-trace record $NOOBJ -o /tmp/noobj.itc --ready-file /tmp/ready > $R/noobj-record$r.log 2>&1 &
+    REC=$!
+    i=0
+    while [ ! -e /tmp/ready ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+    loop $R/noobj$r.json
+    kill -INT $REC
+    wait $REC
+    rm -f /tmp/noobj.itc
     r=$((r + 1))
 done
 loop $R/base$r.json

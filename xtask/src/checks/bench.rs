@@ -31,6 +31,7 @@ pub fn bench_capture(dir: &Path, _arch: Arch) -> Vec<Outcome> {
         };
         let mut base = Vec::new();
         let mut traced = Vec::new();
+        let mut noobj = Vec::new();
         let (mut events, mut bytes, mut traced_ns, mut lost, mut ops) =
             (0u64, 0u64, 0u64, 0u64, 0u64);
         for r in 1.. {
@@ -40,6 +41,9 @@ pub fn bench_capture(dir: &Path, _arch: Arch) -> Vec<Outcome> {
             base.push(rate(&format!("base{r}.json"))?.0);
             if !dir.join(format!("traced{r}.json")).exists() {
                 continue;
+            }
+            if dir.join(format!("noobj{r}.json")).exists() {
+                noobj.push(rate(&format!("noobj{r}.json"))?.0);
             }
             let (t, o, ns) = rate(&format!("traced{r}.json"))?;
             traced.push(t);
@@ -69,10 +73,22 @@ pub fn bench_capture(dir: &Path, _arch: Arch) -> Vec<Outcome> {
         ensure(lost == 0, || {
             format!("{lost} events lost at the loop's full rate")
         })?;
+        // The object probes' share: traced with them vs traced without them, same boot.
+        let objects = if noobj.is_empty() {
+            String::new()
+        } else {
+            let n = median(noobj.clone());
+            format!(
+                "; without the object probes {n:.0} ops/s {noobj:.0?}: they cost {:.1}% \
+                 (time ratio {:.3})",
+                (n / t - 1.0) * 100.0,
+                n / t
+            )
+        };
         Ok(format!(
             "map/unmap loop, {ops} ops per run, {} rounds: median {b:.0} ops/s untraced {base:.0?}, \
              {t:.0} ops/s traced {traced:.0?}; slowdown {:.1}% (time ratio {:.3}); \
-             {events} events recorded at {:.0} events/s, 0 lost; {:.1} bytes/event on disk",
+             {events} events recorded at {:.0} events/s, 0 lost; {:.1} bytes/event on disk{objects}",
             traced.len(),
             (b / t - 1.0) * 100.0,
             b / t,

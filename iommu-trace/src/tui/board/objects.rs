@@ -1,7 +1,7 @@
 //! The object view's content: the live iommufd objects of each process and iommufd context
 //! as a tree of what refers to what (IOAS -> HWPT -> nested HWPT; HWPT -> vIOMMU ->
 //! vDEVICE / vEVENTQ / HW queue / nested HWPT), with the objects that outlived their
-//! iommufd's close flagged.
+//! iommufd's close flagged, and, once a capture has ended, those it never saw destroyed.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -17,7 +17,8 @@ pub struct ObjectLine {
     /// 0: a process and context heading; 1 and more: objects, by nesting.
     pub depth: usize,
     pub text: String,
-    /// Why the object deserves a look (`outlived close`), if it does.
+    /// Why the object deserves a look (it outlived its iommufd's close, or the capture
+    /// ended without destroying it), if it does.
     pub flag: Option<&'static str>,
 }
 
@@ -100,7 +101,14 @@ impl Model {
                 out.push(ObjectLine {
                     depth,
                     text: describe(o, self.now_ns()),
-                    flag: objects.outlived_close(o).then_some("OUTLIVED CLOSE"),
+                    flag: if objects.outlived_close(o) {
+                        Some("OUTLIVED CLOSE")
+                    } else if self.finished {
+                        // The capture ended: this object was never destroyed in it.
+                        Some("never destroyed")
+                    } else {
+                        None
+                    },
                 });
                 for child in objs.iter().rev() {
                     if parent_of(child) == Some(o.id) && !shown.contains(&child.id) {
