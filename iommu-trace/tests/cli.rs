@@ -32,6 +32,7 @@ fn write_capture(path: &Path, n: u64) {
         Session {
             plan,
             refused: vec![],
+            filter_pid: None,
         },
         4096,
     );
@@ -606,4 +607,83 @@ fn limit_address_space(cmd: &mut Command, bytes: u64) {
             Ok(())
         });
     }
+}
+
+// A capture recorded with `--pid` lacks what other processes did to its objects: its object
+// graph is not checked (and so cannot fail), where the same events unfiltered break it.
+#[test]
+fn a_pid_filtered_capture_does_not_check_the_object_graph() {
+    use iommu_trace::events::{DestroyHow, ObjectAlloc, ObjectDestroy};
+    let dir = std::env::temp_dir().join(format!("iommu-trace-cli-pid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ev = |ts_ns: u64, body: EventBody| Event {
+        ts_ns,
+        cpu: 0,
+        pid: 7,
+        tid: 7,
+        comm: "vmm".into(),
+        cgroup_id: 1,
+        body,
+    };
+    let alloc = |id: u32| {
+        EventBody::ObjectAlloc(ObjectAlloc {
+            object: "ioas".into(),
+            id,
+            obj: KernelPtr(0xffff_8881_0000_0000 + id as u64 * 0x100),
+            ictx: KernelPtr(0xffff_8881_1000_0000),
+            refs: Default::default(),
+            domain: None,
+            virt_id: None,
+            size: 224,
+            errno: 0,
+            latency_ns: 10,
+        })
+    };
+    // Two IOAS; the close destroys one and the other stays: a broken graph, unless the
+    // capture was filtered.
+    let events = [
+        ev(1_000, alloc(1)),
+        ev(2_000, alloc(2)),
+        ev(
+            3_000,
+            EventBody::ObjectDestroy(ObjectDestroy {
+                object: "ioas".into(),
+                id: 1,
+                obj: KernelPtr(0xffff_8881_0000_0100),
+                how: DestroyHow::Close,
+            }),
+        ),
+    ];
+    for (name, filter_pid, want_rc, want) in [
+        ("all.itc", None, 1, "outlived the close"),
+        ("pid.itc", Some(7), 0, "not checked: recorded with --pid 7"),
+    ] {
+        let plan = serde_json::from_value(serde_json::json!({
+            "kernel_release": "test", "points": [], "drivers": [], "offsets": [], "blockers": [],
+        }))
+        .expect("a minimal plan");
+        let header = CaptureHeader::for_this_host(
+            Session {
+                plan,
+                refused: vec![],
+                filter_pid,
+            },
+            4096,
+        );
+        let path = dir.join(name);
+        let mut w = CaptureWriter::create(&path, &header).expect("create");
+        for e in &events {
+            w.write(e).expect("write");
+        }
+        w.finish(FinishInfo {
+            lost_reported: Default::default(),
+            end: None,
+        })
+        .expect("finish");
+        let o = iommu_trace(&["replay", path.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(want_rc), "{name}: {text}");
+        assert!(text.contains(want), "{name}: {text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -192,7 +192,11 @@ impl CaptureHeader {
         };
         self.extra.remove("probe_plan");
         self.extra.remove("attach_failed");
-        Ok(Session { plan, refused })
+        Ok(Session {
+            plan,
+            refused,
+            filter_pid: None,
+        })
     }
 }
 

@@ -371,6 +371,7 @@ fn test_session() -> crate::session::Session {
     crate::session::Session {
         plan,
         refused: vec![],
+        filter_pid: None,
     }
 }
 

@@ -146,6 +146,7 @@ impl Tracer {
             session: Session {
                 plan: plan.clone(),
                 refused,
+                filter_pid: (opts.filter_pid != 0).then_some(opts.filter_pid),
             },
         })
     }

@@ -861,6 +861,7 @@ mod tests {
         let session = |plan: &Plan, refused: Vec<Refusal>| Session {
             plan: plan.clone(),
             refused,
+            filter_pid: None,
         };
         let plan = plan_of(&btf, &k, &deny);
         let missing = session(&plan, vec![]).missing_points();

@@ -118,6 +118,11 @@ pub fn replay_reader<R: std::io::Read>(
                     .chain(refused.map(|r| format!("{} refused: {}", r.symbol, r.error))),
             );
         }
+        if let Some(pid) = session.filter_pid {
+            gaps.push(format!(
+                "recorded with --pid {pid}: what other processes did to its objects is not in it"
+            ));
+        }
         if !gaps.is_empty() {
             objects.set_unchecked(gaps.join("; "));
         }

@@ -24,6 +24,10 @@ pub struct Session {
     pub plan: Plan,
     #[serde(default)]
     pub refused: Vec<Refusal>,
+    /// Only this process was traced (`--pid`): what other processes did to its objects (a
+    /// passed fd closed elsewhere) is not in the stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_pid: Option<u32>,
 }
 
 impl Session {
@@ -170,6 +174,7 @@ mod tests {
         let session = Session {
             plan: plan.clone(),
             refused,
+            filter_pid: None,
         };
         let got: Vec<_> = session
             .probe_status()
@@ -191,6 +196,7 @@ mod tests {
         let clean = Session {
             plan,
             refused: vec![],
+            filter_pid: None,
         };
         let status = clean.probe_status();
         assert_eq!(
