@@ -56,11 +56,7 @@ fn ioctl_enter(cmd: u32) {
     // their errno unknown.
     // SAFETY: copied out before it is overwritten.
     if let Some(stale) = unsafe { IFD_CTX.get(&tid) }.copied() {
-        for i in 0..2 {
-            if (i as u32) < stale.pending {
-                emit_abort(&stale.aborts[i], 0, 0);
-            }
-        }
+        emit_pending_aborts(&stale, 0, 0);
     }
     let c = IfdCtx {
         cmd,
@@ -81,10 +77,15 @@ fn ioctl_exit(ret: u64) {
         return;
     };
     let _ = IFD_CTX.remove(&tid);
-    let errno = errno_of_int(ret);
+    emit_pending_aborts(&c, errno_of_int(ret), object_flags::ERRNO_KNOWN);
+}
+
+/// The aborts an ioctl context holds, with `errno` and `flags`.
+#[inline(always)]
+fn emit_pending_aborts(c: &IfdCtx, errno: i32, flags: u32) {
     for i in 0..2 {
         if (i as u32) < c.pending {
-            emit_abort(&c.aborts[i], errno, object_flags::ERRNO_KNOWN);
+            emit_abort(&c.aborts[i], errno, flags);
         }
     }
 }

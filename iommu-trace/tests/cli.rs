@@ -23,19 +23,24 @@ fn text(o: &Output) -> String {
     )
 }
 
-fn write_capture(path: &Path, n: u64) {
+/// A header with an empty plan, as `record --pid` writes it when `filter_pid` is set.
+fn minimal_header(filter_pid: Option<u32>) -> CaptureHeader {
     let plan = serde_json::from_value(serde_json::json!({
         "kernel_release": "test", "points": [], "drivers": [], "offsets": [], "blockers": [],
     }))
     .expect("a minimal plan");
-    let header = CaptureHeader::for_this_host(
+    CaptureHeader::for_this_host(
         Session {
             plan,
             refused: vec![],
-            filter_pid: None,
+            filter_pid,
         },
         4096,
-    );
+    )
+}
+
+fn write_capture(path: &Path, n: u64) {
+    let header = minimal_header(None);
     let mut w = CaptureWriter::create(path, &header).expect("create");
     for i in 0..n {
         w.write(&Event {
@@ -658,28 +663,13 @@ fn a_pid_filtered_capture_does_not_check_the_object_graph() {
         ("all.itc", None, 1, "outlived the close"),
         ("pid.itc", Some(7), 0, "not checked: recorded with --pid 7"),
     ] {
-        let plan = serde_json::from_value(serde_json::json!({
-            "kernel_release": "test", "points": [], "drivers": [], "offsets": [], "blockers": [],
-        }))
-        .expect("a minimal plan");
-        let header = CaptureHeader::for_this_host(
-            Session {
-                plan,
-                refused: vec![],
-                filter_pid,
-            },
-            4096,
-        );
         let path = dir.join(name);
-        let mut w = CaptureWriter::create(&path, &header).expect("create");
-        for e in &events {
-            w.write(e).expect("write");
-        }
-        w.finish(FinishInfo {
-            lost_reported: Default::default(),
-            end: None,
-        })
-        .expect("finish");
+        rewrite(
+            &path,
+            &minimal_header(filter_pid),
+            &events,
+            Default::default(),
+        );
         let o = iommu_trace(&["replay", path.to_str().unwrap()]);
         let text = String::from_utf8_lossy(&o.stdout);
         assert_eq!(o.status.code(), Some(want_rc), "{name}: {text}");

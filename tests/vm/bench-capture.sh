@@ -22,28 +22,28 @@ for f in iommufd_fops_ioctl _iommufd_object_alloc iommufd_object_finalize iommuf
     NOOBJ="$NOOBJ --deny-symbol $f"
 done
 loop() { iommu-trace exercise --steps loop --loop $N --loop-pages 1 --no-hugepages -o "$1" > "$1.log" 2>&1; }
+# The loop into $1 while `iommu-trace record` (the rest of the arguments added) writes $2,
+# logging to $3; returns the recorder's exit status.
+traced_loop() {
+    out=$1 itc=$2 log=$3
+    shift 3
+    rm -f /tmp/ready
+    iommu-trace record "$@" -o "$itc" --ready-file /tmp/ready > "$log" 2>&1 &
+    REC=$!
+    i=0
+    while [ ! -e /tmp/ready ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+    loop "$out"
+    kill -INT $REC
+    wait $REC
+}
 r=1
 while [ $r -le $ROUNDS ]; do
     loop $R/base$r.json
-    rm -f /tmp/ready
-    iommu-trace record -o $R/bench$r.itc --ready-file /tmp/ready > $R/record$r.log 2>&1 &
-    REC=$!
-    i=0
-    while [ ! -e /tmp/ready ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
-    loop $R/traced$r.json
-    kill -INT $REC
-    wait $REC
+    traced_loop $R/traced$r.json $R/bench$r.itc $R/record$r.log
     echo $? > $R/record$r.rc
     iommu-trace inspect $R/bench$r.itc --summary > $R/summary$r.txt 2>&1
     stat -c %s $R/bench$r.itc > $R/capture-bytes$r.txt
-    rm -f /tmp/ready
-    iommu-trace record $NOOBJ -o /tmp/noobj.itc --ready-file /tmp/ready > $R/noobj-record$r.log 2>&1 &
-    REC=$!
-    i=0
-    while [ ! -e /tmp/ready ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
-    loop $R/noobj$r.json
-    kill -INT $REC
-    wait $REC
+    traced_loop $R/noobj$r.json /tmp/noobj.itc $R/noobj-record$r.log $NOOBJ
     rm -f /tmp/noobj.itc
     r=$((r + 1))
 done

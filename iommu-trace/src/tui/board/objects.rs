@@ -3,7 +3,7 @@
 //! vDEVICE / vEVENTQ / HW queue / nested HWPT), with the objects that outlived their
 //! iommufd's close flagged, and, once a capture has ended, those it never saw destroyed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::Model;
 use crate::events::KernelPtr;
@@ -75,22 +75,24 @@ impl Model {
                 flag: None,
             });
             let ids: HashSet<u32> = objs.iter().map(|o| o.id).collect();
-            let parent_of = |o: &LiveObject| {
-                PARENT_ROLES
+            // Each object's parent, once: children by parent id, in display order.
+            let mut children: HashMap<u32, Vec<&LiveObject>> = HashMap::new();
+            let mut roots = Vec::new();
+            for o in &objs {
+                let parent = PARENT_ROLES
                     .iter()
                     .filter_map(|r| o.refs.get(*r))
-                    .find(|id| ids.contains(id) && **id != o.id)
-                    .copied()
-            };
+                    .find(|id| ids.contains(id) && **id != o.id);
+                match parent {
+                    Some(p) => children.entry(*p).or_default().push(o),
+                    None => roots.push(*o),
+                }
+            }
             let mut shown = HashSet::new();
-            let mut stack: Vec<(&LiveObject, usize)> = objs
-                .iter()
-                .rev()
-                .filter(|o| parent_of(o).is_none())
-                .map(|o| (*o, 1))
-                .collect();
+            let mut stack: Vec<(&LiveObject, usize)> =
+                roots.iter().rev().map(|o| (*o, 1)).collect();
             // Objects in a cycle of references (not from a real kernel) are shown as roots.
-            let mut orphans = objs.iter().rev().filter(|o| parent_of(o).is_some());
+            let mut orphans = objs.iter().rev();
             while let Some((o, depth)) = stack
                 .pop()
                 .or_else(|| orphans.find(|o| !shown.contains(&o.id)).map(|o| (*o, 1)))
@@ -110,8 +112,8 @@ impl Model {
                         None
                     },
                 });
-                for child in objs.iter().rev() {
-                    if parent_of(child) == Some(o.id) && !shown.contains(&child.id) {
+                for child in children.get(&o.id).into_iter().flatten().rev() {
+                    if !shown.contains(&child.id) {
                         stack.push((child, depth + 1));
                     }
                 }
