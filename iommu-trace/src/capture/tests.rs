@@ -1492,3 +1492,63 @@ fn object_records_are_refused_in_older_formats() {
         .expect("too short");
     assert!(!err.contains("format-"), "{err}");
 }
+
+// The object records' own bounds: more references than any kernel slot table holds, and a
+// destroy path byte no writer emits, are damage.
+#[test]
+fn object_records_with_impossible_fields_are_refused() {
+    use super::codec::{Dec, Decoder, Encoder};
+    let ev = |body| Event {
+        ts_ns: 10,
+        cpu: 0,
+        pid: 1,
+        tid: 1,
+        comm: "t".into(),
+        cgroup_id: 1,
+        body,
+    };
+    let decode_last = |bytes: &[u8]| {
+        let mut d = Decoder::new(0, 3);
+        let mut dec = Dec::new(bytes);
+        loop {
+            match d.decode(&mut dec) {
+                Ok(_) if dec.pos < bytes.len() => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    };
+    // 17 references (the bound is 16).
+    let mut out = Vec::new();
+    let refs = (0..17).map(|i| (format!("r{i}"), i)).collect();
+    Encoder::new(0).encode(
+        &ev(EventBody::ObjectAlloc(ObjectAlloc {
+            object: "ioas".into(),
+            id: 1,
+            obj: KernelPtr(0x1000),
+            ictx: KernelPtr(0x2000),
+            refs,
+            domain: None,
+            virt_id: None,
+            size: 0,
+            errno: 0,
+            latency_ns: 0,
+        })),
+        &mut out,
+    );
+    let err = decode_last(&out).expect_err("refused");
+    assert!(err.contains("17 references"), "{err}");
+    // A destroy path byte past `put`.
+    let mut out = Vec::new();
+    Encoder::new(0).encode(
+        &ev(EventBody::ObjectDestroy(ObjectDestroy {
+            object: "ioas".into(),
+            id: 1,
+            obj: KernelPtr(0x1000),
+            how: DestroyHow::Put,
+        })),
+        &mut out,
+    );
+    *out.last_mut().unwrap() = 9;
+    let err = decode_last(&out).expect_err("refused");
+    assert!(err.contains("unknown destroy path 9"), "{err}");
+}
