@@ -266,6 +266,8 @@ pub struct Config {
     pub user_data_len: u32,
     /// `struct iommufd_ucmd::cmd`.
     pub ucmd_cmd: u32,
+    /// `struct iommufd_ucmd::new_obj` (7.x; unset where the kernel has none).
+    pub ucmd_new_obj: u32,
     /// `struct folio::memcg_data` (equals `struct page::memcg_data`).
     pub folio_memcg_data: u32,
     /// `enum memcg_data_flags`: the `MEMCG_DATA_KMEM` bit, and the mask of all flag bits
@@ -351,6 +353,7 @@ impl Config {
             user_data_uptr: Self::UNSET,
             user_data_len: Self::UNSET,
             ucmd_cmd: Self::UNSET,
+            ucmd_new_obj: Self::UNSET,
             folio_memcg_data: Self::UNSET,
             memcg_data_kmem: 0,
             memcg_data_flags_mask: 0,

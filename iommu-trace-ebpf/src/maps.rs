@@ -46,10 +46,14 @@ pub(crate) static PENDING_OBJECTS: LruHashMap<u64, PendingObject> =
     LruHashMap::with_max_entries(4096, 0);
 #[map]
 pub(crate) static RESERVE_CTX: HashMap<u32, ReserveCtx> = HashMap::with_max_entries(4096, 0);
-/// The iommufd ioctl a thread is in (not the map/unmap ones: objects.rs). LRU: an entry
-/// whose exit was missed (a kretprobe out of instances) must not stay for good.
+/// The object-creating or destroying iommufd ioctl handler a thread is in (objects.rs).
+/// LRU: an entry whose exit was missed (a kretprobe out of instances) must not stay for good.
 #[map]
 pub(crate) static IFD_CTX: LruHashMap<u32, IfdCtx> = LruHashMap::with_max_entries(4096, 0);
+/// The errno of a failed 7.x handler whose `ucmd->new_obj` the core aborts after it
+/// returned, by object pointer, until that abort.
+#[map]
+pub(crate) static LATE_ABORTS: LruHashMap<u64, i32> = LruHashMap::with_max_entries(1024, 0);
 /// How objects destroyed by this thread now are destroyed (`how::CLOSE`, `how::UNBIND`):
 /// the outermost of the nested contexts (a close that unbinds a selftest device is a close).
 #[map]
@@ -159,10 +163,12 @@ impl PendingAbort {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct IfdCtx {
-    /// The ioctl's command number.
+    /// `IN_DESTROY` in `iommufd_destroy`, 0 in a handler that creates objects.
     pub(crate) cmd: u32,
     /// Entries of `aborts` in use.
     pub(crate) pending: u32,
+    /// The handler's `struct iommufd_ucmd *`.
+    pub(crate) ucmd: u64,
     pub(crate) aborts: [PendingAbort; 2],
 }
 

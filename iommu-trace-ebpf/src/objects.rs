@@ -7,8 +7,8 @@
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
-    macros::{fentry, fexit, kprobe, kretprobe},
-    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    macros::{kprobe, kretprobe},
+    programs::{ProbeContext, RetProbeContext},
 };
 use iommu_trace_common::{
     how, kind, lost, object_flags, ref_kind, ObjectEvent, MAX_OBJECT_TYPES, OBJECT_REFS,
@@ -21,24 +21,13 @@ use crate::{
     },
     maps::{
         HowCtx, IfdCtx, PendingAbort, PendingObject, ReserveCtx, EVENTS, HOW_CTX, IFD_CTX,
-        IOCTL_CTX, PENDING_OBJECTS, RESERVE_CTX,
+        IOCTL_CTX, LATE_ABORTS, PENDING_OBJECTS, RESERVE_CTX,
     },
 };
 
-/// `_IO(IOMMUFD_TYPE, IOMMUFD_CMD_DESTROY)` (include/uapi/linux/iommufd.h).
-const IOMMU_DESTROY: u32 = 0x3b80;
-
-/// Ioctls of the iommufd file that never create or destroy an object and run in loops
-/// (IOAS_COPY, IOAS_MAP, IOAS_UNMAP, HWPT_GET_DIRTY_BITMAP, IOAS_MAP_FILE, and VFIO's
-/// MAP_DMA / UNMAP_DMA on the compat container): no context for them, so the map path
-/// pays two early returns and no map update.
-#[inline(always)]
-fn needs_context(cmd: u32) -> bool {
-    !matches!(
-        cmd,
-        0x3b83 | 0x3b85 | 0x3b86 | 0x3b8c | 0x3b8f | 0x3b71 | 0x3b72
-    )
-}
+/// `IfdCtx::cmd` of a thread in `iommufd_destroy` (IOMMU_DESTROY); 0 in a handler that
+/// creates objects.
+const IN_DESTROY: u32 = 1;
 
 #[inline(always)]
 fn now() -> u64 {
@@ -46,14 +35,16 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// Entry of an iommufd ioctl handler that creates or destroys objects, `(ucmd)`. Only those
+/// handlers are hooked, not `iommufd_fops_ioctl`: the IOAS_MAP/UNMAP loop pays nothing.
 #[inline(always)]
-fn ioctl_enter(cmd: u32) {
-    if !wanted() || !needs_context(cmd) {
+fn handler_enter(cmd: u32, ucmd: u64) {
+    if !wanted() {
         return;
     }
     let tid = current_tid();
-    // iommufd ioctls do not nest: an entry left here lost its exit. Its aborts go out now,
-    // their errno unknown.
+    // Handlers do not nest: an entry left here lost its exit. Its aborts go out now, their
+    // errno unknown.
     // SAFETY: copied out before it is overwritten.
     if let Some(stale) = unsafe { IFD_CTX.get(&tid) }.copied() {
         emit_pending_aborts(&stale, 0, 0);
@@ -61,6 +52,7 @@ fn ioctl_enter(cmd: u32) {
     let c = IfdCtx {
         cmd,
         pending: 0,
+        ucmd,
         aborts: [PendingAbort::EMPTY; 2],
     };
     if IFD_CTX.insert(&tid, &c, 0).is_err() {
@@ -68,16 +60,27 @@ fn ioctl_enter(cmd: u32) {
     }
 }
 
-/// Emits the aborts the ioctl made, now that its result is known.
+/// Emits the aborts the handler made, now that its result is known. A 7.x handler that
+/// failed with an object in `ucmd->new_obj` leaves that abort to `iommufd_fops_ioctl`,
+/// after this return: its errno is kept by object pointer for `object_abort`.
 #[inline(always)]
-fn ioctl_exit(ret: u64) {
+fn handler_exit(ret: u64) {
     let tid = current_tid();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(c) = (unsafe { IFD_CTX.get(&tid) }).copied() else {
         return;
     };
     let _ = IFD_CTX.remove(&tid);
-    emit_pending_aborts(&c, errno_of_int(ret), object_flags::ERRNO_KNOWN);
+    let errno = errno_of_int(ret);
+    emit_pending_aborts(&c, errno, object_flags::ERRNO_KNOWN);
+    if errno != 0 {
+        if let Some(at) = field(c.ucmd, cfg!(ucmd_new_obj)) {
+            let obj = read_u64(at);
+            if obj != 0 && LATE_ABORTS.insert(&obj, &errno, 0).is_err() {
+                count_lost(lost::CONTEXT_FULL);
+            }
+        }
+    }
 }
 
 /// The aborts an ioctl context holds, with `errno` and `flags`.
@@ -90,30 +93,24 @@ fn emit_pending_aborts(c: &IfdCtx, errno: i32, flags: u32) {
     }
 }
 
-#[fentry(function = "iommufd_fops_ioctl")]
-pub fn ifd_ioctl_fentry(ctx: FEntryContext) -> u32 {
-    ioctl_enter(ctx.arg(1));
-    0
-}
-
-#[fexit(function = "iommufd_fops_ioctl")]
-pub fn ifd_ioctl_fexit(ctx: FExitContext) -> u32 {
-    let cmd: u32 = ctx.arg(1);
-    if needs_context(cmd) {
-        ioctl_exit(ctx.arg(3));
-    }
-    0
-}
-
+/// The handlers of the ioctls that create objects (IOAS, HWPT, FAULT, VIOMMU, VDEVICE,
+/// VEVENTQ, HW_QUEUE alloc, the selftest's command): an abort inside one has its errno.
 #[kprobe]
-pub fn ifd_ioctl_entry(ctx: ProbeContext) -> u32 {
-    ioctl_enter(ctx.arg(1).unwrap_or(0));
+pub fn create_ioctl_entry(ctx: ProbeContext) -> u32 {
+    handler_enter(0, ctx.arg(0).unwrap_or(0));
+    0
+}
+
+/// `iommufd_destroy(ucmd)`: objects destroyed here are destroyed by IOMMU_DESTROY.
+#[kprobe]
+pub fn destroy_ioctl_entry(ctx: ProbeContext) -> u32 {
+    handler_enter(IN_DESTROY, ctx.arg(0).unwrap_or(0));
     0
 }
 
 #[kretprobe]
-pub fn ifd_ioctl_exit(ctx: RetProbeContext) -> u32 {
-    ioctl_exit(ctx.ret());
+pub fn object_ioctl_exit(ctx: RetProbeContext) -> u32 {
+    handler_exit(ctx.ret());
     0
 }
 
@@ -331,8 +328,9 @@ fn emit_abort(a: &PendingAbort, errno: i32, flags: u32) {
     entry.submit(submit_flags());
 }
 
-/// `iommufd_object_abort(ictx, obj)`: the id is released unpublished. Inside an iommufd
-/// ioctl the event waits for the ioctl's result (its errno); elsewhere it goes at once.
+/// `iommufd_object_abort(ictx, obj)`: the id is released unpublished. Inside an
+/// object-creating handler the event waits for the handler's result (its errno); after a
+/// failed handler (7.x `_ucmd` objects) it has that result; elsewhere it goes at once.
 #[kprobe]
 pub fn object_abort(ctx: ProbeContext) -> u32 {
     if !wanted() {
@@ -351,6 +349,12 @@ pub fn object_abort(ctx: ProbeContext) -> u32 {
         obj_type: object_type(obj),
         id: object_id(obj),
     };
+    // SAFETY: copied out before removal.
+    if let Some(errno) = unsafe { LATE_ABORTS.get(&obj) }.copied() {
+        let _ = LATE_ABORTS.remove(&obj);
+        emit_abort(&a, errno, object_flags::ERRNO_KNOWN);
+        return 0;
+    }
     if let Some(c) = IFD_CTX.get_ptr_mut(&current_tid()) {
         // SAFETY: this thread's own entry.
         let c = unsafe { &mut *c };
@@ -390,7 +394,7 @@ pub fn object_destroy(ctx: ProbeContext) -> u32 {
     let how = match unsafe { HOW_CTX.get(&tid) } {
         Some(h) => h.how,
         None => match unsafe { IFD_CTX.get(&tid) } {
-            Some(c) if c.cmd == IOMMU_DESTROY => how::DESTROY,
+            Some(c) if c.cmd == IN_DESTROY => how::DESTROY,
             _ => how::PUT,
         },
     };

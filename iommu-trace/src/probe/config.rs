@@ -25,6 +25,7 @@ pub fn ebpf_config(plan: &Plan, filter_pid: u32) -> Config {
     c.user_data_uptr = get("iommu_user_data.uptr");
     c.user_data_len = get("iommu_user_data.len");
     c.ucmd_cmd = get("iommufd_ucmd.cmd");
+    c.ucmd_new_obj = get("iommufd_ucmd.new_obj");
     c.folio_memcg_data = get("folio.memcg_data");
     c.objcg_memcg = get("obj_cgroup.memcg");
     c.memcg_css_cgroup = get("mem_cgroup.css.cgroup");

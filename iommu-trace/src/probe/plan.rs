@@ -12,8 +12,8 @@ use super::btf::Btf;
 use super::features::detect_features;
 use super::kallsyms::Kallsyms;
 use super::tables::{
-    DriverSpec, CORE_POINTS, DRIVERS, OBJECT_DESTROY_OPS, OBJECT_REFS, OP_SHAPES, PT_SYMBOLS,
-    TRAMPOLINES, VIOMMU_NESTED_PARAMS,
+    DriverSpec, CORE_POINTS, DRIVERS, OBJECT_CREATE_HANDLERS, OBJECT_DESTROY_OPS, OBJECT_REFS,
+    OP_SHAPES, PT_SYMBOLS, TRAMPOLINES, VIOMMU_NESTED_PARAMS,
 };
 use crate::session::{
     Attachment, DriverField, DriverInfo, Gap, GapReason, ObjectRef, ObjectRefs, Plan, PointPlan,
@@ -271,7 +271,24 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
     }
 
     let object_types = inputs.btf.map(object_types_from_btf).unwrap_or_default();
-    points.push(object_destroy_point(inputs, &object_types));
+    points.push(per_object_type_point(
+        inputs,
+        &object_types,
+        "object_ioctl",
+        "the ioctl handlers that create objects: an abort's errno (iommufd/*.c)",
+        OBJECT_CREATE_HANDLERS,
+        ("create_ioctl_entry", Some("object_ioctl_exit")),
+        &["ucmd"],
+    ));
+    points.push(per_object_type_point(
+        inputs,
+        &object_types,
+        "object_destroy",
+        "iommufd object destroyed, on every path (each type's destroy op)",
+        OBJECT_DESTROY_OPS,
+        ("object_destroy", None),
+        &["obj"],
+    ));
     let object_refs = inputs.btf.map(object_refs_from_btf).unwrap_or_default();
     let offsets = inputs.btf.map(offsets_from_btf).unwrap_or_default();
     let features = detect_features(inputs);
@@ -302,32 +319,45 @@ fn object_types_from_btf(btf: &Btf) -> Vec<(String, i64)> {
         .collect()
 }
 
-/// The destroy op of every object type this kernel has. Without the type enum in BTF
-/// (iommufd built as a module whose BTF is not read), every known op the kernel has.
-fn object_destroy_point(inputs: &PlanInputs, object_types: &[(String, i64)]) -> PointPlan {
+/// One kprobe per object type this kernel has, from a (type, symbol) table. Without the
+/// type enum in BTF (iommufd built as a module whose BTF is not read), every symbol of the
+/// table the kernel has.
+fn per_object_type_point(
+    inputs: &PlanInputs,
+    object_types: &[(String, i64)],
+    point: &str,
+    what: &str,
+    table: &[(&str, &str)],
+    programs: (&str, Option<&str>),
+    params: &[&str],
+) -> PointPlan {
     let mut plan = PointPlan {
-        point: "object_destroy".into(),
-        what: "iommufd object destroyed, on every path (each type's destroy op)".into(),
+        point: point.into(),
+        what: what.into(),
         attach: vec![],
         gaps: vec![],
     };
-    for (object, sym) in OBJECT_DESTROY_OPS {
+    let (entry, exit) = programs;
+    for (object, sym) in table {
         let typed = !object_types.is_empty();
         if typed && !object_types.iter().any(|(n, _)| n == object) {
             continue;
         }
-        match symbol_gap(inputs, sym, &["obj"]) {
+        match symbol_gap(inputs, sym, params) {
             None => plan.attach.push(Attachment {
                 symbol: sym.to_string(),
-                program_type: ProgramKind::Kprobe,
-                entry_program: "object_destroy".into(),
-                exit_program: None,
+                program_type: match exit {
+                    Some(_) => ProgramKind::KprobeKretprobe,
+                    None => ProgramKind::Kprobe,
+                },
+                entry_program: entry.into(),
+                exit_program: exit.map(str::to_string),
                 driver: None,
                 addr: addr_of(inputs, sym),
                 fallback: None,
             }),
-            // A type the kernel has whose op is missing is a gap; without the enum, an op
-            // the kernel lacks is only a type it does not have.
+            // A type the kernel has whose function is missing is a gap; without the enum,
+            // a function the kernel lacks is only a type it does not have.
             Some(GapReason::NotInKernel) if !typed => {}
             Some(reason) => plan.gaps.push(Gap {
                 symbol: sym.to_string(),
@@ -376,6 +406,7 @@ fn offsets_from_btf(btf: &Btf) -> Vec<(String, i64)> {
         ("iommu_user_data", "uptr"),
         ("iommu_user_data", "len"),
         ("iommufd_ucmd", "cmd"),
+        ("iommufd_ucmd", "new_obj"),
         ("iommufd_object", "type"),
         ("iommufd_object", "id"),
         ("iommufd_viommu", "hwpt"),
@@ -521,11 +552,12 @@ mod tests {
         ffffffff810000b0 T _iommufd_object_alloc\n\
         ffffffff810000c0 T iommufd_object_finalize\n\
         ffffffff810000d0 T iommufd_object_abort\n\
-        ffffffff810000e0 t iommufd_fops_ioctl\n\
+        ffffffff810000e0 t iommufd_destroy\n\
         ffffffff810000f0 t iommufd_fops_release\n\
         ffffffff81000100 T iommufd_device_unbind\n\
         ffffffff81000110 T iommufd_ioas_destroy\n\
-        ffffffff81000120 T iommufd_hwpt_paging_destroy\n";
+        ffffffff81000120 T iommufd_hwpt_paging_destroy\n\
+        ffffffff81000130 T iommufd_ioas_alloc_ioctl\n";
 
     // The object types come from the kernel's own enum, numbers included; the known types
     // it lacks are named (a 6.12-like enum: no vIOMMU objects).
@@ -635,6 +667,43 @@ mod tests {
         assert_eq!(destroy.gaps.len(), 1, "{:?}", destroy.gaps);
         assert_eq!(destroy.gaps[0].symbol, "iommufd_fault_destroy");
         assert_eq!(destroy.gaps[0].reason, GapReason::NotInKernel);
+        // The creating handlers follow the same types; the map path's ioctl is not hooked.
+        let create = plan.point("object_ioctl").unwrap();
+        let attached: Vec<_> = create.attach.iter().map(|a| a.symbol.as_str()).collect();
+        assert_eq!(attached, ["iommufd_ioas_alloc_ioctl", "iommufd_hwpt_alloc"]);
+        assert_eq!(create.gaps.len(), 1, "{:?}", create.gaps);
+        assert_eq!(create.gaps[0].symbol, "iommufd_fault_alloc");
+        assert!(create
+            .attach
+            .iter()
+            .all(|a| a.exit_program.as_deref() == Some("object_ioctl_exit")));
+        assert!(plan
+            .points
+            .iter()
+            .flat_map(|p| &p.attach)
+            .all(|a| a.symbol != "iommufd_fops_ioctl"));
+        assert_eq!(
+            plan.point("destroy_ioctl").unwrap().attach[0].symbol,
+            "iommufd_destroy"
+        );
+    }
+
+    // 7.x's `iommufd_ucmd::new_obj` (an object the core aborts after its handler failed)
+    // reaches the eBPF config from BTF; a kernel without it leaves the slot unset.
+    #[test]
+    fn ucmd_new_obj_offset_comes_from_btf() {
+        let mut b = Builder::new();
+        let u64t = b.int("long unsigned int", 8);
+        b.strukt(
+            "iommufd_ucmd",
+            40,
+            &[("cmd", u64t, 192, 0), ("new_obj", u64t, 256, 0)],
+        );
+        let btf = Btf::parse(&b.build()).unwrap();
+        let c = ebpf_config(&plan_of(&btf, &Kallsyms::parse(KALLSYMS), &[]), 0);
+        assert_eq!((c.ucmd_cmd, c.ucmd_new_obj), (24, 32));
+        let c = ebpf_config(&plan_of(&fixture_btf(), &Kallsyms::parse(KALLSYMS), &[]), 0);
+        assert_eq!(c.ucmd_new_obj, iommu_trace_common::Config::UNSET);
     }
 
     // A vIOMMU's alloc_domain_nested: attached for its driver when BTF shows its parameters,

@@ -173,7 +173,8 @@ pub(super) const CORE_POINTS: &[CorePoint] = &[
         params: &["domain", "iova", "size"],
     },
     // iommufd objects (docs/kernel-facts.md §7.2; iommufd/main.c in 6.12 and 7.3). The
-    // per-type destroy ops are `OBJECT_DESTROY_OPS`.
+    // per-type creating handlers and destroy ops are `OBJECT_CREATE_HANDLERS` and
+    // `OBJECT_DESTROY_OPS`.
     CorePoint {
         point: "object_alloc",
         what: "iommufd object allocated, id reserved: type, size (iommufd/main.c)",
@@ -199,12 +200,12 @@ pub(super) const CORE_POINTS: &[CorePoint] = &[
         params: &["ictx", "obj"],
     },
     CorePoint {
-        point: "iommufd_ioctl",
-        what: "iommufd ioctl in progress: an abort's errno, IOMMU_DESTROY (static, main.c)",
-        symbols: &["iommufd_fops_ioctl"],
-        entry_program: "ifd_ioctl_entry",
-        exit_program: Some("ifd_ioctl_exit"),
-        params: &["filp", "cmd", "arg"],
+        point: "destroy_ioctl",
+        what: "IOMMU_DESTROY's handler: objects destroyed by it (static, main.c)",
+        symbols: &["iommufd_destroy"],
+        entry_program: "destroy_ioctl_entry",
+        exit_program: Some("object_ioctl_exit"),
+        params: &["ucmd"],
     },
     CorePoint {
         point: "iommufd_release",
@@ -222,6 +223,22 @@ pub(super) const CORE_POINTS: &[CorePoint] = &[
         exit_program: Some("destroy_context_exit"),
         params: &["idev"],
     },
+];
+
+/// The handler of the ioctl that creates each object type (`iommufd_ioctl_ops`,
+/// iommufd/main.c, 6.12 and 7.3), all `int (struct iommufd_ucmd *)`: an abort inside one gets
+/// its errno. Hooked instead of `iommufd_fops_ioctl`, which every IOAS_MAP/UNMAP passes.
+/// DEVICE and ACCESS objects are created outside iommufd's ioctls (VFIO, the selftest's
+/// command); HWPT_NESTED through `iommufd_hwpt_alloc`.
+pub(super) const OBJECT_CREATE_HANDLERS: &[(&str, &str)] = &[
+    ("ioas", "iommufd_ioas_alloc_ioctl"),
+    ("hwpt_paging", "iommufd_hwpt_alloc"),
+    ("fault", "iommufd_fault_alloc"),
+    ("viommu", "iommufd_viommu_alloc_ioctl"),
+    ("vdevice", "iommufd_vdevice_alloc_ioctl"),
+    ("veventq", "iommufd_veventq_alloc"),
+    ("hw_queue", "iommufd_hw_queue_alloc_ioctl"),
+    ("selftest", "iommufd_test"),
 ];
 
 /// Each object type's destroy op (`iommufd_object_ops[type].destroy`, iommufd/main.c), the
@@ -321,12 +338,6 @@ pub(super) const TRAMPOLINES: &[(&str, usize, &str, Option<&str>)] = &[
         4,
         "unmap_fast_fentry",
         Some("unmap_fast_fexit"),
-    ),
-    (
-        "iommufd_fops_ioctl",
-        3,
-        "ifd_ioctl_fentry",
-        Some("ifd_ioctl_fexit"),
     ),
     ("__lruvec_stat_mod_folio", 3, "pt_stat_fentry", None),
     ("lruvec_stat_mod_folio", 3, "pt_stat_fentry", None),

@@ -27,7 +27,8 @@ pub fn exercise(dir: &Path, arch: Arch) -> Vec<Outcome> {
                     "object_publish",
                     "object_abort",
                     "object_destroy",
-                    "iommufd_ioctl",
+                    "object_ioctl",
+                    "destroy_ioctl",
                     "iommufd_release",
                     "device_unbind",
                 ] {

@@ -6,7 +6,9 @@
 //!
 //! What 7.3 answers (drivers/iommu/iommufd/{viommu,eventq,hw_pagetable,io_pagetable,
 //! selftest}.c; docs/kernel-facts.md §7.3):
-//! * VIOMMU_ALLOC on a hwpt without NEST_PARENT: EINVAL; with an unknown type: EOPNOTSUPP.
+//! * VIOMMU_ALLOC on a hwpt without NEST_PARENT: EINVAL; with an unknown type: EOPNOTSUPP;
+//!   with driver data at an unmapped address: EFAULT from `mock_viommu_init`, after the
+//!   core allocated the object (aborted by `iommufd_fops_ioctl`, main.c:560).
 //! * a second VDEVICE_ALLOC for the same device: EEXIST; a second VEVENTQ of one type: EEXIST.
 //! * HWPT_ALLOC through the vIOMMU without data: EOPNOTSUPP (`data_len` 0); with
 //!   NEST_PARENT: EOPNOTSUPP (flags outside FAULT_ID_VALID | PASID).
@@ -17,7 +19,7 @@
 use std::fs::File;
 use std::os::fd::FromRawFd;
 
-use libc::{EBUSY, EEXIST, EINVAL, ENOTTY, EOPNOTSUPP};
+use libc::{EBUSY, EEXIST, EFAULT, EINVAL, ENOTTY, EOPNOTSUPP};
 use serde_json::json;
 
 use super::{step, HwptData, HwptTarget, Obj, Runner, StepExt};
@@ -29,6 +31,10 @@ use crate::exercise::uapi::*;
 const IOVA_HW_QUEUE: u64 = 0x03c0_0000;
 /// The vDEVICE's virtual id (the selftest's `vdevice_alloc` uses 0x99).
 const VIRT_ID: u64 = 0x99;
+/// `sizeof(struct iommu_viommu_selftest)` (iommufd_test.h, 7.x).
+const VIOMMU_SELFTEST_DATA_LEN: u32 = 24;
+/// A user address no process maps (below `vm.mmap_min_addr`): copying from it is EFAULT.
+const UNMAPPED_USER_ADDR: u64 = 0x10;
 
 impl Runner<'_> {
     /// One recorded ioctl of the vIOMMU family; returns its errno. `expected` `None`: the
@@ -85,11 +91,25 @@ impl Runner<'_> {
         ty: u32,
         expected: Option<i32>,
     ) -> (i32, u32) {
+        self.viommu_alloc_with_data(name, (idev, hwpt), ty, (0, 0), expected)
+    }
+
+    /// VIOMMU_ALLOC with driver data `(data_len, data_uptr)`.
+    fn viommu_alloc_with_data(
+        &mut self,
+        name: &str,
+        (idev, hwpt): (u32, u32),
+        ty: u32,
+        (data_len, data_uptr): (u32, u64),
+        expected: Option<i32>,
+    ) -> (i32, u32) {
         let mut cmd = IommuViommuAlloc {
             size: size32::<IommuViommuAlloc>(),
             type_: ty,
             dev_id: idev,
             hwpt_id: hwpt,
+            data_len,
+            data_uptr,
             ..Default::default()
         };
         let e = self.viommu_call(
@@ -97,7 +117,8 @@ impl Runner<'_> {
             StepGroup::Mock,
             ("IOMMU_VIOMMU_ALLOC", IOMMU_VIOMMU_ALLOC),
             &mut cmd,
-            json!({ "dev_id": idev, "hwpt_id": hwpt, "type": ty }),
+            json!({ "dev_id": idev, "hwpt_id": hwpt, "type": ty, "data_len": data_len,
+                    "data_uptr": data_uptr }),
             expected,
             |c| vec![("out_viommu_id", c.out_viommu_id.into())],
         );
@@ -264,6 +285,15 @@ impl Runner<'_> {
                 parent,
                 0xfeed,
                 Some(EOPNOTSUPP),
+            );
+            // Fails in the driver's viommu_init, after the core allocated the object: the
+            // core aborts it once the handler has returned (a `_ucmd` object).
+            self.viommu_alloc_with_data(
+                "viommu_alloc_unreadable_data",
+                (idev, parent),
+                IOMMU_VIOMMU_TYPE_SELFTEST,
+                (VIOMMU_SELFTEST_DATA_LEN, UNMAPPED_USER_ADDR),
+                Some(EFAULT),
             );
         }
         let vdev = self.vdevice_alloc("vdevice_alloc", viommu, idev, 0);
