@@ -40,6 +40,27 @@ pub mod kind {
     pub const OBJECT_ABORT: u32 = 8;
     /// A published iommufd object's type destroy op ran (`ObjectEvent`).
     pub const OBJECT_DESTROY: u32 = 9;
+    /// An IOAS mapping ioctl's handler returned (`IoasOpEvent`).
+    pub const IOAS_OP: u32 = 10;
+    /// The pinned-page accounting of one `struct iopt_pages` changed, or failed to
+    /// (`PinEvent`).
+    pub const PIN: u32 = 11;
+}
+
+/// `IoasOpEvent::op`: which ioctl handler (iommufd/ioas.c, 6.12 and 7.3).
+pub mod ioas_op {
+    /// `IOMMU_IOAS_MAP`: `iommufd_ioas_map`.
+    pub const MAP: u32 = 1;
+    /// `IOMMU_IOAS_MAP_FILE` (7.x): `iommufd_ioas_map_file`.
+    pub const MAP_FILE: u32 = 2;
+    /// `IOMMU_IOAS_COPY`: `iommufd_ioas_copy`.
+    pub const COPY: u32 = 3;
+    /// `IOMMU_IOAS_UNMAP`: `iommufd_ioas_unmap`.
+    pub const UNMAP: u32 = 4;
+    /// `IOMMU_IOAS_CHANGE_PROCESS` (7.x): `iommufd_ioas_change_process`.
+    pub const CHANGE_PROCESS: u32 = 5;
+    /// `IOMMU_OPTION`: `iommufd_option`.
+    pub const OPTION: u32 = 6;
 }
 
 /// `ObjectEvent::how` for `OBJECT_DESTROY`: the path that destroyed the object, from the
@@ -250,6 +271,71 @@ pub struct ObjectEvent {
     pub dev_id: u32,
 }
 
+/// An IOAS mapping ioctl, read from its uAPI struct (`ucmd->cmd`, a kernel copy) at the
+/// handler's entry, and its outputs at its return.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct IoasOpEvent {
+    pub hdr: EventHeader,
+    pub ictx: u64,
+    /// Map, map_file, copy: the destination IOVA (the one chosen, on success); unmap: the
+    /// IOVA.
+    pub iova: u64,
+    /// Requested length; unmap: the bytes unmapped, on success.
+    pub length: u64,
+    /// Map: `user_va`; map_file: `start` (offset in the file); copy: `src_iova`; option:
+    /// `val64` (on success, after a get).
+    pub source: u64,
+    pub latency_ns: u64,
+    /// `ioas_op` value.
+    pub op: u32,
+    /// Map, map_file, unmap: `ioas_id`; copy: `dst_ioas_id`; option: `object_id`.
+    pub ioas_id: u32,
+    /// Copy: `src_ioas_id`; map_file: the fd; option: `option_id`.
+    pub aux: u32,
+    /// The uAPI `flags`; option: `op` (0 set, 1 get).
+    pub flags: u32,
+    /// Positive errno, 0 on success.
+    pub errno: i32,
+    pub _pad: u32,
+}
+
+/// `iopt_pages` accounting (6.12 `do_update_pinned`, 7.x `iopt_pages_update_pinned`): `npages`
+/// pages pinned since the last change charged (`inc`) or unpinned and uncharged.
+/// docs/kernel-facts.md §8.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PinEvent {
+    pub hdr: EventHeader,
+    /// The `struct iopt_pages` (one per IOAS_MAP / MAP_FILE; a stack temporary in
+    /// CHANGE_PROCESS).
+    pub pages: u64,
+    pub npages: u64,
+    /// `iopt_pages::npinned` and `npages` (its size in pages) after the call.
+    pub npinned: u64,
+    pub total_pages: u64,
+    /// `RLIMIT_MEMLOCK` soft limit of `source_task`, bytes (`u64::MAX`: unlimited).
+    pub limit_bytes: u64,
+    /// The accounting target's locked pages after the call: `user_struct::locked_vm`
+    /// (mode user) or `mm_struct::locked_vm` (mode mm); 0 for mode none.
+    pub locked_pages: u64,
+    /// `source_mm->pinned_vm` after the call (all modes).
+    pub pinned_vm: u64,
+    /// `source_mm`, identifying the per-mm target.
+    pub source_mm: u64,
+    pub latency_ns: u64,
+    /// 1: pinned pages charged; 0: unpinned pages uncharged.
+    pub inc: u32,
+    /// `iopt_pages::account_mode`: 0 none, 1 user, 2 mm (io_pagetable.h).
+    pub mode: u32,
+    /// `source_user->uid` and `source_task->tgid`: whose limit and which user is charged.
+    pub target_uid: u32,
+    pub target_pid: u32,
+    /// Positive errno (ENOMEM: over the limit), 0 on success.
+    pub errno: i32,
+    pub _pad: u32,
+}
+
 /// Offsets user space computed from the running kernel's BTF, passed to the eBPF programs
 /// as a read-only global. A field of `u32::MAX` means "not available on this kernel".
 #[repr(C)]
@@ -268,6 +354,8 @@ pub struct Config {
     pub ucmd_cmd: u32,
     /// `struct iommufd_ucmd::new_obj` (7.x; unset where the kernel has none).
     pub ucmd_new_obj: u32,
+    /// `struct iommufd_ucmd::ictx`.
+    pub ucmd_ictx: u32,
     /// `struct folio::memcg_data` (equals `struct page::memcg_data`).
     pub folio_memcg_data: u32,
     /// `enum memcg_data_flags`: the `MEMCG_DATA_KMEM` bit, and the mask of all flag bits
@@ -283,6 +371,25 @@ pub struct Config {
     pub kn_id: u32,
     /// Value of `enum node_stat_item::NR_SECONDARY_PAGETABLE`.
     pub nr_secondary_pagetable: u32,
+    /// `struct iopt_pages`: `npinned`, `npages`, `account_mode`, `source_task`,
+    /// `source_user`, `source_mm`.
+    pub pages_npinned: u32,
+    pub pages_npages: u32,
+    pub pages_account_mode: u32,
+    pub pages_source_task: u32,
+    pub pages_source_user: u32,
+    pub pages_source_mm: u32,
+    /// `struct task_struct`: `tgid`, `signal`; `struct signal_struct`:
+    /// `rlim[RLIMIT_MEMLOCK].rlim_cur`.
+    pub task_tgid: u32,
+    pub task_signal: u32,
+    pub signal_memlock: u32,
+    /// `struct user_struct`: `uid`, `locked_vm`; `struct mm_struct`: `locked_vm`,
+    /// `pinned_vm`.
+    pub user_uid: u32,
+    pub user_locked_vm: u32,
+    pub mm_locked_vm: u32,
+    pub mm_pinned_vm: u32,
     /// Only trace tasks in this thread group when non-zero.
     pub filter_pid: u32,
     /// Wake the reader when the ring holds this many bytes (0: on every event).
@@ -354,6 +461,20 @@ impl Config {
             user_data_len: Self::UNSET,
             ucmd_cmd: Self::UNSET,
             ucmd_new_obj: Self::UNSET,
+            ucmd_ictx: Self::UNSET,
+            pages_npinned: Self::UNSET,
+            pages_npages: Self::UNSET,
+            pages_account_mode: Self::UNSET,
+            pages_source_task: Self::UNSET,
+            pages_source_user: Self::UNSET,
+            pages_source_mm: Self::UNSET,
+            task_tgid: Self::UNSET,
+            task_signal: Self::UNSET,
+            signal_memlock: Self::UNSET,
+            user_uid: Self::UNSET,
+            user_locked_vm: Self::UNSET,
+            mm_locked_vm: Self::UNSET,
+            mm_pinned_vm: Self::UNSET,
             folio_memcg_data: Self::UNSET,
             memcg_data_kmem: 0,
             memcg_data_flags_mask: 0,
@@ -415,6 +536,8 @@ pub const fn event_size(kind: u32) -> usize {
         kind::OBJECT_ALLOC | kind::OBJECT_ABORT | kind::OBJECT_DESTROY => {
             core::mem::size_of::<ObjectEvent>()
         }
+        kind::IOAS_OP => core::mem::size_of::<IoasOpEvent>(),
+        kind::PIN => core::mem::size_of::<PinEvent>(),
         _ => 0,
     }
 }
@@ -434,6 +557,8 @@ mod tests {
         assert_eq!(size_of::<MapEvent>(), 48 + 56);
         assert_eq!(size_of::<PtPagesEvent>(), 48 + 32);
         assert_eq!(size_of::<ObjectEvent>(), 48 + 64 + 24);
+        assert_eq!(size_of::<IoasOpEvent>(), 48 + 40 + 24);
+        assert_eq!(size_of::<PinEvent>(), 48 + 72 + 24);
         assert_eq!(event_size(kind::UNMAP), size_of::<MapEvent>());
         assert_eq!(event_size(99), 0);
     }

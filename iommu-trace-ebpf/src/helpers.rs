@@ -75,6 +75,12 @@ pub(crate) fn read_u32(addr: u64) -> u32 {
 }
 
 #[inline(always)]
+pub(crate) fn read_u8(addr: u64) -> u8 {
+    // SAFETY: as above.
+    unsafe { bpf_probe_read_kernel(addr as *const u8) }.unwrap_or(0)
+}
+
+#[inline(always)]
 pub(crate) fn field(base: u64, offset: u32) -> Option<u64> {
     if base == 0 || offset == Config::UNSET {
         None

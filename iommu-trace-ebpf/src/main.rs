@@ -9,7 +9,8 @@
 //! - the `NR_SECONDARY_PAGETABLE` statistic update that every iommu-pages allocation and free
 //!   makes (`__lruvec_stat_mod_folio`), attributed to the domain operation the thread is in;
 //! - iommufd objects allocated, published, aborted and destroyed, with the ioctl, file
-//!   release or unbind that caused it.
+//!   release or unbind that caused it;
+//! - the IOAS mapping ioctls and each change of the pinned-page accounting.
 //!
 //! Rust eBPF has no CO-RE: kernel struct fields are read at offsets that user space computed
 //! from the running kernel's BTF and wrote into `CONFIG`.
@@ -25,6 +26,7 @@ mod domain_ops;
 mod helpers;
 mod hwpt;
 mod objects;
+mod pins;
 mod pt_pages;
 
 #[cfg(not(test))]

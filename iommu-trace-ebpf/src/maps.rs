@@ -58,6 +58,12 @@ pub(crate) static LATE_ABORTS: LruHashMap<u64, i32> = LruHashMap::with_max_entri
 /// the outermost of the nested contexts (a close that unbinds a selftest device is a close).
 #[map]
 pub(crate) static HOW_CTX: LruHashMap<u32, HowCtx> = LruHashMap::with_max_entries(4096, 0);
+/// IOAS mapping ioctls and pinned-page accounting calls in progress, per thread. LRU: an
+/// entry whose exit was missed must not stay for good.
+#[map]
+pub(crate) static IOAS_CTX: LruHashMap<u32, IoasCtx> = LruHashMap::with_max_entries(4096, 0);
+#[map]
+pub(crate) static PIN_CTX: LruHashMap<u32, PinCtx> = LruHashMap::with_max_entries(4096, 0);
 /// Scratch space: `AllocCtx` is too large to build on the 512-byte eBPF stack comfortably.
 #[map]
 pub(crate) static SCRATCH: PerCpuArray<AllocCtx> = PerCpuArray::with_max_entries(1, 0);
@@ -178,4 +184,27 @@ pub(crate) struct IfdCtx {
 pub(crate) struct HowCtx {
     pub(crate) how: u32,
     pub(crate) depth: u32,
+}
+
+/// An IOAS mapping ioctl handler in progress (pins.rs).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct IoasCtx {
+    /// The handler's `struct iommufd_ucmd *`.
+    pub(crate) ucmd: u64,
+    pub(crate) start: u64,
+    /// `ioas_op` value.
+    pub(crate) op: u32,
+    pub(crate) _pad: u32,
+}
+
+/// A pinned-page accounting call in progress (pins.rs): its arguments.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct PinCtx {
+    pub(crate) pages: u64,
+    pub(crate) npages: u64,
+    pub(crate) start: u64,
+    pub(crate) inc: u32,
+    pub(crate) _pad: u32,
 }

@@ -118,6 +118,24 @@ pub mod errno {
     ];
 }
 
+/// `enum iommufd_option` and `enum iommufd_option_ops` (iommufd.h): the name of an
+/// `IOMMU_OPTION` and of its operation; an option this tool does not know by its number.
+pub fn option_name(option_id: u32) -> String {
+    match option_id {
+        0 => "rlimit_mode".into(),
+        1 => "huge_pages".into(),
+        n => n.to_string(),
+    }
+}
+
+pub fn option_op_name(op: u32) -> String {
+    match op {
+        0 => "set".into(),
+        1 => "get".into(),
+        n => n.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

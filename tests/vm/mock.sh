@@ -17,6 +17,11 @@ object_truth_start
 sh -c 'echo $$ > /sys/fs/cgroup/exercise/cgroup.procs; echo $$ > /results/exercise.pid;
        exec iommu-trace exercise --no-vfio --no-hugepages -o /results/exercise.json' > $R/exercise.log 2>&1
 echo $? > $R/exercise.rc
+# The pinned-memory limits: the same mock as an unprivileged user under a 64 KiB
+# RLIMIT_MEMLOCK (it drops root itself; its report goes through this root shell).
+sh -c 'echo $$ > /results/limits.pid; exec iommu-trace exercise --no-vfio --no-hugepages \
+       --pin-limits-as 65534 --memlock 65536' > $R/limits.json 2> $R/limits.log
+echo $? > $R/limits.rc
 sleep 1
 object_truth_stop
 kill -INT $REC

@@ -4,17 +4,17 @@
 //! every consumer takes one stream whatever its source. Reading a capture back yields exactly
 //! the `Event` values that were written, every field included.
 //!
-//! # Layout (format versions 1 to 3)
+//! # Layout (format versions 1 to 4)
 //!
 //! All integers in fixed-size fields are little-endian.
 //!
 //! ```text
 //! offset  size  field
 //! 0       8     magic "IOMMUTRC"
-//! 8       4     format version, u32 (1, 2 or 3)
+//! 8       4     format version, u32 (1 to 4)
 //! 12      ...   header frame: its payload is the JSON object `CaptureHeader` (header.rs:
 //!               versions 1 and 2 differ only in how it records the tracing session; 3
-//!               adds the object records below)
+//!               adds the object records below, 4 the pinned-memory records)
 //! ...     ...   record frames, each: u32 payload length, u32 CRC-32, payload
 //!               (the last frame of a cleanly finished file ends with the trailer record)
 //! ```
@@ -38,6 +38,7 @@
 //! | 3 | trailer | varint length + JSON object `Trailer`; only on clean close, always last |
 //! | 16..=23 | event | `domain_alloc`, `hwpt_alloc`, `domain_free`, `map`, `unmap`, `pt_alloc`, `pt_free`, `lost` |
 //! | 24..=26 | event (version 3) | `object_alloc`, `object_abort`, `object_destroy` |
+//! | 27..=29 | event (version 4) | an IOAS operation (`ioas_map`, `ioas_map_file`, `ioas_copy`, `ioas_unmap`, `ioas_change_process`), `option`, `pin` |
 //!
 //! An event record is: tag, a flags byte, the timestamp as a zigzag delta from the previous
 //! event's (the first one from the header's `clock.monotonic_ns`), the CPU unless flag 0x01
@@ -68,6 +69,15 @@
 //!   {virt_id} (0x10).
 //! - `object_abort`: object, id, obj, ictx, size, {errno} (0x20).
 //! - `object_destroy`: object, id, obj, how (one byte: destroy, unbind, close, put).
+//! - IOAS operation: op (one byte: map, map_file, copy, unmap, change_process), ictx, ioas,
+//!   iova, length, flags, `[errno]` (0x04 = 0), latency_ns, {user_va} (0x08), {fd} (0x10,
+//!   as u32), {start} (0x20), {src_ioas} (0x40), {src_iova} (0x80).
+//! - `option`: ictx, option (string), op (string), object_id, val64, `[errno]` (0x04 = 0),
+//!   latency_ns.
+//! - `pin`: iopt_pages, pages (zigzag), charged (zigzag), mode (one byte: none, user, mm),
+//!   target_pid, {target_uid} (0x08), {target_mm} (0x10, a pointer), {limit_bytes} (0x20),
+//!   locked_bytes, pinned_pages, total_pages, pinned_vm_bytes, `[errno]` (0x04 = 0),
+//!   latency_ns.
 //!
 //! A reader that meets a tag or a version it does not know stops with an error saying so; new
 //! record kinds need a new format version.
@@ -90,8 +100,8 @@ pub use writer::{CaptureWriter, FinishInfo, WriteStats};
 pub const MAGIC: [u8; 8] = *b"IOMMUTRC";
 /// The format version this build writes (and the newest it reads). 2: the header records
 /// the typed tracing session (`session`) instead of the untyped probe plan. 3: iommufd
-/// object records (tags 24 to 26).
-pub const FORMAT_VERSION: u32 = 3;
+/// object records (tags 24 to 26). 4: IOAS operation, option and pin records (27 to 29).
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this build reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Largest frame payload a reader accepts.

@@ -1268,8 +1268,109 @@ fn arb_body() -> BoxedStrategy<EventBody> {
             context_full
         })),
         arb_object_event(),
+        arb_pinned_memory_event(),
     ]
     .boxed()
+}
+
+fn arb_pinned_memory_event() -> BoxedStrategy<EventBody> {
+    let op = (
+        arb_ptr(),
+        any::<u32>(),
+        (arb_u64(), arb_u64(), any::<u32>()),
+        (arb_i32(), arb_u64()),
+        (
+            proptest::option::of(arb_u64()),
+            proptest::option::of(any::<i32>()),
+            proptest::option::of(arb_u64()),
+            proptest::option::of(any::<u32>()),
+            proptest::option::of(arb_u64()),
+        ),
+        0usize..5,
+    )
+        .prop_map(
+            |(ictx, ioas, (iova, length, flags), (errno, latency_ns), opt, which)| {
+                let o = IoasOp {
+                    ictx,
+                    ioas,
+                    iova,
+                    length,
+                    flags,
+                    user_va: opt.0,
+                    fd: opt.1,
+                    start: opt.2,
+                    src_ioas: opt.3,
+                    src_iova: opt.4,
+                    errno,
+                    latency_ns,
+                };
+                [
+                    EventBody::IoasMap,
+                    EventBody::IoasMapFile,
+                    EventBody::IoasCopy,
+                    EventBody::IoasUnmap,
+                    EventBody::IoasChangeProcess,
+                ][which](o)
+            },
+        );
+    let option = (
+        arb_ptr(),
+        (arb_string(), arb_string()),
+        any::<u32>(),
+        arb_u64(),
+        arb_i32(),
+        arb_u64(),
+    )
+        .prop_map(
+            |(ictx, (option, op), object_id, val64, errno, latency_ns)| {
+                EventBody::Option(IommufdOption {
+                    ictx,
+                    option,
+                    op,
+                    object_id,
+                    val64,
+                    errno,
+                    latency_ns,
+                })
+            },
+        );
+    let pin = (
+        (arb_ptr(), any::<i64>(), any::<i64>(), 0usize..3),
+        (
+            any::<u32>(),
+            proptest::option::of(any::<u32>()),
+            proptest::option::of(arb_ptr()),
+            proptest::option::of(arb_u64()),
+        ),
+        (arb_u64(), arb_u64(), arb_u64(), arb_u64()),
+        (arb_i32(), arb_u64()),
+    )
+        .prop_map(
+            |(
+                (iopt_pages, pages, charged, mode),
+                (target_pid, target_uid, target_mm, limit_bytes),
+                (locked_bytes, pinned_pages, total_pages, pinned_vm_bytes),
+                (errno, latency_ns),
+            )| {
+                EventBody::Pin(Pin {
+                    iopt_pages,
+                    pages,
+                    charged,
+                    mode: [PinMode::None, PinMode::User, PinMode::Mm][mode],
+                    target_pid,
+                    target_uid,
+                    target_mm,
+                    limit_bytes,
+                    locked_bytes,
+                    pinned_pages,
+                    total_pages,
+                    pinned_vm_bytes,
+                    errno,
+                    latency_ns,
+                })
+            },
+        );
+    prop_oneof![op, option, pin].boxed()
 }
 
 fn arb_object_event() -> BoxedStrategy<EventBody> {
@@ -1491,6 +1592,81 @@ fn object_records_are_refused_in_older_formats() {
         .err()
         .expect("too short");
     assert!(!err.contains("format-"), "{err}");
+}
+
+// Pinned-memory records (tags 27 to 29) exist from format 4: in an older file they are
+// damage, not events.
+#[test]
+fn pinned_memory_records_are_refused_in_older_formats() {
+    use super::codec::{Dec, Decoder};
+    for tag in [27u8, 28, 29] {
+        let record = [tag, 0, 0];
+        let err = Decoder::new(0, 3)
+            .decode(&mut Dec::new(&record))
+            .err()
+            .expect("refused");
+        assert!(err.contains("format-3 capture"), "{err}");
+    }
+}
+
+// The JSONL form of the pinned-memory events, as the README documents it: an ENOMEM
+// carries the limit and the total it was compared with; unlimited is an absent limit.
+#[test]
+fn pinned_memory_jsonl_is_pinned() {
+    let body = |b| ev(5_000, 0, 812, 812, "qemu", b);
+    let map = body(EventBody::IoasMap(IoasOp {
+        ictx: KernelPtr(0xffff_8881_0c00_0000),
+        ioas: 2,
+        iova: 0x10_0000,
+        length: 1 << 30,
+        flags: 7,
+        user_va: Some(0x7f00_0000_0000),
+        errno: 12,
+        latency_ns: 900,
+        ..IoasOp::default()
+    }));
+    let pin = body(EventBody::Pin(Pin {
+        iopt_pages: KernelPtr(0xffff_8881_0d00_0000),
+        pages: 262_144,
+        charged: 0,
+        mode: PinMode::User,
+        target_pid: 812,
+        target_uid: Some(107),
+        target_mm: None,
+        limit_bytes: Some(8 << 20),
+        locked_bytes: 4 << 20,
+        pinned_pages: 262_144,
+        total_pages: 262_144,
+        pinned_vm_bytes: 0,
+        errno: 12,
+        latency_ns: 300,
+    }));
+    let option = body(EventBody::Option(IommufdOption {
+        ictx: KernelPtr(0xffff_8881_0c00_0000),
+        option: "rlimit_mode".into(),
+        op: "set".into(),
+        object_id: 0,
+        val64: 1,
+        errno: 0,
+        latency_ns: 100,
+    }));
+    let head = r#"{"ts_ns":5000,"cpu":0,"pid":812,"tid":812,"comm":"qemu","cgroup_id":4242,"#;
+    let want = [
+        r#""event":"ioas_map","ictx":"0xffff88810c000000","ioas":2,"iova":1048576,"length":1073741824,"flags":7,"user_va":139637976727552,"errno":12,"latency_ns":900}"#,
+        r#""event":"pin","iopt_pages":"0xffff88810d000000","pages":262144,"charged":0,"mode":"user","target_pid":812,"target_uid":107,"limit_bytes":8388608,"locked_bytes":4194304,"pinned_pages":262144,"total_pages":262144,"pinned_vm_bytes":0,"errno":12,"latency_ns":300}"#,
+        r#""event":"option","ictx":"0xffff88810c000000","option":"rlimit_mode","op":"set","object_id":0,"val64":1,"errno":0,"latency_ns":100}"#,
+    ];
+    let events = [map, pin, option];
+    for (e, want) in events.iter().zip(want) {
+        let got = inspect::json_line(e).unwrap();
+        assert_eq!(got, format!("{head}{want}"));
+        let back: Event = serde_json::from_str(&got).unwrap();
+        assert_eq!(&back, e);
+    }
+    let (bytes, _) = write_capture(&events, |_| false, true);
+    let (back, warning, _) = read_back(&bytes);
+    assert!(warning.is_none(), "{warning:?}");
+    assert_eq!(back, events);
 }
 
 // The object records' own bounds: more references than any kernel slot table holds, and a

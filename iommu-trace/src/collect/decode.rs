@@ -3,17 +3,18 @@
 use std::collections::BTreeMap;
 
 use iommu_trace_common::{
-    context, how, kind, object_flags, op, pt_op, DomainAllocEvent, DomainFreeEvent, EventHeader,
-    HwptAllocEvent, MapEvent, ObjectEvent, PtPagesEvent,
+    context, how, ioas_op, kind, object_flags, op, pt_op, DomainAllocEvent, DomainFreeEvent,
+    EventHeader, HwptAllocEvent, IoasOpEvent, MapEvent, ObjectEvent, PinEvent, PtPagesEvent,
 };
 use thiserror::Error;
 
 use crate::events::{
     AllocOp, DestroyHow, DomainAlloc, DomainFree, DomainKind, Event, EventBody, Geometry,
-    HwptAlloc, KernelPtr, MapOp, ObjectAbort, ObjectAlloc, ObjectDestroy, PtCause, PtPages,
-    UserData,
+    HwptAlloc, IoasOp, IommufdOption, KernelPtr, MapOp, ObjectAbort, ObjectAlloc, ObjectDestroy,
+    Pin, PinMode, PtCause, PtPages, UserData,
 };
 use crate::session::{DriverInfo, Plan, RefKind};
+use crate::uapi::{option_name, option_op_name};
 
 #[derive(Debug, Error, PartialEq)]
 pub enum DecodeError {
@@ -30,6 +31,8 @@ pub enum DecodeError {
 pub struct Decoder {
     drivers: Vec<DriverInfo>,
     objects: Plan,
+    /// This host's page size: the kernel counts pinned and locked memory in pages.
+    page_size: u64,
 }
 
 fn read<T: Copy>(bytes: &[u8]) -> T {
@@ -73,9 +76,12 @@ pub fn domain_kind(op_value: u32, parent: u64, context_bits: u32) -> DomainKind 
 
 impl Decoder {
     pub fn new(drivers: Vec<DriverInfo>) -> Decoder {
+        // SAFETY: sysconf has no preconditions.
+        let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         Decoder {
             drivers,
             objects: Plan::default(),
+            page_size: u64::try_from(page_size).unwrap_or(4096),
         }
     }
 
@@ -224,9 +230,89 @@ impl Decoder {
             kind::OBJECT_ALLOC | kind::OBJECT_ABORT | kind::OBJECT_DESTROY => {
                 self.object(h.kind, &read(bytes))
             }
+            kind::IOAS_OP => self.ioas_op(&read(bytes)),
+            kind::PIN => self.pin(&read(bytes)),
             other => return Err(DecodeError::UnknownKind(other)),
         };
         Ok(event(&h, body))
+    }
+
+    fn ioas_op(&self, e: &IoasOpEvent) -> EventBody {
+        let ictx = KernelPtr(e.ictx);
+        if e.op == ioas_op::OPTION {
+            return EventBody::Option(IommufdOption {
+                ictx,
+                option: option_name(e.aux),
+                op: option_op_name(e.flags),
+                object_id: e.ioas_id,
+                val64: e.source,
+                errno: e.errno,
+                latency_ns: e.latency_ns,
+            });
+        }
+        let mut o = IoasOp {
+            ictx,
+            ioas: e.ioas_id,
+            iova: e.iova,
+            length: e.length,
+            flags: e.flags,
+            errno: e.errno,
+            latency_ns: e.latency_ns,
+            ..IoasOp::default()
+        };
+        match e.op {
+            ioas_op::MAP => {
+                o.user_va = Some(e.source);
+                EventBody::IoasMap(o)
+            }
+            ioas_op::MAP_FILE => {
+                o.fd = Some(e.aux as i32);
+                o.start = Some(e.source);
+                EventBody::IoasMapFile(o)
+            }
+            ioas_op::COPY => {
+                o.src_ioas = Some(e.aux);
+                o.src_iova = Some(e.source);
+                EventBody::IoasCopy(o)
+            }
+            ioas_op::UNMAP => EventBody::IoasUnmap(o),
+            _ => {
+                // CHANGE_PROCESS has no IOAS, address or length.
+                o.ioas = 0;
+                EventBody::IoasChangeProcess(o)
+            }
+        }
+    }
+
+    fn pin(&self, e: &PinEvent) -> EventBody {
+        let mode = match e.mode {
+            1 => PinMode::User,
+            2 => PinMode::Mm,
+            _ => PinMode::None,
+        };
+        let pages = i64::try_from(e.npages).unwrap_or(i64::MAX);
+        let pages = if e.inc != 0 { pages } else { -pages };
+        EventBody::Pin(Pin {
+            iopt_pages: KernelPtr(e.pages),
+            pages,
+            charged: if mode == PinMode::None || e.errno != 0 {
+                0
+            } else {
+                pages
+            },
+            mode,
+            target_pid: e.target_pid,
+            target_uid: (mode == PinMode::User).then_some(e.target_uid),
+            target_mm: (mode == PinMode::Mm).then_some(KernelPtr(e.source_mm)),
+            // RLIM_INFINITY is all ones.
+            limit_bytes: (e.limit_bytes != u64::MAX).then_some(e.limit_bytes),
+            locked_bytes: e.locked_pages.saturating_mul(self.page_size),
+            pinned_pages: e.npinned,
+            total_pages: e.total_pages,
+            pinned_vm_bytes: e.pinned_vm.saturating_mul(self.page_size),
+            errno: e.errno,
+            latency_ns: e.latency_ns,
+        })
     }
 
     fn domain_alloc(&self, e: &DomainAllocEvent) -> DomainAlloc {

@@ -56,6 +56,20 @@ pub enum EventBody {
     ObjectAbort(ObjectAbort),
     /// A published iommufd object was destroyed.
     ObjectDestroy(ObjectDestroy),
+    /// `IOMMU_IOAS_MAP` returned.
+    IoasMap(IoasOp),
+    /// `IOMMU_IOAS_MAP_FILE` returned (7.x).
+    IoasMapFile(IoasOp),
+    /// `IOMMU_IOAS_COPY` returned.
+    IoasCopy(IoasOp),
+    /// `IOMMU_IOAS_UNMAP` returned.
+    IoasUnmap(IoasOp),
+    /// `IOMMU_IOAS_CHANGE_PROCESS` returned (7.x).
+    IoasChangeProcess(IoasOp),
+    /// `IOMMU_OPTION` returned.
+    Option(IommufdOption),
+    /// The pinned-page accounting of one `iopt_pages` changed, or was refused.
+    Pin(Pin),
 }
 
 impl EventBody {
@@ -73,6 +87,13 @@ impl EventBody {
             EventBody::ObjectAlloc(_) => "object_alloc",
             EventBody::ObjectAbort(_) => "object_abort",
             EventBody::ObjectDestroy(_) => "object_destroy",
+            EventBody::IoasMap(_) => "ioas_map",
+            EventBody::IoasMapFile(_) => "ioas_map_file",
+            EventBody::IoasCopy(_) => "ioas_copy",
+            EventBody::IoasUnmap(_) => "ioas_unmap",
+            EventBody::IoasChangeProcess(_) => "ioas_change_process",
+            EventBody::Option(_) => "option",
+            EventBody::Pin(_) => "pin",
         }
     }
 
@@ -376,6 +397,114 @@ pub struct ObjectDestroy {
     pub how: DestroyHow,
 }
 
+/// An IOAS mapping ioctl (`ioas_map`, `ioas_map_file`, `ioas_copy`, `ioas_unmap`,
+/// `ioas_change_process`), from its uAPI struct as the handler returned.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IoasOp {
+    /// The iommufd context.
+    pub ictx: KernelPtr,
+    /// The IOAS id (copy: the destination; change_process: 0).
+    pub ioas: u32,
+    /// The IOVA: on a successful map without `FIXED_IOVA`, the one the kernel chose.
+    pub iova: u64,
+    /// Bytes asked for; a successful unmap: bytes unmapped.
+    pub length: u64,
+    /// The uAPI `flags` (`IOMMU_IOAS_MAP_*`).
+    pub flags: u32,
+    /// `ioas_map`: the user address mapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_va: Option<u64>,
+    /// `ioas_map_file`: the file descriptor and the offset in the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<u64>,
+    /// `ioas_copy`: the source IOAS and IOVA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_ioas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_iova: Option<u64>,
+    /// 0, or the positive errno.
+    pub errno: i32,
+    pub latency_ns: u64,
+}
+
+/// `option`: `IOMMU_OPTION` (uAPI `struct iommu_option`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IommufdOption {
+    pub ictx: KernelPtr,
+    /// `rlimit_mode`, `huge_pages`, or the number of an option this tool does not know.
+    pub option: String,
+    /// `set` or `get`.
+    pub op: String,
+    /// 0 for a context-wide option (`rlimit_mode`), else the IOAS.
+    pub object_id: u32,
+    /// The value set, or the value got (on success).
+    pub val64: u64,
+    pub errno: i32,
+    pub latency_ns: u64,
+}
+
+/// `iopt_pages::account_mode` (iommufd/io_pagetable.h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PinMode {
+    /// Not charged: the mapping's creator had CAP_IPC_LOCK (7.x: or a dma-buf).
+    None,
+    /// Charged to the creator's user (`user_struct::locked_vm`, shared by all its processes
+    /// and io_uring), against the creator's RLIMIT_MEMLOCK.
+    User,
+    /// Charged to the creator's mm (`mm_struct::locked_vm`, shared with mlock and VFIO
+    /// type1): the VFIO compat container, or `IOMMU_OPTION_RLIMIT_MODE` = 1.
+    Mm,
+}
+
+impl PinMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            PinMode::None => "none",
+            PinMode::User => "user",
+            PinMode::Mm => "mm",
+        }
+    }
+}
+
+/// `pin`: pages of one `iopt_pages` pinned and charged, or unpinned and uncharged (6.12
+/// `do_update_pinned`, 7.x `iopt_pages_update_pinned`). A refused charge (`errno` ENOMEM)
+/// carries the limit and the locked total the kernel compared.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pin {
+    /// The `struct iopt_pages` (one per IOAS_MAP / MAP_FILE, shared by IOAS_COPY).
+    pub iopt_pages: KernelPtr,
+    /// Pages pinned (> 0) or unpinned (< 0) since the last change accounted.
+    pub pages: i64,
+    /// Pages charged (> 0) or uncharged (< 0) to the target: 0 for mode `none` and when
+    /// refused.
+    pub charged: i64,
+    pub mode: PinMode,
+    /// The mapping's creator, whose RLIMIT_MEMLOCK applies (not necessarily the caller).
+    pub target_pid: u32,
+    /// Mode `user`: the uid charged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_uid: Option<u32>,
+    /// Mode `mm`: the mm charged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_mm: Option<KernelPtr>,
+    /// The creator's RLIMIT_MEMLOCK soft limit; absent when unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    /// The target's locked memory after the change (when refused: the total it was
+    /// compared with); 0 for mode `none`.
+    pub locked_bytes: u64,
+    /// This `iopt_pages`' pinned pages after the change, and its size in pages.
+    pub pinned_pages: u64,
+    pub total_pages: u64,
+    /// The creator mm's `pinned_vm` after the change (every mode adds to it).
+    pub pinned_vm_bytes: u64,
+    pub errno: i32,
+    pub latency_ns: u64,
+}
+
 #[cfg(test)]
 mod naming_tests {
     use super::*;
@@ -405,6 +534,9 @@ mod naming_tests {
         }
         for h in DestroyHow::ALL {
             assert_eq!(serde_name(serde_json::to_value(h).unwrap()), h.name());
+        }
+        for m in [PinMode::None, PinMode::User, PinMode::Mm] {
+            assert_eq!(serde_name(serde_json::to_value(m).unwrap()), m.name());
         }
     }
 }

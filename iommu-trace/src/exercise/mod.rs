@@ -187,6 +187,17 @@ pub struct ExerciseOptions {
     /// domains live) and at the end. Each sample first waits for the kernel's periodic
     /// memcg stat flush (2 s, mm/memcontrol.c FLUSH_TIME).
     pub sample_cgroup: bool,
+    /// Run only the pinned-memory limits flow, as this unprivileged user
+    /// (`steps/pin_limits.rs`).
+    pub pin_limits: Option<PinLimits>,
+}
+
+/// The user and RLIMIT_MEMLOCK of the pinned-memory limits flow.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PinLimits {
+    pub uid: u32,
+    /// Bytes, a multiple of 4 KiB, at least 8 KiB.
+    pub memlock: u64,
 }
 
 impl Default for ExerciseOptions {
@@ -200,6 +211,7 @@ impl Default for ExerciseOptions {
             hugepages: true,
             iova_base: DEFAULT_IOVA_BASE,
             sample_cgroup: false,
+            pin_limits: None,
         }
     }
 }
@@ -223,6 +235,16 @@ impl ExerciseOptions {
             return Err(ExerciseError::BadOption(
                 "loop pages must be between 1 and 4096".into(),
             ));
+        }
+        if let Some(l) = self.pin_limits {
+            if l.uid == 0 || l.memlock < 2 * sys::PAGE_4K || !l.memlock.is_multiple_of(sys::PAGE_4K)
+            {
+                return Err(ExerciseError::BadOption(
+                    "--pin-limits-as needs a non-root uid and --memlock a multiple of 4 KiB, at \
+                     least 8 KiB"
+                        .into(),
+                ));
+            }
         }
         if self.vfio == VfioSelect::Disabled && !self.steps.mock {
             return Err(ExerciseError::BadOption(
@@ -325,6 +347,19 @@ pub struct ExerciseArgs {
     /// Sample the cgroup's memory.stat sec_pagetables at start, peak and end (adds ~9 s).
     #[arg(long)]
     pub sample_cgroup: bool,
+    /// Run only the pinned-memory limits flow: as root, switch a second iommufd to per-mm
+    /// accounting, then become this user (no capabilities) under `--memlock` and meet the
+    /// RLIMIT_MEMLOCK refusals of IOAS_MAP and HWPT_ALLOC on the selftest mock.
+    #[arg(long, value_name = "UID")]
+    pub pin_limits_as: Option<u32>,
+    /// RLIMIT_MEMLOCK for `--pin-limits-as`, in bytes.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 65536,
+        requires = "pin_limits_as"
+    )]
+    pub memlock: u64,
     /// Write the JSON report here instead of stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -359,6 +394,10 @@ impl ExerciseArgs {
             hugepages: !self.no_hugepages,
             iova_base: self.iova_base,
             sample_cgroup: self.sample_cgroup,
+            pin_limits: self.pin_limits_as.map(|uid| PinLimits {
+                uid,
+                memlock: self.memlock,
+            }),
         }
     }
 }

@@ -232,6 +232,23 @@ pub struct Report {
     /// (`--sample-cgroup`), to reconcile charged page-table pages with the kernel's count.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cgroup_samples: Vec<CgroupSample>,
+    /// This process's pinned and locked memory (`VmPin`, `VmLck` of /proc/self/status: the
+    /// kernel's `mm->pinned_vm` and `mm->locked_vm`) at named points, to reconcile the
+    /// capture's `pin` events with the kernel's own counters.
+    pub memory_samples: Vec<MemorySample>,
+    /// The kernel's page size: `pin` events count kernel pages.
+    pub page_size: u64,
+}
+
+/// One reading of /proc/self/status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MemorySample {
+    pub label: String,
+    /// CLOCK_MONOTONIC when read (the clock of the capture's `ts_ns`).
+    pub ts_ns: u64,
+    /// `VmPin` and `VmLck`, in bytes; None when the line could not be read.
+    pub pinned_bytes: Option<u64>,
+    pub locked_bytes: Option<u64>,
 }
 
 /// One reading of the workload's cgroup `memory.stat`.

@@ -149,6 +149,22 @@ pub struct IommuIoasUnmap {
     pub length: u64,
 }
 
+/// iommufd.h `struct iommu_option` (24 bytes). `val64` is in/out.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IommuOption {
+    pub size: u32,
+    pub option_id: u32,
+    pub op: u16,
+    pub reserved: u16,
+    pub object_id: u32,
+    pub val64: u64,
+}
+
+/// `enum iommufd_option`, `enum iommufd_option_ops` (iommufd.h).
+pub const IOMMU_OPTION_RLIMIT_MODE: u32 = 0;
+pub const IOMMU_OPTION_OP_SET: u16 = 0;
+
 /// iommufd.h `struct iommu_hwpt_alloc` (48 bytes; the kernel accepts >= 24,
 /// `offsetofend(__reserved)`).
 #[repr(C)]

@@ -26,6 +26,27 @@ pub fn ebpf_config(plan: &Plan, filter_pid: u32) -> Config {
     c.user_data_len = get("iommu_user_data.len");
     c.ucmd_cmd = get("iommufd_ucmd.cmd");
     c.ucmd_new_obj = get("iommufd_ucmd.new_obj");
+    c.ucmd_ictx = get("iommufd_ucmd.ictx");
+    c.pages_npinned = get("iopt_pages.npinned");
+    c.pages_npages = get("iopt_pages.npages");
+    c.pages_account_mode = get("iopt_pages.account_mode");
+    c.pages_source_task = get("iopt_pages.source_task");
+    c.pages_source_user = get("iopt_pages.source_user");
+    c.pages_source_mm = get("iopt_pages.source_mm");
+    c.task_tgid = get("task_struct.tgid");
+    c.task_signal = get("task_struct.signal");
+    // `rlim[RLIMIT_MEMLOCK].rlim_cur`: RLIMIT_MEMLOCK is 8 (asm-generic/resource.h, used by
+    // x86 and arm64), `struct rlimit` two unsigned longs.
+    let rlim = get("signal_struct.rlim");
+    c.signal_memlock = if rlim == Config::UNSET {
+        rlim
+    } else {
+        rlim + 8 * 16
+    };
+    c.user_uid = get("user_struct.uid");
+    c.user_locked_vm = get("user_struct.locked_vm");
+    c.mm_locked_vm = get("mm_struct.locked_vm");
+    c.mm_pinned_vm = get("mm_struct.pinned_vm");
     c.folio_memcg_data = get("folio.memcg_data");
     c.objcg_memcg = get("obj_cgroup.memcg");
     c.memcg_css_cgroup = get("mem_cgroup.css.cgroup");

@@ -12,8 +12,8 @@ use super::btf::Btf;
 use super::features::detect_features;
 use super::kallsyms::Kallsyms;
 use super::tables::{
-    DriverSpec, CORE_POINTS, DRIVERS, OBJECT_CREATE_HANDLERS, OBJECT_DESTROY_OPS, OBJECT_REFS,
-    OP_SHAPES, PT_SYMBOLS, TRAMPOLINES, VIOMMU_NESTED_PARAMS,
+    DriverSpec, CORE_POINTS, DRIVERS, IOAS_OPS, OBJECT_CREATE_HANDLERS, OBJECT_DESTROY_OPS,
+    OBJECT_REFS, OP_SHAPES, PT_SYMBOLS, TRAMPOLINES, VIOMMU_NESTED_PARAMS,
 };
 use crate::session::{
     Attachment, DriverField, DriverInfo, Gap, GapReason, ObjectRef, ObjectRefs, Plan, PointPlan,
@@ -271,6 +271,7 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
     }
 
     let object_types = inputs.btf.map(object_types_from_btf).unwrap_or_default();
+    points.push(ioas_ops_point(inputs));
     points.push(per_object_type_point(
         inputs,
         &object_types,
@@ -317,6 +318,36 @@ fn object_types_from_btf(btf: &Btf) -> Vec<(String, i64)> {
             (!matches!(t.as_str(), "none" | "any" | "max")).then_some((t, *v))
         })
         .collect()
+}
+
+/// The IOAS mapping ioctls: one entry program per handler, one return program for all.
+fn ioas_ops_point(inputs: &PlanInputs) -> PointPlan {
+    let mut plan = PointPlan {
+        point: "ioas_ops".into(),
+        what: "IOAS_MAP, MAP_FILE, COPY, UNMAP, CHANGE_PROCESS and OPTION ioctls \
+               (iommufd/ioas.c)"
+            .into(),
+        attach: vec![],
+        gaps: vec![],
+    };
+    for (sym, entry) in IOAS_OPS {
+        match symbol_gap(inputs, sym, &["ucmd"]) {
+            None => plan.attach.push(Attachment {
+                symbol: sym.to_string(),
+                program_type: ProgramKind::KprobeKretprobe,
+                entry_program: entry.to_string(),
+                exit_program: Some("ioas_op_exit".into()),
+                driver: None,
+                addr: addr_of(inputs, sym),
+                fallback: None,
+            }),
+            Some(reason) => plan.gaps.push(Gap {
+                symbol: sym.to_string(),
+                reason,
+            }),
+        }
+    }
+    plan
 }
 
 /// One kprobe per object type this kernel has, from a (type, symbol) table. Without the
@@ -407,6 +438,20 @@ fn offsets_from_btf(btf: &Btf) -> Vec<(String, i64)> {
         ("iommu_user_data", "len"),
         ("iommufd_ucmd", "cmd"),
         ("iommufd_ucmd", "new_obj"),
+        ("iommufd_ucmd", "ictx"),
+        ("iopt_pages", "npinned"),
+        ("iopt_pages", "npages"),
+        ("iopt_pages", "account_mode"),
+        ("iopt_pages", "source_task"),
+        ("iopt_pages", "source_user"),
+        ("iopt_pages", "source_mm"),
+        ("task_struct", "tgid"),
+        ("task_struct", "signal"),
+        ("signal_struct", "rlim"),
+        ("user_struct", "uid"),
+        ("user_struct", "locked_vm"),
+        ("mm_struct", "locked_vm"),
+        ("mm_struct", "pinned_vm"),
         ("iommufd_object", "type"),
         ("iommufd_object", "id"),
         ("iommufd_viommu", "hwpt"),
@@ -557,7 +602,9 @@ mod tests {
         ffffffff81000100 T iommufd_device_unbind\n\
         ffffffff81000110 T iommufd_ioas_destroy\n\
         ffffffff81000120 T iommufd_hwpt_paging_destroy\n\
-        ffffffff81000130 T iommufd_ioas_alloc_ioctl\n";
+        ffffffff81000130 T iommufd_ioas_alloc_ioctl\n\
+        ffffffff81000140 t do_update_pinned\n\
+        ffffffff81000150 T iommufd_ioas_map\n";
 
     // The object types come from the kernel's own enum, numbers included; the known types
     // it lacks are named (a 6.12-like enum: no vIOMMU objects).

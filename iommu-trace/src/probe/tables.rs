@@ -207,6 +207,17 @@ pub(super) const CORE_POINTS: &[CorePoint] = &[
         exit_program: Some("object_ioctl_exit"),
         params: &["ucmd"],
     },
+    // Pinned guest memory (docs/kernel-facts.md §8): the charge function, static in 6.12
+    // (pages.c, out of line: two callers), global in 7.x. The IOAS ioctls are `IOAS_OPS`.
+    CorePoint {
+        point: "pin_accounting",
+        what: "pinned pages of an iopt_pages charged or uncharged, with target and limit \
+               (iommufd/pages.c)",
+        symbols: &["do_update_pinned", "iopt_pages_update_pinned"],
+        entry_program: "pin_entry",
+        exit_program: Some("pin_exit"),
+        params: &["pages", "npages", "inc", "user"],
+    },
     CorePoint {
         point: "iommufd_release",
         what: "the iommufd file released: objects destroyed by an fd close (static, main.c)",
@@ -223,6 +234,18 @@ pub(super) const CORE_POINTS: &[CorePoint] = &[
         exit_program: Some("destroy_context_exit"),
         params: &["idev"],
     },
+];
+
+/// The IOAS mapping ioctls' handlers (`iommufd_ioctl_ops`, iommufd/ioas.c and main.c; all
+/// global `int (struct iommufd_ucmd *)`) and their entry programs; `ioas_op_exit` is the
+/// return of all. MAP_FILE and CHANGE_PROCESS are 7.x: gaps on 6.12.
+pub(super) const IOAS_OPS: &[(&str, &str)] = &[
+    ("iommufd_ioas_map", "ioas_map_entry"),
+    ("iommufd_ioas_map_file", "ioas_map_file_entry"),
+    ("iommufd_ioas_copy", "ioas_copy_entry"),
+    ("iommufd_ioas_unmap", "ioas_unmap_entry"),
+    ("iommufd_ioas_change_process", "ioas_change_process_entry"),
+    ("iommufd_option", "option_entry"),
 ];
 
 /// The handler of the ioctl that creates each object type (`iommufd_ioctl_ops`,

@@ -188,6 +188,14 @@ impl Replayer {
             EventBody::ObjectAlloc(o) => self.objects.alloc(index, o),
             EventBody::ObjectAbort(_) => self.objects.abort(),
             EventBody::ObjectDestroy(o) => self.objects.destroy(index, o),
+            // Pinned-memory accounting is not modelled yet: replay does not claim it.
+            EventBody::IoasMap(_)
+            | EventBody::IoasMapFile(_)
+            | EventBody::IoasCopy(_)
+            | EventBody::IoasUnmap(_)
+            | EventBody::IoasChangeProcess(_)
+            | EventBody::Option(_)
+            | EventBody::Pin(_) => {}
         }
     }
 

@@ -97,6 +97,41 @@ pub fn describe(e: &Event, start_ns: u64) -> String {
         EventBody::ObjectDestroy(o) => {
             format!("object_destroy {} {} by {}", o.object, o.id, o.how.name())
         }
+        EventBody::IoasMap(o)
+        | EventBody::IoasMapFile(o)
+        | EventBody::IoasCopy(o)
+        | EventBody::IoasUnmap(o)
+        | EventBody::IoasChangeProcess(o) => format!(
+            "{} ioas {} iova {:#x} length {} -> {} in {}",
+            e.body.name(),
+            o.ioas,
+            o.iova,
+            fmt_bytes(o.length),
+            ok_or_errno(o.errno),
+            fmt_dur(o.latency_ns)
+        ),
+        EventBody::Option(o) => format!(
+            "option {} {} {} -> {}",
+            o.option,
+            o.op,
+            o.val64,
+            ok_or_errno(o.errno)
+        ),
+        EventBody::Pin(p) => format!(
+            "pin {:+} pages, {:+} charged ({}) -> {}",
+            p.pages,
+            p.charged,
+            p.mode.name(),
+            ok_or_errno(p.errno)
+        ),
     };
     format!("{t:>10} {:>6} {what}", e.tid)
+}
+
+fn ok_or_errno(errno: i32) -> String {
+    if errno == 0 {
+        "ok".to_string()
+    } else {
+        errno_name(errno)
+    }
 }

@@ -87,6 +87,14 @@ pub(super) fn capture_checks(dir: &Path, out: &mut Vec<Outcome>, hw_iommu: bool)
                 super::objects::objects_match_the_kernel(dir, &x.events),
             ));
             out.push(Outcome::from(
+                "ioas_ops_match_the_workload",
+                super::pins::ioas_ops_match_the_workload(&x.report, x.pid, &x.events),
+            ));
+            out.push(Outcome::from(
+                "pinned_memory_matches_the_kernel",
+                super::pins::pinned_memory_matches_the_kernel(&x.report, x.pid, &x.events),
+            ));
+            out.push(Outcome::from(
                 "viommu_objects_and_close",
                 super::objects::viommu_and_close(&x.report, &x.events),
             ));

@@ -29,6 +29,8 @@ pub fn exercise(dir: &Path, arch: Arch) -> Vec<Outcome> {
                     "object_destroy",
                     "object_ioctl",
                     "destroy_ioctl",
+                    "ioas_ops",
+                    "pin_accounting",
                     "iommufd_release",
                     "device_unbind",
                 ] {

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::capture::capture_checks;
-use super::{ensure, read, scenario_ran, Outcome};
+use super::{ensure, jsonl, pins, read, scenario_ran, Outcome};
 use crate::kernel::Arch;
 
 /// The selftest mock driver alone (no VT-d): its domains of every kind.
@@ -35,5 +35,25 @@ pub fn mock(dir: &Path, _arch: Arch) -> Vec<Outcome> {
         ),
     ];
     capture_checks(dir, &mut out, false);
+    out.push(Outcome::from("pin_limits_run", limits_run(dir)));
     out
+}
+
+/// The unprivileged pinned-memory limits run, in the same capture: its IOAS calls, its
+/// `VmPin` / `VmLck` and the cause of each of its ENOMEMs.
+fn limits_run(dir: &Path) -> Result<(), String> {
+    let log = read(dir, "limits.log").unwrap_or_default();
+    ensure(read(dir, "limits.rc")?.trim() == "0", || {
+        format!("the limits run failed:\n{log}")
+    })?;
+    let report: Value = serde_json::from_str(&read(dir, "limits.json")?)
+        .map_err(|e| format!("limits.json: {e}"))?;
+    let pid = read(dir, "limits.pid")?
+        .trim()
+        .parse()
+        .map_err(|e| format!("limits.pid: {e}"))?;
+    let events = jsonl(dir, "exercise.jsonl")?;
+    pins::ioas_ops_match_the_workload(&report, pid, &events)?;
+    pins::pinned_memory_matches_the_kernel(&report, pid, &events)?;
+    pins::enomem_explained(&report, pid, &events)
 }

@@ -16,6 +16,7 @@ mod exercise;
 mod exporter;
 mod mock;
 mod objects;
+mod pins;
 
 pub use bench::bench_capture;
 pub use exercise::exercise;

@@ -6,8 +6,8 @@ use super::*;
 use crate::capture::Trailer;
 use crate::events::{
     AllocOp, DestroyHow, DomainAlloc, DomainFree, DomainKind, Event, EventBody, Geometry,
-    HwptAlloc, KernelPtr, Lost, ObjectAbort, ObjectAlloc, ObjectDestroy, PtCause, PtPages,
-    UserData,
+    HwptAlloc, IoasOp, IommufdOption, KernelPtr, Lost, ObjectAbort, ObjectAlloc, ObjectDestroy,
+    Pin, PinMode, PtCause, PtPages, UserData,
 };
 
 struct Task {
@@ -96,9 +96,11 @@ impl Decoder {
                 "object record (tag {tag}) in a format-{} capture: damaged",
                 self.version
             )),
-            TAG_DOMAIN_ALLOC..=TAG_OBJECT_DESTROY => {
-                self.event(tag, d).map(|e| Some(Decoded::Event(e)))
-            }
+            TAG_IOAS_OP..=TAG_PIN if self.version < 4 => Err(format!(
+                "pinned-memory record (tag {tag}) in a format-{} capture: damaged",
+                self.version
+            )),
+            TAG_DOMAIN_ALLOC..=TAG_PIN => self.event(tag, d).map(|e| Some(Decoded::Event(e))),
             _ => Err(format!(
                 "unknown record tag {tag} (written by a newer iommu-trace, or damaged)"
             )),
@@ -270,6 +272,97 @@ impl Decoder {
                     },
                 })
             }
+            TAG_IOAS_OP => {
+                let op = d.byte()?;
+                let (_, ictx) = self.ptr(d)?;
+                let mut o = IoasOp {
+                    ictx,
+                    ioas: d.u32()?,
+                    iova: d.u64()?,
+                    length: d.u64()?,
+                    flags: d.u32()?,
+                    errno: errno(flags, d)?,
+                    latency_ns: d.u64()?,
+                    ..IoasOp::default()
+                };
+                let mut opt = |bit: u8| -> DResult<Option<u64>> {
+                    if flags & bit != 0 {
+                        d.u64().map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                };
+                o.user_va = opt(I_USER_VA)?;
+                o.fd = opt(I_FD)?.map(|f| f as u32 as i32);
+                o.start = opt(I_START)?;
+                o.src_ioas = opt(I_SRC_IOAS)?
+                    .map(|v| u32::try_from(v).map_err(|_| format!("source IOAS id {v} > u32")))
+                    .transpose()?;
+                o.src_iova = opt(I_SRC_IOVA)?;
+                match op {
+                    0 => EventBody::IoasMap(o),
+                    1 => EventBody::IoasMapFile(o),
+                    2 => EventBody::IoasCopy(o),
+                    3 => EventBody::IoasUnmap(o),
+                    4 => EventBody::IoasChangeProcess(o),
+                    n => return Err(format!("unknown IOAS operation {n}")),
+                }
+            }
+            TAG_OPTION => {
+                let (_, ictx) = self.ptr(d)?;
+                EventBody::Option(IommufdOption {
+                    ictx,
+                    option: d.string()?,
+                    op: d.string()?,
+                    object_id: d.u32()?,
+                    val64: d.u64()?,
+                    errno: errno(flags, d)?,
+                    latency_ns: d.u64()?,
+                })
+            }
+            TAG_PIN => {
+                let (_, iopt_pages) = self.ptr(d)?;
+                let pages = d.i64()?;
+                let charged = d.i64()?;
+                let mode = match d.byte()? {
+                    0 => PinMode::None,
+                    1 => PinMode::User,
+                    2 => PinMode::Mm,
+                    n => return Err(format!("unknown accounting mode {n}")),
+                };
+                let target_pid = d.u32()?;
+                let target_uid = if flags & PIN_UID != 0 {
+                    Some(d.u32()?)
+                } else {
+                    None
+                };
+                let target_mm = if flags & PIN_MM != 0 {
+                    Some(self.ptr(d)?.1)
+                } else {
+                    None
+                };
+                let limit_bytes = if flags & PIN_LIMIT != 0 {
+                    Some(d.u64()?)
+                } else {
+                    None
+                };
+                EventBody::Pin(Pin {
+                    iopt_pages,
+                    pages,
+                    charged,
+                    mode,
+                    target_pid,
+                    target_uid,
+                    target_mm,
+                    limit_bytes,
+                    locked_bytes: d.u64()?,
+                    pinned_pages: d.u64()?,
+                    total_pages: d.u64()?,
+                    pinned_vm_bytes: d.u64()?,
+                    errno: errno(flags, d)?,
+                    latency_ns: d.u64()?,
+                })
+            }
             TAG_OBJECT_DESTROY => {
                 let object = d.string()?;
                 let id = d.u32()?;
@@ -407,4 +500,13 @@ fn user_data(d: &mut Dec) -> DResult<UserData> {
         },
         n => return Err(format!("unknown user-data variant {n}")),
     })
+}
+
+/// An errno written only when non-zero (`O_OK` set: it is 0).
+fn errno(flags: u8, d: &mut Dec) -> DResult<i32> {
+    if flags & O_OK != 0 {
+        Ok(0)
+    } else {
+        d.i32()
+    }
 }

@@ -7,7 +7,7 @@ use super::varint::{put_delta, put_i, put_str, put_u};
 use super::*;
 use crate::capture::Trailer;
 use crate::events::{
-    AllocOp, DestroyHow, DomainKind, Event, EventBody, KernelPtr, PtCause, UserData,
+    AllocOp, DestroyHow, DomainKind, Event, EventBody, KernelPtr, PinMode, PtCause, UserData,
 };
 
 pub(crate) struct Encoder {
@@ -108,7 +108,19 @@ impl Encoder {
                 Some(self.ptr(o.ictx, out)),
             ),
             EventBody::ObjectDestroy(o) => (TAG_OBJECT_DESTROY, Some(self.ptr(o.obj, out)), None),
+            EventBody::IoasMap(o)
+            | EventBody::IoasMapFile(o)
+            | EventBody::IoasCopy(o)
+            | EventBody::IoasUnmap(o)
+            | EventBody::IoasChangeProcess(o) => (TAG_IOAS_OP, Some(self.ptr(o.ictx, out)), None),
+            EventBody::Option(o) => (TAG_OPTION, Some(self.ptr(o.ictx, out)), None),
+            EventBody::Pin(p) => (
+                TAG_PIN,
+                Some(self.ptr(p.iopt_pages, out)),
+                p.target_mm.map(|m| self.ptr(m, out)),
+            ),
         };
+        let has_p1 = p1.is_some();
         let p0 = p0.unwrap_or(0);
         let p1 = p1.unwrap_or(0);
         // A HWPT's domain: the third pointer an event can carry.
@@ -255,6 +267,77 @@ impl Encoder {
                     put_i(out, e as i64);
                 }
             }
+            EventBody::IoasMap(o)
+            | EventBody::IoasMapFile(o)
+            | EventBody::IoasCopy(o)
+            | EventBody::IoasUnmap(o)
+            | EventBody::IoasChangeProcess(o) => {
+                out.push(match &ev.body {
+                    EventBody::IoasMap(_) => 0,
+                    EventBody::IoasMapFile(_) => 1,
+                    EventBody::IoasCopy(_) => 2,
+                    EventBody::IoasUnmap(_) => 3,
+                    _ => 4,
+                });
+                put_u(out, p0 as u64);
+                put_u(out, o.ioas as u64);
+                put_u(out, o.iova);
+                put_u(out, o.length);
+                put_u(out, o.flags as u64);
+                flags |= put_errno(out, o.errno);
+                put_u(out, o.latency_ns);
+                let optional = [
+                    (I_USER_VA, o.user_va),
+                    (I_FD, o.fd.map(|f| f as u32 as u64)),
+                    (I_START, o.start),
+                    (I_SRC_IOAS, o.src_ioas.map(u64::from)),
+                    (I_SRC_IOVA, o.src_iova),
+                ];
+                for (bit, v) in optional {
+                    if let Some(v) = v {
+                        flags |= bit;
+                        put_u(out, v);
+                    }
+                }
+            }
+            EventBody::Option(o) => {
+                put_u(out, p0 as u64);
+                put_str(out, &o.option);
+                put_str(out, &o.op);
+                put_u(out, o.object_id as u64);
+                put_u(out, o.val64);
+                flags |= put_errno(out, o.errno);
+                put_u(out, o.latency_ns);
+            }
+            EventBody::Pin(p) => {
+                put_u(out, p0 as u64);
+                put_i(out, p.pages);
+                put_i(out, p.charged);
+                out.push(match p.mode {
+                    PinMode::None => 0,
+                    PinMode::User => 1,
+                    PinMode::Mm => 2,
+                });
+                put_u(out, p.target_pid as u64);
+                if let Some(uid) = p.target_uid {
+                    flags |= PIN_UID;
+                    put_u(out, uid as u64);
+                }
+                if has_p1 {
+                    flags |= PIN_MM;
+                    put_u(out, p1 as u64);
+                }
+                if let Some(l) = p.limit_bytes {
+                    flags |= PIN_LIMIT;
+                    put_u(out, l);
+                }
+                put_u(out, p.locked_bytes);
+                put_u(out, p.pinned_pages);
+                put_u(out, p.total_pages);
+                put_u(out, p.pinned_vm_bytes);
+                flags |= put_errno(out, p.errno);
+                put_u(out, p.latency_ns);
+            }
             EventBody::ObjectDestroy(o) => {
                 put_str(out, &o.object);
                 put_u(out, o.id as u64);
@@ -315,6 +398,16 @@ impl Encoder {
             }
         }
         out[flags_at] = flags;
+    }
+}
+
+/// An errno field present only when non-zero: returns the flag that says it is 0.
+fn put_errno(out: &mut Vec<u8>, errno: i32) -> u8 {
+    if errno == 0 {
+        O_OK
+    } else {
+        put_i(out, errno as i64);
+        0
     }
 }
 

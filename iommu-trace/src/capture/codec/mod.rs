@@ -26,6 +26,9 @@ const TAG_LOST: u8 = 23;
 const TAG_OBJECT_ALLOC: u8 = 24;
 const TAG_OBJECT_ABORT: u8 = 25;
 const TAG_OBJECT_DESTROY: u8 = 26;
+const TAG_IOAS_OP: u8 = 27;
+const TAG_OPTION: u8 = 28;
+const TAG_PIN: u8 = 29;
 
 // Flags common to all events.
 const SAME_CPU: u8 = 0x01;
@@ -52,6 +55,15 @@ const O_OK: u8 = 0x04;
 const O_DOMAIN: u8 = 0x08;
 const O_VIRT_ID: u8 = 0x10;
 const O_ERRNO: u8 = 0x20;
+// ioas op / option / pin: 0x04 = errno 0 (as O_OK)
+const I_USER_VA: u8 = 0x08;
+const I_FD: u8 = 0x10;
+const I_START: u8 = 0x20;
+const I_SRC_IOAS: u8 = 0x40;
+const I_SRC_IOVA: u8 = 0x80;
+const PIN_UID: u8 = 0x08;
+const PIN_MM: u8 = 0x10;
+const PIN_LIMIT: u8 = 0x20;
 /// Most references an object record may hold (the kernel side has 4 slots).
 const MAX_OBJECT_REFS: u64 = 16;
 

@@ -45,6 +45,7 @@ mod failures;
 mod ioctls;
 mod map_patterns;
 mod mock;
+mod pin_limits;
 #[cfg(test)]
 mod tests;
 mod vfio;
@@ -221,6 +222,8 @@ pub(super) fn run(opts: &ExerciseOptions) -> Result<Report> {
             tool: format!("iommu-trace {}", env!("CARGO_PKG_VERSION")),
             kernel_release: Some(crate::session::running_kernel_release()),
             iommu_path: opts.iommu_path.display().to_string(),
+            // SAFETY: sysconf has no preconditions.
+            page_size: u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0),
             ..Default::default()
         },
         ledger: Ledger::default(),
@@ -240,12 +243,24 @@ pub(super) fn run(opts: &ExerciseOptions) -> Result<Report> {
     );
     r.alloc_buffer();
     r.sample_cgroup("start");
+    r.sample_memory("start");
 
+    if let Some(limits) = opts.pin_limits {
+        r.pin_limits_flow(limits);
+        r.close("close_iommufd", iommufd);
+        r.sample_memory("end");
+        r.buf = None;
+        let mut report = r.report;
+        report.totals = r.ledger.totals();
+        return Ok(report);
+    }
     if let (Some(vfio), Some(path)) = (vfio, vfio_path) {
         r.vfio_flow(vfio, &path);
+        r.sample_memory("after_vfio");
     }
     if opts.steps.mock {
         r.mock_flow();
+        r.sample_memory("after_mock");
         if r.report.mock.available == Some(true) {
             r.close_with_objects_alive();
         }
@@ -264,12 +279,20 @@ pub(super) fn run(opts: &ExerciseOptions) -> Result<Report> {
     }
     r.close("close_iommufd", iommufd);
     r.sample_cgroup("end");
+    r.sample_memory("end");
     r.buf = None;
     r.huge = None;
 
     let mut report = r.report;
     report.totals = r.ledger.totals();
     Ok(report)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of the capture's `ts_ns`.
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 fn open_dev(path: &Path, is_iommufd: bool) -> Result<File> {
@@ -374,9 +397,7 @@ impl Runner<'_> {
             },
             Err(e) => (None, Some(format!("{path}: {e}"))),
         };
-        let ts_ns = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-            .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-            .unwrap_or(0);
+        let ts_ns = monotonic_ns();
         self.report
             .cgroup_samples
             .push(super::report::CgroupSample {
@@ -387,6 +408,25 @@ impl Runner<'_> {
                 error,
             });
     }
+    /// Reads this process's `VmPin` and `VmLck`: exact at once (no periodic flush).
+    fn sample_memory(&mut self, label: &str) {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kb = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|v| v * 1024)
+        };
+        let sample = super::report::MemorySample {
+            label: label.into(),
+            ts_ns: monotonic_ns(),
+            pinned_bytes: kb("VmPin:"),
+            locked_bytes: kb("VmLck:"),
+        };
+        self.report.memory_samples.push(sample);
+    }
+
     fn on(&self, g: StepGroup) -> bool {
         self.opts.steps.contains(g)
     }

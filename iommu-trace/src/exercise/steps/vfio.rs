@@ -274,6 +274,7 @@ impl Runner<'_> {
         }
 
         self.sample_cgroup("peak");
+        self.sample_memory("peak");
         self.teardown_maps_start("", ioas);
         // Detach.
         let mut det = VfioDeviceDetachIommufdPt {

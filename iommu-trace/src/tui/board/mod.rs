@@ -307,8 +307,16 @@ impl Model {
             EventBody::Lost(l) => self
                 .rates
                 .add(rate_ts, R_LOST, l.ringbuf_full + l.context_full),
-            EventBody::ObjectAlloc(_) | EventBody::ObjectAbort(_) | EventBody::ObjectDestroy(_) => {
-            }
+            EventBody::ObjectAlloc(_)
+            | EventBody::ObjectAbort(_)
+            | EventBody::ObjectDestroy(_)
+            | EventBody::IoasMap(_)
+            | EventBody::IoasMapFile(_)
+            | EventBody::IoasCopy(_)
+            | EventBody::IoasUnmap(_)
+            | EventBody::IoasChangeProcess(_)
+            | EventBody::Option(_)
+            | EventBody::Pin(_) => {}
         }
         if let Some(ptr) = ev.body.domain().map(KernelPtr) {
             let is_pt = matches!(ev.body, EventBody::PtAlloc(_) | EventBody::PtFree(_));

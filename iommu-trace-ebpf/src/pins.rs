@@ -1,0 +1,213 @@
+//! Pinned guest memory: the IOAS mapping ioctls (`iommufd_ioas_map`, `_map_file`, `_copy`,
+//! `_unmap`, `_change_process`, `iommufd_option`), read from their uAPI structs at return,
+//! and each change of an `iopt_pages`' pinned-page accounting (6.12 static
+//! `do_update_pinned`, 7.x `iopt_pages_update_pinned`) with its target, limit and totals.
+//! Kernel facts: docs/kernel-facts.md §8.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{kprobe, kretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use iommu_trace_common::{ioas_op, kind, lost, IoasOpEvent, PinEvent};
+
+use crate::{
+    helpers::{
+        count_lost, current_tid, errno_of_int, field, header, read_u32, read_u64, read_u8,
+        submit_flags, wanted,
+    },
+    maps::{IoasCtx, PinCtx, EVENTS, IOAS_CTX, PIN_CTX},
+};
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn ioas_enter(ctx: &ProbeContext, op: u32) -> u32 {
+    if !wanted() {
+        return 0;
+    }
+    let c = IoasCtx {
+        ucmd: ctx.arg(0).unwrap_or(0),
+        start: now(),
+        op,
+        _pad: 0,
+    };
+    if IOAS_CTX.insert(&current_tid(), &c, 0).is_err() {
+        count_lost(lost::CONTEXT_FULL);
+    }
+    0
+}
+
+#[kprobe]
+pub fn ioas_map_entry(ctx: ProbeContext) -> u32 {
+    ioas_enter(&ctx, ioas_op::MAP)
+}
+
+#[kprobe]
+pub fn ioas_map_file_entry(ctx: ProbeContext) -> u32 {
+    ioas_enter(&ctx, ioas_op::MAP_FILE)
+}
+
+#[kprobe]
+pub fn ioas_copy_entry(ctx: ProbeContext) -> u32 {
+    ioas_enter(&ctx, ioas_op::COPY)
+}
+
+#[kprobe]
+pub fn ioas_unmap_entry(ctx: ProbeContext) -> u32 {
+    ioas_enter(&ctx, ioas_op::UNMAP)
+}
+
+#[kprobe]
+pub fn ioas_change_process_entry(ctx: ProbeContext) -> u32 {
+    ioas_enter(&ctx, ioas_op::CHANGE_PROCESS)
+}
+
+#[kprobe]
+pub fn option_entry(ctx: ProbeContext) -> u32 {
+    ioas_enter(&ctx, ioas_op::OPTION)
+}
+
+/// The handler returned: its uAPI struct (`ucmd->cmd`, the kernel's copy, still on the
+/// ioctl's stack) holds the inputs and, on success, the outputs (the IOVA chosen, the bytes
+/// unmapped, the option's value). Layouts: include/uapi/linux/iommufd.h.
+#[kretprobe]
+pub fn ioas_op_exit(ctx: RetProbeContext) -> u32 {
+    let tid = current_tid();
+    // SAFETY: copied out before removal.
+    let Some(c) = (unsafe { IOAS_CTX.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = IOAS_CTX.remove(&tid);
+    let cmd = field(c.ucmd, cfg!(ucmd_cmd)).map_or(0, read_u64);
+    let ictx = field(c.ucmd, cfg!(ucmd_ictx)).map_or(0, read_u64);
+    let mut e = IoasOpEvent {
+        hdr: header(kind::IOAS_OP),
+        ictx,
+        iova: 0,
+        length: 0,
+        source: 0,
+        latency_ns: now().saturating_sub(c.start),
+        op: c.op,
+        ioas_id: 0,
+        aux: 0,
+        flags: 0,
+        errno: errno_of_int(ctx.ret()),
+        _pad: 0,
+    };
+    if cmd != 0 {
+        match c.op {
+            // `iommu_ioas_map` / `_map_file`: size, flags, ioas_id, __reserved | fd,
+            // user_va | start, length, iova.
+            ioas_op::MAP | ioas_op::MAP_FILE => {
+                e.flags = read_u32(cmd + 4);
+                e.ioas_id = read_u32(cmd + 8);
+                e.aux = read_u32(cmd + 12);
+                e.source = read_u64(cmd + 16);
+                e.length = read_u64(cmd + 24);
+                e.iova = read_u64(cmd + 32);
+            }
+            // `iommu_ioas_copy`: size, flags, dst_ioas_id, src_ioas_id, length, dst_iova,
+            // src_iova.
+            ioas_op::COPY => {
+                e.flags = read_u32(cmd + 4);
+                e.ioas_id = read_u32(cmd + 8);
+                e.aux = read_u32(cmd + 12);
+                e.length = read_u64(cmd + 16);
+                e.iova = read_u64(cmd + 24);
+                e.source = read_u64(cmd + 32);
+            }
+            // `iommu_ioas_unmap`: size, ioas_id, iova, length.
+            ioas_op::UNMAP => {
+                e.ioas_id = read_u32(cmd + 4);
+                e.iova = read_u64(cmd + 8);
+                e.length = read_u64(cmd + 16);
+            }
+            // `iommu_option`: size, option_id, op (u16), __reserved, object_id, val64.
+            ioas_op::OPTION => {
+                e.aux = read_u32(cmd + 4);
+                e.flags = read_u32(cmd + 8) & 0xffff;
+                e.ioas_id = read_u32(cmd + 12);
+                e.source = read_u64(cmd + 16);
+            }
+            _ => {}
+        }
+    }
+    let Some(mut entry) = EVENTS.reserve::<IoasOpEvent>(0) else {
+        count_lost(lost::RINGBUF_FULL);
+        return 0;
+    };
+    entry.write(e);
+    entry.submit(submit_flags());
+    0
+}
+
+/// `(pages, npages, inc, user)`, both versions.
+#[kprobe]
+pub fn pin_entry(ctx: ProbeContext) -> u32 {
+    if !wanted() {
+        return 0;
+    }
+    let c = PinCtx {
+        pages: ctx.arg(0).unwrap_or(0),
+        npages: ctx.arg(1).unwrap_or(0),
+        start: now(),
+        inc: (ctx.arg::<u64>(2).unwrap_or(0) & 0xff != 0) as u32,
+        _pad: 0,
+    };
+    if PIN_CTX.insert(&current_tid(), &c, 0).is_err() {
+        count_lost(lost::CONTEXT_FULL);
+    }
+    0
+}
+
+/// The accounting returned: the `iopt_pages`' mode and totals, and its target's, read now
+/// (after the change, or after the refusal: then the totals are those the check saw).
+#[kretprobe]
+pub fn pin_exit(ctx: RetProbeContext) -> u32 {
+    let tid = current_tid();
+    // SAFETY: copied out before removal.
+    let Some(c) = (unsafe { PIN_CTX.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = PIN_CTX.remove(&tid);
+    let p = c.pages;
+    let mode = field(p, cfg!(pages_account_mode)).map_or(0, read_u8) as u32;
+    let task = field(p, cfg!(pages_source_task)).map_or(0, read_u64);
+    let user = field(p, cfg!(pages_source_user)).map_or(0, read_u64);
+    let mm = field(p, cfg!(pages_source_mm)).map_or(0, read_u64);
+    let signal = field(task, cfg!(task_signal)).map_or(0, read_u64);
+    let locked_pages = match mode {
+        1 => field(user, cfg!(user_locked_vm)).map_or(0, read_u64),
+        2 => field(mm, cfg!(mm_locked_vm)).map_or(0, read_u64),
+        _ => 0,
+    };
+    let Some(mut entry) = EVENTS.reserve::<PinEvent>(0) else {
+        count_lost(lost::RINGBUF_FULL);
+        return 0;
+    };
+    entry.write(PinEvent {
+        hdr: header(kind::PIN),
+        pages: p,
+        npages: c.npages,
+        npinned: field(p, cfg!(pages_npinned)).map_or(0, read_u64),
+        total_pages: field(p, cfg!(pages_npages)).map_or(0, read_u64),
+        limit_bytes: field(signal, cfg!(signal_memlock)).map_or(0, read_u64),
+        locked_pages,
+        pinned_vm: field(mm, cfg!(mm_pinned_vm)).map_or(0, read_u64),
+        source_mm: mm,
+        latency_ns: now().saturating_sub(c.start),
+        inc: c.inc,
+        mode,
+        target_uid: field(user, cfg!(user_uid)).map_or(0, read_u32),
+        target_pid: field(task, cfg!(task_tgid)).map_or(0, read_u32),
+        errno: errno_of_int(ctx.ret()),
+        _pad: 0,
+    });
+    entry.submit(submit_flags());
+    0
+}

@@ -1,0 +1,318 @@
+//! Pinned guest memory: the `pin` events of a capture against the kernel's own counters, read
+//! by the workload itself from /proc/self/status (`VmPin` = `mm->pinned_vm`, `VmLck` =
+//! `mm->locked_vm`) at named points (docs/kernel-facts.md §8); the IOAS ioctl events against
+//! the calls the workload made.
+
+use serde_json::Value;
+
+use super::{ensure, s, u};
+
+/// A pin event's signed field.
+fn i(v: &Value, key: &str) -> i64 {
+    v.get(key).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// What the capture says the workload's mm holds at `ts_ns`: pinned and locked pages since
+/// `from_ns`. Every accounted change of an `iopt_pages` the workload created moves its
+/// `pinned_vm` (all modes); only mode `mm` moves its `locked_vm`.
+fn implied(pins: &[&Value], from_ns: u64, ts_ns: u64) -> (i64, i64) {
+    pins.iter()
+        .filter(|p| u(p, "ts_ns") > from_ns && u(p, "ts_ns") < ts_ns)
+        .fold((0, 0), |(pinned, locked), p| {
+            let charged_mm = if s(p, "mode") == "mm" {
+                i(p, "charged")
+            } else {
+                0
+            };
+            (pinned + i(p, "pages"), locked + charged_mm)
+        })
+}
+
+/// At each point the workload sampled, `VmPin` and `VmLck` moved from the first sample by
+/// exactly what the capture's `pin` events for the workload's mappings add up to; and the
+/// workload pinned something (the check cannot pass on an empty capture).
+pub(super) fn pinned_memory_matches_the_kernel(
+    report: &Value,
+    pid: u64,
+    events: &[Value],
+) -> Result<(), String> {
+    let page = report["page_size"].as_u64().filter(|p| *p > 0).ok_or(
+        "the workload's report has no page_size (an iommu-trace older than the pin events)",
+    )?;
+    let samples = report["memory_samples"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let first = samples
+        .first()
+        .ok_or("the workload sampled no /proc/self/status")?;
+    let read = |x: &Value, key: &str| -> Result<i64, String> {
+        x[key].as_u64().map(|v| v as i64).ok_or_else(|| {
+            format!(
+                "sample {}: no {key} (/proc/self/status unread)",
+                s(x, "label")
+            )
+        })
+    };
+    let (pin0, lck0) = (read(first, "pinned_bytes")?, read(first, "locked_bytes")?);
+    let pins: Vec<&Value> = events
+        .iter()
+        .filter(|e| s(e, "event") == "pin" && u(e, "target_pid") == pid && u(e, "errno") == 0)
+        .collect();
+    ensure(pins.iter().any(|p| i(p, "pages") > 0), || {
+        format!("the capture has no pin event for the workload (pid {pid}): nothing to reconcile")
+    })?;
+    let mut mismatches = Vec::new();
+    for x in &samples[1..] {
+        let (pinned, locked) = implied(&pins, u(first, "ts_ns"), u(x, "ts_ns"));
+        let want = (pin0 + pinned * page as i64, lck0 + locked * page as i64);
+        let got = (read(x, "pinned_bytes")?, read(x, "locked_bytes")?);
+        if want != got {
+            mismatches.push(format!(
+                "at {}: the capture implies VmPin {} and VmLck {} bytes, the kernel says {} and {}",
+                s(x, "label"),
+                want.0,
+                want.1,
+                got.0,
+                got.1
+            ));
+        }
+    }
+    ensure(mismatches.is_empty(), || mismatches.join("; "))
+}
+
+/// One IOAS_MAP or IOAS_UNMAP as (ioas, iova, length, user_va, errno).
+type IoasCall = (u64, u64, u64, u64, u64);
+
+/// The workload's IOAS_MAP and IOAS_UNMAP calls, in order, as its report records them and as
+/// the capture's `ioas_map` / `ioas_unmap` events do: the same calls with the same inputs,
+/// the same results and, on success, the same outputs (the IOVA chosen, the bytes unmapped).
+pub(super) fn ioas_ops_match_the_workload(
+    report: &Value,
+    pid: u64,
+    events: &[Value],
+) -> Result<(), String> {
+    let steps = report["steps"].as_array().cloned().unwrap_or_default();
+    for (call, event) in [
+        ("IOMMU_IOAS_MAP", "ioas_map"),
+        ("IOMMU_IOAS_UNMAP", "ioas_unmap"),
+    ] {
+        let want: Vec<IoasCall> = steps
+            .iter()
+            .filter(|st| s(st, "call") == call && st["errno"].is_u64())
+            .map(|st| {
+                let (p, out, ok) = (&st["params"], &st["outputs"], u(st, "errno") == 0);
+                let iova = if ok && out["iova"].is_u64() {
+                    u(out, "iova")
+                } else {
+                    u(p, "iova")
+                };
+                let length = if ok && out["unmapped"].is_u64() {
+                    u(out, "unmapped")
+                } else {
+                    u(p, "length")
+                };
+                (
+                    u(p, "ioas_id"),
+                    iova,
+                    length,
+                    u(p, "user_va"),
+                    u(st, "errno"),
+                )
+            })
+            .collect();
+        let got: Vec<IoasCall> = events
+            .iter()
+            .filter(|e| s(e, "event") == event && u(e, "pid") == pid)
+            .map(|e| {
+                let (ioas, iova, length) = (u(e, "ioas"), u(e, "iova"), u(e, "length"));
+                (ioas, iova, length, u(e, "user_va"), u(e, "errno"))
+            })
+            .collect();
+        ensure(!want.is_empty(), || format!("the workload made no {call}"))?;
+        ensure(want == got, || {
+            let at = want.iter().zip(&got).position(|(w, g)| w != g);
+            format!(
+                "{call}: the workload made {} calls, the capture has {} {event} events; first \
+                 difference at {at:?}: (ioas, iova, length, user_va, errno) workload {:?}, \
+                 capture {:?}",
+                want.len(),
+                got.len(),
+                at.and_then(|i| want.get(i)),
+                at.and_then(|i| got.get(i))
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The unprivileged limits run (`exercise --pin-limits-as`, `steps/pin_limits.rs`): every
+/// ENOMEM the workload met has its `pin` event, in order, saying why: the RLIMIT_MEMLOCK the
+/// workload set, the accounting the kernel used (per-user for the first iommufd, per-mm for
+/// the one switched by IOMMU_OPTION), the uid charged, and a locked total that this request
+/// takes past the limit.
+pub(super) fn enomem_explained(report: &Value, pid: u64, events: &[Value]) -> Result<(), String> {
+    let steps = report["steps"].as_array().cloned().unwrap_or_default();
+    let find = |name: &str| steps.iter().find(|st| s(st, "name") == name);
+    let drop = find("drop_privileges").ok_or("the limits run did not drop privileges")?;
+    ensure(u(drop, "errno") == 0, || {
+        format!("drop_privileges failed: {drop}")
+    })?;
+    let (uid, limit) = (
+        u(&drop["params"], "uid"),
+        u(&drop["params"], "rlimit_memlock"),
+    );
+    let page = report["page_size"].as_u64().unwrap_or(4096) as i64;
+    let bad: Vec<&Value> = steps
+        .iter()
+        .filter(|st| st["as_expected"] == false)
+        .collect();
+    ensure(bad.is_empty(), || {
+        format!("steps with another answer: {bad:?}")
+    })?;
+    let enomem: Vec<&Value> = steps.iter().filter(|st| u(st, "errno") == 12).collect();
+    let wanted_modes: Vec<&str> = enomem
+        .iter()
+        .map(|st| {
+            if s(st, "name").starts_with("limits_mm_") {
+                "mm"
+            } else {
+                "user"
+            }
+        })
+        .collect();
+    ensure(wanted_modes == ["user", "user", "mm"], || {
+        format!(
+            "the run met ENOMEM at {:?}",
+            enomem.iter().map(|st| s(st, "name")).collect::<Vec<_>>()
+        )
+    })?;
+    let refused: Vec<&Value> = events
+        .iter()
+        .filter(|e| s(e, "event") == "pin" && u(e, "pid") == pid && u(e, "errno") == 12)
+        .collect();
+    ensure(refused.len() == enomem.len(), || {
+        format!(
+            "{} ENOMEM in the workload, {} refused pin events in the capture",
+            enomem.len(),
+            refused.len()
+        )
+    })?;
+    for ((st, p), mode) in enomem.iter().zip(&refused).zip(wanted_modes) {
+        let name = s(st, "name");
+        ensure(s(p, "mode") == mode, || {
+            format!("{name}: mode {}, not {mode}", s(p, "mode"))
+        })?;
+        ensure(u(p, "limit_bytes") == limit, || {
+            format!(
+                "{name}: limit_bytes {}, the workload set {limit}",
+                p["limit_bytes"]
+            )
+        })?;
+        ensure(mode != "user" || u(p, "target_uid") == uid, || {
+            format!("{name}: charged to uid {}, not {uid}", p["target_uid"])
+        })?;
+        ensure(u(p, "target_pid") == pid && i(p, "charged") == 0, || {
+            format!(
+                "{name}: target_pid {} charged {}",
+                p["target_pid"], p["charged"]
+            )
+        })?;
+        let (locked, asked) = (u(p, "locked_bytes") as i64, i(p, "pages") * page);
+        ensure(
+            asked > 0 && locked <= limit as i64 && locked + asked > limit as i64,
+            || format!("{name}: {asked} bytes asked with {locked} locked does not pass {limit}"),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pin(ts: u64, pages: i64, mode: &str) -> Value {
+        let charged = if mode == "none" { 0 } else { pages };
+        json!({"event": "pin", "ts_ns": ts, "pid": 7, "target_pid": 7, "pages": pages,
+               "charged": charged, "mode": mode, "errno": 0})
+    }
+
+    fn report(samples: &[(&str, u64, u64, u64)]) -> Value {
+        let s: Vec<Value> = samples
+            .iter()
+            .map(|(l, ts, pin, lck)| {
+                json!({"label": l, "ts_ns": ts, "pinned_bytes": pin, "locked_bytes": lck})
+            })
+            .collect();
+        json!({"page_size": 4096, "memory_samples": s})
+    }
+
+    // Inputs, results and outputs compared call by call; a missing event is a failure.
+    #[test]
+    fn ioas_calls_are_compared_one_for_one() {
+        let report = json!({"steps": [
+            {"call": "IOMMU_IOAS_MAP", "errno": 0,
+             "params": {"ioas_id": 1, "iova": 4096, "length": 8192, "user_va": 77},
+             "outputs": {"iova": 4096}},
+            {"call": "IOMMU_IOAS_MAP", "errno": 17,
+             "params": {"ioas_id": 1, "iova": 4096, "length": 4096, "user_va": 99},
+             "outputs": {}},
+            {"call": "IOMMU_IOAS_UNMAP", "errno": 0,
+             "params": {"ioas_id": 1, "iova": 0, "length": 18446744073709551615u64},
+             "outputs": {"unmapped": 8192}}
+        ]});
+        let ev = |event: &str, iova: u64, length: u64, user_va: Option<u64>, errno: u64| {
+            let mut e = json!({"event": event, "pid": 7, "ioas": 1, "iova": iova,
+                               "length": length, "errno": errno});
+            if let Some(v) = user_va {
+                e["user_va"] = json!(v);
+            }
+            e
+        };
+        let events = vec![
+            ev("ioas_map", 4096, 8192, Some(77), 0),
+            ev("ioas_map", 4096, 4096, Some(99), 17),
+            ev("ioas_unmap", 0, 8192, None, 0),
+        ];
+        ioas_ops_match_the_workload(&report, 7, &events).unwrap();
+        let err = ioas_ops_match_the_workload(&report, 7, &events[1..]).unwrap_err();
+        assert!(err.contains("IOMMU_IOAS_MAP"), "{err}");
+        let mut wrong = events.clone();
+        wrong[2]["length"] = json!(4096);
+        let err = ioas_ops_match_the_workload(&report, 7, &wrong).unwrap_err();
+        assert!(err.contains("IOMMU_IOAS_UNMAP"), "{err}");
+    }
+
+    // Pins between samples move VmPin page for page; mode mm also moves VmLck; a refused
+    // charge and another process's pins move nothing.
+    #[test]
+    fn samples_are_reconciled_with_the_pin_events() {
+        let mut refused = pin(25, 50, "user");
+        refused["errno"] = json!(12);
+        let mut other = pin(26, 9, "none");
+        other["target_pid"] = json!(8);
+        let events = [
+            pin(20, 16, "none"),
+            pin(30, 4, "mm"),
+            refused,
+            other,
+            pin(50, -20, "mm"),
+        ];
+        // 20 pages mlock()ed before the start; pinned: +16 +4 -20; locked: +4 -20.
+        let p = 4096;
+        let good = report(&[
+            ("start", 10, 0, 20 * p),
+            ("peak", 40, 20 * p, 24 * p),
+            ("end", 60, 0, 4 * p),
+        ]);
+        pinned_memory_matches_the_kernel(&good, 7, &events).unwrap();
+        // One unpin missing from the capture: the end sample disagrees.
+        let dropped = &events[..4];
+        let err = pinned_memory_matches_the_kernel(&good, 7, dropped).unwrap_err();
+        assert!(err.contains("at end") && !err.contains("at peak"), "{err}");
+        // No pin at all: refused rather than passed.
+        let err = pinned_memory_matches_the_kernel(&good, 7, &[]).unwrap_err();
+        assert!(err.contains("no pin event"), "{err}");
+    }
+}
