@@ -58,8 +58,8 @@ pub(crate) static LATE_ABORTS: LruHashMap<u64, i32> = LruHashMap::with_max_entri
 /// the outermost of the nested contexts (a close that unbinds a selftest device is a close).
 #[map]
 pub(crate) static HOW_CTX: LruHashMap<u32, HowCtx> = LruHashMap::with_max_entries(4096, 0);
-/// IOAS mapping ioctls and pinned-page accounting calls in progress, per thread. LRU: an
-/// entry whose exit was missed must not stay for good.
+/// IOAS mapping ioctls and pinned-page accounting calls in progress, per thread (entries
+/// stay, marked idle: pins.rs). LRU reclaims the entries of threads gone.
 #[map]
 pub(crate) static IOAS_CTX: LruHashMap<u32, IoasCtx> = LruHashMap::with_max_entries(4096, 0);
 #[map]
@@ -193,7 +193,7 @@ pub(crate) struct IoasCtx {
     /// The handler's `struct iommufd_ucmd *`.
     pub(crate) ucmd: u64,
     pub(crate) start: u64,
-    /// `ioas_op` value.
+    /// `ioas_op` value; 0 once the handler returned (the entry stays).
     pub(crate) op: u32,
     pub(crate) _pad: u32,
 }
@@ -206,5 +206,6 @@ pub(crate) struct PinCtx {
     pub(crate) npages: u64,
     pub(crate) start: u64,
     pub(crate) inc: u32,
-    pub(crate) _pad: u32,
+    /// 0 once the call returned (the entry stays).
+    pub(crate) active: u32,
 }

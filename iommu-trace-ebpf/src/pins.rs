@@ -6,8 +6,8 @@
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
-    macros::{kprobe, kretprobe},
-    programs::{ProbeContext, RetProbeContext},
+    macros::{fentry, fexit, kprobe, kretprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use iommu_trace_common::{ioas_op, kind, lost, IoasOpEvent, PinEvent};
 
@@ -25,51 +25,81 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// Per-thread contexts stay in their map once made (`op` / `active` 0 when idle): IOAS_MAP
+/// and IOAS_UNMAP run in loops, and an insert plus a delete per call cost more than a
+/// lookup (as `OP_CTX`, domain_ops.rs).
 #[inline(always)]
-fn ioas_enter(ctx: &ProbeContext, op: u32) -> u32 {
+fn ioas_enter(ucmd: u64, op: u32) -> u32 {
     if !wanted() {
         return 0;
     }
     let c = IoasCtx {
-        ucmd: ctx.arg(0).unwrap_or(0),
+        ucmd,
         start: now(),
         op,
         _pad: 0,
     };
-    if IOAS_CTX.insert(&current_tid(), &c, 0).is_err() {
-        count_lost(lost::CONTEXT_FULL);
+    let tid = current_tid();
+    match IOAS_CTX.get_ptr_mut(&tid) {
+        // SAFETY: this thread's own entry.
+        Some(slot) => unsafe { *slot = c },
+        None => {
+            if IOAS_CTX.insert(&tid, &c, 0).is_err() {
+                count_lost(lost::CONTEXT_FULL);
+            }
+        }
     }
     0
 }
 
+#[fentry(function = "iommufd_ioas_map")]
+pub fn ioas_map_fentry(ctx: FEntryContext) -> u32 {
+    ioas_enter(ctx.arg(0), ioas_op::MAP)
+}
+
+#[fexit(function = "iommufd_ioas_map")]
+pub fn ioas_map_fexit(ctx: FExitContext) -> u32 {
+    ioas_exit(ctx.arg(1))
+}
+
+#[fentry(function = "iommufd_ioas_unmap")]
+pub fn ioas_unmap_fentry(ctx: FEntryContext) -> u32 {
+    ioas_enter(ctx.arg(0), ioas_op::UNMAP)
+}
+
+#[fexit(function = "iommufd_ioas_unmap")]
+pub fn ioas_unmap_fexit(ctx: FExitContext) -> u32 {
+    ioas_exit(ctx.arg(1))
+}
+
 #[kprobe]
 pub fn ioas_map_entry(ctx: ProbeContext) -> u32 {
-    ioas_enter(&ctx, ioas_op::MAP)
+    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::MAP)
 }
 
 #[kprobe]
 pub fn ioas_map_file_entry(ctx: ProbeContext) -> u32 {
-    ioas_enter(&ctx, ioas_op::MAP_FILE)
+    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::MAP_FILE)
 }
 
 #[kprobe]
 pub fn ioas_copy_entry(ctx: ProbeContext) -> u32 {
-    ioas_enter(&ctx, ioas_op::COPY)
+    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::COPY)
 }
 
 #[kprobe]
 pub fn ioas_unmap_entry(ctx: ProbeContext) -> u32 {
-    ioas_enter(&ctx, ioas_op::UNMAP)
+    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::UNMAP)
 }
 
 #[kprobe]
 pub fn ioas_change_process_entry(ctx: ProbeContext) -> u32 {
-    ioas_enter(&ctx, ioas_op::CHANGE_PROCESS)
+    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::CHANGE_PROCESS)
 }
 
 #[kprobe]
 pub fn option_entry(ctx: ProbeContext) -> u32 {
-    ioas_enter(&ctx, ioas_op::OPTION)
+    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::OPTION)
 }
 
 /// The handler returned: its uAPI struct (`ucmd->cmd`, the kernel's copy, still on the
@@ -77,12 +107,23 @@ pub fn option_entry(ctx: ProbeContext) -> u32 {
 /// unmapped, the option's value). Layouts: include/uapi/linux/iommufd.h.
 #[kretprobe]
 pub fn ioas_op_exit(ctx: RetProbeContext) -> u32 {
-    let tid = current_tid();
-    // SAFETY: copied out before removal.
-    let Some(c) = (unsafe { IOAS_CTX.get(&tid) }).copied() else {
+    ioas_exit(ctx.ret())
+}
+
+#[inline(always)]
+fn ioas_exit(ret: u64) -> u32 {
+    let Some(slot) = IOAS_CTX.get_ptr_mut(&current_tid()) else {
         return 0;
     };
-    let _ = IOAS_CTX.remove(&tid);
+    // SAFETY: this thread's own entry; copied, then marked idle.
+    let c = unsafe {
+        let c = *slot;
+        (*slot).op = 0;
+        c
+    };
+    if c.op == 0 {
+        return 0;
+    }
     let cmd = field(c.ucmd, cfg!(ucmd_cmd)).map_or(0, read_u64);
     let ictx = field(c.ucmd, cfg!(ucmd_ictx)).map_or(0, read_u64);
     let mut e = IoasOpEvent {
@@ -96,7 +137,7 @@ pub fn ioas_op_exit(ctx: RetProbeContext) -> u32 {
         ioas_id: 0,
         aux: 0,
         flags: 0,
-        errno: errno_of_int(ctx.ret()),
+        errno: errno_of_int(ret),
         _pad: 0,
     };
     if cmd != 0 {
@@ -146,35 +187,72 @@ pub fn ioas_op_exit(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// `(pages, npages, inc, user)`, both versions.
-#[kprobe]
-pub fn pin_entry(ctx: ProbeContext) -> u32 {
+#[inline(always)]
+fn pin_enter(pages: u64, npages: u64, inc: u64) -> u32 {
     if !wanted() {
         return 0;
     }
     let c = PinCtx {
-        pages: ctx.arg(0).unwrap_or(0),
-        npages: ctx.arg(1).unwrap_or(0),
+        pages,
+        npages,
         start: now(),
-        inc: (ctx.arg::<u64>(2).unwrap_or(0) & 0xff != 0) as u32,
-        _pad: 0,
+        inc: (inc & 0xff != 0) as u32,
+        active: 1,
     };
-    if PIN_CTX.insert(&current_tid(), &c, 0).is_err() {
-        count_lost(lost::CONTEXT_FULL);
+    let tid = current_tid();
+    match PIN_CTX.get_ptr_mut(&tid) {
+        // SAFETY: this thread's own entry.
+        Some(slot) => unsafe { *slot = c },
+        None => {
+            if PIN_CTX.insert(&tid, &c, 0).is_err() {
+                count_lost(lost::CONTEXT_FULL);
+            }
+        }
     }
     0
 }
 
-/// The accounting returned: the `iopt_pages`' mode and totals, and its target's, read now
-/// (after the change, or after the refusal: then the totals are those the check saw).
+/// `(pages, npages, inc, user)`, both versions.
+#[kprobe]
+pub fn pin_entry(ctx: ProbeContext) -> u32 {
+    pin_enter(
+        ctx.arg(0).unwrap_or(0),
+        ctx.arg(1).unwrap_or(0),
+        ctx.arg(2).unwrap_or(0),
+    )
+}
+
 #[kretprobe]
 pub fn pin_exit(ctx: RetProbeContext) -> u32 {
-    let tid = current_tid();
-    // SAFETY: copied out before removal.
-    let Some(c) = (unsafe { PIN_CTX.get(&tid) }).copied() else {
+    pin_done(ctx.ret())
+}
+
+#[fentry(function = "iopt_pages_update_pinned")]
+pub fn pin_fentry(ctx: FEntryContext) -> u32 {
+    pin_enter(ctx.arg(0), ctx.arg(1), ctx.arg(2))
+}
+
+#[fexit(function = "iopt_pages_update_pinned")]
+pub fn pin_fexit(ctx: FExitContext) -> u32 {
+    pin_done(ctx.arg(4))
+}
+
+/// The accounting returned: the `iopt_pages`' mode and totals, and its target's, read now
+/// (after the change, or after the refusal: then the totals are those the check saw).
+#[inline(always)]
+fn pin_done(ret: u64) -> u32 {
+    let Some(slot) = PIN_CTX.get_ptr_mut(&current_tid()) else {
         return 0;
     };
-    let _ = PIN_CTX.remove(&tid);
+    // SAFETY: this thread's own entry; copied, then marked idle.
+    let c = unsafe {
+        let c = *slot;
+        (*slot).active = 0;
+        c
+    };
+    if c.active == 0 {
+        return 0;
+    }
     let p = c.pages;
     let mode = field(p, cfg!(pages_account_mode)).map_or(0, read_u8) as u32;
     let task = field(p, cfg!(pages_source_task)).map_or(0, read_u64);
@@ -205,7 +283,7 @@ pub fn pin_exit(ctx: RetProbeContext) -> u32 {
         mode,
         target_uid: field(user, cfg!(user_uid)).map_or(0, read_u32),
         target_pid: field(task, cfg!(task_tgid)).map_or(0, read_u32),
-        errno: errno_of_int(ctx.ret()),
+        errno: errno_of_int(ret),
         _pad: 0,
     });
     entry.submit(submit_flags());

@@ -332,15 +332,18 @@ fn ioas_ops_point(inputs: &PlanInputs) -> PointPlan {
     };
     for (sym, entry) in IOAS_OPS {
         match symbol_gap(inputs, sym, &["ucmd"]) {
-            None => plan.attach.push(Attachment {
-                symbol: sym.to_string(),
-                program_type: ProgramKind::KprobeKretprobe,
-                entry_program: entry.to_string(),
-                exit_program: Some("ioas_op_exit".into()),
-                driver: None,
-                addr: addr_of(inputs, sym),
-                fallback: None,
-            }),
+            None => plan.attach.push(with_trampoline(
+                inputs,
+                Attachment {
+                    symbol: sym.to_string(),
+                    program_type: ProgramKind::KprobeKretprobe,
+                    entry_program: entry.to_string(),
+                    exit_program: Some("ioas_op_exit".into()),
+                    driver: None,
+                    addr: addr_of(inputs, sym),
+                    fallback: None,
+                },
+            )),
             Some(reason) => plan.gaps.push(Gap {
                 symbol: sym.to_string(),
                 reason,

@@ -362,6 +362,26 @@ pub(super) const TRAMPOLINES: &[(&str, usize, &str, Option<&str>)] = &[
         "unmap_fast_fentry",
         Some("unmap_fast_fexit"),
     ),
+    // Per IOAS_MAP / IOAS_UNMAP, in the map loops: trampolines, not kprobes' traps.
+    (
+        "iommufd_ioas_map",
+        1,
+        "ioas_map_fentry",
+        Some("ioas_map_fexit"),
+    ),
+    (
+        "iommufd_ioas_unmap",
+        1,
+        "ioas_unmap_fentry",
+        Some("ioas_unmap_fexit"),
+    ),
+    ("do_update_pinned", 4, "pin_fentry", Some("pin_fexit")),
+    (
+        "iopt_pages_update_pinned",
+        4,
+        "pin_fentry",
+        Some("pin_fexit"),
+    ),
     ("__lruvec_stat_mod_folio", 3, "pt_stat_fentry", None),
     ("lruvec_stat_mod_folio", 3, "pt_stat_fentry", None),
 ];
