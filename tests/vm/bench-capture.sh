@@ -2,7 +2,8 @@
 # record`, interleaved in one boot (untraced, traced, traced without the object probes,
 # untraced, ...), so that drift in this emulated machine hits every side; xtask bench
 # capture prints medians and ratios. The third run measures what the iommufd object probes
-# cost the loop (none of them is on the IOAS_MAP/UNMAP path: this run shows it).
+# and the pinned-memory probes (IOAS ioctls, pin accounting: one event each per op of the
+# loop) cost it.
 R=/results
 export RUST_LOG=warn
 N=${BENCH_LOOPS:-15000}
@@ -20,7 +21,9 @@ for f in iommufd_destroy iommufd_ioas_alloc_ioctl iommufd_hwpt_alloc iommufd_fau
     iommufd_fops_release iommufd_device_unbind iommufd_device_destroy iommufd_hwpt_paging_destroy \
     iommufd_hwpt_nested_destroy iommufd_ioas_destroy iommufd_access_destroy_object \
     iommufd_fault_destroy iommufd_viommu_destroy iommufd_vdevice_destroy iommufd_veventq_destroy \
-    iommufd_hw_queue_destroy iommufd_selftest_destroy; do
+    iommufd_hw_queue_destroy iommufd_selftest_destroy iommufd_ioas_map iommufd_ioas_unmap \
+    iommufd_ioas_copy iommufd_ioas_map_file iommufd_ioas_change_process iommufd_option \
+    do_update_pinned iopt_pages_update_pinned; do
     NOOBJ="$NOOBJ --deny-symbol $f"
 done
 loop() { iommu-trace exercise --steps loop --loop $N --loop-pages 1 --no-hugepages -o "$1" > "$1.log" 2>&1; }

@@ -73,13 +73,14 @@ pub fn bench_capture(dir: &Path, _arch: Arch) -> Vec<Outcome> {
         ensure(lost == 0, || {
             format!("{lost} events lost at the loop's full rate")
         })?;
-        // The object probes' share: traced with them vs traced without them, same boot.
+        // The object and pinned-memory probes' share: traced with them vs traced without
+        // them, same boot.
         let objects = if noobj.is_empty() {
             String::new()
         } else {
             let n = median(noobj.clone());
             format!(
-                "; without the object probes {n:.0} ops/s {noobj:.0?}: they cost {:.1}% \
+                "; without the object and pinned-memory probes {n:.0} ops/s {noobj:.0?}: they cost {:.1}% \
                  (time ratio {:.3})",
                 (n / t - 1.0) * 100.0,
                 n / t
