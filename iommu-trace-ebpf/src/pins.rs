@@ -5,7 +5,7 @@
 //! Kernel facts: docs/kernel-facts.md §8.
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
@@ -141,39 +141,41 @@ fn ioas_exit(ret: u64) -> u32 {
         _pad: 0,
     };
     if cmd != 0 {
+        // One read of the whole struct (40 bytes at most; `cmd` points into the ioctl's
+        // `union ucmd_buffer`, as large as the largest command): each helper call costs.
+        // SAFETY: bpf_probe_read_kernel checks the address.
+        let w: [u64; 5] =
+            unsafe { bpf_probe_read_kernel(cmd as *const [u64; 5]) }.unwrap_or([0; 5]);
+        // Little-endian (x86-64, arm64): the u32 at +4 of a word is its high half.
+        let lo = |x: u64| x as u32;
+        let hi = |x: u64| (x >> 32) as u32;
         match c.op {
-            // `iommu_ioas_map` / `_map_file`: size, flags, ioas_id, __reserved | fd,
-            // user_va | start, length, iova.
+            // `iommu_ioas_map` / `_map_file`: size, flags | ioas_id, __reserved or fd |
+            // user_va or start | length | iova.
             ioas_op::MAP | ioas_op::MAP_FILE => {
-                e.flags = read_u32(cmd + 4);
-                e.ioas_id = read_u32(cmd + 8);
-                e.aux = read_u32(cmd + 12);
-                e.source = read_u64(cmd + 16);
-                e.length = read_u64(cmd + 24);
-                e.iova = read_u64(cmd + 32);
+                e.flags = hi(w[0]);
+                (e.ioas_id, e.aux) = (lo(w[1]), hi(w[1]));
+                (e.source, e.length, e.iova) = (w[2], w[3], w[4]);
             }
-            // `iommu_ioas_copy`: size, flags, dst_ioas_id, src_ioas_id, length, dst_iova,
+            // `iommu_ioas_copy`: size, flags | dst_ioas_id, src_ioas_id | length | dst_iova |
             // src_iova.
             ioas_op::COPY => {
-                e.flags = read_u32(cmd + 4);
-                e.ioas_id = read_u32(cmd + 8);
-                e.aux = read_u32(cmd + 12);
-                e.length = read_u64(cmd + 16);
-                e.iova = read_u64(cmd + 24);
-                e.source = read_u64(cmd + 32);
+                e.flags = hi(w[0]);
+                (e.ioas_id, e.aux) = (lo(w[1]), hi(w[1]));
+                (e.length, e.iova, e.source) = (w[2], w[3], w[4]);
             }
-            // `iommu_ioas_unmap`: size, ioas_id, iova, length.
+            // `iommu_ioas_unmap`: size, ioas_id | iova | length.
             ioas_op::UNMAP => {
-                e.ioas_id = read_u32(cmd + 4);
-                e.iova = read_u64(cmd + 8);
-                e.length = read_u64(cmd + 16);
+                e.ioas_id = hi(w[0]);
+                (e.iova, e.length) = (w[1], w[2]);
             }
-            // `iommu_option`: size, option_id, op (u16), __reserved, object_id, val64.
+            // `iommu_option`: size, option_id | op (u16), __reserved (u16), object_id |
+            // val64.
             ioas_op::OPTION => {
-                e.aux = read_u32(cmd + 4);
-                e.flags = read_u32(cmd + 8) & 0xffff;
-                e.ioas_id = read_u32(cmd + 12);
-                e.source = read_u64(cmd + 16);
+                e.aux = hi(w[0]);
+                e.flags = lo(w[1]) & 0xffff;
+                e.ioas_id = hi(w[1]);
+                e.source = w[2];
             }
             _ => {}
         }

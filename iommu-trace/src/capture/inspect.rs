@@ -284,6 +284,9 @@ fn pin_text(s: &mut String, p: &Pin) {
         errno_name(p.errno),
         duration_text(p.latency_ns)
     );
+    if let Some(why) = p.refusal() {
+        let _ = write!(s, " why: {why}");
+    }
 }
 
 fn map_text(s: &mut String, m: &MapOp, map: bool) {
@@ -421,6 +424,10 @@ pub struct Summary {
     pub pt: PtTotals,
     /// iommufd objects per type (`object_alloc`, `object_abort`, `object_destroy`).
     pub objects: BTreeMap<String, ObjectTotals>,
+    /// Pinned-memory refusals, explained (`Pin::refusal`), the first `MAX_REFUSALS`; and
+    /// how many there were.
+    pub refusals: Vec<String>,
+    pub refusals_total: u64,
     /// Sum of the `lost` events.
     pub lost: LostTotals,
     /// How the file ended; `None` for a live stream or a file not read to its end.
@@ -429,6 +436,9 @@ pub struct Summary {
     /// absent from the counts above, not zero.
     pub missing_points: Vec<crate::session::MissingPoint>,
 }
+
+/// Refusals the summary explains one by one.
+const MAX_REFUSALS: usize = 20;
 
 impl Summary {
     pub fn new() -> Summary {
@@ -482,14 +492,25 @@ impl Summary {
                 let t = self.objects.entry(o.object.clone()).or_default();
                 *t.destroyed.entry(o.how).or_default() += 1;
             }
+            EventBody::Pin(p) => {
+                if let Some(why) = p.refusal() {
+                    self.refusals_total += 1;
+                    if self.refusals.len() < MAX_REFUSALS {
+                        self.refusals.push(format!(
+                            "{} (pid {}): {why}",
+                            printable(&ev.comm),
+                            ev.pid
+                        ));
+                    }
+                }
+            }
             // Counted by kind above; their ledger is the pinned-memory issue's next step.
             EventBody::IoasMap(_)
             | EventBody::IoasMapFile(_)
             | EventBody::IoasCopy(_)
             | EventBody::IoasUnmap(_)
             | EventBody::IoasChangeProcess(_)
-            | EventBody::Option(_)
-            | EventBody::Pin(_) => {}
+            | EventBody::Option(_) => {}
         }
     }
 
@@ -587,6 +608,17 @@ impl fmt::Display for Summary {
                     )?;
                 }
                 writeln!(f)?;
+            }
+        }
+        if self.refusals_total > 0 {
+            writeln!(
+                f,
+                "pinned-memory refusals ({}; the first {} explained):",
+                self.refusals_total,
+                self.refusals.len()
+            )?;
+            for r in &self.refusals {
+                writeln!(f, "  {r}")?;
             }
         }
         writeln!(

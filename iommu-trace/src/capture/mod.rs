@@ -74,7 +74,7 @@
 //!   as u32), {start} (0x20), {src_ioas} (0x40), {src_iova} (0x80).
 //! - `option`: ictx, option (string), op (string), object_id, val64, `[errno]` (0x04 = 0),
 //!   latency_ns.
-//! - `pin`: iopt_pages, pages (zigzag), charged (zigzag), mode (one byte: none, user, mm),
+//! - `pin`: iopt_pages, pages (zigzag), bytes (zigzag), charged (zigzag), mode (one byte: none, user, mm),
 //!   target_pid, {target_uid} (0x08), {target_mm} (0x10, a pointer), {limit_bytes} (0x20),
 //!   locked_bytes, pinned_pages, total_pages, pinned_vm_bytes, `[errno]` (0x04 = 0),
 //!   latency_ns.

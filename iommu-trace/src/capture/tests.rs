@@ -1355,6 +1355,7 @@ fn arb_pinned_memory_event() -> BoxedStrategy<EventBody> {
                 EventBody::Pin(Pin {
                     iopt_pages,
                     pages,
+                    bytes: pages.wrapping_mul(3),
                     charged,
                     mode: [PinMode::None, PinMode::User, PinMode::Mm][mode],
                     target_pid,
@@ -1627,16 +1628,17 @@ fn pinned_memory_jsonl_is_pinned() {
     }));
     let pin = body(EventBody::Pin(Pin {
         iopt_pages: KernelPtr(0xffff_8881_0d00_0000),
-        pages: 262_144,
+        pages: 16,
+        bytes: 65536,
         charged: 0,
         mode: PinMode::User,
         target_pid: 812,
         target_uid: Some(107),
         target_mm: None,
-        limit_bytes: Some(8 << 20),
-        locked_bytes: 4 << 20,
-        pinned_pages: 262_144,
-        total_pages: 262_144,
+        limit_bytes: Some(65536),
+        locked_bytes: 32768,
+        pinned_pages: 16,
+        total_pages: 16,
         pinned_vm_bytes: 0,
         errno: 12,
         latency_ns: 300,
@@ -1653,7 +1655,7 @@ fn pinned_memory_jsonl_is_pinned() {
     let head = r#"{"ts_ns":5000,"cpu":0,"pid":812,"tid":812,"comm":"qemu","cgroup_id":4242,"#;
     let want = [
         r#""event":"ioas_map","ictx":"0xffff88810c000000","ioas":2,"iova":1048576,"length":1073741824,"flags":7,"user_va":139637976727552,"errno":12,"latency_ns":900}"#,
-        r#""event":"pin","iopt_pages":"0xffff88810d000000","pages":262144,"charged":0,"mode":"user","target_pid":812,"target_uid":107,"limit_bytes":8388608,"locked_bytes":4194304,"pinned_pages":262144,"total_pages":262144,"pinned_vm_bytes":0,"errno":12,"latency_ns":300}"#,
+        r#""event":"pin","iopt_pages":"0xffff88810d000000","pages":16,"bytes":65536,"charged":0,"mode":"user","target_pid":812,"target_uid":107,"limit_bytes":65536,"locked_bytes":32768,"pinned_pages":16,"total_pages":16,"pinned_vm_bytes":0,"errno":12,"latency_ns":300}"#,
         r#""event":"option","ictx":"0xffff88810c000000","option":"rlimit_mode","op":"set","object_id":0,"val64":1,"errno":0,"latency_ns":100}"#,
     ];
     let events = [map, pin, option];
@@ -1663,6 +1665,18 @@ fn pinned_memory_jsonl_is_pinned() {
         let back: Event = serde_json::from_str(&got).unwrap();
         assert_eq!(&back, e);
     }
+    // The refusal explained, from the fields the kernel compared.
+    let EventBody::Pin(p) = &events[1].body else {
+        unreachable!()
+    };
+    assert_eq!(
+        p.refusal().unwrap(),
+        "ENOMEM: pinning 64.0 KiB more would take uid 107 (per-user accounting: every \
+         process of that user, io_uring included, shares it) from 32.0 KiB to 96.0 KiB \
+         locked, over RLIMIT_MEMLOCK of the mapping's creator (pid 812) of 64.0 KiB: raise \
+         that limit by at least 32.0 KiB; or switch this iommufd to per-mm accounting \
+         (IOMMU_OPTION_RLIMIT_MODE), or create the mapping from a process with CAP_IPC_LOCK"
+    );
     let (bytes, _) = write_capture(&events, |_| false, true);
     let (back, warning, _) = read_back(&bytes);
     assert!(warning.is_none(), "{warning:?}");

@@ -295,6 +295,7 @@ impl Decoder {
         EventBody::Pin(Pin {
             iopt_pages: KernelPtr(e.pages),
             pages,
+            bytes: pages.saturating_mul(self.page_size as i64),
             charged: if mode == PinMode::None || e.errno != 0 {
                 0
             } else {

@@ -478,6 +478,8 @@ pub struct Pin {
     pub iopt_pages: KernelPtr,
     /// Pages pinned (> 0) or unpinned (< 0) since the last change accounted.
     pub pages: i64,
+    /// The same in bytes (kernel pages of the traced host's size).
+    pub bytes: i64,
     /// Pages charged (> 0) or uncharged (< 0) to the target: 0 for mode `none` and when
     /// refused.
     pub charged: i64,
@@ -503,6 +505,64 @@ pub struct Pin {
     pub pinned_vm_bytes: u64,
     pub errno: i32,
     pub latency_ns: u64,
+}
+
+impl Pin {
+    /// Why the kernel refused this charge, in one line a VMM engineer can act on; `None`
+    /// when it did not refuse. The limit and the totals are those the kernel compared
+    /// (docs/kernel-facts.md §8.2).
+    pub fn refusal(&self) -> Option<String> {
+        if self.errno == 0 {
+            return None;
+        }
+        let asked = self.bytes.unsigned_abs();
+        let target = match (self.mode, self.target_uid) {
+            (PinMode::User, Some(uid)) => format!(
+                "uid {uid} (per-user accounting: every process of that user, io_uring \
+                 included, shares it)"
+            ),
+            (PinMode::Mm, _) => {
+                "the creator's mm (per-mm accounting: shared with its mlock() and VFIO type1 \
+                 pins)"
+                    .to_string()
+            }
+            _ => {
+                return Some(format!(
+                    "{} while pinning {} with no accounting (mode {}): not a RLIMIT_MEMLOCK \
+                     refusal",
+                    errno_name(self.errno),
+                    crate::units::bytes_long(asked),
+                    self.mode.name()
+                ))
+            }
+        };
+        let Some(limit) = self.limit_bytes else {
+            return Some(format!(
+                "{} while charging {} to {target}, under an unlimited RLIMIT_MEMLOCK",
+                errno_name(self.errno),
+                crate::units::bytes_long(asked)
+            ));
+        };
+        let total = self.locked_bytes.saturating_add(asked);
+        let hint = match self.mode {
+            PinMode::User => {
+                "; or switch this iommufd to per-mm accounting (IOMMU_OPTION_RLIMIT_MODE), or \
+                 create the mapping from a process with CAP_IPC_LOCK"
+            }
+            _ => "; or create the mapping from a process with CAP_IPC_LOCK",
+        };
+        Some(format!(
+            "{}: pinning {} more would take {target} from {} to {} locked, over RLIMIT_MEMLOCK \
+             of the mapping's creator (pid {}) of {}: raise that limit by at least {}{hint}",
+            errno_name(self.errno),
+            crate::units::bytes_long(asked),
+            crate::units::bytes_long(self.locked_bytes),
+            crate::units::bytes_long(total),
+            self.target_pid,
+            crate::units::bytes_long(limit),
+            crate::units::bytes_long(total.saturating_sub(limit)),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -538,5 +598,44 @@ mod naming_tests {
         for m in [PinMode::None, PinMode::User, PinMode::Mm] {
             assert_eq!(serde_name(serde_json::to_value(m).unwrap()), m.name());
         }
+    }
+
+    // Each accounting explains itself; a success explains nothing.
+    #[test]
+    fn refusals_name_the_accounting_and_the_shortfall() {
+        let mut p = Pin {
+            iopt_pages: KernelPtr(1),
+            pages: 4,
+            bytes: 16384,
+            charged: 0,
+            mode: PinMode::Mm,
+            target_pid: 9,
+            target_uid: None,
+            target_mm: Some(KernelPtr(2)),
+            limit_bytes: Some(16384),
+            locked_bytes: 8192,
+            pinned_pages: 4,
+            total_pages: 4,
+            pinned_vm_bytes: 0,
+            errno: 12,
+            latency_ns: 0,
+        };
+        let why = p.refusal().unwrap();
+        assert!(
+            why.contains("the creator's mm (per-mm")
+                && why.contains("from 8.0 KiB to 24.0 KiB locked")
+                && why.contains("(pid 9) of 16.0 KiB: raise that limit by at least 8.0 KiB")
+                && !why.contains("IOMMU_OPTION"),
+            "{why}"
+        );
+        p.limit_bytes = None;
+        assert!(p.refusal().unwrap().contains("unlimited"));
+        p.mode = PinMode::None;
+        assert!(p
+            .refusal()
+            .unwrap()
+            .contains("not a RLIMIT_MEMLOCK refusal"));
+        p.errno = 0;
+        assert_eq!(p.refusal(), None);
     }
 }

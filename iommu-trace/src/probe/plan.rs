@@ -738,6 +738,45 @@ mod tests {
         );
     }
 
+    // The hot IOAS ioctls and the charge function go through trampolines when BTF shows
+    // them, their kprobes kept as the fallback; the rare IOAS ioctls stay kprobes.
+    #[test]
+    fn the_map_loops_hooks_are_trampolines() {
+        let mut b = Builder::new();
+        b.func("iommufd_ioas_map", &["ucmd"]);
+        b.func("iommufd_ioas_copy", &["ucmd"]);
+        b.func("do_update_pinned", &["pages", "npages", "inc", "user"]);
+        let btf = Btf::parse(&b.build()).unwrap();
+        let k = Kallsyms::parse(&format!("{KALLSYMS}ffffffff81000160 T iommufd_ioas_copy\n"));
+        let plan = plan_of(&btf, &k, &[]);
+        let ioas = plan.point("ioas_ops").unwrap();
+        let by = |sym: &str| ioas.attach.iter().find(|a| a.symbol == sym).unwrap();
+        let map = by("iommufd_ioas_map");
+        assert_eq!(
+            (
+                map.program_type,
+                map.entry_program.as_str(),
+                map.exit_program.as_deref()
+            ),
+            (
+                ProgramKind::FentryFexit,
+                "ioas_map_fentry",
+                Some("ioas_map_fexit")
+            )
+        );
+        let fallback = map.fallback.as_ref().unwrap();
+        assert_eq!(fallback.exit_program.as_deref(), Some("ioas_op_exit"));
+        assert_eq!(
+            by("iommufd_ioas_copy").program_type,
+            ProgramKind::KprobeKretprobe
+        );
+        let pin = &plan.point("pin_accounting").unwrap().attach[0];
+        assert_eq!(
+            (pin.symbol.as_str(), pin.program_type),
+            ("do_update_pinned", ProgramKind::FentryFexit)
+        );
+    }
+
     // 7.x's `iommufd_ucmd::new_obj` (an object the core aborts after its handler failed)
     // reaches the eBPF config from BTF; a kernel without it leaves the slot unset.
     #[test]

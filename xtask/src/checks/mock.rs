@@ -55,5 +55,14 @@ fn limits_run(dir: &Path) -> Result<(), String> {
     let events = jsonl(dir, "exercise.jsonl")?;
     pins::ioas_ops_match_the_workload(&report, pid, &events)?;
     pins::pinned_memory_matches_the_kernel(&report, pid, &events)?;
-    pins::enomem_explained(&report, pid, &events)
+    pins::enomem_explained(&report, pid, &events)?;
+    // The front end says why, in words, for both accountings.
+    let summary = read(dir, "summary.txt")?;
+    ensure(
+        summary.contains("pinned-memory refusals (3;")
+            && summary.contains("take uid 65534 (per-user accounting")
+            && summary.contains("take the creator's mm (per-mm accounting")
+            && summary.contains("of 64.0 KiB: raise that limit by at least"),
+        || format!("inspect --summary does not explain the three refusals:\n{summary}"),
+    )
 }

@@ -323,6 +323,7 @@ impl Decoder {
             TAG_PIN => {
                 let (_, iopt_pages) = self.ptr(d)?;
                 let pages = d.i64()?;
+                let bytes = d.i64()?;
                 let charged = d.i64()?;
                 let mode = match d.byte()? {
                     0 => PinMode::None,
@@ -349,6 +350,7 @@ impl Decoder {
                 EventBody::Pin(Pin {
                     iopt_pages,
                     pages,
+                    bytes,
                     charged,
                     mode,
                     target_pid,

@@ -312,6 +312,7 @@ impl Encoder {
             EventBody::Pin(p) => {
                 put_u(out, p0 as u64);
                 put_i(out, p.pages);
+                put_i(out, p.bytes);
                 put_i(out, p.charged);
                 out.push(match p.mode {
                     PinMode::None => 0,
