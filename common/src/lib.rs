@@ -379,6 +379,9 @@ pub struct Config {
     pub pages_source_task: u32,
     pub pages_source_user: u32,
     pub pages_source_mm: u32,
+    /// Where a 128-byte window of `struct iopt_pages` that holds the six fields above
+    /// starts (a multiple of 8), read in one call; unset: read them one by one.
+    pub pages_block: u32,
     /// `struct task_struct`: `tgid`, `signal`; `struct signal_struct`:
     /// `rlim[RLIMIT_MEMLOCK].rlim_cur`.
     pub task_tgid: u32,
@@ -468,6 +471,7 @@ impl Config {
             pages_source_task: Self::UNSET,
             pages_source_user: Self::UNSET,
             pages_source_mm: Self::UNSET,
+            pages_block: Self::UNSET,
             task_tgid: Self::UNSET,
             task_signal: Self::UNSET,
             signal_memlock: Self::UNSET,
@@ -524,6 +528,9 @@ mod pod {
     unsafe impl aya::Pod for DriverFields {}
     unsafe impl aya::Pod for ObjectRef {}
 }
+
+/// Bytes of `struct iopt_pages` read at once (`Config::pages_block`).
+pub const PAGES_BLOCK: u32 = 128;
 
 /// Size of each event kind, for user space to check a ring-buffer record before reading it.
 pub const fn event_size(kind: u32) -> usize {

@@ -9,7 +9,7 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use iommu_trace_common::{ioas_op, kind, lost, IoasOpEvent, PinEvent};
+use iommu_trace_common::{ioas_op, kind, lost, Config, IoasOpEvent, PinEvent, PAGES_BLOCK};
 
 use crate::{
     helpers::{
@@ -239,6 +239,48 @@ pub fn pin_fexit(ctx: FExitContext) -> u32 {
     pin_done(ctx.arg(4))
 }
 
+/// The `struct iopt_pages` fields the pin event needs.
+struct PagesFields {
+    npinned: u64,
+    npages: u64,
+    mode: u32,
+    task: u64,
+    user: u64,
+    mm: u64,
+}
+
+/// Reads them in one call when `Config::pages_block` says they fit a window, else one by one.
+#[inline(always)]
+fn pages_fields(p: u64) -> PagesFields {
+    let block = cfg!(pages_block);
+    if block == Config::UNSET {
+        return PagesFields {
+            npinned: field(p, cfg!(pages_npinned)).map_or(0, read_u64),
+            npages: field(p, cfg!(pages_npages)).map_or(0, read_u64),
+            mode: field(p, cfg!(pages_account_mode)).map_or(0, read_u8) as u32,
+            task: field(p, cfg!(pages_source_task)).map_or(0, read_u64),
+            user: field(p, cfg!(pages_source_user)).map_or(0, read_u64),
+            mm: field(p, cfg!(pages_source_mm)).map_or(0, read_u64),
+        };
+    }
+    const WORDS: usize = (PAGES_BLOCK / 8) as usize;
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    let w: [u64; WORDS] =
+        unsafe { bpf_probe_read_kernel((p + block as u64) as *const [u64; WORDS]) }
+            .unwrap_or([0; WORDS]);
+    // User space placed every field inside the window; the mask keeps the index in it.
+    let word = |off: u32| w[((off.wrapping_sub(block) / 8) as usize) & (WORDS - 1)];
+    let mode_at = cfg!(pages_account_mode);
+    PagesFields {
+        npinned: word(cfg!(pages_npinned)),
+        npages: word(cfg!(pages_npages)),
+        mode: ((word(mode_at) >> ((mode_at & 7) * 8)) & 0xff) as u32,
+        task: word(cfg!(pages_source_task)),
+        user: word(cfg!(pages_source_user)),
+        mm: word(cfg!(pages_source_mm)),
+    }
+}
+
 /// The accounting returned: the `iopt_pages`' mode and totals, and its target's, read now
 /// (after the change, or after the refusal: then the totals are those the check saw).
 #[inline(always)]
@@ -256,10 +298,8 @@ fn pin_done(ret: u64) -> u32 {
         return 0;
     }
     let p = c.pages;
-    let mode = field(p, cfg!(pages_account_mode)).map_or(0, read_u8) as u32;
-    let task = field(p, cfg!(pages_source_task)).map_or(0, read_u64);
-    let user = field(p, cfg!(pages_source_user)).map_or(0, read_u64);
-    let mm = field(p, cfg!(pages_source_mm)).map_or(0, read_u64);
+    let f = pages_fields(p);
+    let (mode, task, user, mm) = (f.mode, f.task, f.user, f.mm);
     let signal = field(task, cfg!(task_signal)).map_or(0, read_u64);
     let locked_pages = match mode {
         1 => field(user, cfg!(user_locked_vm)).map_or(0, read_u64),
@@ -274,8 +314,8 @@ fn pin_done(ret: u64) -> u32 {
         hdr: header(kind::PIN),
         pages: p,
         npages: c.npages,
-        npinned: field(p, cfg!(pages_npinned)).map_or(0, read_u64),
-        total_pages: field(p, cfg!(pages_npages)).map_or(0, read_u64),
+        npinned: f.npinned,
+        total_pages: f.npages,
         limit_bytes: field(signal, cfg!(signal_memlock)).map_or(0, read_u64),
         locked_pages,
         pinned_vm: field(mm, cfg!(mm_pinned_vm)).map_or(0, read_u64),
