@@ -403,3 +403,58 @@ fn a_dropped_object_destroy_breaks_the_graph() {
     );
     assert!(!report.all_verified());
 }
+
+// Format 4 captures of the `mock` VM scenario, whose pins the VM check reconciled with the
+// workload's VmPin / VmLck: every process's pins return to zero once its mappings are gone,
+// and the unprivileged limits run's three refusals (per-user IOAS_MAP, per-user HWPT_ALLOC,
+// per-mm IOAS_MAP) explain themselves. They still replay with zero divergence.
+#[test]
+fn golden_pin_captures_balance_and_explain_their_refusals() {
+    use std::collections::BTreeMap;
+
+    use iommu_trace::events::PinMode;
+    use iommu_trace::replay::{replay_file, Choice};
+    for name in ["6.12-mock-pins.itc", "7.3-mock-pins.itc"] {
+        let events = golden(name);
+        let mut held: BTreeMap<u32, i64> = BTreeMap::new();
+        let mut refusals = Vec::new();
+        for e in &events {
+            if let EventBody::Pin(p) = &e.body {
+                if p.errno == 0 {
+                    *held.entry(p.target_pid).or_default() += p.pages;
+                } else {
+                    refusals.push((p.mode, p.refusal().expect("a refusal explains itself")));
+                }
+            }
+        }
+        assert_eq!(
+            held.len(),
+            2,
+            "{name}: the exercise and the limits run: {held:?}"
+        );
+        assert!(
+            held.values().all(|&n| n == 0),
+            "{name}: pins left: {held:?}"
+        );
+        let modes: Vec<PinMode> = refusals.iter().map(|r| r.0).collect();
+        assert_eq!(modes, [PinMode::User, PinMode::User, PinMode::Mm], "{name}");
+        assert!(
+            refusals
+                .iter()
+                .all(|(_, why)| why.contains("of 64.0 KiB: raise that limit by at least 32.0 KiB")),
+            "{name}: {refusals:?}"
+        );
+        let maps = events
+            .iter()
+            .filter(|e| matches!(&e.body, EventBody::IoasMap(o) if o.errno == 12))
+            .count();
+        assert_eq!(maps, 2, "{name}: the two refused IOAS_MAPs");
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/golden")
+            .join(name);
+        let report = replay_file(&path, &Choice::default(), |_| {})
+            .expect("replay")
+            .report;
+        assert!(report.all_verified(), "{name}:\n{report}");
+    }
+}
