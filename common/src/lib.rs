@@ -272,7 +272,7 @@ pub struct ObjectEvent {
 }
 
 /// An IOAS mapping ioctl, read from its uAPI struct (`ucmd->cmd`, a kernel copy) at the
-/// handler's entry, and its outputs at its return.
+/// handler's return: the inputs as the handler left them, and its outputs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct IoasOpEvent {
@@ -301,7 +301,8 @@ pub struct IoasOpEvent {
 }
 
 /// `iopt_pages` accounting (6.12 `do_update_pinned`, 7.x `iopt_pages_update_pinned`): `npages`
-/// pages pinned since the last change charged (`inc`) or unpinned and uncharged.
+/// pages pinned since the last change charged (`inc`) or unpinned and uncharged (7.x
+/// IOAS_CHANGE_PROCESS: a whole total, on a stack `iopt_pages`).
 /// docs/kernel-facts.md §8.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

@@ -112,6 +112,11 @@ pub fn ioas_op_exit(ctx: RetProbeContext) -> u32 {
 
 #[inline(always)]
 fn ioas_exit(ret: u64) -> u32 {
+    // A thread id reused by a process the filter leaves out must not meet a context its
+    // predecessor left behind (an exit missed).
+    if !wanted() {
+        return 0;
+    }
     let Some(slot) = IOAS_CTX.get_ptr_mut(&current_tid()) else {
         return 0;
     };
@@ -253,7 +258,12 @@ struct PagesFields {
 #[inline(always)]
 fn pages_fields(p: u64) -> PagesFields {
     let block = cfg!(pages_block);
-    if block == Config::UNSET {
+    const WORDS: usize = (PAGES_BLOCK / 8) as usize;
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    let read = (block != Config::UNSET)
+        .then(|| unsafe { bpf_probe_read_kernel((p + block as u64) as *const [u64; WORDS]) });
+    let Some(Ok(w)) = read else {
+        // No window, or its read failed: one read per field.
         return PagesFields {
             npinned: field(p, cfg!(pages_npinned)).map_or(0, read_u64),
             npages: field(p, cfg!(pages_npages)).map_or(0, read_u64),
@@ -262,12 +272,7 @@ fn pages_fields(p: u64) -> PagesFields {
             user: field(p, cfg!(pages_source_user)).map_or(0, read_u64),
             mm: field(p, cfg!(pages_source_mm)).map_or(0, read_u64),
         };
-    }
-    const WORDS: usize = (PAGES_BLOCK / 8) as usize;
-    // SAFETY: bpf_probe_read_kernel checks the address.
-    let w: [u64; WORDS] =
-        unsafe { bpf_probe_read_kernel((p + block as u64) as *const [u64; WORDS]) }
-            .unwrap_or([0; WORDS]);
+    };
     // User space placed every field inside the window; the mask keeps the index in it.
     let word = |off: u32| w[((off.wrapping_sub(block) / 8) as usize) & (WORDS - 1)];
     let mode_at = cfg!(pages_account_mode);
@@ -285,6 +290,9 @@ fn pages_fields(p: u64) -> PagesFields {
 /// (after the change, or after the refusal: then the totals are those the check saw).
 #[inline(always)]
 fn pin_done(ret: u64) -> u32 {
+    if !wanted() {
+        return 0;
+    }
     let Some(slot) = PIN_CTX.get_ptr_mut(&current_tid()) else {
         return 0;
     };

@@ -1674,8 +1674,10 @@ fn pinned_memory_jsonl_is_pinned() {
         "ENOMEM: pinning 64.0 KiB more would take uid 107 (per-user accounting: every \
          process of that user, io_uring included, shares it) from 32.0 KiB to 96.0 KiB \
          locked, over RLIMIT_MEMLOCK of the mapping's creator (pid 812) of 64.0 KiB: raise \
-         that limit by at least 32.0 KiB; or switch this iommufd to per-mm accounting \
-         (IOMMU_OPTION_RLIMIT_MODE), or create the mapping from a process with CAP_IPC_LOCK"
+         that limit by at least 32.0 KiB; or, if other processes of that user hold the locked \
+         memory, map through a new iommufd set to per-mm accounting (IOMMU_OPTION_RLIMIT_MODE, \
+         with CAP_SYS_RESOURCE, before it holds objects); or create the mapping from a process \
+         with CAP_IPC_LOCK"
     );
     let (bytes, _) = write_capture(&events, |_| false, true);
     let (back, warning, _) = read_back(&bytes);

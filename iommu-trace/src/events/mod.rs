@@ -507,6 +507,10 @@ pub struct Pin {
     pub latency_ns: u64,
 }
 
+/// `ENOMEM` and `EINVAL` (asm-generic/errno-base.h).
+const ENOMEM: i32 = 12;
+const EINVAL: i32 = 22;
+
 impl Pin {
     /// Why the kernel refused this charge, in one line a VMM engineer can act on; `None`
     /// when it did not refuse. The limit and the totals are those the kernel compared
@@ -516,6 +520,26 @@ impl Pin {
             return None;
         }
         let asked = self.bytes.unsigned_abs();
+        // Only a charge is checked against the limit; per-mm accounting also fails (EINVAL)
+        // when the creator's mm is gone (`update_mm_locked_vm`, pages.c).
+        if self.errno != ENOMEM || self.pages <= 0 {
+            let what = if self.pages > 0 {
+                "charging"
+            } else {
+                "uncharging"
+            };
+            let mm_gone = if self.mode == PinMode::Mm && self.errno == EINVAL {
+                ": the mapping's creator (its mm) has exited"
+            } else {
+                ""
+            };
+            return Some(format!(
+                "{} while {what} {} (mode {}){mm_gone}: not a RLIMIT_MEMLOCK refusal",
+                errno_name(self.errno),
+                crate::units::bytes_long(asked),
+                self.mode.name()
+            ));
+        }
         let target = match (self.mode, self.target_uid) {
             (PinMode::User, Some(uid)) => format!(
                 "uid {uid} (per-user accounting: every process of that user, io_uring \
@@ -546,8 +570,10 @@ impl Pin {
         let total = self.locked_bytes.saturating_add(asked);
         let hint = match self.mode {
             PinMode::User => {
-                "; or switch this iommufd to per-mm accounting (IOMMU_OPTION_RLIMIT_MODE), or \
-                 create the mapping from a process with CAP_IPC_LOCK"
+                "; or, if other processes of that user hold the locked memory, map through a \
+                 new iommufd set to per-mm accounting (IOMMU_OPTION_RLIMIT_MODE, with \
+                 CAP_SYS_RESOURCE, before it holds objects); or create the mapping from a \
+                 process with CAP_IPC_LOCK"
             }
             _ => "; or create the mapping from a process with CAP_IPC_LOCK",
         };

@@ -404,12 +404,21 @@ impl ExerciseArgs {
 
 /// `iommu-trace exercise`: run, write the JSON report (stdout or `--output`), log a summary.
 pub fn run_cli(args: &ExerciseArgs) -> anyhow::Result<Report> {
+    // Opened first: `--pin-limits-as` gives up root during the run.
+    let file = args
+        .output
+        .as_ref()
+        .map(|p| {
+            std::fs::File::create(p).map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))
+        })
+        .transpose()?;
     let report = run(&args.to_options())?;
     let json = report.to_json_pretty();
-    match &args.output {
-        Some(p) => std::fs::write(p, json + "\n")
+    match (file, &args.output) {
+        (Some(mut f), Some(p)) => f
+            .write_all((json + "\n").as_bytes())
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?,
-        None => {
+        _ => {
             let mut out = std::io::stdout().lock();
             out.write_all(json.as_bytes())?;
             out.write_all(b"\n")?;

@@ -295,6 +295,11 @@ impl Btf {
         })
     }
 
+    /// The size in bytes of struct `name`.
+    pub fn struct_size(&self, name: &str) -> Option<u32> {
+        self.struct_id(name).map(|id| self.type_size(id))
+    }
+
     /// Finds `path` (dot-separated member names, e.g. `geometry.aperture_start`) in struct
     /// `strukt`, looking through anonymous struct and union members as C does.
     pub fn member(&self, strukt: &str, path: &str) -> Option<MemberInfo> {

@@ -34,14 +34,17 @@ pub fn ebpf_config(plan: &Plan, filter_pid: u32) -> Config {
     c.pages_source_task = get("iopt_pages.source_task");
     c.pages_source_user = get("iopt_pages.source_user");
     c.pages_source_mm = get("iopt_pages.source_mm");
-    c.pages_block = pages_block(&[
-        c.pages_npinned,
-        c.pages_npages,
-        c.pages_account_mode,
-        c.pages_source_task,
-        c.pages_source_user,
-        c.pages_source_mm,
-    ]);
+    c.pages_block = pages_block(
+        &[
+            c.pages_npinned,
+            c.pages_npages,
+            c.pages_account_mode,
+            c.pages_source_task,
+            c.pages_source_user,
+            c.pages_source_mm,
+        ],
+        get("sizeof(iopt_pages)"),
+    );
     c.task_tgid = get("task_struct.tgid");
     c.task_signal = get("task_struct.signal");
     // `rlim[RLIMIT_MEMLOCK].rlim_cur`: RLIMIT_MEMLOCK is 8 (asm-generic/resource.h, used by
@@ -110,15 +113,19 @@ pub fn ebpf_config(plan: &Plan, filter_pid: u32) -> Config {
 }
 
 /// The start of one `PAGES_BLOCK`-byte read that covers every field at `offsets` (each at
-/// most 8 bytes), or unset when they are missing or spread wider: the pin probe then reads
-/// them one by one. Each read is a helper call on the map loop's path.
-fn pages_block(offsets: &[u32]) -> u32 {
-    if offsets.contains(&Config::UNSET) {
+/// most 8 bytes) and stays inside the struct (`size` bytes: the read must not run into the
+/// next object, or a guard page), or unset when the fields are missing, spread wider, or the
+/// struct is smaller than the window: the pin probe then reads them one by one. Each read is
+/// a helper call on the map loop's path.
+fn pages_block(offsets: &[u32], size: u32) -> u32 {
+    if offsets.contains(&Config::UNSET) || size == Config::UNSET || size < PAGES_BLOCK {
         return Config::UNSET;
     }
-    let start = offsets.iter().min().map_or(0, |m| m & !7);
+    let first = offsets.iter().min().map_or(0, |m| m & !7);
     let end = offsets.iter().max().map_or(0, |m| m + 8);
-    if end - start <= PAGES_BLOCK {
+    // As far back as the struct's end allows, so the window ends inside it.
+    let start = first.min((size - PAGES_BLOCK) & !7);
+    if end <= start + PAGES_BLOCK {
         start
     } else {
         Config::UNSET
@@ -129,19 +136,22 @@ fn pages_block(offsets: &[u32]) -> u32 {
 mod tests {
     use super::*;
 
-    // 7.3's layout fits one read; a field missing or out of reach means one read each.
+    // 6.12's layout (pahole: 152 bytes, fields at 40..97) fits one read that ends inside
+    // the struct; a field missing or out of reach, or no size, means one read each.
     #[test]
     fn the_pages_fields_share_one_read_when_they_fit() {
-        // npages, npinned, source_task, source_user, source_mm (7.3 without lockdep), and
-        // account_mode after the address union.
-        assert_eq!(pages_block(&[48, 40, 145, 64, 80, 72]), 40);
-        assert_eq!(pages_block(&[48, 40, 200, 64, 80, 72]), Config::UNSET);
+        let fields = [48, 40, 96, 64, 80, 72];
+        assert_eq!(pages_block(&fields, 152), 24);
+        assert_eq!(pages_block(&fields, 400), 40);
+        assert_eq!(pages_block(&fields, 120), Config::UNSET);
+        assert_eq!(pages_block(&fields, Config::UNSET), Config::UNSET);
+        assert_eq!(pages_block(&[48, 40, 200, 64, 80, 72], 400), Config::UNSET);
         assert_eq!(
-            pages_block(&[48, Config::UNSET, 145, 64, 80, 72]),
+            pages_block(&[48, Config::UNSET, 96, 64, 80, 72], 400),
             Config::UNSET
         );
         // The window's last byte is the last field's.
-        assert_eq!(pages_block(&[40, 160]), 40);
-        assert_eq!(pages_block(&[40, 161]), Config::UNSET);
+        assert_eq!(pages_block(&[40, 160], 400), 40);
+        assert_eq!(pages_block(&[40, 161], 400), Config::UNSET);
     }
 }

@@ -470,6 +470,10 @@ fn offsets_from_btf(btf: &Btf) -> Vec<(String, i64)> {
             out.push((format!("{s}.{path}"), m.byte_offset as i64));
         }
     }
+    // The pin probe's block read must stay inside `struct iopt_pages`.
+    if let Some(size) = btf.struct_size("iopt_pages") {
+        out.push(("sizeof(iopt_pages)".into(), size as i64));
+    }
     for e in [
         "NR_SECONDARY_PAGETABLE",
         "NR_IOMMU_PAGES",

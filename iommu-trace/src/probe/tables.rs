@@ -236,8 +236,9 @@ pub(super) const CORE_POINTS: &[CorePoint] = &[
     },
 ];
 
-/// The IOAS mapping ioctls' handlers (`iommufd_ioctl_ops`, iommufd/ioas.c and main.c; all
-/// global `int (struct iommufd_ucmd *)`) and their entry programs; `ioas_op_exit` is the
+/// The IOAS mapping ioctls' handlers (`iommufd_ioctl_ops`, iommufd/ioas.c and main.c;
+/// `int (struct iommufd_ucmd *)`, global but `iommufd_option`, static in main.c and out of
+/// line) and their entry programs; `ioas_op_exit` is the
 /// return of all. MAP_FILE and CHANGE_PROCESS are 7.x: gaps on 6.12.
 pub(super) const IOAS_OPS: &[(&str, &str)] = &[
     ("iommufd_ioas_map", "ioas_map_entry"),

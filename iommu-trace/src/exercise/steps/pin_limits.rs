@@ -27,6 +27,14 @@ use crate::exercise::PinLimits;
 impl Runner<'_> {
     pub(super) fn pin_limits_flow(&mut self, limits: PinLimits) {
         let g = StepGroup::Mock;
+        // The buffer and the mappings are in 4 KiB pages; the kernel charges PAGE_SIZE ones.
+        if self.report.page_size != PAGE_4K {
+            self.report.warnings.push(format!(
+                "pin limits: the kernel's page size is {} bytes, this flow counts 4 KiB pages",
+                self.report.page_size
+            ));
+            return;
+        }
         let limit_pages = limits.memlock / PAGE_4K;
         let half = limit_pages / 2;
         let mm_file = match open_dev(&self.opts.iommu_path, true) {
@@ -138,8 +146,23 @@ impl Runner<'_> {
 }
 
 /// RLIMIT_MEMLOCK to `memlock` bytes (soft and hard), then `uid` (gid the same): a non-root
-/// uid without keep-caps has no capability left. Returns the errno.
+/// uid without keep-caps has no capability left, which `CapEff` must confirm (an inherited
+/// securebit or ambient capability would keep CAP_IPC_LOCK, and nothing would be charged).
+/// Returns the errno.
 fn drop_privileges(limits: PinLimits) -> i32 {
+    let e = set_ids(limits);
+    if e != 0 {
+        return e;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status.lines().find_map(|l| l.strip_prefix("CapEff:"));
+    match cap_eff.map(|v| u64::from_str_radix(v.trim(), 16)) {
+        Some(Ok(0)) => 0,
+        _ => libc::EPERM,
+    }
+}
+
+fn set_ids(limits: PinLimits) -> i32 {
     let rl = libc::rlimit {
         rlim_cur: limits.memlock,
         rlim_max: limits.memlock,
