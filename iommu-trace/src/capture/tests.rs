@@ -1744,3 +1744,78 @@ fn object_records_with_impossible_fields_are_refused() {
     let err = decode_last(&out).expect_err("refused");
     assert!(err.contains("unknown destroy path 9"), "{err}");
 }
+
+// The pinned-memory records' own bounds: an IOAS operation or an accounting mode byte no
+// writer emits is damage. The byte is found as the only one two records differing in it
+// differ in.
+#[test]
+fn pinned_memory_records_with_impossible_fields_are_refused() {
+    use super::codec::{Dec, Decoder, Encoder};
+    let encode = |body| {
+        let mut out = Vec::new();
+        let e = Event {
+            ts_ns: 0,
+            cpu: 0,
+            pid: 1,
+            tid: 1,
+            comm: "t".into(),
+            cgroup_id: 1,
+            body,
+        };
+        Encoder::new(0).encode(&e, &mut out);
+        out
+    };
+    let decode_all = |bytes: &[u8]| {
+        let mut d = Decoder::new(0, 4);
+        let mut dec = Dec::new(bytes);
+        loop {
+            match d.decode(&mut dec) {
+                Ok(_) if dec.pos < bytes.len() => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    };
+    // `a` with the one byte it differs from `b` in set to `value`.
+    let damaged = |a: Vec<u8>, b: Vec<u8>, value: u8| {
+        assert_eq!(a.len(), b.len());
+        let at: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+        assert_eq!(at.len(), 1, "{a:?} {b:?}");
+        decode_all(&a).expect("the undamaged record reads");
+        let mut a = a;
+        a[at[0]] = value;
+        decode_all(&a)
+    };
+    let op = IoasOp {
+        ictx: KernelPtr(0x2000),
+        ioas: 1,
+        ..IoasOp::default()
+    };
+    let err = damaged(
+        encode(EventBody::IoasMap(op.clone())),
+        encode(EventBody::IoasUnmap(op)),
+        9,
+    )
+    .expect_err("refused");
+    assert!(err.contains("unknown IOAS operation 9"), "{err}");
+    let pin = |mode| {
+        encode(EventBody::Pin(Pin {
+            iopt_pages: KernelPtr(0x3000),
+            pages: 1,
+            bytes: 4096,
+            charged: 0,
+            mode,
+            target_pid: 1,
+            target_uid: None,
+            target_mm: None,
+            limit_bytes: None,
+            locked_bytes: 0,
+            pinned_pages: 1,
+            total_pages: 1,
+            pinned_vm_bytes: 0,
+            errno: 0,
+            latency_ns: 0,
+        }))
+    };
+    let err = damaged(pin(PinMode::None), pin(PinMode::User), 7).expect_err("refused");
+    assert!(err.contains("unknown accounting mode 7"), "{err}");
+}

@@ -537,6 +537,23 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().is_err());
+        // The limits run: never as root, and a limit of whole 4 KiB pages, two at least.
+        for (uid, memlock) in [(0, 65536), (65534, 4096), (65534, 65537)] {
+            let bad = ExerciseOptions {
+                pin_limits: Some(PinLimits { uid, memlock }),
+                ..Default::default()
+            };
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains("--pin-limits-as"), "{uid} {memlock}: {err}");
+        }
+        let good = ExerciseOptions {
+            pin_limits: Some(PinLimits {
+                uid: 65534,
+                memlock: 65536,
+            }),
+            ..Default::default()
+        };
+        good.validate().unwrap();
     }
 
     #[test]

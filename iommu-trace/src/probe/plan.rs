@@ -62,6 +62,22 @@ fn addr_of(inputs: &PlanInputs, symbol: &str) -> u64 {
     inputs.kallsyms.get(symbol).first().map_or(0, |s| s.addr)
 }
 
+/// A kprobe on `symbol` (and a kretprobe when there is an `exit` program), for no driver.
+fn kprobe(inputs: &PlanInputs, symbol: &str, entry: &str, exit: Option<&str>) -> Attachment {
+    Attachment {
+        symbol: symbol.to_string(),
+        program_type: match exit {
+            Some(_) => ProgramKind::KprobeKretprobe,
+            None => ProgramKind::Kprobe,
+        },
+        entry_program: entry.to_string(),
+        exit_program: exit.map(str::to_string),
+        driver: None,
+        addr: addr_of(inputs, symbol),
+        fallback: None,
+    }
+}
+
 fn symbol_gap(inputs: &PlanInputs, symbol: &str, params: &[&str]) -> Option<GapReason> {
     if inputs.deny.iter().any(|d| d == symbol) {
         return Some(GapReason::Denied);
@@ -124,18 +140,7 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
             match symbol_gap(inputs, sym, cp.params) {
                 None => plan.attach.push(with_trampoline(
                     inputs,
-                    Attachment {
-                        symbol: sym.to_string(),
-                        program_type: match cp.exit_program {
-                            Some(_) => ProgramKind::KprobeKretprobe,
-                            None => ProgramKind::Kprobe,
-                        },
-                        entry_program: cp.entry_program.into(),
-                        exit_program: cp.exit_program.map(str::to_string),
-                        driver: None,
-                        addr: addr_of(inputs, sym),
-                        fallback: None,
-                    },
+                    kprobe(inputs, sym, cp.entry_program, cp.exit_program),
                 )),
                 Some(reason) => plan.gaps.push(Gap {
                     symbol: sym.to_string(),
@@ -334,15 +339,7 @@ fn ioas_ops_point(inputs: &PlanInputs) -> PointPlan {
         match symbol_gap(inputs, sym, &["ucmd"]) {
             None => plan.attach.push(with_trampoline(
                 inputs,
-                Attachment {
-                    symbol: sym.to_string(),
-                    program_type: ProgramKind::KprobeKretprobe,
-                    entry_program: entry.to_string(),
-                    exit_program: Some("ioas_op_exit".into()),
-                    driver: None,
-                    addr: addr_of(inputs, sym),
-                    fallback: None,
-                },
+                kprobe(inputs, sym, entry, Some("ioas_op_exit")),
             )),
             Some(reason) => plan.gaps.push(Gap {
                 symbol: sym.to_string(),
@@ -378,18 +375,7 @@ fn per_object_type_point(
             continue;
         }
         match symbol_gap(inputs, sym, params) {
-            None => plan.attach.push(Attachment {
-                symbol: sym.to_string(),
-                program_type: match exit {
-                    Some(_) => ProgramKind::KprobeKretprobe,
-                    None => ProgramKind::Kprobe,
-                },
-                entry_program: entry.into(),
-                exit_program: exit.map(str::to_string),
-                driver: None,
-                addr: addr_of(inputs, sym),
-                fallback: None,
-            }),
+            None => plan.attach.push(kprobe(inputs, sym, entry, exit)),
             // A type the kernel has whose function is missing is a gap; without the enum,
             // a function the kernel lacks is only a type it does not have.
             Some(GapReason::NotInKernel) if !typed => {}
