@@ -52,10 +52,15 @@ impl WriteStats {
 ///
 /// Events are buffered into a frame that is written when it is full, on [`flush`]
 /// (call it about once a second), and at least every `flush_interval` (1 s by default) while
-/// events arrive. A writer dropped without `finish` writes what it buffered, and the file
+/// events arrive (the clock is read once per `CLOCK_EVERY` events: in an emulated guest a
+/// clock read can be a trapped timer access, and at full rate it cost more than encoding). A writer dropped without `finish` writes what it buffered, and the file
 /// then reads as "not finalized".
 ///
 /// [`flush`]: CaptureWriter::flush
+/// How many writes go between two reads of the clock for the time-based flush. The owner's
+/// own `flush` (the recorder's tick) covers slow streams.
+const CLOCK_EVERY: u32 = 256;
+
 pub struct CaptureWriter<W: Write> {
     out: W,
     enc: Encoder,
@@ -64,6 +69,8 @@ pub struct CaptureWriter<W: Write> {
     lost_in_stream: LostTotals,
     flush_interval: Option<Duration>,
     last_flush: Instant,
+    /// Events written since the clock was last read.
+    unclocked: u32,
     finished: bool,
     failed: bool,
 }
@@ -110,6 +117,7 @@ impl<W: Write> CaptureWriter<W> {
             lost_in_stream: LostTotals::default(),
             flush_interval: Some(Duration::from_secs(1)),
             last_flush: Instant::now(),
+            unclocked: 0,
             finished: false,
             failed: false,
         })
@@ -156,8 +164,12 @@ impl<W: Write> CaptureWriter<W> {
             self.end_frame()?;
         }
         if let Some(every) = self.flush_interval {
-            if self.last_flush.elapsed() >= every {
-                self.flush()?;
+            self.unclocked += 1;
+            if self.unclocked >= CLOCK_EVERY {
+                self.unclocked = 0;
+                if self.last_flush.elapsed() >= every {
+                    self.flush()?;
+                }
             }
         }
         Ok(())

@@ -1,7 +1,7 @@
 //! Writer side: the `Encoder` that interns tasks and pointers and writes event records,
 //! user-data and the trailer record.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use super::varint::{put_delta, put_i, put_str, put_u};
 use super::*;
@@ -13,9 +13,9 @@ use crate::events::{
 pub(crate) struct Encoder {
     shared: Tables,
     /// (tid, pid, cgroup_id) -> [(comm, index)].
-    tasks: HashMap<(u32, u32, u64), Vec<(String, u32)>>,
+    tasks: FxHashMap<(u32, u32, u64), Vec<(String, u32)>>,
     task_count: usize,
-    ptrs: HashMap<u64, u32>,
+    ptrs: FxHashMap<u64, u32>,
     max_tasks: usize,
     max_ptrs: usize,
 }
@@ -24,9 +24,9 @@ impl Encoder {
     pub(crate) fn new(base_ts: u64) -> Encoder {
         Encoder {
             shared: Tables::new(base_ts),
-            tasks: HashMap::new(),
+            tasks: FxHashMap::default(),
             task_count: 0,
-            ptrs: HashMap::new(),
+            ptrs: FxHashMap::default(),
             max_tasks: MAX_TASKS,
             max_ptrs: MAX_PTRS,
         }
