@@ -458,3 +458,73 @@ fn golden_pin_captures_balance_and_explain_their_refusals() {
         assert!(report.all_verified(), "{name}:\n{report}");
     }
 }
+
+// The accounting model (replay/pins.rs) follows every call of both pin captures, and
+// predicts each of their three refusals from the limit and total the kernel compared.
+#[test]
+fn golden_pin_captures_replay_the_accounting_with_zero_divergence() {
+    for name in ["6.12-mock-pins.itc", "7.3-mock-pins.itc"] {
+        let events = golden(name);
+        let calls = events
+            .iter()
+            .filter(|e| matches!(e.body, EventBody::Pin(_)))
+            .count() as u64;
+        let report = replay(&events, &ReplayOptions::default());
+        let pins = report.pins.as_ref().expect("pin events");
+        assert!(pins.findings.is_empty(), "{name}:\n{report}");
+        assert_eq!(pins.calls, calls, "{name}");
+        assert_eq!((pins.refused, pins.refusals_predicted), (3, 3), "{name}");
+        assert_eq!(pins.adopted, 0, "{name}: the capture saw every pin made");
+        assert!(
+            pins.pinned_at_end.values().all(|&n| n == 0),
+            "{name}: {:?}",
+            pins.pinned_at_end
+        );
+    }
+}
+
+// Dropping one successful unpin from a real capture: the model still holds those pages
+// charged, and the next call on the same `iopt_pages` (or on the next one the slab puts at
+// its address) contradicts it, so the report names that call and the window the unpin was
+// missing from.
+#[test]
+fn a_dropped_unpin_diverges_at_the_next_call_on_its_pages() {
+    for name in ["6.12-mock-pins.itc", "7.3-mock-pins.itc"] {
+        let mut events = golden(name);
+        let unpin = |e: &Event| matches!(&e.body, EventBody::Pin(p) if p.pages < 0 && p.errno == 0 && p.total_pages > 0);
+        let pages_of = |e: &Event| match &e.body {
+            EventBody::Pin(p) => Some(p.iopt_pages),
+            _ => None,
+        };
+        // An unpin followed by another call on the same address, so the gap can show.
+        let at = (0..events.len())
+            .find(|&i| {
+                unpin(&events[i])
+                    && events[i + 1..]
+                        .iter()
+                        .any(|e| pages_of(e) == pages_of(&events[i]))
+            })
+            .expect("an unpin with a later call on its iopt_pages");
+        let pages = pages_of(&events[at]);
+        let previous = (0..at)
+            .rev()
+            .find(|&i| pages_of(&events[i]) == pages)
+            .expect("the call that pinned them");
+        events.remove(at);
+        let next = (at..events.len())
+            .find(|&i| pages_of(&events[i]) == pages)
+            .expect("the next call on those pages");
+        let report = replay(&events, &ReplayOptions::default());
+        let pins = report.pins.as_ref().expect("pin events");
+        assert_eq!(pins.findings.len(), 1, "{name}:\n{report}");
+        let f = &pins.findings[0];
+        assert_eq!(f.event_index, next as u64, "{name}:\n{report}");
+        assert_eq!(Some(f.iopt_pages), pages, "{name}");
+        assert!(
+            f.what.contains(&format!("last call at event {previous}")),
+            "{name}: {}",
+            f.what
+        );
+        assert!(!report.all_verified(), "{name}");
+    }
+}

@@ -127,6 +127,22 @@ pub fn replay_reader<R: std::io::Read>(
             objects.set_unchecked(gaps.join("; "));
         }
     }
+    if let (Some(pins), Some(session)) = (&mut report.pins, &reader.header().session) {
+        let mut gaps: Vec<String> = session
+            .missing_points()
+            .iter()
+            .filter(|m| m.point == "pin_accounting")
+            .map(|m| format!("probe point {m} recorded nothing"))
+            .collect();
+        if let Some(pid) = session.filter_pid {
+            gaps.push(format!(
+                "recorded with --pid {pid}: other processes' calls on its mappings are not in it"
+            ));
+        }
+        if !gaps.is_empty() {
+            pins.set_unchecked(gaps.join("; "));
+        }
+    }
     report.incomplete = incomplete(reader.ending());
     let warning = reader
         .ending()

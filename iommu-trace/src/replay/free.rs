@@ -130,8 +130,10 @@ impl Replayer {
             r.hwpt = self.objects.hwpt_id(r.domain, r.alloc_index);
         }
         let objects = std::mem::take(&mut self.objects).finish(index);
+        let pins = std::mem::take(&mut self.pins).finish();
         Report {
             objects,
+            pins,
             options: self.opts,
             events: self.index,
             lost_events: self.lost_events,

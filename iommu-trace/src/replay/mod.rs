@@ -31,6 +31,7 @@ mod free;
 mod map;
 mod objects;
 mod pages;
+mod pins;
 mod report;
 mod runs;
 
@@ -46,6 +47,7 @@ pub use file::{
     capture_gaps, options_for, replay_file, replay_reader, verification_gaps, Choice, FileReport,
 };
 pub use objects::{GraphFinding, ObjectsReport};
+pub use pins::{PinFinding, PinsReport};
 pub use report::{
     ContextEvent, Divergence, DomainReport, Outcome, PageTotals, Report, Uncharged, Verdict,
     WhatIfDomain, WhatIfRow, POINTS_OBJECTS, POINTS_VERIFIED,
@@ -141,6 +143,8 @@ pub struct Replayer {
     budget: budget::Budget,
     /// The iommufd objects and their invariants.
     objects: objects::ObjectGraph,
+    /// The pinned-page accounting.
+    pins: pins::PinLedger,
 }
 
 impl Replayer {
@@ -156,6 +160,7 @@ impl Replayer {
             failed_allocs: 0,
             budget: budget::Budget::default(),
             objects: objects::ObjectGraph::default(),
+            pins: pins::PinLedger::default(),
         }
     }
 
@@ -188,14 +193,15 @@ impl Replayer {
             EventBody::ObjectAlloc(o) => self.objects.alloc(index, o),
             EventBody::ObjectAbort(_) => self.objects.abort(),
             EventBody::ObjectDestroy(o) => self.objects.destroy(index, o),
-            // Pinned-memory accounting is not modelled yet: replay does not claim it.
+            EventBody::Pin(p) => self.pins.pin(index, p),
+            // The accounting is checked call by call (`pins.rs`); the operations that make
+            // the calls are not modelled.
             EventBody::IoasMap(_)
             | EventBody::IoasMapFile(_)
             | EventBody::IoasCopy(_)
             | EventBody::IoasUnmap(_)
             | EventBody::IoasChangeProcess(_)
-            | EventBody::Option(_)
-            | EventBody::Pin(_) => {}
+            | EventBody::Option(_) => {}
         }
     }
 
@@ -205,6 +211,7 @@ impl Replayer {
         self.lost_events = self.lost_events.saturating_add(l.ringbuf_full);
         self.lost_contexts = self.lost_contexts.saturating_add(l.context_full);
         if l.ringbuf_full != 0 || l.context_full != 0 {
+            self.pins.lost();
             for st in self.active.values() {
                 let r = &mut self.reports[st.report];
                 if r.notes.iter().all(|n| !n.starts_with("events were lost")) {

@@ -149,6 +149,9 @@ pub struct Report {
     /// The iommufd object graph, when the capture has object events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub objects: Option<super::ObjectsReport>,
+    /// The pinned-page accounting, when the capture has `pin` events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pins: Option<super::PinsReport>,
 }
 
 /// The replay's conclusion, as `iommu-trace replay`'s exit status gives it.
@@ -207,6 +210,7 @@ impl Report {
                 .objects
                 .as_ref()
                 .is_some_and(|o| !o.findings.is_empty())
+            || self.pins.as_ref().is_some_and(|p| !p.findings.is_empty())
         {
             Outcome::Diverged
         } else if self.domains.iter().all(|d| d.verdict == Verdict::Verified) {
@@ -403,6 +407,10 @@ impl Report {
             writeln!(f)?;
             o.write_text(f)?;
         }
+        if let Some(p) = &self.pins {
+            writeln!(f)?;
+            p.write_text(f)?;
+        }
         writeln!(f)?;
         if self.all_verified() {
             writeln!(f, "result: every domain verified")
@@ -414,9 +422,13 @@ impl Report {
                 .count();
             writeln!(
                 f,
-                "result: NOT verified ({bad} domain(s) diverged or could not be checked{}{}{})",
+                "result: NOT verified ({bad} domain(s) diverged or could not be checked{}{}{}{})",
                 match &self.objects {
                     Some(o) if !o.findings.is_empty() => "; object graph broken",
+                    _ => "",
+                },
+                match &self.pins {
+                    Some(p) if !p.findings.is_empty() => "; pinned-page accounting diverged",
                     _ => "",
                 },
                 if self.missing_points.is_empty() {

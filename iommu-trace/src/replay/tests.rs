@@ -620,3 +620,124 @@ fn reused_pointers_and_untraced_domains_are_no_findings() {
     assert_eq!(r.domains[0].hwpt, Some(2));
     assert_eq!(r.domains[1].hwpt, None, "{r}");
 }
+
+// ---- pinned-page accounting (pins.rs) ----------------------------------------------
+
+const P1: u64 = 0xffff_8880_0010_0000;
+
+/// An accounting call on `P1` (4 KiB pages, per-user, uid 107, a 16-page limit).
+fn pin_ev(pages: i64, pinned_after: u64, locked_after_pages: u64, errno: i32) -> Event {
+    use crate::events::{Pin, PinMode};
+    ev(
+        1,
+        EventBody::Pin(Pin {
+            iopt_pages: KernelPtr(P1),
+            pages,
+            bytes: pages * 4096,
+            charged: if errno == 0 { pages } else { 0 },
+            mode: PinMode::User,
+            target_pid: 1,
+            target_uid: Some(107),
+            target_mm: None,
+            limit_bytes: Some(16 * 4096),
+            locked_bytes: locked_after_pages * 4096,
+            pinned_pages: pinned_after,
+            total_pages: 8,
+            pinned_vm_bytes: 0,
+            errno,
+            latency_ns: 0,
+        }),
+    )
+}
+
+fn pins_of(events: &[Event]) -> PinsReport {
+    replay(events, &ReplayOptions::default())
+        .pins
+        .expect("pin events")
+}
+
+#[test]
+fn pins_follow_charges_refusals_and_unpins() {
+    let r = pins_of(&[
+        pin_ev(4, 4, 10, 0),
+        // Refused: 10 locked + 8 > 16; the 8 just pinned show, the charge stays at 4.
+        pin_ev(4, 8, 14, 12),
+        // The caller unpinned them without a call; 2 more pinned and charged: 4 + 2.
+        pin_ev(2, 6, 16, 0),
+        pin_ev(-6, 0, 10, 0),
+    ]);
+    assert!(r.findings.is_empty(), "{r:?}");
+    assert_eq!((r.calls, r.iopt_pages, r.adopted), (4, 1, 0));
+    assert_eq!((r.refused, r.refusals_predicted), (1, 1));
+    assert_eq!(r.pinned_at_end.get("user"), None);
+}
+
+#[test]
+fn a_missing_unpin_shows_at_the_next_call() {
+    let r = pins_of(&[pin_ev(4, 4, 4, 0), pin_ev(2, 2, 6, 0), pin_ev(-2, 0, 4, 0)]);
+    assert_eq!(r.findings.len(), 1, "{r:?}");
+    assert_eq!(r.findings[0].event_index, 1);
+    assert!(
+        r.findings[0].what.contains("expected 6 (4 charged before"),
+        "{}",
+        r.findings[0].what
+    );
+    // The model takes the kernel's figure and goes on: the unpin after it is consistent.
+}
+
+#[test]
+fn change_process_moves_a_charge_without_unpinning() {
+    use crate::events::PinMode;
+    let mut tmp = pin_ev(4, 0, 8, 0);
+    if let EventBody::Pin(p) = &mut tmp.body {
+        // charge_current's stack iopt_pages: size 0, another address.
+        p.iopt_pages = KernelPtr(0xffff_c900_0001_0000);
+        p.total_pages = 0;
+        p.mode = PinMode::User;
+    }
+    let r = pins_of(&[
+        pin_ev(4, 4, 4, 0),
+        tmp,
+        pin_ev(-4, 4, 4, 0),
+        pin_ev(-4, 0, 0, 0),
+    ]);
+    assert!(r.findings.is_empty(), "{r:?}");
+    assert_eq!(r.iopt_pages, 1, "the stack temporary is not a mapping's");
+}
+
+#[test]
+fn a_limit_decision_the_totals_contradict_is_a_finding() {
+    // Refused though 4 locked + 4 <= 16; accepted though 20 locked after it (16 + 4 > 16).
+    let r = pins_of(&[pin_ev(4, 4, 4, 12), pin_ev(4, 4, 20, 0)]);
+    let what: Vec<&str> = r.findings.iter().map(|f| f.what.as_str()).collect();
+    assert_eq!(r.findings.len(), 2, "{what:?}");
+    assert!(
+        what[0].contains("refused, but 4 locked + 4 is within"),
+        "{what:?}"
+    );
+    assert!(
+        what[1].contains("accepted, but 16 locked + 4 exceeds"),
+        "{what:?}"
+    );
+    assert_eq!((r.refused, r.refusals_predicted), (1, 0));
+}
+
+#[test]
+fn pins_made_before_the_capture_are_adopted_and_loss_starts_over() {
+    let r = pins_of(&[
+        // 3 pinned before the capture: a charge of 2 leaves 5.
+        pin_ev(2, 5, 5, 0),
+        ev(
+            0,
+            EventBody::Lost(Lost {
+                ringbuf_full: 1,
+                context_full: 0,
+            }),
+        ),
+        // After the loss the model does not know what was missed: this is adopted anew.
+        pin_ev(1, 7, 7, 0),
+    ]);
+    assert!(r.findings.is_empty(), "{r:?}");
+    assert_eq!(r.adopted, 2);
+    assert_eq!(r.pinned_at_end.get("user"), Some(&7));
+}
