@@ -456,6 +456,32 @@ fn golden_pin_captures_balance_and_explain_their_refusals() {
             .expect("replay")
             .report;
         assert!(report.all_verified(), "{name}:\n{report}");
+        // The live ledger ends where the kernel did: nothing pinned, and the refusals by
+        // cause, each explained with what the traced mappings held of the total.
+        let mut state = iommu_trace::state::State::new();
+        for e in &events {
+            state.apply(e);
+        }
+        let pins = state.pins();
+        assert!(
+            pins.processes().is_empty(),
+            "{name}: {:?}",
+            pins.processes()
+        );
+        use iommu_trace::state::RefusalCause;
+        let causes: Vec<(RefusalCause, u64)> =
+            pins.refusals().iter().map(|(c, n)| (*c, *n)).collect();
+        assert_eq!(
+            causes,
+            [(RefusalCause::MemlockUser, 2), (RefusalCause::MemlockMm, 1)],
+            "{name}"
+        );
+        assert!(
+            pins.recent_refusals()
+                .all(|w| w.contains("this process's iommufd mappings")),
+            "{name}: {:?}",
+            pins.recent_refusals().collect::<Vec<_>>()
+        );
     }
 }
 

@@ -219,10 +219,11 @@ fn replay_in_tmux_shows_the_capture_and_restores_the_terminal() {
     let p = t.wait_for("COMM");
     let row = p
         .lines()
-        .find(|l| l.contains("iommu-trace") && l.split_whitespace().count() == 7)
+        .find(|l| l.contains("iommu-trace") && l.split_whitespace().count() == 9)
         .unwrap_or_else(|| panic!("no process row:\n{p}"));
+    // pid, comm, domains, mapped, pt c/u, pinned, memlock, allocs, failed.
     assert_eq!(
-        row.split_whitespace().nth(5),
+        row.split_whitespace().nth(7),
         Some("3"),
         "3 allocations: {row}"
     );

@@ -9,6 +9,7 @@ use crate::events::{
     errno_name, hwpt_flag_names, DestroyHow, Event, EventBody, IoasOp, MapOp, Pin, PtPages,
     UserData,
 };
+use crate::state::Pins;
 use crate::text::printable;
 
 /// Output format of `inspect`.
@@ -37,10 +38,12 @@ pub fn json_line(ev: &Event) -> serde_json::Result<String> {
     serde_json::to_string(ev)
 }
 
-/// Formats events as text lines, times relative to the first event formatted.
+/// Formats events as text lines, times relative to the first event formatted; a refused
+/// pin is explained with what the mappings seen so far hold (`state::Pins`).
 #[derive(Clone, Debug, Default)]
 pub struct TextFormatter {
     base_ts: Option<u64>,
+    pins: Pins,
 }
 
 impl TextFormatter {
@@ -50,7 +53,12 @@ impl TextFormatter {
 
     pub fn line(&mut self, ev: &Event) -> String {
         let base = *self.base_ts.get_or_insert(ev.ts_ns);
-        text_line(ev, base)
+        let EventBody::Pin(p) = &ev.body else {
+            return text_line(ev, base);
+        };
+        let why = self.pins.explain(p);
+        self.pins.apply(ev, p);
+        text_line_explained(ev, base, why)
     }
 }
 
@@ -60,6 +68,15 @@ impl TextFormatter {
 /// +0.000012500 cpu 3 1234/qemu-system-x86 map domain=0xffff888101a2c000 iova=0x1000 size=0x1000 paddr=0x1234000 done=0x1000 OK latency=2.1us
 /// ```
 pub fn text_line(ev: &Event, base_ts: u64) -> String {
+    let why = match &ev.body {
+        EventBody::Pin(p) => p.refusal(),
+        _ => None,
+    };
+    text_line_explained(ev, base_ts, why)
+}
+
+/// [`text_line`], a refused pin explained by `why`.
+fn text_line_explained(ev: &Event, base_ts: u64, why: Option<String>) -> String {
     let mut s = String::with_capacity(160);
     let rel = ev.ts_ns as i128 - base_ts as i128;
     let sign = if rel < 0 { '-' } else { '+' };
@@ -217,7 +234,7 @@ pub fn text_line(ev: &Event, base_ts: u64) -> String {
                 duration_text(o.latency_ns)
             );
         }
-        EventBody::Pin(p) => pin_text(&mut s, p),
+        EventBody::Pin(p) => pin_text(&mut s, p, why),
     }
     s
 }
@@ -252,7 +269,7 @@ fn ioas_op_text(s: &mut String, o: &IoasOp) {
     );
 }
 
-fn pin_text(s: &mut String, p: &Pin) {
+fn pin_text(s: &mut String, p: &Pin, why: Option<String>) {
     let _ = write!(
         s,
         " iopt_pages={} pages={:+} charged={:+} mode={} target_pid={}",
@@ -284,7 +301,7 @@ fn pin_text(s: &mut String, p: &Pin) {
         errno_name(p.errno),
         duration_text(p.latency_ns)
     );
-    if let Some(why) = p.refusal() {
+    if let Some(why) = why {
         let _ = write!(s, " why: {why}");
     }
 }
@@ -428,6 +445,8 @@ pub struct Summary {
     /// how many there were.
     pub refusals: Vec<String>,
     pub refusals_total: u64,
+    /// The ledger the refusals are explained with.
+    pins: Pins,
     /// Sum of the `lost` events.
     pub lost: LostTotals,
     /// How the file ended; `None` for a live stream or a file not read to its end.
@@ -493,7 +512,9 @@ impl Summary {
                 *t.destroyed.entry(o.how).or_default() += 1;
             }
             EventBody::Pin(p) => {
-                if let Some(why) = p.refusal() {
+                let why = self.pins.explain(p);
+                self.pins.apply(ev, p);
+                if let Some(why) = why {
                     self.refusals_total += 1;
                     if self.refusals.len() < MAX_REFUSALS {
                         self.refusals.push(format!(

@@ -104,6 +104,21 @@ pub const METRICS: &[MetricDef] = &[
     def("iommu_trace_iommufd_object_lifetime_seconds", HISTOGRAM,
         "Time from an iommufd object's publication to its destruction, by type.",
         &["object"]),
+    def("iommu_trace_pinned_bytes", GAUGE,
+        "Guest memory pinned now by iommufd mappings (every accounting mode), by the cgroup of the task that last charged them (the top N cgroups by bytes; the rest in cgroup=\"other\").",
+        &["cgroup"]),
+    def("iommu_trace_memlock_locked_bytes", GAUGE,
+        "Locked memory (locked_vm) of the accounting target with the least RLIMIT_MEMLOCK headroom among those iommufd mappings charge, by the cgroup that last charged it: iommufd's pins and everything else the target locked (mlock, io_uring, VFIO type1).",
+        &["cgroup"]),
+    def("iommu_trace_memlock_limit_bytes", GAUGE,
+        "RLIMIT_MEMLOCK of the mappings' creator for that same target (absent when unlimited).",
+        &["cgroup"]),
+    def("iommu_trace_memlock_headroom_ratio", GAUGE,
+        "(limit - locked) / limit for that same target: below 0.1, the next IOAS_MAP or device attach of a few percent of the limit fails with ENOMEM (the N cgroups with the least headroom; the rest in cgroup=\"other\", their minimum).",
+        &["cgroup"]),
+    def("iommu_trace_pin_refusals_total", COUNTER,
+        "Pinned-page accounting calls the kernel refused, by cause: memlock_user / memlock_mm (ENOMEM, over the creator's RLIMIT_MEMLOCK, per-user or per-mm accounting), mm_gone (EINVAL: the creator's mm has exited), other.",
+        &["cause"]),
     def("iommu_trace_replay_domains", GAUGE,
         "Domains of the capture by replay verdict against the reference page-table models (serve --from FILE --verify).",
         &["verdict"]),
@@ -322,6 +337,61 @@ fn objects(b: &mut Builder, state: &State, opts: &ExportOptions) {
     }
 }
 
+/// The pinned-memory families (`state::Pins`). The refusal causes are always present.
+fn pins(b: &mut Builder, state: &State, opts: &ExportOptions) {
+    let pins = state.pins();
+    let (top, other) = pins.pinned_bytes_by_cgroup(opts.top_cgroups);
+    if !top.is_empty() {
+        for (cgroup, bytes) in &top {
+            b.gauge(
+                "iommu_trace_pinned_bytes",
+                &[&opts.cgroups.name(*cgroup)],
+                *bytes as f64,
+            );
+        }
+        b.gauge("iommu_trace_pinned_bytes", &["other"], other as f64);
+    }
+    // Per cgroup, the target with the least headroom; the N tightest cgroups by name.
+    let mut tightest: std::collections::HashMap<u64, (f64, u64, u64)> = Default::default();
+    for t in pins.targets() {
+        let (Some(limit), Some(_)) = (t.limit_bytes, t.headroom_bytes()) else {
+            continue;
+        };
+        let ratio = if limit == 0 {
+            0.0
+        } else {
+            limit.saturating_sub(t.locked_bytes) as f64 / limit as f64
+        };
+        let e = tightest
+            .entry(t.cgroup_id)
+            .or_insert((ratio, t.locked_bytes, limit));
+        if ratio < e.0 {
+            *e = (ratio, t.locked_bytes, limit);
+        }
+    }
+    let mut all: Vec<(u64, (f64, u64, u64))> = tightest.into_iter().collect();
+    all.sort_by(|a, b| a.1 .0.total_cmp(&b.1 .0).then(a.0.cmp(&b.0)));
+    let rest = all
+        .iter()
+        .skip(opts.top_cgroups)
+        .map(|(_, v)| *v)
+        .min_by(|a, b| a.0.total_cmp(&b.0));
+    all.truncate(opts.top_cgroups);
+    let named = all
+        .into_iter()
+        .map(|(id, v)| (opts.cgroups.name(id), v))
+        .chain(rest.map(|v| ("other".to_string(), v)));
+    for (name, (ratio, locked, limit)) in named {
+        b.gauge("iommu_trace_memlock_headroom_ratio", &[&name], ratio);
+        b.gauge("iommu_trace_memlock_locked_bytes", &[&name], locked as f64);
+        b.gauge("iommu_trace_memlock_limit_bytes", &[&name], limit as f64);
+    }
+    for cause in crate::state::RefusalCause::ALL {
+        let n = pins.refusals().get(&cause).copied().unwrap_or(0);
+        b.counter("iommu_trace_pin_refusals_total", &[cause.name()], n as f64);
+    }
+}
+
 /// The families of one scrape. Counters whose label sets are known in advance (loss
 /// reasons, event types) are always present, at 0 until something happens, so `rate()`
 /// and `increase()` see the first increment.
@@ -471,6 +541,7 @@ pub fn families(state: &State, meta: &ExporterInfo, opts: &ExportOptions) -> Vec
     );
 
     objects(&mut b, state, opts);
+    pins(&mut b, state, opts);
 
     if let Some(r) = &meta.replay {
         for (verdict, n) in &r.domains_by_verdict {

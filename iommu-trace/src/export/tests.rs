@@ -449,3 +449,38 @@ fn slow_clients_do_not_delay_a_scrape() {
     drop(slow);
     handle.shutdown();
 }
+
+// The pinned-memory families: pinned bytes by the creators' cgroups, the tightest
+// target's headroom per cgroup, refusals by cause (every cause present).
+#[test]
+fn pin_families_have_the_exact_values() {
+    use crate::state::tests::{ev, pin};
+    let mut s = crate::state::State::new();
+    // uid 107 (16-page limit): pid 10 in cgroup 60 pins 4 pages, 6 more locked elsewhere;
+    // pid 11 in cgroup 70 pins 2 and is refused 8 more.
+    s.apply(&ev(1, 10, 60, pin(0x1000, 10, 4, 4, 10, 0)));
+    s.apply(&ev(2, 11, 70, pin(0x2000, 11, 2, 2, 12, 0)));
+    s.apply(&ev(3, 11, 70, pin(0x2000, 11, 8, 10, 12, 12)));
+    let opts = ExportOptions {
+        top_cgroups: 1,
+        cgroups: Box::new(CgroupIds),
+    };
+    let text = render(&s, &meta(), &opts, false);
+    for want in [
+        r#"iommu_trace_pinned_bytes{cgroup="60"} 16384"#,
+        r#"iommu_trace_pinned_bytes{cgroup="other"} 8192"#,
+        // One target, last charged from cgroup 70 (the refused call): 4 of 16 pages left.
+        r#"iommu_trace_memlock_headroom_ratio{cgroup="70"} 0.25"#,
+        r#"iommu_trace_memlock_locked_bytes{cgroup="70"} 49152"#,
+        r#"iommu_trace_memlock_limit_bytes{cgroup="70"} 65536"#,
+        r#"iommu_trace_pin_refusals_total{cause="memlock_user"} 1"#,
+        r#"iommu_trace_pin_refusals_total{cause="memlock_mm"} 0"#,
+        r#"iommu_trace_pin_refusals_total{cause="mm_gone"} 0"#,
+        r#"iommu_trace_pin_refusals_total{cause="other"} 0"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "missing\n  {want}\nin\n{text}"
+        );
+    }
+}

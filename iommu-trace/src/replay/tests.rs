@@ -627,26 +627,9 @@ const P1: u64 = 0xffff_8880_0010_0000;
 
 /// An accounting call on `P1` (4 KiB pages, per-user, uid 107, a 16-page limit).
 fn pin_ev(pages: i64, pinned_after: u64, locked_after_pages: u64, errno: i32) -> Event {
-    use crate::events::{Pin, PinMode};
     ev(
         1,
-        EventBody::Pin(Pin {
-            iopt_pages: KernelPtr(P1),
-            pages,
-            bytes: pages * 4096,
-            charged: if errno == 0 { pages } else { 0 },
-            mode: PinMode::User,
-            target_pid: 1,
-            target_uid: Some(107),
-            target_mm: None,
-            limit_bytes: Some(16 * 4096),
-            locked_bytes: locked_after_pages * 4096,
-            pinned_pages: pinned_after,
-            total_pages: 8,
-            pinned_vm_bytes: 0,
-            errno,
-            latency_ns: 0,
-        }),
+        crate::state::tests::pin(P1, 1, pages, pinned_after, locked_after_pages, errno),
     )
 }
 

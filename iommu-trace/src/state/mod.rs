@@ -1,6 +1,7 @@
 //! Events -> the live aggregate: the domains alive now (driver, kind, flags, owner, mapped
 //! bytes, page-table pages held), totals per driver and per owner cgroup, allocation
-//! counts by result, latency histograms, loss, and the iommufd objects (`objects.rs`).
+//! counts by result, latency histograms, loss, the iommufd objects (`objects.rs`) and the
+//! pinned-memory ledger (`pins.rs`).
 //!
 //! Pure data, no I/O and no Prometheus: the exporter (`export/`) renders it as metrics and a
 //! TUI can draw it. Every update is O(1) per event; memory grows with the number of live
@@ -8,9 +9,11 @@
 
 mod histogram;
 mod objects;
+mod pins;
 
 pub use histogram::{Histogram, LATENCY_BOUNDS_NS, LIFETIME_BOUNDS_NS};
 pub use objects::{bounded_object, LiveObject, Objects};
+pub use pins::{PinTarget, Pins, ProcessPins, RefusalCause, TargetLedger};
 
 use std::collections::HashMap;
 
@@ -219,6 +222,7 @@ pub struct State {
     first_ts_ns: Option<u64>,
     last_ts_ns: u64,
     objects: Objects,
+    pins: Pins,
 }
 
 impl State {
@@ -311,14 +315,14 @@ impl State {
             EventBody::ObjectAlloc(_) | EventBody::ObjectAbort(_) | EventBody::ObjectDestroy(_) => {
                 self.objects.apply(ev)
             }
-            // Counted by type above; the pinned-memory ledger is the next step of its issue.
+            EventBody::Pin(p) => self.pins.apply(ev, p),
+            // Counted by type above: the ledger follows the accounting calls they make.
             EventBody::IoasMap(_)
             | EventBody::IoasMapFile(_)
             | EventBody::IoasCopy(_)
             | EventBody::IoasUnmap(_)
             | EventBody::IoasChangeProcess(_)
-            | EventBody::Option(_)
-            | EventBody::Pin(_) => {}
+            | EventBody::Option(_) => {}
         }
     }
 
@@ -569,6 +573,11 @@ impl State {
     /// The iommufd objects: alive now, and counts by type and outcome.
     pub fn objects(&self) -> &Objects {
         &self.objects
+    }
+
+    /// The pinned-memory ledger.
+    pub fn pins(&self) -> &Pins {
+        &self.pins
     }
 
     pub fn hwpt_latency(&self) -> &Histogram {

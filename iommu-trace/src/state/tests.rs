@@ -478,3 +478,95 @@ fn page_frees_never_underflow_and_reused_pointers_reset() {
     assert_eq!(s.per_cgroup()[&9].domains, 1);
     assert_eq!(s.per_cgroup()[&9].pt_pages(), 0);
 }
+
+// ---- the pinned-memory ledger (pins.rs) ----------------------------------------------
+
+/// An accounting call of `pid`'s mapping `pages` (per-user, uid 107, 16-page limit).
+pub(crate) fn pin(
+    pages_ptr: u64,
+    pid: u32,
+    pages: i64,
+    pinned_after: u64,
+    locked_after_pages: u64,
+    errno: i32,
+) -> EventBody {
+    use crate::events::{Pin, PinMode};
+    EventBody::Pin(Pin {
+        iopt_pages: KernelPtr(pages_ptr),
+        pages,
+        bytes: pages * 4096,
+        charged: if errno == 0 { pages } else { 0 },
+        mode: PinMode::User,
+        target_pid: pid,
+        target_uid: Some(107),
+        target_mm: None,
+        limit_bytes: Some(16 * 4096),
+        locked_bytes: locked_after_pages * 4096,
+        pinned_pages: pinned_after,
+        total_pages: 8,
+        pinned_vm_bytes: 0,
+        errno,
+        latency_ns: 0,
+    })
+}
+
+#[test]
+fn the_ledger_splits_a_targets_total_and_explains_a_refusal_with_it() {
+    let mut s = State::new();
+    // uid 107 had 6 pages locked elsewhere; pid 10 pins 4, pid 11 pins 2.
+    s.apply(&ev(1, 10, 500, pin(0x1000, 10, 4, 4, 10, 0)));
+    s.apply(&ev(2, 11, 600, pin(0x2000, 11, 2, 2, 12, 0)));
+    let p = s.pins();
+    assert_eq!(p.processes()[&10].pinned_pages, 4);
+    assert_eq!(p.processes()[&11].charged_pages, 2);
+    let t = p.tightest_target_of(10).expect("uid 107");
+    assert_eq!(t.target, PinTarget::User(107));
+    assert_eq!(t.headroom_bytes(), Some(4 * 4096));
+    assert_eq!(
+        p.pinned_bytes_by_cgroup(1),
+        (vec![(500, 4 * 4096)], 2 * 4096)
+    );
+    // pid 10 asks for 8 more: 12 + 8 > 16.
+    s.apply(&ev(3, 10, 500, pin(0x1000, 10, 8, 12, 12, 12)));
+    let p = s.pins();
+    assert_eq!(p.refusals()[&RefusalCause::MemlockUser], 1);
+    let why = p.recent_refusals().last().expect("explained");
+    assert!(
+        why.contains(
+            "this process's iommufd mappings 16.0 KiB, other processes' 8.0 KiB, the rest 24.0 KiB"
+        ),
+        "{why}"
+    );
+    assert_eq!(
+        p.processes()[&10].pinned_pages,
+        4,
+        "a refusal changes nothing"
+    );
+    // Everything unpinned: nothing left, targets forgotten.
+    s.apply(&ev(4, 10, 500, pin(0x1000, 10, -4, 0, 8, 0)));
+    s.apply(&ev(5, 11, 600, pin(0x2000, 11, -2, 0, 6, 0)));
+    assert!(s.pins().processes().is_empty());
+    assert_eq!(s.pins().targets().count(), 0);
+}
+
+#[test]
+fn a_change_process_moves_the_charge_to_the_new_creator() {
+    use crate::events::PinMode;
+    let mut s = State::new();
+    s.apply(&ev(1, 10, 500, pin(0x1000, 10, 4, 4, 4, 0)));
+    // The new process charges its uid (1000) through a size-0 stack iopt_pages...
+    let mut charge = pin(0xffff_c900_0000_0000, 20, 4, 0, 4, 0);
+    if let EventBody::Pin(p) = &mut charge {
+        (p.total_pages, p.target_uid, p.mode) = (0, Some(1000), PinMode::User);
+    }
+    s.apply(&ev(2, 20, 700, charge));
+    // ... then the old charge goes, nothing unpinned.
+    s.apply(&ev(3, 20, 700, pin(0x1000, 10, -4, 4, 0, 0)));
+    let p = s.pins();
+    assert!(!p.processes().contains_key(&10));
+    assert_eq!(p.processes()[&20].pinned_pages, 4);
+    assert_eq!(
+        p.tightest_target_of(20).map(|t| t.target),
+        Some(PinTarget::User(1000))
+    );
+}

@@ -469,7 +469,11 @@ fn lossy_capture_shows_loss() {
 
 #[test]
 fn owners_view_counts() {
-    let m = model_of(synthetic(), meta());
+    let mut events = synthetic();
+    // qemu's mapping pins 4 pages under uid 107's 16-page limit, 15 pages locked in all.
+    let pin = crate::state::tests::pin(0x1000, 4242, 4, 4, 15, 0);
+    events.push(ev(9_000_000_000, 4242, "qemu-system-x86", 7, pin));
+    let m = model_of(events, meta());
     let app = App {
         view: View::Owners,
         ..App::default()
@@ -482,16 +486,34 @@ fn owners_view_counts() {
             .split_whitespace()
             .collect::<Vec<_>>()
     };
-    // pid, comm, domains, mapped, pt c/u, allocs, failed (one domain op + one ioctl).
+    // pid, comm, domains, mapped, pt c/u, pinned, memlock headroom (1 of 16 pages),
+    // allocs, failed (one domain op + one ioctl).
     assert_eq!(
         row("4242 "),
-        ["4242", "qemu-system-x86", "2", "1.0G", "3/1", "3", "2"]
+        [
+            "4242",
+            "qemu-system-x86",
+            "2",
+            "1.0G",
+            "3/1",
+            "16.0K",
+            "6%",
+            "3",
+            "2"
+        ]
     );
     assert_eq!(
         row("777 "),
-        ["777", "vfio-test", "0", "0B", "0/0", "1", "0"]
+        ["777", "vfio-test", "0", "0B", "0/0", "0B", "-", "1", "0"]
     );
-    assert_eq!(row("7 "), ["7", "2", "1.0G", "3/1", "3", "2"]);
+    assert_eq!(row("7 "), ["7", "2", "1.0G", "3/1", "16.0K", "-", "3", "2"]);
+    // Under 10% headroom the row is red.
+    let t = render_with(&app, &m, 80, 24);
+    let y = s
+        .iter()
+        .position(|l| l.starts_with("4242 "))
+        .expect("qemu's row") as u16;
+    assert_eq!(t.backend().buffer()[(0, y)].fg, ratatui::style::Color::Red);
 }
 
 #[test]

@@ -62,7 +62,9 @@ fn limits_run(dir: &Path) -> Result<(), String> {
         summary.contains("pinned-memory refusals (3;")
             && summary.contains("take uid 65534 (per-user accounting")
             && summary.contains("take the creator's mm (per-mm accounting")
-            && summary.contains("of 64.0 KiB: raise that limit by at least"),
+            && summary.contains("of 64.0 KiB: raise that limit by at least")
+            // ... and with what the traced mappings held of the total the kernel compared.
+            && summary.contains("this process's iommufd mappings"),
         || format!("inspect --summary does not explain the three refusals:\n{summary}"),
     )
 }

@@ -132,7 +132,7 @@ pub struct ProcStats {
 }
 
 /// One row of the per-process or per-cgroup view.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct OwnerRow {
     /// pid or cgroup id.
     pub id: u64,
@@ -144,6 +144,12 @@ pub struct OwnerRow {
     pub pt_uncharged: u64,
     pub allocs: u64,
     pub failures: u64,
+    /// Guest memory its iommufd mappings hold pinned (processes: the mappings it created;
+    /// cgroups: those charged from it).
+    pub pinned_bytes: u64,
+    /// Processes: (limit - locked) / limit of the accounting target with the least
+    /// headroom its mappings charge; `None` when unlimited or not charged.
+    pub memlock_headroom: Option<f64>,
 }
 
 /// A domain row: a live domain or a lingering freed one.
@@ -490,6 +496,19 @@ impl Model {
             r.allocs = p.allocs;
             r.failures = p.alloc_failures + p.hwpt_failures;
         }
+        let pins = self.state.pins();
+        for (pid, p) in pins.processes() {
+            let r = m.entry(*pid).or_insert_with(|| OwnerRow {
+                id: *pid as u64,
+                name: p.comm.clone(),
+                ..OwnerRow::default()
+            });
+            r.pinned_bytes = p.pinned_pages * pins.page_size();
+            r.memlock_headroom = pins.tightest_target_of(*pid).and_then(|t| {
+                let limit = t.limit_bytes.filter(|l| *l > 0)?;
+                Some(t.headroom_bytes()? as f64 / limit as f64)
+            });
+        }
         let mut v: Vec<OwnerRow> = m.into_values().collect();
         sort_owners(&mut v);
         v
@@ -522,6 +541,15 @@ impl Model {
             r.allocs = *allocs;
             r.failures = *failures;
         }
+        let (pinned, _) = self.state.pins().pinned_bytes_by_cgroup(usize::MAX);
+        for (id, bytes) in pinned {
+            m.entry(id)
+                .or_insert_with(|| OwnerRow {
+                    id,
+                    ..OwnerRow::default()
+                })
+                .pinned_bytes = bytes;
+        }
         let mut v: Vec<OwnerRow> = m.into_values().collect();
         sort_owners(&mut v);
         v
@@ -546,6 +574,7 @@ fn sort_owners(v: &mut [OwnerRow]) {
             b.pt_charged + b.pt_uncharged,
             b.domains,
             b.mapped_bytes,
+            b.pinned_bytes,
             b.failures,
             a.id,
         )
@@ -553,6 +582,7 @@ fn sort_owners(v: &mut [OwnerRow]) {
                 a.pt_charged + a.pt_uncharged,
                 a.domains,
                 a.mapped_bytes,
+                a.pinned_bytes,
                 a.failures,
                 b.id,
             ))

@@ -23,9 +23,11 @@ fn owner_table(
         head.push("COMM".into());
     }
     head.extend(
-        ["DOMAINS", "MAPPED", "PT C/U", "ALLOCS", "FAILED"]
-            .iter()
-            .map(|s| s.to_string()),
+        [
+            "DOMAINS", "MAPPED", "PT C/U", "PINNED", "MEMLOCK", "ALLOCS", "FAILED",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
     );
     let trows: Vec<Row> = rows
         .iter()
@@ -38,25 +40,34 @@ fn owner_table(
             c.push(r.domains.to_string());
             c.push(fmt_bytes(r.mapped_bytes));
             c.push(format!("{}/{}", r.pt_charged, r.pt_uncharged));
+            c.push(fmt_bytes(r.pinned_bytes));
+            c.push(r.memlock_headroom.map_or("-".into(), |h| {
+                format!("{:.0}%", (h * 100.0).clamp(0.0, 100.0))
+            }));
             c.push(r.allocs.to_string());
             c.push(r.failures.to_string());
             let row = Row::new(c);
-            if r.failures > 0 {
+            // Under 10% headroom the next IOAS_MAP or attach may fail (the exporter's alert).
+            if r.memlock_headroom.is_some_and(|h| h < 0.1) {
+                row.style(Style::default().fg(Color::Red))
+            } else if r.failures > 0 {
                 row.style(Style::default().fg(Color::Yellow))
             } else {
                 row
             }
         })
         .collect();
-    let mut widths = vec![Constraint::Length(8)];
+    let mut widths = vec![Constraint::Length(7)];
     if with_name {
-        widths.push(Constraint::Length(16));
+        widths.push(Constraint::Length(15));
     }
     widths.extend([
         Constraint::Length(7),
-        Constraint::Length(8),
-        Constraint::Length(8),
+        Constraint::Length(6),
         Constraint::Length(7),
+        Constraint::Length(6),
+        Constraint::Length(7),
+        Constraint::Length(6),
         Constraint::Min(6),
     ]);
     Table::new(trows, widths)
@@ -72,7 +83,7 @@ pub(super) fn draw_owners(f: &mut Frame, area: Rect, app: &App, model: &Model) {
     let skip_p = app.owners_scroll.min(procs.len().saturating_sub(1));
     f.render_widget(
         owner_table(
-            "processes (FAILED: domain allocations + IOMMU_HWPT_ALLOC ioctls)",
+            "processes (PINNED: guest memory its mappings pin; MEMLOCK: headroom under RLIMIT_MEMLOCK; FAILED: domain allocations + IOMMU_HWPT_ALLOC ioctls)",
             "PID",
             &procs,
             skip_p,

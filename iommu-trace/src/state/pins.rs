@@ -1,0 +1,352 @@
+//! The pinned-memory ledger (docs/kernel-facts.md §8): the guest memory iommufd holds pinned
+//! now, per mapping creator (process), per accounting target (a uid, or a creator's mm) and
+//! per cgroup; each target's locked total and RLIMIT_MEMLOCK as the kernel last reported
+//! them; and the refusals by cause, each explained with what this process and the others
+//! hold. Memory grows with the `iopt_pages` holding pins and their creators, never with the
+//! event count.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
+
+use crate::events::{Event, KernelPtr, Pin, PinMode};
+use crate::units::bytes_long;
+
+/// `ENOMEM` and `EINVAL` (asm-generic/errno-base.h).
+const ENOMEM: i32 = 12;
+const EINVAL: i32 = 22;
+
+/// Who a charge goes to (`iopt_pages::account_mode`, §8.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PinTarget {
+    /// Mode `none`: charged to nobody (the creator had CAP_IPC_LOCK).
+    Nobody,
+    /// Mode `user`: the uid's `locked_vm`.
+    User(u32),
+    /// Mode `mm`: the creator's mm.
+    Mm(KernelPtr),
+}
+
+impl PinTarget {
+    fn of(p: &Pin) -> PinTarget {
+        match (p.mode, p.target_uid, p.target_mm) {
+            (PinMode::User, Some(uid), _) => PinTarget::User(uid),
+            (PinMode::Mm, _, Some(mm)) => PinTarget::Mm(mm),
+            _ => PinTarget::Nobody,
+        }
+    }
+
+    pub fn mode(self) -> PinMode {
+        match self {
+            PinTarget::Nobody => PinMode::None,
+            PinTarget::User(_) => PinMode::User,
+            PinTarget::Mm(_) => PinMode::Mm,
+        }
+    }
+}
+
+/// Why a pin was refused: the exporter's bounded `cause` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RefusalCause {
+    /// ENOMEM: over the creator's RLIMIT_MEMLOCK, per-user accounting.
+    MemlockUser,
+    /// ENOMEM: over the creator's RLIMIT_MEMLOCK, per-mm accounting.
+    MemlockMm,
+    /// EINVAL in per-mm accounting: the creator's mm is gone.
+    MmGone,
+    Other,
+}
+
+impl RefusalCause {
+    pub const ALL: [RefusalCause; 4] = [
+        RefusalCause::MemlockUser,
+        RefusalCause::MemlockMm,
+        RefusalCause::MmGone,
+        RefusalCause::Other,
+    ];
+
+    pub fn of(p: &Pin) -> RefusalCause {
+        match (p.errno, p.mode, p.pages > 0) {
+            (ENOMEM, PinMode::User, true) => RefusalCause::MemlockUser,
+            (ENOMEM, PinMode::Mm, true) => RefusalCause::MemlockMm,
+            (EINVAL, PinMode::Mm, _) => RefusalCause::MmGone,
+            _ => RefusalCause::Other,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusalCause::MemlockUser => "memlock_user",
+            RefusalCause::MemlockMm => "memlock_mm",
+            RefusalCause::MmGone => "mm_gone",
+            RefusalCause::Other => "other",
+        }
+    }
+}
+
+/// An accounting target as the kernel last reported it, and what the traced mappings
+/// charged to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetLedger {
+    pub target: PinTarget,
+    /// Pages charged to it by the traced mappings, per creator pid.
+    pub charged_by_pid: BTreeMap<u32, u64>,
+    /// Its locked total (`locked_vm`) after the last call, bytes: iommufd's charges and
+    /// everything else the target locked (mlock, io_uring, VFIO type1).
+    pub locked_bytes: u64,
+    /// The creator's RLIMIT_MEMLOCK at the last call; `None`: unlimited.
+    pub limit_bytes: Option<u64>,
+    /// The cgroup of the last task that charged it.
+    pub cgroup_id: u64,
+}
+
+impl TargetLedger {
+    /// Bytes left under the limit (0 when over it); `None` when unlimited or charged to
+    /// nobody.
+    pub fn headroom_bytes(&self) -> Option<u64> {
+        match self.target {
+            PinTarget::Nobody => None,
+            _ => self
+                .limit_bytes
+                .map(|l| l.saturating_sub(self.locked_bytes)),
+        }
+    }
+}
+
+/// What one process's mappings hold pinned (the process that created them: whose limit
+/// applies).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessPins {
+    pub comm: String,
+    pub cgroup_id: u64,
+    /// Pages pinned and accounted (every mode), and of those charged to a target.
+    pub pinned_pages: u64,
+    pub charged_pages: u64,
+}
+
+/// One `iopt_pages` holding pins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Held {
+    /// Pages pinned and accounted (the kernel's `last_npinned`).
+    pages: u64,
+    target: PinTarget,
+    pid: u32,
+}
+
+/// Refusals kept explained, newest last.
+const RECENT_REFUSALS: usize = 8;
+
+/// The ledger of an event stream's `pin` events.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pins {
+    page_size: u64,
+    held: FxHashMap<u64, Held>,
+    processes: HashMap<u32, ProcessPins>,
+    targets: HashMap<PinTarget, TargetLedger>,
+    refusals: BTreeMap<RefusalCause, u64>,
+    recent: VecDeque<String>,
+    /// The target of the last CHANGE_PROCESS charge (a size-0 stack `iopt_pages`): the
+    /// mappings whose charge moves next go to it.
+    moving_to: Option<(PinTarget, u32)>,
+}
+
+impl Pins {
+    /// Adds one `pin` event (`ev` its envelope: the caller's pid, comm and cgroup).
+    pub fn apply(&mut self, ev: &Event, p: &Pin) {
+        if p.pages != 0 {
+            self.page_size = (p.bytes.unsigned_abs() / p.pages.unsigned_abs()).max(1);
+        }
+        let target = PinTarget::of(p);
+        if p.errno != 0 {
+            *self.refusals.entry(RefusalCause::of(p)).or_default() += 1;
+            let why = self.explain(p).unwrap_or_default();
+            if self.recent.len() == RECENT_REFUSALS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(why);
+        }
+        if target != PinTarget::Nobody {
+            let t = self.target_entry(target, ev.cgroup_id);
+            t.locked_bytes = p.locked_bytes;
+            t.limit_bytes = p.limit_bytes;
+            t.cgroup_id = ev.cgroup_id;
+        }
+        if p.total_pages == 0 {
+            // CHANGE_PROCESS's charge of the new target (ioas.c `charge_current`).
+            if p.errno == 0 && p.pages > 0 {
+                self.moving_to = Some((target, ev.pid));
+            }
+            return;
+        }
+        if p.errno != 0 {
+            // Nothing changed: a refused charge leaves the pages charged before.
+            self.forget_idle_targets(target);
+            return;
+        }
+        let n = p.pages.unsigned_abs();
+        let old = self.held.get(&p.iopt_pages.0).copied();
+        let moved = match (old, self.moving_to) {
+            // An uncharge of the whole charge with nothing unpinned: CHANGE_PROCESS.
+            (Some(h), Some(to)) if p.pages < 0 && n == h.pages && p.pinned_pages == h.pages => {
+                Some(to)
+            }
+            _ => None,
+        };
+        if let Some(h) = old {
+            self.account(h, -(h.pages as i64));
+            if h.target != target {
+                self.forget_idle_targets(h.target);
+            }
+        }
+        // The kernel's figure is the truth: pins made before tracing began count too.
+        let (target, pid) = moved.unwrap_or((target, p.target_pid));
+        let now = Held {
+            pages: p.pinned_pages,
+            target,
+            pid,
+        };
+        if now.pages == 0 {
+            self.held.remove(&p.iopt_pages.0);
+        } else {
+            self.held.insert(p.iopt_pages.0, now);
+            let proc = self.processes.entry(pid).or_default();
+            if proc.comm.is_empty() || pid == ev.pid {
+                (proc.comm, proc.cgroup_id) = (ev.comm.clone(), ev.cgroup_id);
+            }
+            self.account(now, now.pages as i64);
+        }
+        self.forget_idle_targets(target);
+    }
+
+    /// A target the traced mappings no longer charge is forgotten (bounded memory).
+    fn forget_idle_targets(&mut self, target: PinTarget) {
+        if self
+            .targets
+            .get(&target)
+            .is_some_and(|t| t.charged_by_pid.is_empty())
+        {
+            self.targets.remove(&target);
+        }
+    }
+
+    fn target_entry(&mut self, target: PinTarget, cgroup_id: u64) -> &mut TargetLedger {
+        self.targets.entry(target).or_insert_with(|| TargetLedger {
+            target,
+            charged_by_pid: BTreeMap::new(),
+            locked_bytes: 0,
+            limit_bytes: None,
+            cgroup_id,
+        })
+    }
+
+    /// Adds (or takes away) `delta` pages of `h` to its process and target; forgets what
+    /// reaches zero.
+    fn account(&mut self, h: Held, delta: i64) {
+        let add = |v: &mut u64| *v = v.saturating_add_signed(delta);
+        if let Some(proc) = self.processes.get_mut(&h.pid) {
+            add(&mut proc.pinned_pages);
+            if h.target != PinTarget::Nobody {
+                add(&mut proc.charged_pages);
+            }
+            if proc.pinned_pages == 0 {
+                self.processes.remove(&h.pid);
+            }
+        }
+        if h.target == PinTarget::Nobody {
+            return;
+        }
+        let t = self.target_entry(h.target, 0);
+        let by = t.charged_by_pid.entry(h.pid).or_default();
+        add(by);
+        if *by == 0 {
+            t.charged_by_pid.remove(&h.pid);
+        }
+    }
+
+    /// A refusal in one line (`Pin::refusal`), with what the traced mappings hold of the
+    /// target's total: this process's, other processes', and the rest.
+    pub fn explain(&self, p: &Pin) -> Option<String> {
+        let why = p.refusal()?;
+        if !matches!(
+            RefusalCause::of(p),
+            RefusalCause::MemlockUser | RefusalCause::MemlockMm
+        ) {
+            return Some(why);
+        }
+        let page = self.page_size();
+        let charged = self
+            .targets
+            .get(&PinTarget::of(p))
+            .map(|t| &t.charged_by_pid);
+        let mine = charged
+            .and_then(|c| c.get(&p.target_pid))
+            .map_or(0, |n| n * page);
+        let others: u64 = charged
+            .iter()
+            .flat_map(|c| c.iter())
+            .filter(|(pid, _)| **pid != p.target_pid)
+            .map(|(_, n)| n * page)
+            .sum();
+        let rest = p.locked_bytes.saturating_sub(mine + others);
+        Some(format!(
+            "{why} [of the {} locked: this process's iommufd mappings {}, other processes' \
+             {}, the rest {} (mlock, io_uring, VFIO type1, or pins made before tracing \
+             began)]",
+            bytes_long(p.locked_bytes),
+            bytes_long(mine),
+            bytes_long(others),
+            bytes_long(rest)
+        ))
+    }
+
+    /// Bytes of one kernel page, as the events gave it (4096 until one says otherwise).
+    pub fn page_size(&self) -> u64 {
+        if self.page_size == 0 {
+            4096
+        } else {
+            self.page_size
+        }
+    }
+
+    /// Processes whose mappings hold pins now, by pid.
+    pub fn processes(&self) -> &HashMap<u32, ProcessPins> {
+        &self.processes
+    }
+
+    /// Accounting targets seen, with their last reported totals.
+    pub fn targets(&self) -> impl Iterator<Item = &TargetLedger> {
+        self.targets.values()
+    }
+
+    /// The target charged for a process's mappings with the least headroom.
+    pub fn tightest_target_of(&self, pid: u32) -> Option<&TargetLedger> {
+        self.targets
+            .values()
+            .filter(|t| t.charged_by_pid.contains_key(&pid))
+            .filter(|t| t.headroom_bytes().is_some())
+            .min_by_key(|t| t.headroom_bytes())
+    }
+
+    pub fn refusals(&self) -> &BTreeMap<RefusalCause, u64> {
+        &self.refusals
+    }
+
+    /// The last refusals, explained, newest last.
+    pub fn recent_refusals(&self) -> impl Iterator<Item = &str> {
+        self.recent.iter().map(String::as_str)
+    }
+
+    /// Pinned bytes per cgroup (of the mapping's creator), the `n` cgroups holding the
+    /// most, and the rest summed.
+    pub fn pinned_bytes_by_cgroup(&self, n: usize) -> (Vec<(u64, u64)>, u64) {
+        let mut per: HashMap<u64, u64> = HashMap::new();
+        for p in self.processes.values() {
+            *per.entry(p.cgroup_id).or_default() += p.pinned_pages * self.page_size();
+        }
+        let mut all: Vec<(u64, u64)> = per.into_iter().collect();
+        all.sort_by_key(|(id, b)| (std::cmp::Reverse(*b), *id));
+        let other = all.iter().skip(n).map(|(_, b)| b).sum();
+        all.truncate(n);
+        (all, other)
+    }
+}
