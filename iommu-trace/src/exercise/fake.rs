@@ -300,6 +300,25 @@ impl FakeState {
                 IOMMU_DESTROY => self.destroy((*(arg as *mut IommuDestroy)).id),
                 IOMMU_HWPT_ALLOC => self.hwpt_alloc(&mut *(arg as *mut IommuHwptAlloc)),
                 IOMMU_IOAS_MAP => self.map(&mut *(arg as *mut IommuIoasMap)),
+                // A copy and a file mapping occupy their IOVA range like a map.
+                IOMMU_IOAS_COPY => {
+                    let c = &*(arg as *mut IommuIoasCopy);
+                    self.map(&mut IommuIoasMap {
+                        ioas_id: c.dst_ioas_id,
+                        iova: c.dst_iova,
+                        length: c.length,
+                        ..Default::default()
+                    })
+                }
+                IOMMU_IOAS_MAP_FILE => {
+                    let c = &*(arg as *mut IommuIoasMapFile);
+                    self.map(&mut IommuIoasMap {
+                        ioas_id: c.ioas_id,
+                        iova: c.iova,
+                        length: c.length,
+                        ..Default::default()
+                    })
+                }
                 IOMMU_IOAS_UNMAP => self.unmap(&mut *(arg as *mut IommuIoasUnmap)),
                 IOMMU_TEST_CMD => {
                     let c = &mut *(arg as *mut IommuTestCmd);

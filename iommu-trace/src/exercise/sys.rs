@@ -39,6 +39,21 @@ pub type FakeKernel = Box<dyn FnMut(RawFd, u32, *mut u8) -> i32>;
 #[cfg(test)]
 pub const FAKE_CLOSE: u32 = u32::MAX;
 
+/// A memfd of `len` bytes (for IOAS_MAP_FILE), named after the step that maps it.
+pub fn memfd(name: &str, len: u64) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let cname = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
+    // SAFETY: a NUL-terminated name and flags; the fd returned is ours.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just created and is owned by nobody else.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    std::fs::File::from(fd.try_clone()?).set_len(len)?;
+    Ok(fd)
+}
+
 /// Closes `fd`; the errno, 0 on success.
 pub fn close(fd: RawFd) -> i32 {
     #[cfg(test)]

@@ -36,6 +36,8 @@ pub const IOMMU_IOAS_COPY: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x03);
 pub const IOMMU_IOAS_IOVA_RANGES: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x04);
 pub const IOMMU_IOAS_MAP: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x05);
 pub const IOMMU_IOAS_UNMAP: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x06);
+/// 7.x only (`IOMMUFD_CMD_IOAS_MAP_FILE` = 0x8f): 6.12 answers ENOTTY.
+pub const IOMMU_IOAS_MAP_FILE: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x0f);
 pub const IOMMU_OPTION: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x07);
 pub const IOMMU_VFIO_IOAS: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x08);
 pub const IOMMU_HWPT_ALLOC: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x09);
@@ -135,6 +137,32 @@ pub struct IommuIoasMap {
     pub ioas_id: u32,
     pub reserved: u32,
     pub user_va: u64,
+    pub length: u64,
+    pub iova: u64,
+}
+
+/// iommufd.h `struct iommu_ioas_copy` (40 bytes).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IommuIoasCopy {
+    pub size: u32,
+    pub flags: u32,
+    pub dst_ioas_id: u32,
+    pub src_ioas_id: u32,
+    pub length: u64,
+    pub dst_iova: u64,
+    pub src_iova: u64,
+}
+
+/// iommufd.h `struct iommu_ioas_map_file` (40 bytes, 7.x): `start` is the offset in `fd`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IommuIoasMapFile {
+    pub size: u32,
+    pub flags: u32,
+    pub ioas_id: u32,
+    pub fd: i32,
+    pub start: u64,
     pub length: u64,
     pub iova: u64,
 }
@@ -392,6 +420,9 @@ mod tests {
         assert_eq!(IOMMU_IOAS_ALLOC, 0x3b81);
         assert_eq!(IOMMU_IOAS_ALLOW_IOVAS, 0x3b82);
         assert_eq!(IOMMU_IOAS_COPY, 0x3b83);
+        assert_eq!(IOMMU_IOAS_MAP_FILE, 0x3b8f);
+        assert_eq!(std::mem::size_of::<IommuIoasCopy>(), 40);
+        assert_eq!(std::mem::size_of::<IommuIoasMapFile>(), 40);
         assert_eq!(IOMMU_IOAS_IOVA_RANGES, 0x3b84);
         assert_eq!(IOMMU_IOAS_MAP, 0x3b85);
         assert_eq!(IOMMU_IOAS_UNMAP, 0x3b86);

@@ -9,14 +9,14 @@ use serde_json::Value;
 use super::{ensure, jsonl, rc, read, s, u, vmstat, Outcome};
 
 /// Inputs shared by the exercise checks.
-struct Exercise {
-    report: Value,
-    pid: u64,
-    events: Vec<Value>,
+pub(super) struct Exercise {
+    pub(super) report: Value,
+    pub(super) pid: u64,
+    pub(super) events: Vec<Value>,
 }
 
 impl Exercise {
-    fn load(dir: &Path) -> Result<Exercise, String> {
+    pub(super) fn load(dir: &Path) -> Result<Exercise, String> {
         let report: Value = serde_json::from_str(&read(dir, "exercise.json")?)
             .map_err(|e| format!("exercise.json: {e}"))?;
         let pid = read(dir, "exercise.pid")?

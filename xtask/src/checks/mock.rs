@@ -35,8 +35,18 @@ pub fn mock(dir: &Path, _arch: Arch) -> Vec<Outcome> {
         ),
     ];
     capture_checks(dir, &mut out, false);
+    out.push(Outcome::from(
+        "pin_sharing_matches_the_kernel",
+        pin_sharing(dir),
+    ));
     out.push(Outcome::from("pin_limits_run", limits_run(dir)));
     out
+}
+
+/// The exercise's pin-sharing phases against VmPin, and its pins unaccounted (root).
+fn pin_sharing(dir: &Path) -> Result<(), String> {
+    let x = super::capture::Exercise::load(dir)?;
+    pins::pin_sharing_matches_the_kernel(&x.report, x.pid, &x.events)
 }
 
 /// The unprivileged pinned-memory limits run, in the same capture: its IOAS calls, its

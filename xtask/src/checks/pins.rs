@@ -81,7 +81,8 @@ pub(super) fn pinned_memory_matches_the_kernel(
     ensure(mismatches.is_empty(), || mismatches.join("; "))
 }
 
-/// One IOAS_MAP or IOAS_UNMAP as (ioas, iova, length, user_va, errno).
+/// One IOAS operation as (ioas, iova, length, source, errno): source is the user address of
+/// a map, the source IOVA of a copy, the file offset of a map_file.
 type IoasCall = (u64, u64, u64, u64, u64);
 
 /// The workload's IOAS_MAP and IOAS_UNMAP calls, in order, as its report records them and as
@@ -99,13 +100,18 @@ pub(super) fn ioas_ops_match_the_workload(
     ensure(!steps.iter().any(|st| s(st, "call").contains('+')), || {
         "the workload ran the map loop: its calls are not one step each".to_string()
     })?;
-    for (call, event) in [
-        ("IOMMU_IOAS_MAP", "ioas_map"),
-        ("IOMMU_IOAS_UNMAP", "ioas_unmap"),
+    // (call, event, the field naming its source: user_va, the copy's src_iova, the file
+    // offset), and whether the workload must have made one.
+    for (call, event, source, required) in [
+        ("IOMMU_IOAS_MAP", "ioas_map", "user_va", true),
+        ("IOMMU_IOAS_UNMAP", "ioas_unmap", "user_va", true),
+        ("IOMMU_IOAS_COPY", "ioas_copy", "src_iova", false),
+        ("IOMMU_IOAS_MAP_FILE", "ioas_map_file", "start", false),
     ] {
         let want: Vec<IoasCall> = steps
             .iter()
-            .filter(|st| s(st, "call") == call && st["errno"].is_u64())
+            // ENOTTY: an ioctl this kernel does not have, refused before any handler.
+            .filter(|st| s(st, "call") == call && st["errno"].is_u64() && u(st, "errno") != 25)
             .map(|st| {
                 let (p, out, ok) = (&st["params"], &st["outputs"], u(st, "errno") == 0);
                 let iova = if ok && out["iova"].is_u64() {
@@ -118,13 +124,7 @@ pub(super) fn ioas_ops_match_the_workload(
                 } else {
                     u(p, "length")
                 };
-                (
-                    u(p, "ioas_id"),
-                    iova,
-                    length,
-                    u(p, "user_va"),
-                    u(st, "errno"),
-                )
+                (u(p, "ioas_id"), iova, length, u(p, source), u(st, "errno"))
             })
             .collect();
         let got: Vec<IoasCall> = events
@@ -132,10 +132,12 @@ pub(super) fn ioas_ops_match_the_workload(
             .filter(|e| s(e, "event") == event && u(e, "pid") == pid)
             .map(|e| {
                 let (ioas, iova, length) = (u(e, "ioas"), u(e, "iova"), u(e, "length"));
-                (ioas, iova, length, u(e, "user_va"), u(e, "errno"))
+                (ioas, iova, length, u(e, source), u(e, "errno"))
             })
             .collect();
-        ensure(!want.is_empty(), || format!("the workload made no {call}"))?;
+        ensure(!required || !want.is_empty(), || {
+            format!("the workload made no {call}")
+        })?;
         ensure(want == got, || {
             let at = want.iter().zip(&got).position(|(w, g)| w != g);
             format!(
@@ -150,6 +152,75 @@ pub(super) fn ioas_ops_match_the_workload(
         })?;
     }
     Ok(())
+}
+
+/// How pins are shared, from the kernel's own counter (`VmPin`, read by the workload between
+/// the phases of `steps/pin_sharing.rs`), independently of the probes: one buffer mapped
+/// twice is pinned twice, a copy pins nothing, a memfd mapping (7.x) pins its pages,
+/// unmapping the copy unpins nothing, each original unpins its own. And the workload runs
+/// as root, with CAP_IPC_LOCK: every pin of its mappings is in mode `none` and its `VmLck`
+/// never moves (the CAP_IPC_LOCK run, no accounting).
+pub(super) fn pin_sharing_matches_the_kernel(
+    report: &Value,
+    pid: u64,
+    events: &[Value],
+) -> Result<(), String> {
+    let samples = report["memory_samples"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let at = |label: &str| -> Result<(i64, i64), String> {
+        let x = samples
+            .iter()
+            .find(|x| s(x, "label") == label)
+            .ok_or_else(|| format!("the workload took no {label:?} sample"))?;
+        Ok((i(x, "pinned_bytes"), i(x, "locked_bytes")))
+    };
+    let steps = report["steps"].as_array().cloned().unwrap_or_default();
+    let errno = |name: &str| {
+        steps
+            .iter()
+            .find(|st| s(st, "name") == name)
+            .map(|st| u(st, "errno"))
+    };
+    let len = 4 * report["page_size"].as_i64().unwrap_or(4096);
+    let memfd = match errno("mock_pin_map_file_memfd") {
+        Some(0) => len,
+        Some(25) => 0,
+        other => return Err(format!("mock_pin_map_file_memfd: errno {other:?}")),
+    };
+    let phases = [
+        ("pin_before", "pin_one_buffer_mapped_twice", 2 * len),
+        ("pin_one_buffer_mapped_twice", "pin_copied", 0),
+        ("pin_copied", "pin_memfd_mapped", memfd),
+        ("pin_memfd_mapped", "pin_unmap_copy", 0),
+        ("pin_unmap_copy", "pin_unmap_buffer", -len),
+        ("pin_unmap_buffer", "pin_unmap_buffer_again", -len),
+    ];
+    let mut wrong = Vec::new();
+    for (from, to, want) in phases {
+        let ((p0, l0), (p1, l1)) = (at(from)?, at(to)?);
+        if p1 - p0 != want || l1 != l0 {
+            wrong.push(format!(
+                "{from} -> {to}: VmPin moved {} bytes (want {want}), VmLck {}",
+                p1 - p0,
+                l1 - l0
+            ));
+        }
+    }
+    ensure(wrong.is_empty(), || wrong.join("; "))?;
+    let charged: Vec<&Value> = events
+        .iter()
+        .filter(|e| s(e, "event") == "pin" && u(e, "target_pid") == pid)
+        .filter(|e| s(e, "mode") != "none" || i(e, "charged") != 0)
+        .collect();
+    ensure(charged.is_empty(), || {
+        format!(
+            "the root workload (CAP_IPC_LOCK) had {} pins accounted: {:?}",
+            charged.len(),
+            charged.first()
+        )
+    })
 }
 
 /// The unprivileged limits run (`exercise --pin-limits-as`, `steps/pin_limits.rs`): every
@@ -320,5 +391,48 @@ mod tests {
         // No pin at all: refused rather than passed.
         let err = pinned_memory_matches_the_kernel(&good, 7, &[]).unwrap_err();
         assert!(err.contains("no pin event"), "{err}");
+    }
+
+    // The kernel's VmPin between the sharing phases, and no accounting for root.
+    #[test]
+    fn pin_sharing_is_read_from_vmpin_and_root_is_unaccounted() {
+        let k = 16384;
+        let labels = [
+            ("pin_before", 0),
+            ("pin_one_buffer_mapped_twice", 2 * k),
+            ("pin_copied", 2 * k),
+            ("pin_memfd_mapped", 3 * k),
+            ("pin_unmap_copy", 3 * k),
+            ("pin_unmap_buffer", 2 * k),
+            ("pin_unmap_buffer_again", k),
+        ];
+        let report = |copy_pins: u64| {
+            let samples: Vec<Value> = labels
+                .iter()
+                .map(|(l, p)| {
+                    let p = if *l == "pin_before" {
+                        *p
+                    } else {
+                        p + copy_pins
+                    };
+                    json!({"label": l, "pinned_bytes": p, "locked_bytes": 0})
+                })
+                .collect();
+            json!({"page_size": 4096, "memory_samples": samples,
+                   "steps": [{"name": "mock_pin_map_file_memfd", "errno": 0}]})
+        };
+        let events = vec![pin(1, 4, "none"), pin(2, 4, "none")];
+        pin_sharing_matches_the_kernel(&report(0), 7, &events).unwrap();
+        // A copy that pinned again shows in VmPin.
+        let mut r = report(0);
+        r["memory_samples"][2]["pinned_bytes"] = json!(3 * k);
+        let err = pin_sharing_matches_the_kernel(&r, 7, &events).unwrap_err();
+        assert!(
+            err.contains("pin_one_buffer_mapped_twice -> pin_copied"),
+            "{err}"
+        );
+        // A pin of root's mappings accounted per user.
+        let err = pin_sharing_matches_the_kernel(&report(0), 7, &[pin(1, 4, "user")]).unwrap_err();
+        assert!(err.contains("CAP_IPC_LOCK"), "{err}");
     }
 }

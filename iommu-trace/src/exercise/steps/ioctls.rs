@@ -162,6 +162,94 @@ impl Runner<'_> {
         e == 0
     }
 
+    /// IOAS_COPY of `length` bytes at `src_iova` to `dst_iova` (fixed), within one IOAS:
+    /// the copy shares the source's `iopt_pages` (docs/kernel-facts.md §8.1).
+    pub(super) fn copy(
+        &mut self,
+        name: &str,
+        ioas: u32,
+        src_iova: u64,
+        dst_iova: u64,
+        length: u64,
+    ) -> bool {
+        let mut cmd = IommuIoasCopy {
+            size: size32::<IommuIoasCopy>(),
+            flags: IOMMU_IOAS_MAP_FIXED_IOVA | RW,
+            dst_ioas_id: ioas,
+            src_ioas_id: ioas,
+            length,
+            dst_iova,
+            src_iova,
+        };
+        let e = ioctl(self.iommufd, IOMMU_IOAS_COPY, &mut cmd);
+        self.ledger.map(ioas, length, e);
+        let s = step(
+            name,
+            StepGroup::Map,
+            "IOMMU_IOAS_COPY",
+            Some(IOMMU_IOAS_COPY),
+        )
+        .params(json!({
+            "ioas_id": ioas,
+            "src_ioas": ioas,
+            "src_iova": src_iova,
+            "iova": dst_iova,
+            "length": length,
+        }))
+        .errno(e)
+        .expect(0);
+        self.record(s);
+        e == 0
+    }
+
+    /// IOAS_MAP_FILE of `length` bytes of a fresh memfd at `iova` (fixed). 7.x only: on a
+    /// kernel without it the ioctl is refused before any handler (ENOTTY) and the step says
+    /// so.
+    pub(super) fn map_memfd(&mut self, name: &str, ioas: u32, length: u64, iova: u64) -> bool {
+        let call = "IOMMU_IOAS_MAP_FILE";
+        let fd = match crate::exercise::sys::memfd(name, length) {
+            Ok(fd) => fd,
+            Err(e) => {
+                self.record(
+                    step(name, StepGroup::Map, call, Some(IOMMU_IOAS_MAP_FILE))
+                        .note(format!("skipped: memfd_create/ftruncate failed: {e}")),
+                );
+                return false;
+            }
+        };
+        let mut cmd = IommuIoasMapFile {
+            size: size32::<IommuIoasMapFile>(),
+            flags: IOMMU_IOAS_MAP_FIXED_IOVA | RW,
+            ioas_id: ioas,
+            fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+            start: 0,
+            length,
+            iova,
+        };
+        let e = ioctl(self.iommufd, IOMMU_IOAS_MAP_FILE, &mut cmd);
+        let absent = e == libc::ENOTTY;
+        if !absent {
+            self.ledger.map(ioas, length, e);
+        }
+        let mut s = step(name, StepGroup::Map, call, Some(IOMMU_IOAS_MAP_FILE))
+            .params(json!({
+                "ioas_id": ioas,
+                "fd": cmd.fd,
+                "start": 0,
+                "length": length,
+                "iova": iova,
+            }))
+            .errno(e)
+            .expect(if absent { libc::ENOTTY } else { 0 });
+        if absent {
+            s = s.note("this kernel has no IOMMU_IOAS_MAP_FILE (before 6.13)");
+        }
+        self.record(s);
+        // The memfd may close now: the mapping holds its pages (and a file reference).
+        drop(fd);
+        e == 0
+    }
+
     /// IOAS_UNMAP; `expected_len` is what the kernel must report on success.
     #[expect(
         clippy::too_many_arguments,

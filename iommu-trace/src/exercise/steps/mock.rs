@@ -142,6 +142,7 @@ impl Runner<'_> {
 
         if self.on(StepGroup::Map) {
             self.patterns_4k("mock_", ioas);
+            self.pin_sharing("mock_", ioas);
         }
         if self.on(StepGroup::Huge) {
             self.patterns_huge("mock_", ioas);

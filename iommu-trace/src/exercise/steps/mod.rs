@@ -46,6 +46,7 @@ mod ioctls;
 mod map_patterns;
 mod mock;
 mod pin_limits;
+mod pin_sharing;
 #[cfg(test)]
 mod tests;
 mod vfio;

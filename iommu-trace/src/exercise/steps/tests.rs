@@ -14,6 +14,10 @@ fn iova_layout_fits_window_and_is_disjoint() {
         (IOVA_LOOP, 4096 * PAGE_4K),
         (IOVA_PREMAP, PREMAP_PAGES * PAGE_4K),
         (IOVA_LEFTOVER, LEFTOVER_PAGES * PAGE_4K),
+        (
+            super::pin_sharing::IOVA_PIN_FIRST,
+            super::pin_sharing::PIN_SPAN,
+        ),
     ];
     for (i, &(a, al)) in ranges.iter().enumerate() {
         assert!(a + al <= super::super::IOVA_WINDOW);
