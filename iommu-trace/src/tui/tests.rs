@@ -257,6 +257,24 @@ fn golden_activity_80x24() {
     golden("activity-80x24", &screen(&app, &m, 80, 24));
 }
 
+#[test]
+fn activity_view_explains_the_last_pin_refusal() {
+    let mut events = synthetic();
+    let refused = crate::state::tests::pin(0x1000, 4242, 8, 8, 12, 12);
+    events.push(ev(9_000_000_000, 4242, "qemu-system-x86", 7, refused));
+    let m = model_of(events, meta());
+    let app = App {
+        view: View::Activity,
+        ..App::default()
+    };
+    let text = screen(&app, &m, 120, 40).join("\n");
+    assert!(text.contains("pin refused: memlock_user x1"), "{text}");
+    assert!(
+        text.contains("last: ENOMEM: pinning 32.0 KiB more would take uid 107"),
+        "{text}"
+    );
+}
+
 /// A VMM's object graph (IOAS, paging and NEST_PARENT HWPTs, a vIOMMU with a vDEVICE and a
 /// nested HWPT, its device), and a second process whose iommufd was closed while one of its
 /// objects stayed alive (flagged).

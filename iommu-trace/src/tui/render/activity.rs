@@ -198,10 +198,34 @@ pub(super) fn draw_activity(f: &mut Frame, area: Rect, model: &Model) {
             Style::default().fg(Color::Yellow),
         ));
     }
+    let pins = st.pins();
+    if !pins.refusals().is_empty() {
+        lines.push(Line::styled(
+            format!(
+                " pin refused: {}",
+                pins.refusals()
+                    .iter()
+                    .map(|(c, n)| format!("{} x{n}", c.name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Style::default().fg(Color::Red),
+        ));
+        // The last one, explained: why IOAS_MAP (or the attach) said ENOMEM.
+        if let Some(why) = pins.recent_refusals().last() {
+            lines.push(Line::styled(
+                format!("  last: {why}"),
+                Style::default().fg(Color::Red),
+            ));
+        }
+    }
     if lines.is_empty() {
         lines.push(Line::styled(" none", dim()));
     }
-    f.render_widget(Paragraph::new(lines), fa);
+    f.render_widget(
+        Paragraph::new(lines).wrap(ratatui::widgets::Wrap { trim: false }),
+        fa,
+    );
 }
 
 fn merge(acc: &mut Histogram, h: &Histogram) {
