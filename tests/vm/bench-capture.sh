@@ -7,6 +7,7 @@
 R=/results
 export RUST_LOG=warn
 N=${BENCH_LOOPS:-15000}
+PAGES=1
 ROUNDS=3
 for d in /sys/bus/pci/devices/*; do
     if [ "$(cat "$d/vendor")" = 0x8086 ] && [ "$(cat "$d/device")" = 0x10d3 ]; then
@@ -26,7 +27,7 @@ for f in iommufd_destroy iommufd_ioas_alloc_ioctl iommufd_hwpt_alloc iommufd_fau
     do_update_pinned iopt_pages_update_pinned; do
     NOOBJ="$NOOBJ --deny-symbol $f"
 done
-loop() { iommu-trace exercise --steps loop --loop $N --loop-pages 1 --no-hugepages -o "$1" > "$1.log" 2>&1; }
+loop() { iommu-trace exercise --steps loop --loop $N --loop-pages $PAGES --no-hugepages -o "$1" > "$1.log" 2>&1; }
 # The loop into $1 while `iommu-trace record` (the rest of the arguments added) writes $2,
 # logging to $3; returns the recorder's exit status.
 traced_loop() {
@@ -41,16 +42,25 @@ traced_loop() {
     kill -INT $REC
     wait $REC
 }
-r=1
-while [ $r -le $ROUNDS ]; do
-    loop $R/base$r.json
-    traced_loop $R/traced$r.json $R/bench$r.itc $R/record$r.log
-    echo $? > $R/record$r.rc
-    iommu-trace inspect $R/bench$r.itc --summary > $R/summary$r.txt 2>&1
-    stat -c %s $R/bench$r.itc > $R/capture-bytes$r.txt
-    traced_loop $R/noobj$r.json /tmp/noobj.itc $R/noobj-record$r.log $NOOBJ
-    rm -f /tmp/noobj.itc
-    r=$((r + 1))
-done
-loop $R/base$r.json
+# $1 pages per map, $2 iterations, $3 the results' suffix.
+rounds() {
+    PAGES=$1 N=$2 SFX=$3
+    r=1
+    while [ $r -le $ROUNDS ]; do
+        loop $R/base$r$SFX.json
+        traced_loop $R/traced$r$SFX.json $R/bench$r$SFX.itc $R/record$r$SFX.log
+        echo $? > $R/record$r$SFX.rc
+        iommu-trace inspect $R/bench$r$SFX.itc --summary > $R/summary$r$SFX.txt 2>&1
+        stat -c %s $R/bench$r$SFX.itc > $R/capture-bytes$r$SFX.txt
+        traced_loop $R/noobj$r$SFX.json /tmp/noobj.itc $R/noobj-record$r$SFX.log $NOOBJ
+        rm -f /tmp/noobj.itc
+        r=$((r + 1))
+    done
+    loop $R/base$r$SFX.json
+}
+# One page per map: the worst case, one IOAS operation and one pin event per page. Then 16
+# pages per map (64 KiB, the size of a small guest RAM slot's chunks): the same events per
+# operation, spread over 16 pages.
+rounds 1 $N ""
+rounds 16 $((N / 4)) "-16p"
 exit 0

@@ -8,9 +8,30 @@ use super::{ensure, rc, read, u, Outcome};
 use crate::kernel::Arch;
 
 /// The capture benchmark's numbers: loop rate without and with the tracer (medians over
-/// interleaved rounds), events per second recorded, loss, bytes per event on disk.
-/// `detail` carries the measurement even when the check passes.
+/// interleaved rounds), events per second recorded, loss, bytes per event on disk; for the
+/// one-page loop and, when it ran, the 16-page one. `detail` carries the measurement even
+/// when the check passes.
 pub fn bench_capture(dir: &Path, _arch: Arch) -> Vec<Outcome> {
+    let mut out = vec![outcome("capture", measure(dir, ""))];
+    if dir.join("base1-16p.json").exists() {
+        out.push(outcome("capture-16-pages", measure(dir, "-16p")));
+    }
+    out
+}
+
+fn outcome(name: &str, r: Result<String, String>) -> Outcome {
+    match r {
+        Ok(detail) => Outcome {
+            name: name.into(),
+            ok: true,
+            detail,
+        },
+        Err(e) => Outcome::fail(name, e),
+    }
+}
+
+/// One loop size's numbers, from the files of results suffix `sfx`.
+fn measure(dir: &Path, sfx: &str) -> Result<String, String> {
     let run = || -> Result<String, String> {
         let rate = |name: &str| -> Result<(f64, u64, u64), String> {
             let r: Value =
@@ -35,24 +56,24 @@ pub fn bench_capture(dir: &Path, _arch: Arch) -> Vec<Outcome> {
         let (mut events, mut bytes, mut traced_ns, mut lost, mut ops) =
             (0u64, 0u64, 0u64, 0u64, 0u64);
         for r in 1.. {
-            if !dir.join(format!("base{r}.json")).exists() {
+            if !dir.join(format!("base{r}{sfx}.json")).exists() {
                 break;
             }
-            base.push(rate(&format!("base{r}.json"))?.0);
-            if !dir.join(format!("traced{r}.json")).exists() {
+            base.push(rate(&format!("base{r}{sfx}.json"))?.0);
+            if !dir.join(format!("traced{r}{sfx}.json")).exists() {
                 continue;
             }
-            if dir.join(format!("noobj{r}.json")).exists() {
-                noobj.push(rate(&format!("noobj{r}.json"))?.0);
+            if dir.join(format!("noobj{r}{sfx}.json")).exists() {
+                noobj.push(rate(&format!("noobj{r}{sfx}.json"))?.0);
             }
-            let (t, o, ns) = rate(&format!("traced{r}.json"))?;
+            let (t, o, ns) = rate(&format!("traced{r}{sfx}.json"))?;
             traced.push(t);
             ops = o;
             traced_ns += ns;
-            ensure(rc(dir, &format!("record{r}.rc"))? == 0, || {
+            ensure(rc(dir, &format!("record{r}{sfx}.rc"))? == 0, || {
                 "the recorder failed".into()
             })?;
-            let summary = read(dir, &format!("summary{r}.txt"))?;
+            let summary = read(dir, &format!("summary{r}{sfx}.txt"))?;
             let count = |prefix: &str| -> Result<u64, String> {
                 summary
                     .lines()
@@ -63,7 +84,7 @@ pub fn bench_capture(dir: &Path, _arch: Arch) -> Vec<Outcome> {
             };
             events += count("events: ")?;
             lost += count("lost: ")?;
-            bytes += read(dir, &format!("capture-bytes{r}.txt"))?
+            bytes += read(dir, &format!("capture-bytes{r}{sfx}.txt"))?
                 .trim()
                 .parse::<u64>()
                 .map_err(|e| e.to_string())?;
@@ -86,8 +107,9 @@ pub fn bench_capture(dir: &Path, _arch: Arch) -> Vec<Outcome> {
                 n / t
             )
         };
+        let pages = if sfx.is_empty() { 1 } else { 16 };
         Ok(format!(
-            "map/unmap loop, {ops} ops per run, {} rounds: median {b:.0} ops/s untraced {base:.0?}, \
+            "map/unmap loop of {pages} page(s) per map, {ops} ops per run, {} rounds: median {b:.0} ops/s untraced {base:.0?}, \
              {t:.0} ops/s traced {traced:.0?}; slowdown {:.1}% (time ratio {:.3}); \
              {events} events recorded at {:.0} events/s, 0 lost; {:.1} bytes/event on disk{objects}",
             traced.len(),
@@ -97,12 +119,5 @@ pub fn bench_capture(dir: &Path, _arch: Arch) -> Vec<Outcome> {
             bytes as f64 / events.max(1) as f64
         ))
     };
-    vec![match run() {
-        Ok(detail) => Outcome {
-            name: "capture".into(),
-            ok: true,
-            detail,
-        },
-        Err(e) => Outcome::fail("capture", e),
-    }]
+    run()
 }
