@@ -318,7 +318,8 @@ pub struct PinEvent {
     /// `iopt_pages::npinned` and `npages` (its size in pages) after the call.
     pub npinned: u64,
     pub total_pages: u64,
-    /// `RLIMIT_MEMLOCK` soft limit of `source_task`, bytes (`u64::MAX`: unlimited).
+    /// `RLIMIT_MEMLOCK` soft limit of `source_task`, bytes (`u64::MAX`: unlimited, or not
+    /// read: mode none charges nothing).
     pub limit_bytes: u64,
     /// The accounting target's locked pages after the call: `user_struct::locked_vm`
     /// (mode user) or `mm_struct::locked_vm` (mode mm); 0 for mode none.

@@ -358,11 +358,23 @@ fn pin_done(ret: u64) -> u32 {
     let p = c.pages;
     let f = pages_fields(p);
     let (mode, task, user, mm) = (f.mode, f.task, f.user, f.mm);
-    let signal = field(task, cfg!(task_signal)).map_or(0, read_u64);
-    let locked_pages = match mode {
-        1 => field(user, cfg!(user_locked_vm)).map_or(0, read_u64),
-        2 => field(mm, cfg!(mm_locked_vm)).map_or(0, read_u64),
-        _ => 0,
+    // Mode none (the creator had CAP_IPC_LOCK) charges nobody: its limit and target are not
+    // read (RLIM_INFINITY and uid 0 stand for "none").
+    let (locked_pages, limit_bytes, target_uid) = match mode {
+        1 | 2 => {
+            let signal = field(task, cfg!(task_signal)).map_or(0, read_u64);
+            let limit = field(signal, cfg!(signal_memlock)).map_or(0, read_u64);
+            if mode == 1 {
+                (
+                    field(user, cfg!(user_locked_vm)).map_or(0, read_u64),
+                    limit,
+                    field(user, cfg!(user_uid)).map_or(0, read_u32),
+                )
+            } else {
+                (field(mm, cfg!(mm_locked_vm)).map_or(0, read_u64), limit, 0)
+            }
+        }
+        _ => (0, u64::MAX, 0),
     };
     let end = now();
     let pin = PinEvent {
@@ -381,14 +393,14 @@ fn pin_done(ret: u64) -> u32 {
         npages: c.npages,
         npinned: f.npinned,
         total_pages: f.npages,
-        limit_bytes: field(signal, cfg!(signal_memlock)).map_or(0, read_u64),
+        limit_bytes,
         locked_pages,
         pinned_vm: field(mm, cfg!(mm_pinned_vm)).map_or(0, read_u64),
         source_mm: mm,
         latency_ns: end.saturating_sub(c.start),
         inc: c.inc,
         mode,
-        target_uid: field(user, cfg!(user_uid)).map_or(0, read_u32),
+        target_uid,
         target_pid: field(task, cfg!(task_tgid)).map_or(0, read_u32),
         errno: errno_of_int(ret),
         _pad: 0,

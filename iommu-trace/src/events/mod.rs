@@ -492,7 +492,8 @@ pub struct Pin {
     /// Mode `mm`: the mm charged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_mm: Option<KernelPtr>,
-    /// The creator's RLIMIT_MEMLOCK soft limit; absent when unlimited.
+    /// The creator's RLIMIT_MEMLOCK soft limit; absent when unlimited, and in mode `none`
+    /// (nothing charged: the tracer does not read it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_bytes: Option<u64>,
     /// The target's locked memory after the change (when refused: the total it was
