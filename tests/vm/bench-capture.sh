@@ -63,16 +63,4 @@ rounds() {
 # operation, spread over 16 pages.
 rounds 1 $N ""
 rounds 16 $((N / 4)) "-16p"
-# What each eBPF program costs per run, as the kernel accounts it (BPF_ENABLE_STATS, which
-# `serve` turns on): the one-page loop once more, under the exporter.
-PAGES=1
-rm -f /tmp/serve-ready
-iommu-trace serve --listen 127.0.0.1:9464 --ready-file /tmp/serve-ready > $R/serve.log 2>&1 &
-SERVE=$!
-i=0
-while [ ! -e /tmp/serve-ready ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
-loop $R/stats-loop.json
-wget -q -O $R/bpf-metrics.txt http://127.0.0.1:9464/metrics
-kill -INT $SERVE
-wait $SERVE
 exit 0

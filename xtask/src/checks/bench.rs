@@ -16,50 +16,7 @@ pub fn bench_capture(dir: &Path, _arch: Arch) -> Vec<Outcome> {
     if dir.join("base1-16p.json").exists() {
         out.push(outcome("capture-16-pages", measure(dir, "-16p")));
     }
-    if dir.join("bpf-metrics.txt").exists() {
-        out.push(outcome("program-costs", program_costs(dir)));
-    }
     out
-}
-
-/// Each eBPF program's kernel-accounted run time per run during one more one-page loop
-/// (`serve`'s BPF_ENABLE_STATS), the costliest first. The trampolines' own cost is not in
-/// it.
-fn program_costs(dir: &Path) -> Result<String, String> {
-    let text = read(dir, "bpf-metrics.txt")?;
-    let series = |name: &str| -> std::collections::BTreeMap<String, f64> {
-        text.lines()
-            .filter_map(|l| l.strip_prefix(name))
-            .filter_map(|l| {
-                let (labels, v) = l.rsplit_once(' ')?;
-                let program = labels.split('"').nth(1)?.to_string();
-                Some((program, v.parse().ok()?))
-            })
-            .collect()
-    };
-    let secs = series("iommu_trace_bpf_program_run_seconds_total{");
-    let runs = series("iommu_trace_bpf_program_runs_total{");
-    let mut rows: Vec<(f64, String)> = runs
-        .iter()
-        .filter(|(_, n)| **n > 0.0)
-        .map(|(p, n)| {
-            let s = secs.get(p).copied().unwrap_or(0.0);
-            (s, format!("{p} {:.0} ns x {n}", s * 1e9 / n))
-        })
-        .collect();
-    ensure(!rows.is_empty(), || {
-        format!("no program ran (BPF_ENABLE_STATS off?):\n{text}")
-    })?;
-    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let total: f64 = rows.iter().map(|r| r.0).sum();
-    Ok(format!(
-        "{:.3} s in eBPF programs over the loop; per run: {}",
-        total,
-        rows.iter()
-            .map(|r| r.1.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
 }
 
 fn outcome(name: &str, r: Result<String, String>) -> Outcome {
@@ -163,34 +120,4 @@ fn measure(dir: &Path, sfx: &str) -> Result<String, String> {
         ))
     };
     run()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn program_costs_are_per_run_costliest_first() {
-        let dir = std::env::temp_dir().join(format!("bench-costs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("bpf-metrics.txt"),
-            "# HELP x\n\
-             iommu_trace_bpf_program_run_seconds_total{program=\"pin_fexit\"} 0.003\n\
-             iommu_trace_bpf_program_runs_total{program=\"pin_fexit\"} 1000\n\
-             iommu_trace_bpf_program_run_seconds_total{program=\"map_exit\"} 0.01\n\
-             iommu_trace_bpf_program_runs_total{program=\"map_exit\"} 2000\n\
-             iommu_trace_bpf_program_runs_total{program=\"idle\"} 0\n",
-        )
-        .unwrap();
-        let got = program_costs(&dir).unwrap();
-        assert_eq!(
-            got,
-            "0.013 s in eBPF programs over the loop; per run: map_exit 5000 ns x 2000, \
-             pin_fexit 3000 ns x 1000"
-        );
-        std::fs::write(dir.join("bpf-metrics.txt"), "nothing\n").unwrap();
-        assert!(program_costs(&dir).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 }
