@@ -459,9 +459,18 @@ fn golden_pin_captures_balance_and_explain_their_refusals() {
         // The live ledger ends where the kernel did: nothing pinned, and the refusals by
         // cause, each explained with what the traced mappings held of the total.
         let mut state = iommu_trace::state::State::new();
+        // The object view's pins per IOAS: claimed by real IOAS operations, never more than
+        // what is pinned.
+        let mut most_claimed = 0;
         for e in &events {
             state.apply(e);
+            let pins = state.pins();
+            let claimed: u64 = pins.pinned_pages_by_ioas().values().sum();
+            let pinned: u64 = pins.processes().values().map(|p| p.pinned_pages).sum();
+            assert!(claimed <= pinned, "{name}: {claimed} claimed of {pinned}");
+            most_claimed = most_claimed.max(claimed);
         }
+        assert!(most_claimed > 0, "{name}: no pin was attributed to an IOAS");
         let pins = state.pins();
         assert!(
             pins.processes().is_empty(),

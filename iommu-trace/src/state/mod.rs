@@ -284,6 +284,13 @@ impl State {
             EventBody::HwptAlloc(h) => {
                 *self.hwpt_allocs.entry(h.errno).or_default() += 1;
                 self.hwpt_latency.observe(h.latency_ns);
+                // The first domain on an IOAS pins its areas (lazy pinning, kernel-facts §8.1).
+                let ioas = self
+                    .objects
+                    .live()
+                    .find(|o| o.object == "ioas" && o.id == h.pt_id && o.pid == ev.pid)
+                    .map(|o| (o.ictx, o.id));
+                self.pins.claim(ev.tid, ioas);
             }
             EventBody::DomainFree(f) => {
                 let (driver, kind) = match self.remove_domain(f.domain) {
@@ -316,13 +323,14 @@ impl State {
                 self.objects.apply(ev)
             }
             EventBody::Pin(p) => self.pins.apply(ev, p),
-            // Counted by type above: the ledger follows the accounting calls they make.
-            EventBody::IoasMap(_)
-            | EventBody::IoasMapFile(_)
-            | EventBody::IoasCopy(_)
-            | EventBody::IoasUnmap(_)
-            | EventBody::IoasChangeProcess(_)
-            | EventBody::Option(_) => {}
+            // The pins an IOAS_MAP, MAP_FILE or COPY made (the decoder puts them just
+            // before it) belong to its IOAS.
+            EventBody::IoasMap(o) | EventBody::IoasMapFile(o) | EventBody::IoasCopy(o) => {
+                self.pins.claim(ev.tid, Some((o.ictx, o.ioas)))
+            }
+            EventBody::IoasUnmap(_) | EventBody::IoasChangeProcess(_) | EventBody::Option(_) => {
+                self.pins.claim(ev.tid, None)
+            }
         }
     }
 

@@ -131,7 +131,12 @@ struct Held {
     pages: u64,
     target: PinTarget,
     pid: u32,
+    /// The IOAS (its iommufd, its id) whose operation pinned them, when known.
+    ioas: Option<(KernelPtr, u32)>,
 }
+
+/// Pins a thread made that no IOAS operation has claimed yet: at most this many are kept.
+const UNCLAIMED_PER_THREAD: usize = 64;
 
 /// Refusals kept explained, newest last.
 const RECENT_REFUSALS: usize = 8;
@@ -148,6 +153,9 @@ pub struct Pins {
     /// The target of the last CHANGE_PROCESS charge (a size-0 stack `iopt_pages`): the
     /// mappings whose charge moves next go to it.
     moving_to: Option<(PinTarget, u32)>,
+    /// Per thread, the `iopt_pages` it pinned since its last IOAS operation: the next one's
+    /// event (IOAS_MAP, MAP_FILE, COPY, or a HWPT_ALLOC on an IOAS) names their IOAS.
+    unclaimed: HashMap<u32, Vec<u64>>,
 }
 
 impl Pins {
@@ -204,7 +212,14 @@ impl Pins {
             pages: p.pinned_pages,
             target,
             pid,
+            ioas: old.and_then(|h| h.ioas),
         };
+        if p.pages > 0 && now.ioas.is_none() {
+            let list = self.unclaimed.entry(ev.tid).or_default();
+            if list.len() < UNCLAIMED_PER_THREAD && !list.contains(&p.iopt_pages.0) {
+                list.push(p.iopt_pages.0);
+            }
+        }
         if now.pages == 0 {
             self.held.remove(&p.iopt_pages.0);
         } else {
@@ -216,6 +231,34 @@ impl Pins {
             self.account(now, now.pages as i64);
         }
         self.forget_idle_targets(target);
+    }
+
+    /// An IOAS operation of thread `tid` returned: the pins it made since its last one were
+    /// made for `ioas` (an IOAS_MAP's own, or a HWPT_ALLOC's first domain on an IOAS).
+    pub fn claim(&mut self, tid: u32, ioas: Option<(KernelPtr, u32)>) {
+        let Some(list) = self.unclaimed.remove(&tid) else {
+            return;
+        };
+        let Some(ioas) = ioas else {
+            return;
+        };
+        for p in list {
+            if let Some(h) = self.held.get_mut(&p) {
+                h.ioas.get_or_insert(ioas);
+            }
+        }
+    }
+
+    /// Pinned pages per IOAS (iommufd context, IOAS id), where an IOAS operation claimed
+    /// them; pins made by a device attach are not attributed.
+    pub fn pinned_pages_by_ioas(&self) -> HashMap<(KernelPtr, u32), u64> {
+        let mut out: HashMap<(KernelPtr, u32), u64> = HashMap::new();
+        for h in self.held.values() {
+            if let Some(ioas) = h.ioas {
+                *out.entry(ioas).or_default() += h.pages;
+            }
+        }
+        out
     }
 
     /// A target the traced mappings no longer charge is forgotten (bounded memory).

@@ -570,3 +570,65 @@ fn a_change_process_moves_the_charge_to_the_new_creator() {
         Some(PinTarget::User(1000))
     );
 }
+
+// Pins belong to the IOAS whose operation made them: an IOAS_MAP's own (the decoder puts
+// them just before it), or, for areas mapped before any domain, the HWPT_ALLOC that gave
+// the IOAS its first domain (lazy pinning).
+#[test]
+fn pins_are_attributed_to_the_ioas_that_made_them() {
+    use crate::events::{IoasOp, ObjectAlloc};
+    let ictx = KernelPtr(0xffff_8881_4000_0000);
+    let mut s = State::new();
+    s.apply(&ev(
+        1,
+        10,
+        500,
+        EventBody::ObjectAlloc(ObjectAlloc {
+            object: "ioas".into(),
+            id: 3,
+            obj: KernelPtr(0xffff_8881_0000_3000),
+            ictx,
+            refs: Default::default(),
+            domain: None,
+            virt_id: None,
+            size: 64,
+            errno: 0,
+            latency_ns: 0,
+        }),
+    ));
+    // A map with a domain: pinned, then its IOAS_MAP.
+    s.apply(&ev(2, 10, 500, pin(0x1000, 10, 4, 4, 4, 0)));
+    s.apply(&ev(
+        3,
+        10,
+        500,
+        EventBody::IoasMap(IoasOp {
+            ictx,
+            ioas: 3,
+            ..Default::default()
+        }),
+    ));
+    // An area mapped before any domain, pinned by the HWPT_ALLOC on IOAS 3.
+    s.apply(&ev(4, 10, 500, pin(0x2000, 10, 2, 2, 6, 0)));
+    s.apply(&ev(
+        5,
+        10,
+        500,
+        EventBody::HwptAlloc(HwptAlloc {
+            flags: 0,
+            dev_id: 1,
+            pt_id: 3,
+            data_type: 0,
+            data_len: 0,
+            hwpt_id: 4,
+            errno: 0,
+            latency_ns: 0,
+        }),
+    ));
+    // A pin no IOAS operation claims (a device attach) stays unattributed.
+    s.apply(&ev(6, 10, 500, pin(0x3000, 10, 1, 1, 7, 0)));
+    let by = s.pins().pinned_pages_by_ioas();
+    assert_eq!(by.get(&(ictx, 3)), Some(&6), "{by:?}");
+    assert_eq!(by.len(), 1);
+    assert_eq!(s.pins().processes()[&10].pinned_pages, 7);
+}

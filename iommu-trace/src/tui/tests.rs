@@ -325,6 +325,27 @@ fn object_events() -> Vec<Event> {
             7,
             &[("parent", 4), ("viommu", 5)],
         ),
+        // qemu maps 4 pages into IOAS 1: the pin comes just before its IOAS_MAP.
+        ev(
+            T0 + 6 * MS,
+            4242,
+            "qemu-system-x86",
+            7,
+            crate::state::tests::pin(0x7000, 4242, 4, 4, 4, 0),
+        ),
+        ev(
+            T0 + 6 * MS,
+            4242,
+            "qemu-system-x86",
+            7,
+            EventBody::IoasMap(crate::events::IoasOp {
+                ictx: KernelPtr(a),
+                ioas: 1,
+                iova: 0x10_0000,
+                length: 0x4000,
+                ..Default::default()
+            }),
+        ),
         obj(7, 777, b, "ioas", 1, &[]),
         obj(8, 777, b, "ioas", 2, &[]),
         ev(

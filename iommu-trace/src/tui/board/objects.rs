@@ -9,7 +9,7 @@ use super::Model;
 use crate::events::KernelPtr;
 use crate::session::OBJECT_TYPES;
 use crate::state::LiveObject;
-use crate::tui::format::{fmt_dur, short_ptr};
+use crate::tui::format::{fmt_bytes, fmt_dur, short_ptr};
 
 /// One line of the tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,8 +33,12 @@ fn type_rank(object: &str) -> usize {
         .unwrap_or(OBJECT_TYPES.len())
 }
 
-fn describe(o: &LiveObject, now_ns: u64) -> String {
+/// One object's line; `pinned_bytes`: what its IOAS operations pinned (IOAS only).
+fn describe(o: &LiveObject, now_ns: u64, pinned_bytes: Option<u64>) -> String {
     let mut s = format!("{} {}", o.object, o.id);
+    if let Some(b) = pinned_bytes {
+        s.push_str(&format!(" pinned {}", fmt_bytes(b)));
+    }
     for (role, id) in &o.refs {
         if role == "device" || role == "fault" || role == "access" {
             s.push_str(&format!(" {role} {id}"));
@@ -57,6 +61,12 @@ impl Model {
     /// The tree, heading by heading (processes by pid, contexts by pointer).
     pub fn object_tree(&self) -> Vec<ObjectLine> {
         let objects = self.state().objects();
+        let pins = self.state().pins();
+        let pinned = pins.pinned_pages_by_ioas();
+        let pinned_bytes = |o: &LiveObject| {
+            (o.object == "ioas")
+                .then(|| pinned.get(&(o.ictx, o.id)).copied().unwrap_or(0) * pins.page_size())
+        };
         let mut groups: BTreeMap<(u32, KernelPtr), Vec<&LiveObject>> = BTreeMap::new();
         for o in objects.live() {
             groups.entry((o.pid, o.ictx)).or_default().push(o);
@@ -102,7 +112,7 @@ impl Model {
                 }
                 out.push(ObjectLine {
                     depth,
-                    text: describe(o, self.now_ns()),
+                    text: describe(o, self.now_ns(), pinned_bytes(o)),
                     flag: if objects.outlived_close(o) {
                         Some("OUTLIVED CLOSE")
                     } else if self.finished {
