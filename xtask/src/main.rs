@@ -142,11 +142,25 @@ fn fuzz(root: &std::path::Path, seconds: u64) -> Result<()> {
 }
 
 /// The exporter against a real Prometheus (dashboards/ expressions and rules, promtool),
-/// serving the golden capture; uses the binary `cargo test` just built.
+/// serving a golden capture of real page tables, then one of pinned memory and its
+/// refusals; uses the binary `cargo test` just built.
 fn exporter_test(root: &std::path::Path) -> Result<()> {
     let bin = target_dir(root).join("debug/iommu-trace");
-    let capture = root.join("tests/golden/6.12-vtd-exercise.itc");
-    let checks = prometheus::test(&bin, &capture)?;
+    let mut checks = Vec::new();
+    for (i, name) in ["6.12-vtd-exercise.itc", "7.3-mock-pins.itc"]
+        .iter()
+        .enumerate()
+    {
+        let capture = root.join("tests/golden").join(name);
+        for (check, ok, detail) in prometheus::test(&bin, &capture)? {
+            let check = if i == 0 {
+                check
+            } else {
+                format!("{name}: {check}")
+            };
+            checks.push((check, ok, detail));
+        }
+    }
     let failed = checks.iter().filter(|c| !c.1).count();
     for (name, ok, detail) in &checks {
         println!(

@@ -184,6 +184,8 @@ struct Expected {
     map_bytes: BTreeMap<String, u64>,
     pt_alloc_pages: BTreeMap<bool, u64>,
     hwpt: u64,
+    /// Pin refusals by the exporter's cause label (ENOMEM per user / per mm).
+    pin_refusals: BTreeMap<String, u64>,
 }
 
 fn expected(bin: &Path, capture: &Path) -> Result<Expected> {
@@ -219,6 +221,12 @@ fn expected(bin: &Path, capture: &Path) -> Result<Expected> {
                     .or_default() += v["pages"].as_u64().unwrap_or(0)
             }
             "hwpt_alloc" => e.hwpt += 1,
+            "pin" if v["errno"].as_i64() == Some(12) && v["pages"].as_i64() > Some(0) => {
+                let mode = v["mode"].as_str().unwrap_or("");
+                if mode == "user" || mode == "mm" {
+                    *e.pin_refusals.entry(format!("memlock_{mode}")).or_default() += 1;
+                }
+            }
             _ => {}
         }
     }
@@ -411,6 +419,14 @@ pub fn test(bin: &Path, capture: &Path) -> Result<Vec<Check>> {
         expect(
             format!("page-table pages allocated, charged={charged}"),
             format!("iommu_trace_page_table_pages_allocated_total{{charged=\"{charged}\"}}"),
+            *n as f64,
+            &mut checks,
+        );
+    }
+    for (cause, n) in &want.pin_refusals {
+        expect(
+            format!("pin refusals {cause}"),
+            format!("iommu_trace_pin_refusals_total{{cause=\"{cause}\"}}"),
             *n as f64,
             &mut checks,
         );

@@ -135,8 +135,11 @@ struct Held {
     ioas: Option<(KernelPtr, u32)>,
 }
 
-/// Pins a thread made that no IOAS operation has claimed yet: at most this many are kept.
+/// Pins a thread made that no IOAS operation has claimed yet: at most this many per thread,
+/// and this many threads (a thread that pins without ever making an IOAS operation, a
+/// device attach's, would otherwise keep its entry).
 const UNCLAIMED_PER_THREAD: usize = 64;
+const UNCLAIMED_THREADS: usize = 1024;
 
 /// Refusals kept explained, newest last.
 const RECENT_REFUSALS: usize = 8;
@@ -215,6 +218,10 @@ impl Pins {
             ioas: old.and_then(|h| h.ioas),
         };
         if p.pages > 0 && now.ioas.is_none() {
+            if self.unclaimed.len() >= UNCLAIMED_THREADS && !self.unclaimed.contains_key(&ev.tid) {
+                // Forget the oldest claims rather than grow: those pins stay unattributed.
+                self.unclaimed.clear();
+            }
             let list = self.unclaimed.entry(ev.tid).or_default();
             if list.len() < UNCLAIMED_PER_THREAD && !list.contains(&p.iopt_pages.0) {
                 list.push(p.iopt_pages.0);
