@@ -45,9 +45,6 @@ pub mod kind {
     /// The pinned-page accounting of one `struct iopt_pages` changed, or failed to
     /// (`PinEvent`).
     pub const PIN: u32 = 11;
-    /// An IOAS mapping ioctl's handler returned, and made one pinned-page accounting call
-    /// on its thread (`IoasOpPinEvent`): the two records in one reservation.
-    pub const IOAS_OP_PIN: u32 = 12;
 }
 
 /// `IoasOpEvent::op`: which ioctl handler (iommufd/ioas.c, 6.12 and 7.3).
@@ -341,19 +338,6 @@ pub struct PinEvent {
     pub _pad: u32,
 }
 
-/// An IOAS operation and the one pinned-page accounting call its handler made, in one
-/// ring-buffer record: the accounting of a map or unmap then costs no reservation of its own
-/// (the capture benchmark's loop makes one per operation). `op.hdr.kind` is `IOAS_OP_PIN`;
-/// `pin.hdr` holds only `kind`, `cpu` and `ts_ns`, the task is `op.hdr`'s. A handler that
-/// makes a second accounting call sends the first in a `PinEvent` of its own, then the
-/// second, so that the stream keeps their order.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct IoasOpPinEvent {
-    pub op: IoasOpEvent,
-    pub pin: PinEvent,
-}
-
 /// Offsets user space computed from the running kernel's BTF, passed to the eBPF programs
 /// as a read-only global. A field of `u32::MAX` means "not available on this kernel".
 #[repr(C)]
@@ -563,7 +547,6 @@ pub const fn event_size(kind: u32) -> usize {
         }
         kind::IOAS_OP => core::mem::size_of::<IoasOpEvent>(),
         kind::PIN => core::mem::size_of::<PinEvent>(),
-        kind::IOAS_OP_PIN => core::mem::size_of::<IoasOpPinEvent>(),
         _ => 0,
     }
 }
@@ -585,7 +568,6 @@ mod tests {
         assert_eq!(size_of::<ObjectEvent>(), 48 + 64 + 24);
         assert_eq!(size_of::<IoasOpEvent>(), 48 + 40 + 24);
         assert_eq!(size_of::<PinEvent>(), 48 + 72 + 24);
-        assert_eq!(size_of::<IoasOpPinEvent>(), 112 + 144);
         assert_eq!(event_size(kind::UNMAP), size_of::<MapEvent>());
         assert_eq!(event_size(99), 0);
     }

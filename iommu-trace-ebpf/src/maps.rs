@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use iommu_trace_common::{lost, Config, PinEvent, USER_DATA_MAX};
+use iommu_trace_common::{lost, Config, USER_DATA_MAX};
 
 /// Offsets from BTF and filters; user space rewrites this before loading.
 #[no_mangle]
@@ -186,8 +186,7 @@ pub(crate) struct HowCtx {
     pub(crate) depth: u32,
 }
 
-/// An IOAS mapping ioctl handler in progress (pins.rs), with the first pinned-page
-/// accounting call it made, kept to go out in the handler's own record.
+/// An IOAS mapping ioctl handler in progress (pins.rs).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct IoasCtx {
@@ -196,19 +195,7 @@ pub(crate) struct IoasCtx {
     pub(crate) start: u64,
     /// `ioas_op` value; 0 once the handler returned (the entry stays).
     pub(crate) op: u32,
-    /// `folded::*`: whether `pin` holds an accounting call not yet sent.
-    pub(crate) folded: u32,
-    pub(crate) pin: PinEvent,
-}
-
-/// `IoasCtx::folded`.
-pub(crate) mod folded {
-    /// No accounting call yet in this handler.
-    pub(crate) const NONE: u32 = 0;
-    /// `IoasCtx::pin` holds one, to go out with the handler's record.
-    pub(crate) const HELD: u32 = 1;
-    /// One went out on its own (a second call came): send the rest as they come.
-    pub(crate) const SENT: u32 = 2;
+    pub(crate) _pad: u32,
 }
 
 /// A pinned-page accounting call in progress (pins.rs): its arguments.

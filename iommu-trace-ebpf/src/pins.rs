@@ -5,20 +5,18 @@
 //! Kernel facts: docs/kernel-facts.md §8.
 
 use aya_ebpf::{
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{fentry, fexit, kprobe, kretprobe},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use iommu_trace_common::{
-    ioas_op, kind, lost, Config, EventHeader, IoasOpEvent, IoasOpPinEvent, PinEvent, PAGES_BLOCK,
-};
+use iommu_trace_common::{ioas_op, kind, lost, Config, IoasOpEvent, PinEvent, PAGES_BLOCK};
 
 use crate::{
     helpers::{
         count_lost, current_tid, errno_of_int, field, header, read_u32, read_u64, read_u8,
         submit_flags, wanted,
     },
-    maps::{folded, IoasCtx, PinCtx, EVENTS, IOAS_CTX, PIN_CTX},
+    maps::{IoasCtx, PinCtx, EVENTS, IOAS_CTX, PIN_CTX},
 };
 
 #[inline(always)]
@@ -35,54 +33,23 @@ fn ioas_enter(ucmd: u64, op: u32) -> u32 {
     if !wanted() {
         return 0;
     }
-    let start = now();
+    let c = IoasCtx {
+        ucmd,
+        start: now(),
+        op,
+        _pad: 0,
+    };
     let tid = current_tid();
     match IOAS_CTX.get_ptr_mut(&tid) {
-        // SAFETY: this thread's own entry, written field by field (the held pin is large).
-        Some(slot) => unsafe {
-            if (*slot).folded == folded::HELD {
-                // The last handler's exit was missed: its accounting call still goes out.
-                send_pin(&(*slot).pin);
-            }
-            (*slot).ucmd = ucmd;
-            (*slot).start = start;
-            (*slot).op = op;
-            (*slot).folded = folded::NONE;
-        },
+        // SAFETY: this thread's own entry.
+        Some(slot) => unsafe { *slot = c },
         None => {
-            // SAFETY: PinEvent is plain old data; all zeroes is a valid value.
-            let c = IoasCtx {
-                ucmd,
-                start,
-                op,
-                folded: folded::NONE,
-                pin: unsafe { core::mem::zeroed() },
-            };
             if IOAS_CTX.insert(&tid, &c, 0).is_err() {
                 count_lost(lost::CONTEXT_FULL);
             }
         }
     }
     0
-}
-
-/// Sends a held accounting call in a record of its own, with this task's header.
-#[inline(always)]
-fn send_pin(held: *const PinEvent) {
-    let Some(mut entry) = EVENTS.reserve::<PinEvent>(0) else {
-        count_lost(lost::RINGBUF_FULL);
-        return;
-    };
-    let out = entry.as_mut_ptr();
-    // SAFETY: `held` points into this thread's IOAS_CTX entry; `out` is the reservation.
-    unsafe {
-        core::ptr::copy_nonoverlapping(held, out, 1);
-        let (cpu, ts_ns) = ((*held).hdr.cpu, (*held).hdr.ts_ns);
-        (*out).hdr = header(kind::PIN);
-        (*out).hdr.cpu = cpu;
-        (*out).hdr.ts_ns = ts_ns;
-    }
-    entry.submit(submit_flags());
 }
 
 #[fentry(function = "iommufd_ioas_map")]
@@ -153,27 +120,25 @@ fn ioas_exit(ret: u64) -> u32 {
     let Some(slot) = IOAS_CTX.get_ptr_mut(&current_tid()) else {
         return 0;
     };
-    // SAFETY: this thread's own entry; its scalars copied, then marked idle. The held pin
-    // stays in the entry until it is copied out below.
-    let (ucmd, start, op, held) = unsafe {
-        let c = ((*slot).ucmd, (*slot).start, (*slot).op, (*slot).folded);
+    // SAFETY: this thread's own entry; copied, then marked idle.
+    let c = unsafe {
+        let c = *slot;
         (*slot).op = 0;
-        (*slot).folded = folded::NONE;
         c
     };
-    if op == 0 {
+    if c.op == 0 {
         return 0;
     }
-    let cmd = field(ucmd, cfg!(ucmd_cmd)).map_or(0, read_u64);
-    let ictx = field(ucmd, cfg!(ucmd_ictx)).map_or(0, read_u64);
+    let cmd = field(c.ucmd, cfg!(ucmd_cmd)).map_or(0, read_u64);
+    let ictx = field(c.ucmd, cfg!(ucmd_ictx)).map_or(0, read_u64);
     let mut e = IoasOpEvent {
         hdr: header(kind::IOAS_OP),
         ictx,
         iova: 0,
         length: 0,
         source: 0,
-        latency_ns: now().saturating_sub(start),
-        op,
+        latency_ns: now().saturating_sub(c.start),
+        op: c.op,
         ioas_id: 0,
         aux: 0,
         flags: 0,
@@ -189,7 +154,7 @@ fn ioas_exit(ret: u64) -> u32 {
         // Little-endian (x86-64, arm64): the u32 at +4 of a word is its high half.
         let lo = |x: u64| x as u32;
         let hi = |x: u64| (x >> 32) as u32;
-        match op {
+        match c.op {
             // `iommu_ioas_map` / `_map_file`: size, flags | ioas_id, __reserved or fd |
             // user_va or start | length | iova.
             ioas_op::MAP | ioas_op::MAP_FILE => {
@@ -219,21 +184,6 @@ fn ioas_exit(ret: u64) -> u32 {
             }
             _ => {}
         }
-    }
-    if held == folded::HELD {
-        let Some(mut entry) = EVENTS.reserve::<IoasOpPinEvent>(0) else {
-            count_lost(lost::RINGBUF_FULL);
-            return 0;
-        };
-        let out = entry.as_mut_ptr();
-        e.hdr.kind = kind::IOAS_OP_PIN;
-        // SAFETY: `out` is the reservation; the pin comes from this thread's entry.
-        unsafe {
-            (*out).op = e;
-            core::ptr::copy_nonoverlapping(&(*slot).pin, &mut (*out).pin, 1);
-        }
-        entry.submit(submit_flags());
-        return 0;
     }
     let Some(mut entry) = EVENTS.reserve::<IoasOpEvent>(0) else {
         count_lost(lost::RINGBUF_FULL);
@@ -376,19 +326,12 @@ fn pin_done(ret: u64) -> u32 {
         }
         _ => (0, u64::MAX, 0),
     };
-    let end = now();
-    let pin = PinEvent {
-        // Only kind, cpu and time: a pin sent on its own gets the task's header below.
-        hdr: EventHeader {
-            kind: kind::PIN,
-            // SAFETY: helper without arguments.
-            cpu: unsafe { bpf_get_smp_processor_id() },
-            ts_ns: end,
-            pid: 0,
-            tid: 0,
-            cgroup_id: 0,
-            comm: [0; 16],
-        },
+    let Some(mut entry) = EVENTS.reserve::<PinEvent>(0) else {
+        count_lost(lost::RINGBUF_FULL);
+        return 0;
+    };
+    entry.write(PinEvent {
+        hdr: header(kind::PIN),
         pages: p,
         npages: c.npages,
         npinned: f.npinned,
@@ -397,35 +340,14 @@ fn pin_done(ret: u64) -> u32 {
         locked_pages,
         pinned_vm: field(mm, cfg!(mm_pinned_vm)).map_or(0, read_u64),
         source_mm: mm,
-        latency_ns: end.saturating_sub(c.start),
+        latency_ns: now().saturating_sub(c.start),
         inc: c.inc,
         mode,
         target_uid,
         target_pid: field(task, cfg!(task_tgid)).map_or(0, read_u32),
         errno: errno_of_int(ret),
         _pad: 0,
-    };
-    // Inside an IOAS handler on this thread: the first call rides in the handler's record;
-    // a second sends the first ahead of itself, so the stream keeps their order.
-    if let Some(op) = IOAS_CTX.get_ptr_mut(&current_tid()) {
-        // SAFETY: this thread's own entry.
-        unsafe {
-            if (*op).op != 0 {
-                match (*op).folded {
-                    folded::NONE => {
-                        (*op).pin = pin;
-                        (*op).folded = folded::HELD;
-                        return 0;
-                    }
-                    folded::HELD => {
-                        send_pin(&(*op).pin);
-                        (*op).folded = folded::SENT;
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    send_pin(&pin);
+    });
+    entry.submit(submit_flags());
     0
 }

@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 
 use iommu_trace_common::{
     context, how, ioas_op, kind, object_flags, op, pt_op, DomainAllocEvent, DomainFreeEvent,
-    EventHeader, HwptAllocEvent, IoasOpEvent, IoasOpPinEvent, MapEvent, ObjectEvent, PinEvent,
-    PtPagesEvent,
+    EventHeader, HwptAllocEvent, IoasOpEvent, MapEvent, ObjectEvent, PinEvent, PtPagesEvent,
 };
 use thiserror::Error;
 
@@ -25,22 +24,6 @@ pub enum DecodeError {
     UnknownKind(u32),
     #[error("event kind {kind} needs {want} bytes, the record has {got}")]
     Size { kind: u32, want: usize, got: usize },
-}
-
-/// The events of one ring-buffer record, in the order they happened.
-#[derive(Debug, PartialEq)]
-pub struct Decoded {
-    pub first: Event,
-    pub then: Option<Event>,
-}
-
-impl IntoIterator for Decoded {
-    type Item = Event;
-    type IntoIter = std::iter::Chain<std::iter::Once<Event>, std::option::IntoIter<Event>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        std::iter::once(self.first).chain(self.then)
-    }
 }
 
 /// Decodes records with the driver table, object types and object reference slots of the
@@ -169,9 +152,7 @@ impl Decoder {
         }
     }
 
-    /// The events one ring-buffer record carries (one, or an IOAS operation's pin
-    /// accounting and then the operation), in the order they happened.
-    pub fn decode(&self, bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    pub fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
         if bytes.len() < std::mem::size_of::<EventHeader>() {
             return Err(DecodeError::Short(bytes.len()));
         }
@@ -251,23 +232,9 @@ impl Decoder {
             }
             kind::IOAS_OP => self.ioas_op(&read(bytes)),
             kind::PIN => self.pin(&read(bytes)),
-            kind::IOAS_OP_PIN => {
-                // The pin's own header holds only its time and CPU: the task is the op's.
-                let e: IoasOpPinEvent = read(bytes);
-                let mut pin = event(&h, self.pin(&e.pin));
-                (pin.ts_ns, pin.cpu) = (e.pin.hdr.ts_ns, e.pin.hdr.cpu);
-                let op = event(&h, self.ioas_op(&e.op));
-                return Ok(Decoded {
-                    first: pin,
-                    then: Some(op),
-                });
-            }
             other => return Err(DecodeError::UnknownKind(other)),
         };
-        Ok(Decoded {
-            first: event(&h, body),
-            then: None,
-        })
+        Ok(event(&h, body))
     }
 
     fn ioas_op(&self, e: &IoasOpEvent) -> EventBody {
@@ -470,7 +437,7 @@ mod tests {
             data: [0; USER_DATA_MAX],
             geometry,
         };
-        let e = d.decode(&bytes_of(&raw)).unwrap().first;
+        let e = d.decode(&bytes_of(&raw)).unwrap();
         assert_eq!(
             (e.pid, e.tid, e.comm.as_str(), e.cgroup_id),
             (42, 43, "exercise", 7)
@@ -488,78 +455,6 @@ mod tests {
     }
 
     #[test]
-    fn an_ioas_op_with_its_pin_decodes_into_the_pin_then_the_op() {
-        let d = Decoder::new(vec![]);
-        let op = IoasOpEvent {
-            hdr: hdr(kind::IOAS_OP_PIN),
-            ictx: 0xffff_8880_0000_2000,
-            iova: 0x10_0000,
-            length: 8192,
-            source: 0x7f00_0000_0000,
-            latency_ns: 9000,
-            op: ioas_op::MAP,
-            ioas_id: 3,
-            aux: 0,
-            flags: 7,
-            errno: 0,
-            _pad: 0,
-        };
-        // The eBPF side fills only the pin header's kind, CPU and time.
-        let pin_hdr = EventHeader {
-            kind: kind::PIN,
-            cpu: 0,
-            ts_ns: 900,
-            pid: 0,
-            tid: 0,
-            cgroup_id: 0,
-            comm: [0; 16],
-        };
-        let pin = PinEvent {
-            hdr: pin_hdr,
-            pages: 0xffff_8880_0000_3000,
-            npages: 2,
-            npinned: 2,
-            total_pages: 2,
-            limit_bytes: u64::MAX,
-            locked_pages: 5,
-            pinned_vm: 0,
-            source_mm: 0xffff_8880_0000_4000,
-            latency_ns: 300,
-            inc: 1,
-            mode: 1,
-            target_uid: 107,
-            target_pid: 42,
-            errno: 0,
-            _pad: 0,
-        };
-        let bytes = bytes_of(&IoasOpPinEvent { op, pin });
-        let events: Vec<Event> = d.decode(&bytes).unwrap().into_iter().collect();
-        assert_eq!(events.len(), 2);
-        let (p, o) = (&events[0], &events[1]);
-        assert_eq!((p.ts_ns, p.cpu), (900, 0), "the pin's own time and CPU");
-        assert_eq!(
-            (p.pid, p.tid, p.comm.as_str(), p.cgroup_id),
-            (42, 43, "exercise", 7),
-            "the op's task"
-        );
-        let EventBody::Pin(pin) = &p.body else {
-            panic!("{p:?}")
-        };
-        assert_eq!((pin.pages, pin.charged, pin.target_uid), (2, 2, Some(107)));
-        assert_eq!(pin.limit_bytes, None);
-        assert_eq!((o.ts_ns, o.cpu), (1000, 1));
-        let EventBody::IoasMap(m) = &o.body else {
-            panic!("{o:?}")
-        };
-        assert_eq!((m.ioas, m.iova, m.length), (3, 0x10_0000, 8192));
-        // A record cut short of its pin is refused, not read past its end.
-        assert!(matches!(
-            d.decode(&bytes[..std::mem::size_of::<IoasOpEvent>()]),
-            Err(DecodeError::Size { .. })
-        ));
-    }
-
-    #[test]
     fn decodes_pt_frees_and_rejects_bad_records() {
         let d = Decoder::new(vec![]);
         let raw = PtPagesEvent {
@@ -570,7 +465,7 @@ mod tests {
             op: pt_op::UNMAP,
             memcg_id: 99,
         };
-        let e = d.decode(&bytes_of(&raw)).unwrap().first;
+        let e = d.decode(&bytes_of(&raw)).unwrap();
         assert_eq!(
             e.body,
             EventBody::PtFree(PtPages {

@@ -4,7 +4,7 @@
 mod decode;
 mod live;
 
-pub use decode::{domain_kind, DecodeError, Decoded, Decoder};
+pub use decode::{domain_kind, DecodeError, Decoder};
 pub use live::{stop_signal, Live, LiveOptions};
 
 use std::future::Future;
@@ -137,11 +137,9 @@ fn drain(
 ) -> anyhow::Result<()> {
     while let Some(item) = ring.next() {
         match decoder.decode(&item) {
-            Ok(decoded) => {
-                for e in decoded {
-                    stats.events += 1;
-                    sink.event(e)?;
-                }
+            Ok(e) => {
+                stats.events += 1;
+                sink.event(e)?;
             }
             Err(err) => {
                 stats.decode_errors += 1;

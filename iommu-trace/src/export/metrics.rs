@@ -105,13 +105,13 @@ pub const METRICS: &[MetricDef] = &[
         "Time from an iommufd object's publication to its destruction, by type.",
         &["object"]),
     def("iommu_trace_pinned_bytes", GAUGE,
-        "Guest memory pinned now by iommufd mappings (every accounting mode), by the cgroup of the task that last charged them (the top N cgroups by bytes; the rest in cgroup=\"other\").",
+        "Guest memory pinned now by iommufd mappings (every accounting mode), by the cgroup of the mappings' creator (the top N cgroups by bytes; the rest in cgroup=\"other\").",
         &["cgroup"]),
     def("iommu_trace_memlock_locked_bytes", GAUGE,
-        "Locked memory (locked_vm) of the accounting target with the least RLIMIT_MEMLOCK headroom among those iommufd mappings charge, by the cgroup that last charged it: iommufd's pins and everything else the target locked (mlock, io_uring, VFIO type1).",
+        "Locked memory (locked_vm) of the accounting target with the least RLIMIT_MEMLOCK headroom among those the iommufd mappings of a cgroup's processes charge, by that cgroup: iommufd's pins and everything else the target locked (mlock, io_uring, VFIO type1).",
         &["cgroup"]),
     def("iommu_trace_memlock_limit_bytes", GAUGE,
-        "RLIMIT_MEMLOCK of the mappings' creator for that same target (absent when unlimited).",
+        "RLIMIT_MEMLOCK of the mappings' creator for that same target (the kernel compares each creator's own limit with the shared total; absent when unlimited).",
         &["cgroup"]),
     def("iommu_trace_memlock_headroom_ratio", GAUGE,
         "(limit - locked) / limit for that same target: below 0.1, the next IOAS_MAP or device attach of a few percent of the limit fails with ENOMEM (the N cgroups with the least headroom; the rest in cgroup=\"other\", their minimum).",
@@ -351,19 +351,16 @@ fn pins(b: &mut Builder, state: &State, opts: &ExportOptions) {
         }
         b.gauge("iommu_trace_pinned_bytes", &["other"], other as f64);
     }
-    // Per cgroup, the target with the least headroom; the N tightest cgroups by name.
+    // Per cgroup of a mapping creator, the least headroom under that creator's own limit
+    // among the targets it charges; the N tightest cgroups by name, the rest as "other".
     let mut tightest: std::collections::HashMap<u64, (f64, u64, u64)> = Default::default();
-    for t in pins.targets() {
-        let (Some(limit), Some(_)) = (t.limit_bytes, t.headroom_bytes()) else {
+    for (pid, proc) in pins.processes() {
+        let Some((t, headroom, limit)) = pins.tightest_target_of(*pid) else {
             continue;
         };
-        let ratio = if limit == 0 {
-            0.0
-        } else {
-            limit.saturating_sub(t.locked_bytes) as f64 / limit as f64
-        };
+        let ratio = crate::state::headroom_ratio(headroom, limit);
         let e = tightest
-            .entry(t.cgroup_id)
+            .entry(proc.cgroup_id)
             .or_insert((ratio, t.locked_bytes, limit));
         if ratio < e.0 {
             *e = (ratio, t.locked_bytes, limit);

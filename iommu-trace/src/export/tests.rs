@@ -469,10 +469,12 @@ fn pin_families_have_the_exact_values() {
     for want in [
         r#"iommu_trace_pinned_bytes{cgroup="60"} 16384"#,
         r#"iommu_trace_pinned_bytes{cgroup="other"} 8192"#,
-        // One target, last charged from cgroup 70 (the refused call): 4 of 16 pages left.
-        r#"iommu_trace_memlock_headroom_ratio{cgroup="70"} 0.25"#,
-        r#"iommu_trace_memlock_locked_bytes{cgroup="70"} 49152"#,
-        r#"iommu_trace_memlock_limit_bytes{cgroup="70"} 65536"#,
+        // Both creators charge uid 107 (12 of pid 10's and pid 11's 16-page limits locked):
+        // a quarter left for each cgroup; the tie goes to the lower id, 70 is "other".
+        r#"iommu_trace_memlock_headroom_ratio{cgroup="60"} 0.25"#,
+        r#"iommu_trace_memlock_locked_bytes{cgroup="60"} 49152"#,
+        r#"iommu_trace_memlock_limit_bytes{cgroup="60"} 65536"#,
+        r#"iommu_trace_memlock_headroom_ratio{cgroup="other"} 0.25"#,
         r#"iommu_trace_pin_refusals_total{cause="memlock_user"} 1"#,
         r#"iommu_trace_pin_refusals_total{cause="memlock_mm"} 0"#,
         r#"iommu_trace_pin_refusals_total{cause="mm_gone"} 0"#,

@@ -15,7 +15,11 @@
 //!   and checks the decision, not the total.
 //!
 //! A call that breaks either is a finding, reported like a page-table divergence (which
-//! event, expected vs observed); the model then takes the kernel's figures and goes on.
+//! event, expected vs observed); the model then takes the kernel's figures and goes on. A
+//! limit decision on a target other creators charge too is only a note: the total is read
+//! after the call, and their concurrent calls can move it in between. A failed uncharge
+//! (per-mm, the creator's mm gone) unpins without moving the charge; an `iopt_pages` it
+//! leaves with nothing pinned may be freed, so the model forgets it.
 //! An `iopt_pages` first seen already holding pins (made before the capture started) is
 //! adopted with the count its first call implies.
 
@@ -53,6 +57,11 @@ pub struct PinsReport {
     pub pinned_at_end: BTreeMap<&'static str, u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<PinFinding>,
+    /// Limit decisions the totals contradict on a target other creators charge too: the
+    /// total is read after the call, so their concurrent charges or uncharges can explain
+    /// it (not findings).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<PinFinding>,
     /// Why the accounting was not checked (a probe point recorded nothing, a --pid
     /// capture, events lost).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,6 +102,14 @@ impl PinsReport {
                 p.event_index, p.iopt_pages, p.what
             )?;
         }
+        for p in &self.notes {
+            writeln!(
+                f,
+                "  note, at event {}: iopt_pages {}: {} (a target other processes charge too: \
+                 not decisive)",
+                p.event_index, p.iopt_pages, p.what
+            )?;
+        }
         Ok(())
     }
 }
@@ -110,6 +127,8 @@ struct Pages {
 #[derive(Default)]
 pub(super) struct PinLedger {
     pages: FxHashMap<u64, Pages>,
+    /// Per accounting target (mode, uid or mm), the creators seen charging it.
+    creators: FxHashMap<(u8, u64), Vec<u32>>,
     report: PinsReport,
     seen: bool,
 }
@@ -146,6 +165,10 @@ impl PinLedger {
             if before > 0 {
                 self.report.adopted += 1;
             }
+            if !ok && !charge && observed == 0 {
+                // A failed uncharge of all its pins: it may be freed now (below).
+                return;
+            }
             let charged = if ok { observed } else { before };
             self.pages.insert(
                 p.iopt_pages.0,
@@ -162,7 +185,7 @@ impl PinLedger {
         st.mode = p.mode;
         let expected = if charge {
             held.checked_add(n)
-        } else if observed == held && n == held {
+        } else if ok && observed == held && n == held {
             // CHANGE_PROCESS: the whole charge moves to the new target, nothing unpinned.
             Some(held)
         } else {
@@ -171,6 +194,13 @@ impl PinLedger {
         // A successful call records what is pinned now; a refused one leaves the charge.
         if ok {
             st.charged = observed;
+        }
+        // A failed uncharge (per-mm, the creator's mm gone: an exit with the iommufd open)
+        // unpins all the same but leaves `last_npinned`; with nothing left pinned the
+        // `iopt_pages` may be freed, and a new one at its address starts from 0: forget it.
+        let forget = !ok && !charge && observed == 0;
+        if forget {
+            self.pages.remove(&p.iopt_pages.0);
         }
         if expected == Some(observed) && observed <= p.total_pages {
             return;
@@ -237,25 +267,40 @@ impl PinLedger {
             after.saturating_sub(n)
         };
         let over = before.saturating_add(n) > limit;
-        match (refused, over) {
-            (true, true) => self.report.refusals_predicted += 1,
-            (false, false) => {}
-            (true, false) => self.finding(
-                index,
-                p.iopt_pages,
-                format!(
-                    "a charge of {n} pages refused, but {before} locked + {n} is within the \
-                     limit of {limit} pages"
-                ),
+        // The total is read after the call: on a target other creators charge too, their
+        // concurrent calls can move it in between.
+        let key = match p.mode {
+            PinMode::User => (1, p.target_uid.unwrap_or(0) as u64),
+            _ => (2, p.target_mm.map_or(0, |m| m.0)),
+        };
+        let creators = self.creators.entry(key).or_default();
+        if !creators.contains(&p.target_pid) {
+            creators.push(p.target_pid);
+        }
+        let shared = creators.len() > 1;
+        let what = match (refused, over) {
+            (true, true) => {
+                self.report.refusals_predicted += 1;
+                return;
+            }
+            (false, false) => return,
+            (true, false) => format!(
+                "a charge of {n} pages refused, but {before} locked + {n} is within the \
+                 limit of {limit} pages"
             ),
-            (false, true) => self.finding(
-                index,
-                p.iopt_pages,
-                format!(
-                    "a charge of {n} pages accepted, but {before} locked + {n} exceeds the \
-                     limit of {limit} pages"
-                ),
+            (false, true) => format!(
+                "a charge of {n} pages accepted, but {before} locked + {n} exceeds the \
+                 limit of {limit} pages"
             ),
+        };
+        if shared {
+            self.report.notes.push(PinFinding {
+                event_index: index,
+                iopt_pages: p.iopt_pages,
+                what,
+            });
+        } else {
+            self.finding(index, p.iopt_pages, what);
         }
     }
 

@@ -724,3 +724,28 @@ fn pins_made_before_the_capture_are_adopted_and_loss_starts_over() {
     assert_eq!(r.adopted, 2);
     assert_eq!(r.pinned_at_end.get("user"), Some(&7));
 }
+
+// A per-mm uncharge that fails (the creator's mm gone) unpins but leaves the charge; the
+// freed `iopt_pages`' address then holds a new one starting from 0: no finding.
+#[test]
+fn a_failed_uncharge_to_nothing_forgets_the_pages() {
+    let r = pins_of(&[pin_ev(4, 4, 4, 0), pin_ev(-4, 0, 4, 22), pin_ev(2, 2, 6, 0)]);
+    assert!(r.findings.is_empty(), "{r:?}");
+    assert_eq!(r.iopt_pages, 2, "the address held two iopt_pages");
+}
+
+// A limit decision the totals contradict on a target two creators charge is a note: the
+// total is read after the call, and the other's calls can move it in between.
+#[test]
+fn a_contradicted_limit_on_a_shared_target_is_a_note() {
+    let mut other = pin_ev(2, 2, 6, 0);
+    if let EventBody::Pin(p) = &mut other.body {
+        (p.target_pid, p.iopt_pages) = (2, KernelPtr(P1 + 0x1000));
+    }
+    let r = pins_of(&[other, pin_ev(4, 4, 4, 12)]);
+    assert!(r.findings.is_empty(), "{r:?}");
+    assert_eq!(r.notes.len(), 1, "{r:?}");
+    assert!(r.notes[0]
+        .what
+        .contains("refused, but 4 locked + 4 is within"));
+}

@@ -13,7 +13,7 @@ mod pins;
 
 pub use histogram::{Histogram, LATENCY_BOUNDS_NS, LIFETIME_BOUNDS_NS};
 pub use objects::{bounded_object, LiveObject, Objects};
-pub use pins::{PinTarget, Pins, ProcessPins, RefusalCause, TargetLedger};
+pub use pins::{headroom_ratio, PinTarget, Pins, ProcessPins, RefusalCause, TargetLedger};
 
 use std::collections::HashMap;
 
@@ -290,7 +290,8 @@ impl State {
                     .live()
                     .find(|o| o.object == "ioas" && o.id == h.pt_id && o.pid == ev.pid)
                     .map(|o| (o.ictx, o.id));
-                self.pins.claim(ev.tid, ioas);
+                self.pins
+                    .claim(ev.tid, ev.ts_ns.saturating_sub(h.latency_ns), ioas);
             }
             EventBody::DomainFree(f) => {
                 let (driver, kind) = match self.remove_domain(f.domain) {
@@ -323,14 +324,17 @@ impl State {
                 self.objects.apply(ev)
             }
             EventBody::Pin(p) => self.pins.apply(ev, p),
-            // The pins an IOAS_MAP, MAP_FILE or COPY made (the decoder puts them just
-            // before it) belong to its IOAS.
+            // The pins an IOAS_MAP, MAP_FILE or COPY made while it ran (on its thread,
+            // after its start) belong to its IOAS.
             EventBody::IoasMap(o) | EventBody::IoasMapFile(o) | EventBody::IoasCopy(o) => {
-                self.pins.claim(ev.tid, Some((o.ictx, o.ioas)))
+                let since = ev.ts_ns.saturating_sub(o.latency_ns);
+                self.pins.claim(ev.tid, since, Some((o.ictx, o.ioas)))
             }
-            EventBody::IoasUnmap(_) | EventBody::IoasChangeProcess(_) | EventBody::Option(_) => {
-                self.pins.claim(ev.tid, None)
+            EventBody::IoasChangeProcess(_) => {
+                self.pins.claim(ev.tid, 0, None);
+                self.pins.change_process_done();
             }
+            EventBody::IoasUnmap(_) | EventBody::Option(_) => self.pins.claim(ev.tid, 0, None),
         }
     }
 

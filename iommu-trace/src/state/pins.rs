@@ -65,11 +65,12 @@ impl RefusalCause {
         RefusalCause::Other,
     ];
 
+    /// The cause of a refused charge (a failed uncharge is not a refusal: `Pins::apply`).
     pub fn of(p: &Pin) -> RefusalCause {
-        match (p.errno, p.mode, p.pages > 0) {
-            (ENOMEM, PinMode::User, true) => RefusalCause::MemlockUser,
-            (ENOMEM, PinMode::Mm, true) => RefusalCause::MemlockMm,
-            (EINVAL, PinMode::Mm, _) => RefusalCause::MmGone,
+        match (p.errno, p.mode) {
+            (ENOMEM, PinMode::User) => RefusalCause::MemlockUser,
+            (ENOMEM, PinMode::Mm) => RefusalCause::MemlockMm,
+            (EINVAL, PinMode::Mm) => RefusalCause::MmGone,
             _ => RefusalCause::Other,
         }
     }
@@ -94,22 +95,29 @@ pub struct TargetLedger {
     /// Its locked total (`locked_vm`) after the last call, bytes: iommufd's charges and
     /// everything else the target locked (mlock, io_uring, VFIO type1).
     pub locked_bytes: u64,
-    /// The creator's RLIMIT_MEMLOCK at the last call; `None`: unlimited.
-    pub limit_bytes: Option<u64>,
-    /// The cgroup of the last task that charged it.
-    pub cgroup_id: u64,
+    /// Each creator's own RLIMIT_MEMLOCK at its last call (`None`: unlimited): the kernel
+    /// compares the creator's limit with the shared total (`incr_user_locked_vm`).
+    pub limit_by_pid: BTreeMap<u32, Option<u64>>,
 }
 
 impl TargetLedger {
-    /// Bytes left under the limit (0 when over it); `None` when unlimited or charged to
-    /// nobody.
-    pub fn headroom_bytes(&self) -> Option<u64> {
-        match self.target {
-            PinTarget::Nobody => None,
-            _ => self
-                .limit_bytes
-                .map(|l| l.saturating_sub(self.locked_bytes)),
+    /// (bytes left under `pid`'s limit, 0 when over it; that limit); `None` when unlimited
+    /// or charged to nobody.
+    pub fn headroom_for(&self, pid: u32) -> Option<(u64, u64)> {
+        if self.target == PinTarget::Nobody {
+            return None;
         }
+        let limit = (*self.limit_by_pid.get(&pid)?)?;
+        Some((limit.saturating_sub(self.locked_bytes), limit))
+    }
+}
+
+/// `headroom / limit`; a limit of 0 refuses every charge: no headroom.
+pub fn headroom_ratio(headroom: u64, limit: u64) -> f64 {
+    if limit == 0 {
+        0.0
+    } else {
+        headroom as f64 / limit as f64
     }
 }
 
@@ -156,9 +164,10 @@ pub struct Pins {
     /// The target of the last CHANGE_PROCESS charge (a size-0 stack `iopt_pages`): the
     /// mappings whose charge moves next go to it.
     moving_to: Option<(PinTarget, u32)>,
-    /// Per thread, the `iopt_pages` it pinned since its last IOAS operation: the next one's
-    /// event (IOAS_MAP, MAP_FILE, COPY, or a HWPT_ALLOC on an IOAS) names their IOAS.
-    unclaimed: HashMap<u32, Vec<u64>>,
+    /// Per thread, the `iopt_pages` it pinned since its last IOAS operation, with the time
+    /// of the pin: the next operation's event (IOAS_MAP, MAP_FILE, COPY, or a HWPT_ALLOC on
+    /// an IOAS) names the IOAS of those pinned while it ran.
+    unclaimed: HashMap<u32, Vec<(u64, u64)>>,
 }
 
 impl Pins {
@@ -168,7 +177,8 @@ impl Pins {
             self.page_size = (p.bytes.unsigned_abs() / p.pages.unsigned_abs()).max(1);
         }
         let target = PinTarget::of(p);
-        if p.errno != 0 {
+        let refused = p.errno != 0 && p.pages > 0;
+        if refused {
             *self.refusals.entry(RefusalCause::of(p)).or_default() += 1;
             let why = self.explain(p).unwrap_or_default();
             if self.recent.len() == RECENT_REFUSALS {
@@ -177,39 +187,42 @@ impl Pins {
             self.recent.push_back(why);
         }
         if target != PinTarget::Nobody {
-            let t = self.target_entry(target, ev.cgroup_id);
+            let t = self.target_entry(target);
             t.locked_bytes = p.locked_bytes;
-            t.limit_bytes = p.limit_bytes;
-            t.cgroup_id = ev.cgroup_id;
+            t.limit_by_pid.insert(p.target_pid, p.limit_bytes);
         }
         if p.total_pages == 0 {
             // CHANGE_PROCESS's charge of the new target (ioas.c `charge_current`).
             if p.errno == 0 && p.pages > 0 {
+                // Kept: the mappings' charges move to it next.
                 self.moving_to = Some((target, ev.pid));
+            } else {
+                self.forget_idle_target(target);
             }
             return;
         }
-        if p.errno != 0 {
+        if refused {
             // Nothing changed: a refused charge leaves the pages charged before.
-            self.forget_idle_targets(target);
+            self.forget_idle_target(target);
             return;
         }
+        // A success, or a failed uncharge (per-mm, the creator's mm gone, e.g. an exit with
+        // the iommufd open: kernel-facts §8.2): the pages are unpinned all the same, and
+        // `pinned_pages` is what the `iopt_pages` holds now.
         let n = p.pages.unsigned_abs();
         let old = self.held.get(&p.iopt_pages.0).copied();
-        let moved = match (old, self.moving_to) {
+        let moved = match (old.map(|h| h.pages), self.moving_to) {
             // An uncharge of the whole charge with nothing unpinned: CHANGE_PROCESS.
-            (Some(h), Some(to)) if p.pages < 0 && n == h.pages && p.pinned_pages == h.pages => {
+            (held, Some(to))
+                if p.errno == 0
+                    && p.pages < 0
+                    && n == p.pinned_pages
+                    && held.is_none_or(|h| h == n) =>
+            {
                 Some(to)
             }
             _ => None,
         };
-        if let Some(h) = old {
-            self.account(h, -(h.pages as i64));
-            if h.target != target {
-                self.forget_idle_targets(h.target);
-            }
-        }
-        // The kernel's figure is the truth: pins made before tracing began count too.
         let (target, pid) = moved.unwrap_or((target, p.target_pid));
         let now = Held {
             pages: p.pinned_pages,
@@ -217,39 +230,68 @@ impl Pins {
             pid,
             ioas: old.and_then(|h| h.ioas),
         };
-        if p.pages > 0 && now.ioas.is_none() {
-            if self.unclaimed.len() >= UNCLAIMED_THREADS && !self.unclaimed.contains_key(&ev.tid) {
-                // Forget the oldest claims rather than grow: those pins stay unattributed.
-                self.unclaimed.clear();
+        match old {
+            // The same creator and target: the difference, in place (the process keeps its
+            // name and cgroup).
+            Some(h) if h.pid == pid && h.target == target => {
+                self.account(h, now.pages as i64 - h.pages as i64)
             }
-            let list = self.unclaimed.entry(ev.tid).or_default();
-            if list.len() < UNCLAIMED_PER_THREAD && !list.contains(&p.iopt_pages.0) {
-                list.push(p.iopt_pages.0);
+            Some(h) => {
+                self.account(h, -(h.pages as i64));
+                self.forget_idle_target(h.target);
+                self.add_process(ev, pid);
+                self.account(now, now.pages as i64);
+            }
+            None => {
+                self.add_process(ev, pid);
+                self.account(now, now.pages as i64);
             }
         }
         if now.pages == 0 {
             self.held.remove(&p.iopt_pages.0);
         } else {
             self.held.insert(p.iopt_pages.0, now);
-            let proc = self.processes.entry(pid).or_default();
-            if proc.comm.is_empty() || pid == ev.pid {
-                (proc.comm, proc.cgroup_id) = (ev.comm.clone(), ev.cgroup_id);
-            }
-            self.account(now, now.pages as i64);
         }
-        self.forget_idle_targets(target);
+        if p.pages > 0 && now.ioas.is_none() {
+            if self.unclaimed.len() >= UNCLAIMED_THREADS && !self.unclaimed.contains_key(&ev.tid) {
+                // Forget the oldest claims rather than grow: those pins stay unattributed.
+                self.unclaimed.clear();
+            }
+            let list = self.unclaimed.entry(ev.tid).or_default();
+            if list.len() < UNCLAIMED_PER_THREAD {
+                list.push((p.iopt_pages.0, ev.ts_ns));
+            }
+        }
+        self.forget_idle_target(target);
     }
 
-    /// An IOAS operation of thread `tid` returned: the pins it made since its last one were
-    /// made for `ioas` (an IOAS_MAP's own, or a HWPT_ALLOC's first domain on an IOAS).
-    pub fn claim(&mut self, tid: u32, ioas: Option<(KernelPtr, u32)>) {
+    /// The process entry of a mapping's creator; named after the caller only when the
+    /// caller is the creator.
+    fn add_process(&mut self, ev: &Event, pid: u32) {
+        let proc = self.processes.entry(pid).or_default();
+        if pid == ev.pid {
+            (proc.comm, proc.cgroup_id) = (ev.comm.clone(), ev.cgroup_id);
+        } else if proc.comm.is_empty() && proc.cgroup_id == 0 {
+            proc.cgroup_id = ev.cgroup_id;
+        }
+    }
+
+    /// An IOAS_CHANGE_PROCESS returned: the charges it moved are done.
+    pub fn change_process_done(&mut self) {
+        self.moving_to = None;
+    }
+
+    /// An IOAS operation of thread `tid` that started at `since_ns` returned: the pins the
+    /// thread made while it ran were made for `ioas` (an IOAS_MAP's own, or a HWPT_ALLOC's
+    /// first domain on an IOAS); earlier ones (a device attach's) stay unattributed.
+    pub fn claim(&mut self, tid: u32, since_ns: u64, ioas: Option<(KernelPtr, u32)>) {
         let Some(list) = self.unclaimed.remove(&tid) else {
             return;
         };
         let Some(ioas) = ioas else {
             return;
         };
-        for p in list {
+        for (p, _) in list.into_iter().filter(|(_, ts)| *ts >= since_ns) {
             if let Some(h) = self.held.get_mut(&p) {
                 h.ioas.get_or_insert(ioas);
             }
@@ -269,23 +311,25 @@ impl Pins {
     }
 
     /// A target the traced mappings no longer charge is forgotten (bounded memory).
-    fn forget_idle_targets(&mut self, target: PinTarget) {
-        if self
-            .targets
-            .get(&target)
-            .is_some_and(|t| t.charged_by_pid.is_empty())
-        {
+    fn forget_idle_target(&mut self, target: PinTarget) {
+        let Some(t) = self.targets.get_mut(&target) else {
+            return;
+        };
+        if t.charged_by_pid.is_empty() {
             self.targets.remove(&target);
+        } else {
+            // Only the limits of creators that hold charges matter for the headroom.
+            let charged = &t.charged_by_pid;
+            t.limit_by_pid.retain(|pid, _| charged.contains_key(pid));
         }
     }
 
-    fn target_entry(&mut self, target: PinTarget, cgroup_id: u64) -> &mut TargetLedger {
+    fn target_entry(&mut self, target: PinTarget) -> &mut TargetLedger {
         self.targets.entry(target).or_insert_with(|| TargetLedger {
             target,
             charged_by_pid: BTreeMap::new(),
             locked_bytes: 0,
-            limit_bytes: None,
-            cgroup_id,
+            limit_by_pid: BTreeMap::new(),
         })
     }
 
@@ -305,11 +349,12 @@ impl Pins {
         if h.target == PinTarget::Nobody {
             return;
         }
-        let t = self.target_entry(h.target, 0);
+        let t = self.target_entry(h.target);
         let by = t.charged_by_pid.entry(h.pid).or_default();
         add(by);
         if *by == 0 {
             t.charged_by_pid.remove(&h.pid);
+            t.limit_by_pid.remove(&h.pid);
         }
     }
 
@@ -368,13 +413,14 @@ impl Pins {
         self.targets.values()
     }
 
-    /// The target charged for a process's mappings with the least headroom.
-    pub fn tightest_target_of(&self, pid: u32) -> Option<&TargetLedger> {
+    /// The target charged for a process's mappings with the least headroom under that
+    /// process's own limit: (target, headroom bytes, limit bytes).
+    pub fn tightest_target_of(&self, pid: u32) -> Option<(&TargetLedger, u64, u64)> {
         self.targets
             .values()
             .filter(|t| t.charged_by_pid.contains_key(&pid))
-            .filter(|t| t.headroom_bytes().is_some())
-            .min_by_key(|t| t.headroom_bytes())
+            .filter_map(|t| t.headroom_for(pid).map(|(h, l)| (t, h, l)))
+            .min_by(|a, b| headroom_ratio(a.1, a.2).total_cmp(&headroom_ratio(b.1, b.2)))
     }
 
     pub fn refusals(&self) -> &BTreeMap<RefusalCause, u64> {

@@ -519,9 +519,9 @@ fn the_ledger_splits_a_targets_total_and_explains_a_refusal_with_it() {
     let p = s.pins();
     assert_eq!(p.processes()[&10].pinned_pages, 4);
     assert_eq!(p.processes()[&11].charged_pages, 2);
-    let t = p.tightest_target_of(10).expect("uid 107");
+    let (t, headroom, limit) = p.tightest_target_of(10).expect("uid 107");
     assert_eq!(t.target, PinTarget::User(107));
-    assert_eq!(t.headroom_bytes(), Some(4 * 4096));
+    assert_eq!((headroom, limit), (4 * 4096, 16 * 4096));
     assert_eq!(
         p.pinned_bytes_by_cgroup(1),
         (vec![(500, 4 * 4096)], 2 * 4096)
@@ -566,7 +566,7 @@ fn a_change_process_moves_the_charge_to_the_new_creator() {
     assert!(!p.processes().contains_key(&10));
     assert_eq!(p.processes()[&20].pinned_pages, 4);
     assert_eq!(
-        p.tightest_target_of(20).map(|t| t.target),
+        p.tightest_target_of(20).map(|t| t.0.target),
         Some(PinTarget::User(1000))
     );
 }
@@ -605,6 +605,7 @@ fn pins_are_attributed_to_the_ioas_that_made_them() {
         EventBody::IoasMap(IoasOp {
             ictx,
             ioas: 3,
+            latency_ns: 2,
             ..Default::default()
         }),
     ));
@@ -622,7 +623,7 @@ fn pins_are_attributed_to_the_ioas_that_made_them() {
             data_len: 0,
             hwpt_id: 4,
             errno: 0,
-            latency_ns: 0,
+            latency_ns: 2,
         }),
     ));
     // A pin no IOAS operation claims (a device attach) stays unattributed.
@@ -631,4 +632,40 @@ fn pins_are_attributed_to_the_ioas_that_made_them() {
     assert_eq!(by.get(&(ictx, 3)), Some(&6), "{by:?}");
     assert_eq!(by.len(), 1);
     assert_eq!(s.pins().processes()[&10].pinned_pages, 7);
+}
+
+// A per-mm uncharge that fails (the creator's mm gone: an exit with the iommufd open)
+// unpins all the same: nothing stays pinned, and it is not a refusal.
+#[test]
+fn a_failed_uncharge_unpins_and_is_not_a_refusal() {
+    let mut s = State::new();
+    s.apply(&ev(1, 10, 500, pin(0x1000, 10, 4, 4, 4, 0)));
+    s.apply(&ev(2, 10, 500, pin(0x1000, 10, -4, 0, 4, 22)));
+    assert!(s.pins().processes().is_empty());
+    assert!(s.pins().refusals().is_empty());
+    assert_eq!(s.pins().targets().count(), 0);
+}
+
+// A pin made before an IOAS operation started (a device attach on the same thread) is not
+// that operation's.
+#[test]
+fn only_pins_made_during_an_operation_are_claimed_for_its_ioas() {
+    use crate::events::IoasOp;
+    let ictx = KernelPtr(0xffff_8881_4000_0000);
+    let mut s = State::new();
+    s.apply(&ev(1_000, 10, 500, pin(0x1000, 10, 2, 2, 2, 0)));
+    s.apply(&ev(5_000, 10, 500, pin(0x2000, 10, 4, 4, 6, 0)));
+    s.apply(&ev(
+        6_000,
+        10,
+        500,
+        EventBody::IoasMap(IoasOp {
+            ictx,
+            ioas: 3,
+            latency_ns: 2_000,
+            ..Default::default()
+        }),
+    ));
+    let by = s.pins().pinned_pages_by_ioas();
+    assert_eq!(by.get(&(ictx, 3)), Some(&4), "{by:?}");
 }

@@ -504,10 +504,9 @@ impl Model {
                 ..OwnerRow::default()
             });
             r.pinned_bytes = p.pinned_pages * pins.page_size();
-            r.memlock_headroom = pins.tightest_target_of(*pid).and_then(|t| {
-                let limit = t.limit_bytes.filter(|l| *l > 0)?;
-                Some(t.headroom_bytes()? as f64 / limit as f64)
-            });
+            r.memlock_headroom = pins
+                .tightest_target_of(*pid)
+                .map(|(_, headroom, limit)| crate::state::headroom_ratio(headroom, limit));
         }
         let mut v: Vec<OwnerRow> = m.into_values().collect();
         sort_owners(&mut v);
