@@ -66,6 +66,7 @@ fn limits_run(dir: &Path) -> Result<(), String> {
     pins::ioas_ops_match_the_workload(&report, pid, &events)?;
     pins::pinned_memory_matches_the_kernel(&report, pid, &events)?;
     pins::enomem_explained(&report, pid, &events)?;
+    pins::exit_uncharge_fails_and_unpins(pid, &events)?;
     // The front end says why, in words, for both accountings.
     let summary = read(dir, "summary.txt")?;
     ensure(

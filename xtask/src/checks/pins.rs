@@ -224,6 +224,30 @@ pub(super) fn pin_sharing_matches_the_kernel(
     })
 }
 
+/// The limits run exits with its per-mm iommufd open and pinned (`steps/pin_limits.rs`):
+/// the fd is released after `exit_mm()`, so each uncharge of those pins fails with EINVAL
+/// (the creator's mm is gone) while the pages are unpinned all the same: the capture shows
+/// them, in mode `mm`, leaving every `iopt_pages` of the run with nothing pinned.
+pub(super) fn exit_uncharge_fails_and_unpins(pid: u64, events: &[Value]) -> Result<(), String> {
+    let failed: Vec<&Value> = events
+        .iter()
+        .filter(|e| s(e, "event") == "pin" && u(e, "target_pid") == pid)
+        .filter(|e| u(e, "errno") == 22)
+        .collect();
+    ensure(!failed.is_empty(), || {
+        "no uncharge failed with EINVAL when the limits run exited with its per-mm iommufd \
+         open"
+            .to_string()
+    })?;
+    let wrong: Vec<&&Value> = failed
+        .iter()
+        .filter(|e| s(e, "mode") != "mm" || i(e, "pages") >= 0 || u(e, "pinned_pages") != 0)
+        .collect();
+    ensure(wrong.is_empty(), || {
+        format!("EINVAL on something else than a per-mm uncharge to nothing: {wrong:?}")
+    })
+}
+
 /// The unprivileged limits run (`exercise --pin-limits-as`, `steps/pin_limits.rs`): every
 /// ENOMEM the workload met has its `pin` event, in order, saying why: the RLIMIT_MEMLOCK the
 /// workload set, the accounting the kernel used (per-user for the first iommufd, per-mm for

@@ -138,6 +138,34 @@ impl Runner<'_> {
                 let len = limit_pages * PAGE_4K;
                 self.map("limits_mm_map_over", g, mm_ioas, va, len, at, ENOMEM);
                 self.unmap_all("limits_mm_unmap_all", mm_ioas);
+                // Pins left for the exit: the fd is released after exit_mm(), so the
+                // kernel's per-mm uncharge fails with EINVAL (the creator's mm is gone) and
+                // unpins all the same (docs/kernel-facts.md §8.4).
+                let va = self.pages(half);
+                let kept = self.map(
+                    "limits_mm_map_kept_at_exit",
+                    g,
+                    mm_ioas,
+                    va,
+                    half * PAGE_4K,
+                    base,
+                    0,
+                );
+                if kept {
+                    self.iommufd = user_fd;
+                    self.record(
+                        step(
+                            "limits_exit_with_mm_iommufd_open",
+                            StepGroup::Setup,
+                            "exit",
+                            None,
+                        )
+                        .note("the per-mm iommufd stays open, with pins, until the process exits"),
+                    );
+                    // Closed by the exit, not here.
+                    std::mem::forget(mm_file);
+                    return;
+                }
             }
         }
         self.iommufd = user_fd;
