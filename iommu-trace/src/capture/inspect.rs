@@ -441,10 +441,14 @@ pub struct Summary {
     pub pt: PtTotals,
     /// iommufd objects per type (`object_alloc`, `object_abort`, `object_destroy`).
     pub objects: BTreeMap<String, ObjectTotals>,
-    /// Pinned-memory refusals, explained (`Pin::refusal`), the first `MAX_REFUSALS`; and
+    /// Pinned-memory charges refused, explained (`Pin::refusal`), the first `MAX_REFUSALS`; and
     /// how many there were.
     pub refusals: Vec<String>,
     pub refusals_total: u64,
+    /// Uncharges that failed (per-mm, the creator's mm gone: the pages are unpinned all
+    /// the same), explained the same way.
+    pub failed_uncharges: Vec<String>,
+    pub failed_uncharges_total: u64,
     /// The ledger the refusals are explained with.
     pins: Pins,
     /// Sum of the `lost` events.
@@ -515,17 +519,20 @@ impl Summary {
                 let why = self.pins.explain(p);
                 self.pins.apply(ev, p);
                 if let Some(why) = why {
-                    self.refusals_total += 1;
-                    if self.refusals.len() < MAX_REFUSALS {
-                        self.refusals.push(format!(
-                            "{} (pid {}): {why}",
-                            printable(&ev.comm),
-                            ev.pid
-                        ));
+                    // A charge refused, or an uncharge that failed (the pages are unpinned
+                    // all the same: per-mm, the creator's mm gone).
+                    let (list, total) = if p.pages > 0 {
+                        (&mut self.refusals, &mut self.refusals_total)
+                    } else {
+                        (&mut self.failed_uncharges, &mut self.failed_uncharges_total)
+                    };
+                    *total += 1;
+                    if list.len() < MAX_REFUSALS {
+                        list.push(format!("{} (pid {}): {why}", printable(&ev.comm), ev.pid));
                     }
                 }
             }
-            // Counted by kind above; their ledger is the pinned-memory issue's next step.
+            // Counted by kind above; the pins they made are in `pins`.
             EventBody::IoasMap(_)
             | EventBody::IoasMapFile(_)
             | EventBody::IoasCopy(_)
@@ -639,6 +646,18 @@ impl fmt::Display for Summary {
                 self.refusals.len()
             )?;
             for r in &self.refusals {
+                writeln!(f, "  {r}")?;
+            }
+        }
+        if self.failed_uncharges_total > 0 {
+            writeln!(
+                f,
+                "pinned-memory uncharges that failed ({}; the pages were unpinned all the \
+                 same; the first {} explained):",
+                self.failed_uncharges_total,
+                self.failed_uncharges.len()
+            )?;
+            for r in &self.failed_uncharges {
                 writeln!(f, "  {r}")?;
             }
         }

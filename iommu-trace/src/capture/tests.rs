@@ -1819,3 +1819,19 @@ fn pinned_memory_records_with_impossible_fields_are_refused() {
     let err = damaged(pin(PinMode::None), pin(PinMode::User), 7).expect_err("refused");
     assert!(err.contains("unknown accounting mode 7"), "{err}");
 }
+
+// A failed uncharge (per-mm, the creator's mm gone) is not a refusal: the summary lists it
+// apart.
+#[test]
+fn summary_tells_refused_charges_from_failed_uncharges() {
+    use crate::capture::inspect::Summary;
+    use crate::state::tests::{ev, pin};
+    let mut s = Summary::new();
+    s.add(&ev(1, 10, 500, pin(0x1000, 10, 4, 4, 4, 0)));
+    s.add(&ev(2, 10, 500, pin(0x2000, 10, 16, 16, 4, 12)));
+    s.add(&ev(3, 10, 500, pin(0x1000, 10, -4, 0, 4, 22)));
+    assert_eq!((s.refusals_total, s.failed_uncharges_total), (1, 1));
+    let text = s.to_string();
+    assert!(text.contains("pinned-memory refusals (1;"), "{text}");
+    assert!(text.contains("uncharges that failed (1;"), "{text}");
+}
