@@ -6,12 +6,23 @@ use std::path::PathBuf;
 
 use iommu_trace::capture::read_all;
 use iommu_trace::events::{Event, EventBody};
-use iommu_trace::replay::{replay, ReplayOptions, Report};
+use iommu_trace::replay::{replay, replay_file, Choice, ReplayOptions, Report};
+
+fn golden_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/golden")
+        .join(name)
+}
+
+/// A golden capture replayed as `iommu-trace replay` does it (options from its header).
+fn replay_golden(name: &str) -> Report {
+    replay_file(&golden_path(name), &Choice::default(), |_| {})
+        .expect("replay")
+        .report
+}
 
 fn golden(name: &str) -> Vec<Event> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/golden")
-        .join(name);
+    let path = golden_path(name);
     let (_, events, ending) =
         read_all(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     assert!(ending.is_finalized(), "{name}: {ending}");
@@ -82,7 +93,6 @@ fn the_smmuv3_golden_capture_has_real_stage_1_tables() {
 #[test]
 fn golden_7_3_captures_verify_under_the_detected_behaviour() {
     use iommu_trace::model::{SmmuBehaviour, VtdBehaviour};
-    use iommu_trace::replay::{replay_file, Choice};
     for (name, want_drivers) in [
         ("7.3-vtd-mock-exercise.itc", &["intel", "mock"][..]),
         ("7.3-mock-exercise.itc", &["mock"][..]),
@@ -92,10 +102,7 @@ fn golden_7_3_captures_verify_under_the_detected_behaviour() {
             &["arm-smmu-v3", "mock"][..],
         ),
     ] {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/golden")
-            .join(name);
-        let done = replay_file(&path, &Choice::default(), |_| {}).expect("replay");
+        let done = replay_file(&golden_path(name), &Choice::default(), |_| {}).expect("replay");
         assert_eq!(done.warning, None, "{name}");
         let report = done.report;
         assert_eq!(
@@ -222,12 +229,11 @@ fn a_moved_map_diverges_at_the_operation_it_displaced() {
 fn replay_serve_and_top_give_the_same_verdicts() {
     use iommu_trace::capture::CaptureReader;
     use iommu_trace::export::ReplaySummary;
-    use iommu_trace::replay::{replay_file, Choice};
     use iommu_trace::tui::board::Judgement;
     use iommu_trace::tui::{Model, SessionInfo};
     use std::collections::BTreeMap;
 
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden");
+    let dir = golden_path("");
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -237,9 +243,7 @@ fn replay_serve_and_top_give_the_same_verdicts() {
     assert!(names.len() >= 6, "{names:?}");
     for name in names {
         let path = dir.join(&name);
-        let report = replay_file(&path, &Choice::default(), |_| {})
-            .expect("replay")
-            .report;
+        let report = replay_golden(&name);
         let serve = ReplaySummary::of(&report);
 
         let mut reader = CaptureReader::open(&path).unwrap();
@@ -303,7 +307,6 @@ fn replay_serve_and_top_give_the_same_verdicts() {
 // format-2 captures above still read.
 #[test]
 fn golden_object_captures_have_a_consistent_graph() {
-    use iommu_trace::replay::{replay_file, Choice};
     for (name, types) in [
         (
             "6.12-vtd-objects.itc",
@@ -326,12 +329,7 @@ fn golden_object_captures_have_a_consistent_graph() {
             ][..],
         ),
     ] {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/golden")
-            .join(name);
-        let report = replay_file(&path, &Choice::default(), |_| {})
-            .expect("replay")
-            .report;
+        let report = replay_golden(name);
         assert!(report.all_verified(), "{name}:\n{report}");
         let objects = report.objects.as_ref().expect("object events");
         assert!(
@@ -413,7 +411,6 @@ fn golden_pin_captures_balance_and_explain_their_refusals() {
     use std::collections::BTreeMap;
 
     use iommu_trace::events::PinMode;
-    use iommu_trace::replay::{replay_file, Choice};
     for name in ["6.12-mock-pins.itc", "7.3-mock-pins.itc"] {
         let events = golden(name);
         let mut held: BTreeMap<u32, i64> = BTreeMap::new();
@@ -449,12 +446,7 @@ fn golden_pin_captures_balance_and_explain_their_refusals() {
             .filter(|e| matches!(&e.body, EventBody::IoasMap(o) if o.errno == 12))
             .count();
         assert_eq!(maps, 2, "{name}: the two refused IOAS_MAPs");
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/golden")
-            .join(name);
-        let report = replay_file(&path, &Choice::default(), |_| {})
-            .expect("replay")
-            .report;
+        let report = replay_golden(name);
         assert!(report.all_verified(), "{name}:\n{report}");
         // The live ledger ends where the kernel did: nothing pinned, and the refusals by
         // cause, each explained with what the traced mappings held of the total.

@@ -1685,11 +1685,25 @@ fn pinned_memory_jsonl_is_pinned() {
     assert_eq!(back, events);
 }
 
+/// Decodes the records of one frame body under format `version`, up to its end or the first
+/// error.
+fn decode_records(bytes: &[u8], version: u32) -> Result<(), String> {
+    use super::codec::{Dec, Decoder};
+    let mut d = Decoder::new(0, version);
+    let mut dec = Dec::new(bytes);
+    loop {
+        match d.decode(&mut dec) {
+            Ok(_) if dec.pos < bytes.len() => continue,
+            other => return other.map(|_| ()),
+        }
+    }
+}
+
 // The object records' own bounds: more references than any kernel slot table holds, and a
 // destroy path byte no writer emits, are damage.
 #[test]
 fn object_records_with_impossible_fields_are_refused() {
-    use super::codec::{Dec, Decoder, Encoder};
+    use super::codec::Encoder;
     let ev = |body| Event {
         ts_ns: 10,
         cpu: 0,
@@ -1699,16 +1713,7 @@ fn object_records_with_impossible_fields_are_refused() {
         cgroup_id: 1,
         body,
     };
-    let decode_last = |bytes: &[u8]| {
-        let mut d = Decoder::new(0, 3);
-        let mut dec = Dec::new(bytes);
-        loop {
-            match d.decode(&mut dec) {
-                Ok(_) if dec.pos < bytes.len() => continue,
-                other => return other.map(|_| ()),
-            }
-        }
-    };
+    let decode_last = |bytes: &[u8]| decode_records(bytes, 3);
     // 17 references (the bound is 16).
     let mut out = Vec::new();
     let refs = (0..17).map(|i| (format!("r{i}"), i)).collect();
@@ -1750,7 +1755,7 @@ fn object_records_with_impossible_fields_are_refused() {
 // differ in.
 #[test]
 fn pinned_memory_records_with_impossible_fields_are_refused() {
-    use super::codec::{Dec, Decoder, Encoder};
+    use super::codec::Encoder;
     let encode = |body| {
         let mut out = Vec::new();
         let e = Event {
@@ -1765,16 +1770,7 @@ fn pinned_memory_records_with_impossible_fields_are_refused() {
         Encoder::new(0).encode(&e, &mut out);
         out
     };
-    let decode_all = |bytes: &[u8]| {
-        let mut d = Decoder::new(0, 4);
-        let mut dec = Dec::new(bytes);
-        loop {
-            match d.decode(&mut dec) {
-                Ok(_) if dec.pos < bytes.len() => continue,
-                other => return other.map(|_| ()),
-            }
-        }
-    };
+    let decode_all = |bytes: &[u8]| decode_records(bytes, 4);
     // `a` with the one byte it differs from `b` in set to `value`.
     let damaged = |a: Vec<u8>, b: Vec<u8>, value: u8| {
         assert_eq!(a.len(), b.len());

@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::uapi::errno::{EINVAL, ENOMEM};
+
 /// One thing the kernel did, with who caused it and when.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -508,11 +510,13 @@ pub struct Pin {
     pub latency_ns: u64,
 }
 
-/// `ENOMEM` and `EINVAL` (asm-generic/errno-base.h).
-const ENOMEM: i32 = 12;
-const EINVAL: i32 = 22;
-
 impl Pin {
+    /// Bytes of one kernel page, from the event's own `bytes` / `pages` (1 when no page
+    /// moved).
+    pub fn page_size(&self) -> u64 {
+        (self.bytes.unsigned_abs() / self.pages.unsigned_abs().max(1)).max(1)
+    }
+
     /// Why the kernel refused this charge, in one line a VMM engineer can act on; `None`
     /// when it did not refuse. The limit and the totals are those the kernel compared
     /// (docs/kernel-facts.md §8.2).

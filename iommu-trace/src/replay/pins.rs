@@ -29,9 +29,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::events::{KernelPtr, Pin, PinMode};
-
-/// `ENOMEM` (asm-generic/errno-base.h): the limit check's refusal.
-const ENOMEM: i32 = 12;
+use crate::uapi::errno::ENOMEM;
 
 /// One accounting call the model did not expect.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -247,7 +245,7 @@ impl PinLedger {
             return;
         }
         let n = p.pages.unsigned_abs();
-        let page = (p.bytes.unsigned_abs() / n).max(1);
+        let page = p.page_size();
         // The kernel compares pages: the limit rounded down (`>> PAGE_SHIFT`).
         let Some(limit) = p.limit_bytes.map(|b| b / page) else {
             if refused {

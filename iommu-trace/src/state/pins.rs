@@ -10,11 +10,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use rustc_hash::FxHashMap;
 
 use crate::events::{Event, KernelPtr, Pin, PinMode};
+use crate::uapi::errno::{EINVAL, ENOMEM};
 use crate::units::bytes_long;
-
-/// `ENOMEM` and `EINVAL` (asm-generic/errno-base.h).
-const ENOMEM: i32 = 12;
-const EINVAL: i32 = 22;
 
 /// Who a charge goes to (`iopt_pages::account_mode`, §8.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -174,7 +171,7 @@ impl Pins {
     /// Adds one `pin` event (`ev` its envelope: the caller's pid, comm and cgroup).
     pub fn apply(&mut self, ev: &Event, p: &Pin) {
         if p.pages != 0 {
-            self.page_size = (p.bytes.unsigned_abs() / p.pages.unsigned_abs()).max(1);
+            self.page_size = p.page_size();
         }
         let target = PinTarget::of(p);
         let refused = p.errno != 0 && p.pages > 0;
@@ -236,13 +233,11 @@ impl Pins {
             Some(h) if h.pid == pid && h.target == target => {
                 self.account(h, now.pages as i64 - h.pages as i64)
             }
-            Some(h) => {
-                self.account(h, -(h.pages as i64));
-                self.forget_idle_target(h.target);
-                self.add_process(ev, pid);
-                self.account(now, now.pages as i64);
-            }
-            None => {
+            _ => {
+                if let Some(h) = old {
+                    self.account(h, -(h.pages as i64));
+                    self.forget_idle_target(h.target);
+                }
                 self.add_process(ev, pid);
                 self.account(now, now.pages as i64);
             }

@@ -32,92 +32,88 @@ fn outcome(name: &str, r: Result<String, String>) -> Outcome {
 
 /// One loop size's numbers, from the files of results suffix `sfx`.
 fn measure(dir: &Path, sfx: &str) -> Result<String, String> {
-    let run = || -> Result<String, String> {
-        let rate = |name: &str| -> Result<(f64, u64, u64), String> {
-            let r: Value =
-                serde_json::from_str(&read(dir, name)?).map_err(|e| format!("{name}: {e}"))?;
-            let l = &r["loop_result"];
-            ensure(u(l, "map_errors") + u(l, "unmap_errors") == 0, || {
-                format!("{name}: loop errors: {l}")
-            })?;
-            Ok((
-                l["ops_per_sec"].as_f64().unwrap_or(0.0),
-                u(l, "ops"),
-                u(l, "elapsed_ns"),
-            ))
-        };
-        let median = |mut v: Vec<f64>| -> f64 {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let mut base = Vec::new();
-        let mut traced = Vec::new();
-        let mut noobj = Vec::new();
-        let (mut events, mut bytes, mut traced_ns, mut lost, mut ops) =
-            (0u64, 0u64, 0u64, 0u64, 0u64);
-        for r in 1.. {
-            if !dir.join(format!("base{r}{sfx}.json")).exists() {
-                break;
-            }
-            base.push(rate(&format!("base{r}{sfx}.json"))?.0);
-            if !dir.join(format!("traced{r}{sfx}.json")).exists() {
-                continue;
-            }
-            if dir.join(format!("noobj{r}{sfx}.json")).exists() {
-                noobj.push(rate(&format!("noobj{r}{sfx}.json"))?.0);
-            }
-            let (t, o, ns) = rate(&format!("traced{r}{sfx}.json"))?;
-            traced.push(t);
-            ops = o;
-            traced_ns += ns;
-            ensure(rc(dir, &format!("record{r}{sfx}.rc"))? == 0, || {
-                "the recorder failed".into()
-            })?;
-            let summary = read(dir, &format!("summary{r}{sfx}.txt"))?;
-            let count = |prefix: &str| -> Result<u64, String> {
-                summary
-                    .lines()
-                    .find_map(|l| l.strip_prefix(prefix))
-                    .and_then(|l| l.split_whitespace().next())
-                    .and_then(|n| n.parse().ok())
-                    .ok_or_else(|| format!("no {prefix:?} in summary:\n{summary}"))
-            };
-            events += count("events: ")?;
-            lost += count("lost: ")?;
-            bytes += read(dir, &format!("capture-bytes{r}{sfx}.txt"))?
-                .trim()
-                .parse::<u64>()
-                .map_err(|e| e.to_string())?;
-        }
-        ensure(!traced.is_empty(), || "no traced round ran".into())?;
-        let (b, t) = (median(base.clone()), median(traced.clone()));
-        ensure(lost == 0, || {
-            format!("{lost} events lost at the loop's full rate")
+    let rate = |name: &str| -> Result<(f64, u64, u64), String> {
+        let r: Value =
+            serde_json::from_str(&read(dir, name)?).map_err(|e| format!("{name}: {e}"))?;
+        let l = &r["loop_result"];
+        ensure(u(l, "map_errors") + u(l, "unmap_errors") == 0, || {
+            format!("{name}: loop errors: {l}")
         })?;
-        // The object and pinned-memory probes' share: traced with them vs traced without
-        // them, same boot.
-        let objects = if noobj.is_empty() {
-            String::new()
-        } else {
-            let n = median(noobj.clone());
-            format!(
-                "; without the object and pinned-memory probes {n:.0} ops/s {noobj:.0?}: they cost {:.1}% \
-                 (time ratio {:.3})",
-                (n / t - 1.0) * 100.0,
-                n / t
-            )
-        };
-        let pages = if sfx.is_empty() { 1 } else { 16 };
-        Ok(format!(
-            "map/unmap loop of {pages} page(s) per map, {ops} ops per run, {} rounds: median {b:.0} ops/s untraced {base:.0?}, \
-             {t:.0} ops/s traced {traced:.0?}; slowdown {:.1}% (time ratio {:.3}); \
-             {events} events recorded at {:.0} events/s, 0 lost; {:.1} bytes/event on disk{objects}",
-            traced.len(),
-            (b / t - 1.0) * 100.0,
-            b / t,
-            events as f64 / (traced_ns as f64 / 1e9),
-            bytes as f64 / events.max(1) as f64
+        Ok((
+            l["ops_per_sec"].as_f64().unwrap_or(0.0),
+            u(l, "ops"),
+            u(l, "elapsed_ns"),
         ))
     };
-    run()
+    let median = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut base = Vec::new();
+    let mut traced = Vec::new();
+    let mut noobj = Vec::new();
+    let (mut events, mut bytes, mut traced_ns, mut lost, mut ops) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    for r in 1.. {
+        if !dir.join(format!("base{r}{sfx}.json")).exists() {
+            break;
+        }
+        base.push(rate(&format!("base{r}{sfx}.json"))?.0);
+        if !dir.join(format!("traced{r}{sfx}.json")).exists() {
+            continue;
+        }
+        if dir.join(format!("noobj{r}{sfx}.json")).exists() {
+            noobj.push(rate(&format!("noobj{r}{sfx}.json"))?.0);
+        }
+        let (t, o, ns) = rate(&format!("traced{r}{sfx}.json"))?;
+        traced.push(t);
+        ops = o;
+        traced_ns += ns;
+        ensure(rc(dir, &format!("record{r}{sfx}.rc"))? == 0, || {
+            "the recorder failed".into()
+        })?;
+        let summary = read(dir, &format!("summary{r}{sfx}.txt"))?;
+        let count = |prefix: &str| -> Result<u64, String> {
+            summary
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("no {prefix:?} in summary:\n{summary}"))
+        };
+        events += count("events: ")?;
+        lost += count("lost: ")?;
+        bytes += read(dir, &format!("capture-bytes{r}{sfx}.txt"))?
+            .trim()
+            .parse::<u64>()
+            .map_err(|e| e.to_string())?;
+    }
+    ensure(!traced.is_empty(), || "no traced round ran".into())?;
+    let (b, t) = (median(base.clone()), median(traced.clone()));
+    ensure(lost == 0, || {
+        format!("{lost} events lost at the loop's full rate")
+    })?;
+    // The object and pinned-memory probes' share: traced with them vs traced without
+    // them, same boot.
+    let objects = if noobj.is_empty() {
+        String::new()
+    } else {
+        let n = median(noobj.clone());
+        format!(
+            "; without the object and pinned-memory probes {n:.0} ops/s {noobj:.0?}: they cost {:.1}% \
+             (time ratio {:.3})",
+            (n / t - 1.0) * 100.0,
+            n / t
+        )
+    };
+    let pages = if sfx.is_empty() { 1 } else { 16 };
+    Ok(format!(
+        "map/unmap loop of {pages} page(s) per map, {ops} ops per run, {} rounds: median {b:.0} ops/s untraced {base:.0?}, \
+         {t:.0} ops/s traced {traced:.0?}; slowdown {:.1}% (time ratio {:.3}); \
+         {events} events recorded at {:.0} events/s, 0 lost; {:.1} bytes/event on disk{objects}",
+        traced.len(),
+        (b / t - 1.0) * 100.0,
+        b / t,
+        events as f64 / (traced_ns as f64 / 1e9),
+        bytes as f64 / events.max(1) as f64
+    ))
 }
