@@ -230,16 +230,14 @@ impl Pins {
         match old {
             // The same creator and target: the difference, in place (the process keeps its
             // name and cgroup).
-            Some(h) if h.pid == pid && h.target == target => {
-                self.account(h, now.pages as i64 - h.pages as i64)
-            }
+            Some(h) if h.pid == pid && h.target == target => self.account(h, h.pages, now.pages),
             _ => {
                 if let Some(h) = old {
-                    self.account(h, -(h.pages as i64));
+                    self.account(h, h.pages, 0);
                     self.forget_idle_target(h.target);
                 }
                 self.add_process(ev, pid);
-                self.account(now, now.pages as i64);
+                self.account(now, 0, now.pages);
             }
         }
         if now.pages == 0 {
@@ -299,7 +297,8 @@ impl Pins {
         let mut out: HashMap<(KernelPtr, u32), u64> = HashMap::new();
         for h in self.held.values() {
             if let Some(ioas) = h.ioas {
-                *out.entry(ioas).or_default() += h.pages;
+                let n = out.entry(ioas).or_default();
+                *n = n.saturating_add(h.pages);
             }
         }
         out
@@ -328,10 +327,11 @@ impl Pins {
         })
     }
 
-    /// Adds (or takes away) `delta` pages of `h` to its process and target; forgets what
-    /// reaches zero.
-    fn account(&mut self, h: Held, delta: i64) {
-        let add = |v: &mut u64| *v = v.saturating_add_signed(delta);
+    /// Moves the pages `h` holds in its process and target from `from` to `to`
+    /// (saturating: a crafted capture's counts must not overflow); forgets what reaches
+    /// zero.
+    fn account(&mut self, h: Held, from: u64, to: u64) {
+        let add = |v: &mut u64| *v = v.saturating_sub(from).saturating_add(to);
         if let Some(proc) = self.processes.get_mut(&h.pid) {
             add(&mut proc.pinned_pages);
             if h.target != PinTarget::Nobody {
@@ -370,14 +370,15 @@ impl Pins {
             .map(|t| &t.charged_by_pid);
         let mine = charged
             .and_then(|c| c.get(&p.target_pid))
-            .map_or(0, |n| n * page);
+            .map_or(0, |n| n.saturating_mul(page));
         let others: u64 = charged
             .iter()
             .flat_map(|c| c.iter())
             .filter(|(pid, _)| **pid != p.target_pid)
-            .map(|(_, n)| n * page)
-            .sum();
-        let rest = p.locked_bytes.saturating_sub(mine + others);
+            .fold(0u64, |sum, (_, n)| {
+                sum.saturating_add(n.saturating_mul(page))
+            });
+        let rest = p.locked_bytes.saturating_sub(mine.saturating_add(others));
         Some(format!(
             "{why} [of the {} locked: this process's iommufd mappings {}, other processes' \
              {}, the rest {} (mlock, io_uring, VFIO type1, or pins made before tracing \
@@ -432,11 +433,15 @@ impl Pins {
     pub fn pinned_bytes_by_cgroup(&self, n: usize) -> (Vec<(u64, u64)>, u64) {
         let mut per: HashMap<u64, u64> = HashMap::new();
         for p in self.processes.values() {
-            *per.entry(p.cgroup_id).or_default() += p.pinned_pages * self.page_size();
+            let bytes = per.entry(p.cgroup_id).or_default();
+            *bytes = bytes.saturating_add(p.pinned_pages.saturating_mul(self.page_size()));
         }
         let mut all: Vec<(u64, u64)> = per.into_iter().collect();
         all.sort_by_key(|(id, b)| (std::cmp::Reverse(*b), *id));
-        let other = all.iter().skip(n).map(|(_, b)| b).sum();
+        let other = all
+            .iter()
+            .skip(n)
+            .fold(0u64, |sum, (_, b)| sum.saturating_add(*b));
         all.truncate(n);
         (all, other)
     }

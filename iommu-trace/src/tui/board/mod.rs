@@ -503,7 +503,7 @@ impl Model {
                 name: p.comm.clone(),
                 ..OwnerRow::default()
             });
-            r.pinned_bytes = p.pinned_pages * pins.page_size();
+            r.pinned_bytes = p.pinned_pages.saturating_mul(pins.page_size());
             r.memlock_headroom = pins
                 .tightest_target_of(*pid)
                 .map(|(_, headroom, limit)| crate::state::headroom_ratio(headroom, limit));

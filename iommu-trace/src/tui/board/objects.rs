@@ -64,8 +64,13 @@ impl Model {
         let pins = self.state().pins();
         let pinned = pins.pinned_pages_by_ioas();
         let pinned_bytes = |o: &LiveObject| {
-            (o.object == "ioas")
-                .then(|| pinned.get(&(o.ictx, o.id)).copied().unwrap_or(0) * pins.page_size())
+            (o.object == "ioas").then(|| {
+                pinned
+                    .get(&(o.ictx, o.id))
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_mul(pins.page_size())
+            })
         };
         let mut groups: BTreeMap<(u32, KernelPtr), Vec<&LiveObject>> = BTreeMap::new();
         for o in objects.live() {
