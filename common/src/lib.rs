@@ -325,7 +325,6 @@ pub struct PinEvent {
     pub pinned_vm: u64,
     /// `source_mm`, identifying the per-mm target.
     pub source_mm: u64,
-    pub latency_ns: u64,
     /// 1: pinned pages charged; 0: unpinned pages uncharged.
     pub inc: u32,
     /// `iopt_pages::account_mode`: 0 none, 1 user, 2 mm (io_pagetable.h).
@@ -567,7 +566,7 @@ mod tests {
         assert_eq!(size_of::<PtPagesEvent>(), 48 + 32);
         assert_eq!(size_of::<ObjectEvent>(), 48 + 64 + 24);
         assert_eq!(size_of::<IoasOpEvent>(), 48 + 40 + 24);
-        assert_eq!(size_of::<PinEvent>(), 48 + 72 + 24);
+        assert_eq!(size_of::<PinEvent>(), 48 + 64 + 24);
         assert_eq!(event_size(kind::UNMAP), size_of::<MapEvent>());
         assert_eq!(event_size(99), 0);
     }

@@ -198,13 +198,12 @@ pub(crate) struct IoasCtx {
     pub(crate) _pad: u32,
 }
 
-/// A pinned-page accounting call in progress (pins.rs): its arguments.
+/// A pinned-page accounting call in progress, kprobe path (pins.rs): its arguments.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct PinCtx {
     pub(crate) pages: u64,
     pub(crate) npages: u64,
-    pub(crate) start: u64,
     pub(crate) inc: u32,
     /// 0 once the call returned (the entry stays).
     pub(crate) active: u32,

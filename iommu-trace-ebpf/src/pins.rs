@@ -194,6 +194,7 @@ fn ioas_exit(ret: u64) -> u32 {
     0
 }
 
+/// The kprobe path: the kretprobe cannot see the arguments, so the entry keeps them for it.
 #[inline(always)]
 fn pin_enter(pages: u64, npages: u64, inc: u64) -> u32 {
     if !wanted() {
@@ -202,7 +203,6 @@ fn pin_enter(pages: u64, npages: u64, inc: u64) -> u32 {
     let c = PinCtx {
         pages,
         npages,
-        start: now(),
         inc: (inc & 0xff != 0) as u32,
         active: 1,
     };
@@ -231,17 +231,33 @@ pub fn pin_entry(ctx: ProbeContext) -> u32 {
 
 #[kretprobe]
 pub fn pin_exit(ctx: RetProbeContext) -> u32 {
-    pin_done(ctx.ret())
+    if !wanted() {
+        return 0;
+    }
+    let Some(slot) = PIN_CTX.get_ptr_mut(&current_tid()) else {
+        return 0;
+    };
+    // SAFETY: this thread's own entry; copied, then marked idle.
+    let c = unsafe {
+        let c = *slot;
+        (*slot).active = 0;
+        c
+    };
+    if c.active == 0 {
+        return 0;
+    }
+    pin_done(c.pages, c.npages, c.inc, ctx.ret())
 }
 
-#[fentry(function = "iopt_pages_update_pinned")]
-pub fn pin_fentry(ctx: FEntryContext) -> u32 {
-    pin_enter(ctx.arg(0), ctx.arg(1), ctx.arg(2))
-}
-
+/// The trampoline path: one fexit program, which sees the arguments and the return value,
+/// so no entry program, context map or clock read per call (docs/design-notes.md §3).
 #[fexit(function = "iopt_pages_update_pinned")]
 pub fn pin_fexit(ctx: FExitContext) -> u32 {
-    pin_done(ctx.arg(4))
+    if !wanted() {
+        return 0;
+    }
+    let inc: u64 = ctx.arg(2);
+    pin_done(ctx.arg(0), ctx.arg(1), (inc & 0xff != 0) as u32, ctx.arg(4))
 }
 
 /// The `struct iopt_pages` fields the pin event needs.
@@ -289,23 +305,7 @@ fn pages_fields(p: u64) -> PagesFields {
 /// The accounting returned: the `iopt_pages`' mode and totals, and its target's, read now
 /// (after the change, or after the refusal: then the totals are those the check saw).
 #[inline(always)]
-fn pin_done(ret: u64) -> u32 {
-    if !wanted() {
-        return 0;
-    }
-    let Some(slot) = PIN_CTX.get_ptr_mut(&current_tid()) else {
-        return 0;
-    };
-    // SAFETY: this thread's own entry; copied, then marked idle.
-    let c = unsafe {
-        let c = *slot;
-        (*slot).active = 0;
-        c
-    };
-    if c.active == 0 {
-        return 0;
-    }
-    let p = c.pages;
+fn pin_done(p: u64, npages: u64, inc: u32, ret: u64) -> u32 {
     let f = pages_fields(p);
     let (mode, task, user, mm) = (f.mode, f.task, f.user, f.mm);
     // Mode none (the creator had CAP_IPC_LOCK) charges nobody: its limit and target are not
@@ -333,15 +333,14 @@ fn pin_done(ret: u64) -> u32 {
     entry.write(PinEvent {
         hdr: header(kind::PIN),
         pages: p,
-        npages: c.npages,
+        npages,
         npinned: f.npinned,
         total_pages: f.npages,
         limit_bytes,
         locked_pages,
         pinned_vm: field(mm, cfg!(mm_pinned_vm)).map_or(0, read_u64),
         source_mm: mm,
-        latency_ns: now().saturating_sub(c.start),
-        inc: c.inc,
+        inc,
         mode,
         target_uid,
         target_pid: field(task, cfg!(task_tgid)).map_or(0, read_u32),

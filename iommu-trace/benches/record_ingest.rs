@@ -61,7 +61,6 @@ fn iteration(i: u64, pins: bool) -> Vec<Vec<u8>> {
             locked_pages: 3 + npinned,
             pinned_vm: 0,
             source_mm: 0xffff_8880_9abc_0000,
-            latency_ns: 300,
             inc,
             mode: 1,
             target_uid: 0,

@@ -16,6 +16,7 @@ pub mod export;
 pub mod files;
 pub mod model;
 pub mod probe;
+pub mod procfs;
 pub mod replay;
 pub mod session;
 pub mod state;

@@ -219,11 +219,13 @@ fn replay_in_tmux_shows_the_capture_and_restores_the_terminal() {
     let p = t.wait_for("COMM");
     let row = p
         .lines()
-        .find(|l| l.contains("iommu-trace") && l.split_whitespace().count() == 9)
+        .find(|l| l.contains("iommu-trace") && l.split_whitespace().count() == 10)
         .unwrap_or_else(|| panic!("no process row:\n{p}"));
-    // pid, comm, domains, mapped, pt c/u, pinned, memlock, allocs, failed.
+    // pid, comm, domains, mapped, pt c/u, pinned, vmpin (a capture: not read), memlock,
+    // allocs, failed.
+    assert_eq!(row.split_whitespace().nth(6), Some("-"), "no VmPin: {row}");
     assert_eq!(
-        row.split_whitespace().nth(7),
+        row.split_whitespace().nth(8),
         Some("3"),
         "3 allocations: {row}"
     );

@@ -25,6 +25,11 @@ const RULES: &[(&str, &[&str], &str)] = &[
         "reading user-named files is a leaf captures and the probe plan share",
     ),
     (
+        "procfs",
+        &["*"],
+        "the kernel's own per-process figures are a leaf the ledger and the exercise share",
+    ),
+    (
         "session",
         &["*"],
         "the session vocabulary imports nothing else from the crate",

@@ -293,14 +293,16 @@ fn pin_text(s: &mut String, p: &Pin, why: Option<String>) {
     }
     let _ = write!(
         s,
-        " locked_bytes={} pinned={}/{} pinned_vm_bytes={} {} latency={}",
+        " locked_bytes={} pinned={}/{} pinned_vm_bytes={} {}",
         p.locked_bytes,
         p.pinned_pages,
         p.total_pages,
         p.pinned_vm_bytes,
         errno_name(p.errno),
-        duration_text(p.latency_ns)
     );
+    if let Some(ns) = p.latency_ns {
+        let _ = write!(s, " latency={}", duration_text(ns));
+    }
     if let Some(why) = why {
         let _ = write!(s, " why: {why}");
     }

@@ -312,7 +312,7 @@ impl Decoder {
             total_pages: e.total_pages,
             pinned_vm_bytes: e.pinned_vm.saturating_mul(self.page_size),
             errno: e.errno,
-            latency_ns: e.latency_ns,
+            latency_ns: None,
         })
     }
 

@@ -262,6 +262,12 @@ impl EventSink for StateSink {
     }
 
     fn tick(&mut self) -> Result<()> {
+        // About once a second: the kernel's own VmPin / VmLck beside the ledger, read
+        // outside the lock.
+        let lock = || self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        let procs = lock().pins().process_names();
+        let readings = crate::procfs::memory_held_of(&procs);
+        lock().reconcile_pins(&readings);
         if let Some(b) = &self.bpf {
             let stats = b.read();
             self.shared

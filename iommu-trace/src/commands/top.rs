@@ -208,6 +208,11 @@ impl EventSink for TuiSink {
 
     fn tick(&mut self) -> Result<()> {
         self.flush();
+        // About once a second: the kernel's own VmPin / VmLck beside the ledger, read
+        // outside the lock.
+        let procs = self.shared.lock().state().pins().process_names();
+        let readings = crate::procfs::memory_held_of(&procs);
+        self.shared.lock().reconcile_pins(&readings);
         Ok(())
     }
 }

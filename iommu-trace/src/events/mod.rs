@@ -507,7 +507,10 @@ pub struct Pin {
     /// The creator mm's `pinned_vm` after the change (every mode adds to it).
     pub pinned_vm_bytes: u64,
     pub errno: i32,
-    pub latency_ns: u64,
+    /// The accounting call's duration: recorded by earlier versions only (a few atomic
+    /// operations; timing it cost a second program per call: docs/design-notes.md §3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ns: Option<u64>,
 }
 
 impl Pin {
@@ -649,7 +652,7 @@ mod naming_tests {
             total_pages: 4,
             pinned_vm_bytes: 0,
             errno: 12,
-            latency_ns: 0,
+            latency_ns: None,
         };
         let why = p.refusal().unwrap();
         assert!(

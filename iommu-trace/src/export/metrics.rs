@@ -107,6 +107,12 @@ pub const METRICS: &[MetricDef] = &[
     def("iommu_trace_pinned_bytes", GAUGE,
         "Guest memory pinned now by iommufd mappings (every accounting mode), by the cgroup of the mappings' creator (the top N cgroups by bytes; the rest in cgroup=\"other\").",
         &["cgroup"]),
+    def("iommu_trace_kernel_pinned_bytes", GAUGE,
+        "The kernel's own count beside iommu_trace_pinned_bytes (live only): VmPin (mm->pinned_vm) of /proc/PID/status, summed over the live processes whose iommufd mappings pin memory, by the same cgroups. More than iommu_trace_pinned_bytes: pins outside iommufd (io_uring, RDMA) or made before tracing began.",
+        &["cgroup"]),
+    def("iommu_trace_pin_reconciliation_processes", GAUGE,
+        "Live processes whose iommufd mappings pin memory, by how the ledger compares with their VmPin once settled (two equal readings a second apart, no pin event between): matches, kernel_pins_more (pins outside iommufd or from before tracing), ledger_exceeds (events lost, or the ledger is wrong), unchecked (not settled yet, or a capture).",
+        &["verdict"]),
     def("iommu_trace_memlock_locked_bytes", GAUGE,
         "Locked memory (locked_vm) of the accounting target with the least RLIMIT_MEMLOCK headroom among those the iommufd mappings of a cgroup's processes charge, by that cgroup: iommufd's pins and everything else the target locked (mlock, io_uring, VFIO type1).",
         &["cgroup"]),
@@ -350,6 +356,37 @@ fn pins(b: &mut Builder, state: &State, opts: &ExportOptions) {
             );
         }
         b.gauge("iommu_trace_pinned_bytes", &["other"], other as f64);
+        // The kernel's VmPin of the same processes, under the same labels.
+        let mut kernel: std::collections::HashMap<u64, u64> = Default::default();
+        for k in pins
+            .processes()
+            .values()
+            .filter_map(|p| p.kernel().map(|k| (p.cgroup_id, k.pinned_bytes)))
+        {
+            let sum = kernel.entry(k.0).or_default();
+            *sum = sum.saturating_add(k.1);
+        }
+        if !kernel.is_empty() {
+            let mut other = 0u64;
+            for (cgroup, bytes) in &kernel {
+                if !top.iter().any(|(id, _)| id == cgroup) {
+                    other = other.saturating_add(*bytes);
+                }
+            }
+            for (cgroup, _) in &top {
+                let bytes = kernel.get(cgroup).copied().unwrap_or(0);
+                let name = opts.cgroups.name(*cgroup);
+                b.gauge("iommu_trace_kernel_pinned_bytes", &[&name], bytes as f64);
+            }
+            b.gauge("iommu_trace_kernel_pinned_bytes", &["other"], other as f64);
+        }
+    }
+    for (verdict, n) in pins.reconciliations() {
+        b.gauge(
+            "iommu_trace_pin_reconciliation_processes",
+            &[verdict],
+            n as f64,
+        );
     }
     // Per cgroup of a mapping creator, the least headroom under that creator's own limit
     // among the targets it charges; the N tightest cgroups by name, the rest as "other".

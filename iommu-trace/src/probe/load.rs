@@ -11,7 +11,7 @@ use iommu_trace_common::{lost, Config};
 use thiserror::Error;
 
 use super::config::ebpf_config;
-use crate::session::{Attachment, Fallback, Plan, Refusal, Session};
+use crate::session::{Attachment, Fallback, Plan, ProgramKind, Refusal, Session};
 
 /// The eBPF object built by build.rs (empty when built with IOMMU_TRACE_SKIP_EBPF).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/iommu-trace"));
@@ -197,7 +197,8 @@ fn attach(
             let prog = ebpf
                 .program_mut(name)
                 .ok_or_else(|| format!("program {name} is not in the eBPF object"))?;
-            if i == 0 {
+            // The first program is an fentry, but for an fexit alone.
+            if i == 0 && a.program_type != ProgramKind::Fexit {
                 let p: &mut FEntry = prog.try_into().map_err(|e| format!("{name}: {e}"))?;
                 if loaded.insert(name.clone()) {
                     p.load(&a.symbol, btf)

@@ -22,17 +22,12 @@ use crate::session::{
 
 /// The trampoline programs for `symbol` on this kernel, if it can use them.
 fn trampoline(inputs: &PlanInputs, symbol: &str) -> Option<(String, ProgramKind, Option<String>)> {
-    let (_, arity, fentry, fexit) = TRAMPOLINES.iter().find(|t| t.0 == symbol)?;
+    let (_, arity, kind, first, second) = TRAMPOLINES.iter().find(|t| t.0 == symbol)?;
     let params = inputs.btf?.func_params(symbol)?;
     if params.len() != *arity {
         return None;
     }
-    let kind = if fexit.is_some() {
-        ProgramKind::FentryFexit
-    } else {
-        ProgramKind::Fentry
-    };
-    Some((fentry.to_string(), kind, fexit.map(str::to_string)))
+    Some((first.to_string(), *kind, second.map(str::to_string)))
 }
 
 /// Picks trampolines over kprobes where possible, keeping the kprobes as the fallback.
@@ -729,7 +724,8 @@ mod tests {
     }
 
     // The hot IOAS ioctls and the charge function go through trampolines when BTF shows
-    // them, their kprobes kept as the fallback; the rare IOAS ioctls stay kprobes.
+    // them, their kprobes kept as the fallback; the rare IOAS ioctls stay kprobes. The charge
+    // function needs an fexit alone, which sees its arguments.
     #[test]
     fn the_map_loops_hooks_are_trampolines() {
         let mut b = Builder::new();
@@ -762,8 +758,18 @@ mod tests {
         );
         let pin = &plan.point("pin_accounting").unwrap().attach[0];
         assert_eq!(
-            (pin.symbol.as_str(), pin.program_type),
-            ("do_update_pinned", ProgramKind::FentryFexit)
+            (
+                pin.symbol.as_str(),
+                pin.program_type,
+                pin.entry_program.as_str(),
+                pin.exit_program.as_deref()
+            ),
+            ("do_update_pinned", ProgramKind::Fexit, "pin_fexit", None)
+        );
+        let fallback = pin.fallback.as_ref().unwrap();
+        assert_eq!(
+            (fallback.program_type, fallback.exit_program.as_deref()),
+            (ProgramKind::KprobeKretprobe, Some("pin_exit"))
         );
     }
 

@@ -3,6 +3,7 @@
 //! source files it comes from (docs/kernel-facts.md). `plan.rs` turns these tables into a
 //! plan for one kernel.
 
+use crate::session::ProgramKind::{self, Fentry, FentryFexit, Fexit};
 pub(super) use crate::session::RefKind;
 
 /// How a driver allocation op receives its arguments; the eBPF entry program per shape.
@@ -351,38 +352,44 @@ pub(super) const OBJECT_REFS: &[ObjectRefSpec] = &[
 /// (7.3 mm/memcontrol.c, same arguments); the first one this kernel has is used.
 pub(super) const PT_SYMBOLS: &[&str] = &["__lruvec_stat_mod_folio", "lruvec_stat_mod_folio"];
 
-/// Functions that also have trampoline programs (fentry/fexit): (symbol, arity, fentry
-/// program, fexit program). Chosen when BTF shows the function with that arity; the kprobe
-/// programs stay as the fallback.
-pub(super) const TRAMPOLINES: &[(&str, usize, &str, Option<&str>)] = &[
-    ("iommu_map", 6, "map_fentry", Some("map_fexit")),
-    ("iommu_unmap", 3, "unmap_fentry", Some("unmap_fexit")),
+/// Functions that also have trampoline programs: (symbol, arity, the kind, its first
+/// program, its second). Chosen when BTF shows the function with that arity; the kprobe
+/// programs stay as the fallback. An fexit alone serves where nothing is needed from the
+/// entry: it sees the arguments and the return value.
+pub(super) const TRAMPOLINES: &[(&str, usize, ProgramKind, &str, Option<&str>)] = &[
+    ("iommu_map", 6, FentryFexit, "map_fentry", Some("map_fexit")),
+    (
+        "iommu_unmap",
+        3,
+        FentryFexit,
+        "unmap_fentry",
+        Some("unmap_fexit"),
+    ),
     (
         "iommu_unmap_fast",
         4,
+        FentryFexit,
         "unmap_fast_fentry",
         Some("unmap_fast_fexit"),
     ),
-    // Per IOAS_MAP / IOAS_UNMAP, in the map loops: trampolines, not kprobes' traps.
+    // Per IOAS_MAP / IOAS_UNMAP, in the map loops: trampolines, not kprobes' traps. The
+    // entry is kept for the ioctl's latency.
     (
         "iommufd_ioas_map",
         1,
+        FentryFexit,
         "ioas_map_fentry",
         Some("ioas_map_fexit"),
     ),
     (
         "iommufd_ioas_unmap",
         1,
+        FentryFexit,
         "ioas_unmap_fentry",
         Some("ioas_unmap_fexit"),
     ),
-    ("do_update_pinned", 4, "pin_fentry", Some("pin_fexit")),
-    (
-        "iopt_pages_update_pinned",
-        4,
-        "pin_fentry",
-        Some("pin_fexit"),
-    ),
-    ("__lruvec_stat_mod_folio", 3, "pt_stat_fentry", None),
-    ("lruvec_stat_mod_folio", 3, "pt_stat_fentry", None),
+    ("do_update_pinned", 4, Fexit, "pin_fexit", None),
+    ("iopt_pages_update_pinned", 4, Fexit, "pin_fexit", None),
+    ("__lruvec_stat_mod_folio", 3, Fentry, "pt_stat_fentry", None),
+    ("lruvec_stat_mod_folio", 3, Fentry, "pt_stat_fentry", None),
 ];

@@ -20,14 +20,18 @@ pub enum ProgramKind {
     FentryFexit,
     #[serde(rename = "fentry")]
     Fentry,
+    /// An fexit alone: it sees the arguments and the return value.
+    #[serde(rename = "fexit")]
+    Fexit,
 }
 
 impl ProgramKind {
-    pub const ALL: [ProgramKind; 4] = [
+    pub const ALL: [ProgramKind; 5] = [
         ProgramKind::KprobeKretprobe,
         ProgramKind::Kprobe,
         ProgramKind::FentryFexit,
         ProgramKind::Fentry,
+        ProgramKind::Fexit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -36,12 +40,16 @@ impl ProgramKind {
             ProgramKind::Kprobe => "kprobe",
             ProgramKind::FentryFexit => "fentry+fexit",
             ProgramKind::Fentry => "fentry",
+            ProgramKind::Fexit => "fexit",
         }
     }
 
     /// Trampoline programs (fentry/fexit) need BTF to load; kprobes do not.
     pub fn is_trampoline(self) -> bool {
-        matches!(self, ProgramKind::FentryFexit | ProgramKind::Fentry)
+        matches!(
+            self,
+            ProgramKind::FentryFexit | ProgramKind::Fentry | ProgramKind::Fexit
+        )
     }
 
     pub fn from_name(name: &str) -> Option<ProgramKind> {

@@ -13,11 +13,14 @@ mod pins;
 
 pub use histogram::{Histogram, LATENCY_BOUNDS_NS, LIFETIME_BOUNDS_NS};
 pub use objects::{bounded_object, LiveObject, Objects};
-pub use pins::{headroom_ratio, PinTarget, Pins, ProcessPins, RefusalCause, TargetLedger};
+pub use pins::{
+    headroom_ratio, PinTarget, Pins, ProcessPins, Reconciliation, RefusalCause, TargetLedger,
+};
 
 use std::collections::HashMap;
 
 use crate::events::{AllocOp, DomainKind, Event, EventBody, KernelPtr, MapOp, PtCause, PtPages};
+use crate::procfs::MemoryHeld;
 
 /// Index of a driver name in [`State::drivers`] (a handful per host).
 pub type DriverId = u16;
@@ -590,6 +593,14 @@ impl State {
     /// The pinned-memory ledger.
     pub fn pins(&self) -> &Pins {
         &self.pins
+    }
+
+    /// Live sessions: the kernel's own figures of the ledger's processes, read now
+    /// (`Pins::reconcile`).
+    pub fn reconcile_pins(&mut self, readings: &[(u32, Option<MemoryHeld>)]) {
+        for (pid, held) in readings {
+            self.pins.reconcile(*pid, *held);
+        }
     }
 
     pub fn hwpt_latency(&self) -> &Histogram {

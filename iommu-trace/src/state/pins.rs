@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use rustc_hash::FxHashMap;
 
 use crate::events::{Event, KernelPtr, Pin, PinMode};
+use crate::procfs::MemoryHeld;
 use crate::uapi::errno::{EINVAL, ENOMEM};
 use crate::units::bytes_long;
 
@@ -127,6 +128,79 @@ pub struct ProcessPins {
     /// Pages pinned and accounted (every mode), and of those charged to a target.
     pub pinned_pages: u64,
     pub charged_pages: u64,
+    /// Changes of `pinned_pages` so far: a reading of the kernel's figures is compared only
+    /// when none came between it and the one before.
+    changes: u64,
+    /// The last reading of the kernel's own figures, while the process lives (live
+    /// sessions: `Pins::reconcile`).
+    kernel: Option<KernelReading>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct KernelReading {
+    held: MemoryHeld,
+    /// `ProcessPins::changes` when read.
+    changes: u64,
+    /// The reading before it was the same, with no pin change between: nothing was in
+    /// flight.
+    settled: bool,
+}
+
+/// The ledger of a live process against the kernel's `VmPin` (`mm->pinned_vm`, which every
+/// accounting mode moves: docs/kernel-facts.md §8.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reconciliation {
+    /// No settled reading yet (or not a live session): two readings a second apart that
+    /// agree, with no pin event between, are needed, or events in flight would count.
+    Unchecked,
+    /// `VmPin` is what the ledger holds.
+    Matches,
+    /// The kernel pins this many bytes more: pins outside the traced iommufd mappings
+    /// (io_uring fixed buffers and RDMA memory regions add to `pinned_vm` too) or made
+    /// before tracing began.
+    KernelPinsMore(u64),
+    /// The ledger holds this many bytes more than the kernel pins: events were lost, or
+    /// the ledger is wrong.
+    LedgerExceeds(u64),
+}
+
+impl Reconciliation {
+    /// The verdict's name: `iommu_trace_pin_reconciliation_processes{verdict}`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reconciliation::Unchecked => "unchecked",
+            Reconciliation::Matches => "matches",
+            Reconciliation::KernelPinsMore(_) => "kernel_pins_more",
+            Reconciliation::LedgerExceeds(_) => "ledger_exceeds",
+        }
+    }
+
+    pub const NAMES: [&'static str; 4] =
+        ["unchecked", "matches", "kernel_pins_more", "ledger_exceeds"];
+}
+
+impl ProcessPins {
+    /// The kernel's `VmPin` and `VmLck` of this process, as last read.
+    pub fn kernel(&self) -> Option<MemoryHeld> {
+        self.kernel.map(|k| k.held)
+    }
+
+    /// How the ledger compares with the kernel's `VmPin` (`page` bytes a page).
+    pub fn reconciliation(&self, page: u64) -> Reconciliation {
+        let Some(k) = self
+            .kernel
+            .filter(|k| k.settled && k.changes == self.changes)
+        else {
+            return Reconciliation::Unchecked;
+        };
+        let ledger = self.pinned_pages.saturating_mul(page);
+        let kernel = k.held.pinned_bytes;
+        match ledger.cmp(&kernel) {
+            std::cmp::Ordering::Equal => Reconciliation::Matches,
+            std::cmp::Ordering::Less => Reconciliation::KernelPinsMore(kernel - ledger),
+            std::cmp::Ordering::Greater => Reconciliation::LedgerExceeds(ledger - kernel),
+        }
+    }
 }
 
 /// One `iopt_pages` holding pins.
@@ -333,6 +407,7 @@ impl Pins {
     fn account(&mut self, h: Held, from: u64, to: u64) {
         let add = |v: &mut u64| *v = v.saturating_sub(from).saturating_add(to);
         if let Some(proc) = self.processes.get_mut(&h.pid) {
+            proc.changes = proc.changes.wrapping_add(1);
             add(&mut proc.pinned_pages);
             if h.target != PinTarget::Nobody {
                 add(&mut proc.charged_pages);
@@ -402,6 +477,40 @@ impl Pins {
     /// Processes whose mappings hold pins now, by pid.
     pub fn processes(&self) -> &HashMap<u32, ProcessPins> {
         &self.processes
+    }
+
+    /// The ledger's processes with their names, to read the kernel's figures of.
+    pub fn process_names(&self) -> Vec<(u32, String)> {
+        self.processes
+            .iter()
+            .map(|(pid, p)| (*pid, p.comm.clone()))
+            .collect()
+    }
+
+    /// The kernel's own figures of process `pid`, read now (`None`: it is gone), beside the
+    /// ledger: see [`ProcessPins::reconciliation`].
+    pub fn reconcile(&mut self, pid: u32, held: Option<MemoryHeld>) {
+        let Some(proc) = self.processes.get_mut(&pid) else {
+            return;
+        };
+        proc.kernel = held.map(|held| KernelReading {
+            held,
+            changes: proc.changes,
+            settled: proc
+                .kernel
+                .is_some_and(|k| k.held == held && k.changes == proc.changes),
+        });
+    }
+
+    /// Live processes of the ledger by verdict (every verdict present).
+    pub fn reconciliations(&self) -> BTreeMap<&'static str, u64> {
+        let mut out: BTreeMap<&'static str, u64> =
+            Reconciliation::NAMES.iter().map(|n| (*n, 0)).collect();
+        for p in self.processes.values() {
+            *out.entry(p.reconciliation(self.page_size()).name())
+                .or_default() += 1;
+        }
+        out
     }
 
     /// Accounting targets seen, with their last reported totals.

@@ -506,7 +506,7 @@ pub(crate) fn pin(
         total_pages: 8,
         pinned_vm_bytes: 0,
         errno,
-        latency_ns: 0,
+        latency_ns: None,
     })
 }
 
@@ -668,4 +668,43 @@ fn only_pins_made_during_an_operation_are_claimed_for_its_ioas() {
     ));
     let by = s.pins().pinned_pages_by_ioas();
     assert_eq!(by.get(&(ictx, 3)), Some(&4), "{by:?}");
+}
+
+// The kernel's VmPin is compared with the ledger only once settled: two equal readings
+// with no pin event between (one in flight would otherwise count).
+#[test]
+fn the_ledger_is_reconciled_with_the_kernels_vm_pin_once_settled() {
+    use crate::procfs::MemoryHeld;
+    use crate::state::Reconciliation;
+    let held = |kib: u64| {
+        Some(MemoryHeld {
+            pinned_bytes: kib * 1024,
+            locked_bytes: 0,
+        })
+    };
+    let verdict = |s: &State| s.pins().processes()[&10].reconciliation(s.pins().page_size());
+    let mut s = State::new();
+    s.apply(&ev(1, 10, 500, pin(0x1000, 10, 4, 4, 4, 0)));
+    s.reconcile_pins(&[(10, held(16))]);
+    assert_eq!(verdict(&s), Reconciliation::Unchecked);
+    s.reconcile_pins(&[(10, held(16))]);
+    assert_eq!(verdict(&s), Reconciliation::Matches);
+    // A pin after the reading: unsettled until read twice again.
+    s.apply(&ev(2, 10, 500, pin(0x2000, 10, 2, 2, 6, 0)));
+    assert_eq!(verdict(&s), Reconciliation::Unchecked);
+    s.reconcile_pins(&[(10, held(40))]);
+    s.reconcile_pins(&[(10, held(40))]);
+    assert_eq!(verdict(&s), Reconciliation::KernelPinsMore(16 * 1024));
+    // Two readings that differ (the process pins outside iommufd meanwhile): unsettled.
+    s.reconcile_pins(&[(10, held(8))]);
+    assert_eq!(verdict(&s), Reconciliation::Unchecked);
+    s.reconcile_pins(&[(10, held(8))]);
+    assert_eq!(verdict(&s), Reconciliation::LedgerExceeds(16 * 1024));
+    let by = s.pins().reconciliations();
+    assert_eq!((by["ledger_exceeds"], by["matches"], by.len()), (1, 0, 4));
+    // The process is gone: no reading, nothing compared; unknown pids are ignored.
+    s.reconcile_pins(&[(10, None), (99, held(4))]);
+    assert_eq!(verdict(&s), Reconciliation::Unchecked);
+    assert!(s.pins().processes()[&10].kernel().is_none());
+    assert!(!s.pins().processes().contains_key(&99));
 }

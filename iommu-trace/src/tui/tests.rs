@@ -512,12 +512,19 @@ fn owners_view_counts() {
     // qemu's mapping pins 4 pages under uid 107's 16-page limit, 15 pages locked in all.
     let pin = crate::state::tests::pin(0x1000, 4242, 4, 4, 15, 0);
     events.push(ev(9_000_000_000, 4242, "qemu-system-x86", 7, pin));
-    let m = model_of(events, meta());
+    let mut m = model_of(events, meta());
+    // Live: the kernel's VmPin read twice, equal, no pin between: settled, and it matches.
+    let vm_pin = crate::procfs::MemoryHeld {
+        pinned_bytes: 16384,
+        locked_bytes: 0,
+    };
+    m.reconcile_pins(&[(4242, Some(vm_pin))]);
+    m.reconcile_pins(&[(4242, Some(vm_pin))]);
     let app = App {
         view: View::Owners,
         ..App::default()
     };
-    let s = screen(&app, &m, 80, 24);
+    let s = screen(&app, &m, 90, 24);
     let row = |p: &str| {
         s.iter()
             .find(|l| l.starts_with(p))
@@ -525,8 +532,8 @@ fn owners_view_counts() {
             .split_whitespace()
             .collect::<Vec<_>>()
     };
-    // pid, comm, domains, mapped, pt c/u, pinned, memlock headroom (1 of 16 pages),
-    // allocs, failed (one domain op + one ioctl).
+    // pid, comm, domains, mapped, pt c/u, pinned, the kernel's VmPin (matching), memlock
+    // headroom (1 of 16 pages), allocs, failed (one domain op + one ioctl).
     assert_eq!(
         row("4242 "),
         [
@@ -536,6 +543,7 @@ fn owners_view_counts() {
             "1.0G",
             "3/1",
             "16.0K",
+            "=16.0K",
             "6%",
             "3",
             "2"
@@ -543,11 +551,25 @@ fn owners_view_counts() {
     );
     assert_eq!(
         row("777 "),
-        ["777", "vfio-test", "0", "0B", "0/0", "0B", "-", "1", "0"]
+        [
+            "777",
+            "vfio-test",
+            "0",
+            "0B",
+            "0/0",
+            "0B",
+            "-",
+            "-",
+            "1",
+            "0"
+        ]
     );
-    assert_eq!(row("7 "), ["7", "2", "1.0G", "3/1", "16.0K", "-", "3", "2"]);
+    assert_eq!(
+        row("7 "),
+        ["7", "2", "1.0G", "3/1", "16.0K", "-", "-", "3", "2"]
+    );
     // Under 10% headroom the row is red.
-    let t = render_with(&app, &m, 80, 24);
+    let t = render_with(&app, &m, 90, 24);
     let y = s
         .iter()
         .position(|l| l.starts_with("4242 "))

@@ -362,7 +362,7 @@ impl Decoder {
                     total_pages: d.u64()?,
                     pinned_vm_bytes: d.u64()?,
                     errno: errno(flags, d)?,
-                    latency_ns: d.u64()?,
+                    latency_ns: Some(d.u64()?).filter(|&ns| ns != 0),
                 })
             }
             TAG_OBJECT_DESTROY => {

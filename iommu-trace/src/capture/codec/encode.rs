@@ -337,7 +337,8 @@ impl Encoder {
                 put_u(out, p.total_pages);
                 put_u(out, p.pinned_vm_bytes);
                 flags |= put_errno(out, p.errno);
-                put_u(out, p.latency_ns);
+                // 0: not measured (a real duration is never 0 ns).
+                put_u(out, p.latency_ns.unwrap_or(0));
             }
             EventBody::ObjectDestroy(o) => {
                 put_str(out, &o.object);

@@ -10,7 +10,7 @@ use super::{step, Runner, StepExt, RW};
 use super::{ADJ_AREAS, ADJ_PAGES, FULL_PAGES, IOVA_ADJ, IOVA_FULL, IOVA_HUGE, IOVA_LEFTOVER};
 use super::{IOVA_LOOP, IOVA_RUN, IOVA_SINGLE, LEFTOVER_PAGES, RUN_PAGES};
 use crate::exercise::report::{LoopResult, StepGroup};
-use crate::exercise::sys::{ioctl, HUGE_2M, PAGE_4K};
+use crate::exercise::sys::{errno_name, ioctl, Mapping, HUGE_2M, PAGE_4K};
 use crate::exercise::uapi::*;
 
 impl Runner<'_> {
@@ -221,18 +221,23 @@ impl Runner<'_> {
         let len = u64::from(self.opts.loop_pages) * PAGE_4K;
         let iova = self.base() + IOVA_LOOP;
         let name = format!("{p}map_unmap_loop");
-        let Some(va) = self.buf.as_ref().map(|b| b.addr(0)) else {
-            self.record(
-                step(
-                    &name,
-                    StepGroup::Loop,
-                    "IOMMU_IOAS_MAP+IOMMU_IOAS_UNMAP",
-                    None,
-                )
-                .note("skipped: no user memory"),
-            );
-            return;
+        // Its own buffer, pages scattered: every run maps them the same way.
+        let buf = match Mapping::anon_4k_scattered(len as usize) {
+            Ok(b) => b,
+            Err(e) => {
+                self.record(
+                    step(
+                        &name,
+                        StepGroup::Loop,
+                        "IOMMU_IOAS_MAP+IOMMU_IOAS_UNMAP",
+                        None,
+                    )
+                    .note(format!("skipped: no user memory ({})", errno_name(e))),
+                );
+                return;
+            }
         };
+        let va = buf.addr(0);
         let fd = self.iommufd;
         let (mut map_err, mut unmap_err, mut first) = (0u64, 0u64, None);
         let start = Instant::now();

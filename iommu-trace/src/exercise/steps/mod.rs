@@ -411,19 +411,12 @@ impl Runner<'_> {
     }
     /// Reads this process's `VmPin` and `VmLck`: exact at once (no periodic flush).
     fn sample_memory(&mut self, label: &str) {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let kb = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .map(|v| v * 1024)
-        };
+        let held = crate::procfs::memory_held("self");
         let sample = super::report::MemorySample {
             label: label.into(),
             ts_ns: monotonic_ns(),
-            pinned_bytes: kb("VmPin:"),
-            locked_bytes: kb("VmLck:"),
+            pinned_bytes: held.map(|h| h.pinned_bytes),
+            locked_bytes: held.map(|h| h.locked_bytes),
         };
         self.report.memory_samples.push(sample);
     }

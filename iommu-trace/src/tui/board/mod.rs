@@ -26,9 +26,10 @@ use std::collections::{HashMap, VecDeque};
 use crate::capture::CaptureHeader;
 use crate::events::{Event, EventBody, KernelPtr};
 use crate::model::KernelBehaviour;
+use crate::procfs::MemoryHeld;
 use crate::replay::{capture_gaps, options_for, verification_gaps, Choice, ReplayOptions};
 use crate::session::{MissingPoint, Session};
-use crate::state::{LiveDomain, State};
+use crate::state::{LiveDomain, Reconciliation, State};
 use history::PtrMap;
 use rates::{R_ALLOCS, R_EVENTS, R_FREES, R_LOST, R_MAPS, R_PT_ALLOC, R_PT_FREE, R_UNMAPS};
 
@@ -150,6 +151,8 @@ pub struct OwnerRow {
     /// Processes: (limit - locked) / limit of the accounting target with the least
     /// headroom its mappings charge; `None` when unlimited or not charged.
     pub memlock_headroom: Option<f64>,
+    /// Live processes: the kernel's `VmPin` as last read, and how the ledger compares.
+    pub kernel_pinned: Option<(u64, Reconciliation)>,
 }
 
 /// A domain row: a live domain or a lingering freed one.
@@ -239,6 +242,11 @@ impl Model {
 
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// Live: the kernel's figures of the ledger's processes (`State::reconcile_pins`).
+    pub fn reconcile_pins(&mut self, readings: &[(u32, Option<MemoryHeld>)]) {
+        self.state.reconcile_pins(readings);
     }
 
     pub fn rates(&self) -> &Rates {
@@ -507,6 +515,9 @@ impl Model {
             r.memlock_headroom = pins
                 .tightest_target_of(*pid)
                 .map(|(_, headroom, limit)| crate::state::headroom_ratio(headroom, limit));
+            r.kernel_pinned = p
+                .kernel()
+                .map(|k| (k.pinned_bytes, p.reconciliation(pins.page_size())));
         }
         let mut v: Vec<OwnerRow> = m.into_values().collect();
         sort_owners(&mut v);

@@ -7,6 +7,7 @@ use ratatui::widgets::{Block, Row, Table};
 use ratatui::Frame;
 
 use super::bold;
+use crate::state::Reconciliation;
 use crate::tui::app::App;
 use crate::tui::board::{Model, OwnerRow};
 use crate::tui::format::fmt_bytes;
@@ -24,7 +25,7 @@ fn owner_table(
     }
     head.extend(
         [
-            "DOMAINS", "MAPPED", "PT C/U", "PINNED", "MEMLOCK", "ALLOCS", "FAILED",
+            "DOMAINS", "MAPPED", "PT C/U", "PINNED", "VMPIN", "MEMLOCK", "ALLOCS", "FAILED",
         ]
         .iter()
         .map(|s| s.to_string()),
@@ -41,6 +42,15 @@ fn owner_table(
             c.push(fmt_bytes(r.mapped_bytes));
             c.push(format!("{}/{}", r.pt_charged, r.pt_uncharged));
             c.push(fmt_bytes(r.pinned_bytes));
+            c.push(r.kernel_pinned.map_or("-".into(), |(bytes, verdict)| {
+                let mark = match verdict {
+                    Reconciliation::Unchecked => "?",
+                    Reconciliation::Matches => "=",
+                    Reconciliation::KernelPinsMore(_) => "+",
+                    Reconciliation::LedgerExceeds(_) => "!",
+                };
+                format!("{mark}{}", fmt_bytes(bytes))
+            }));
             c.push(r.memlock_headroom.map_or("-".into(), |h| {
                 format!("{:.0}%", (h * 100.0).clamp(0.0, 100.0))
             }));
@@ -48,7 +58,9 @@ fn owner_table(
             c.push(r.failures.to_string());
             let row = Row::new(c);
             // Under 10% headroom the next IOAS_MAP or attach may fail (the exporter's alert).
-            if r.memlock_headroom.is_some_and(|h| h < 0.1) {
+            // Fewer pins than the ledger holds: events were lost, or the ledger is wrong.
+            let short = matches!(r.kernel_pinned, Some((_, Reconciliation::LedgerExceeds(_))));
+            if r.memlock_headroom.is_some_and(|h| h < 0.1) || short {
                 row.style(Style::default().fg(Color::Red))
             } else if r.failures > 0 {
                 row.style(Style::default().fg(Color::Yellow))
@@ -67,6 +79,7 @@ fn owner_table(
         Constraint::Length(7),
         Constraint::Length(6),
         Constraint::Length(7),
+        Constraint::Length(7),
         Constraint::Length(6),
         Constraint::Min(6),
     ]);
@@ -83,7 +96,7 @@ pub(super) fn draw_owners(f: &mut Frame, area: Rect, app: &App, model: &Model) {
     let skip_p = app.owners_scroll.min(procs.len().saturating_sub(1));
     f.render_widget(
         owner_table(
-            "processes (PINNED: guest memory its mappings pin; MEMLOCK: headroom under RLIMIT_MEMLOCK; FAILED: domain allocations + IOMMU_HWPT_ALLOC ioctls)",
+            "processes (PINNED: guest memory its mappings pin; VMPIN: the kernel's own count, live: = the same, + more pinned outside iommufd or before tracing, ! less: events lost; MEMLOCK: headroom under RLIMIT_MEMLOCK; FAILED: domain allocations + IOMMU_HWPT_ALLOC ioctls)",
             "PID",
             &procs,
             skip_p,
