@@ -44,7 +44,18 @@ REC=$!
 wait_ready /tmp/ready
 object_truth_start
 sh -c 'echo $$ > /sys/fs/cgroup/exercise/cgroup.procs; echo $$ > /results/exercise.pid;
-       exec iommu-trace exercise --sample-cgroup -o /results/exercise.json' > $R/exercise.log 2>&1
+       exec iommu-trace exercise --sample-cgroup --hold-file /tmp/hold -o /results/exercise.json' > $R/exercise.log 2>&1 &
+EXERCISE=$!
+# While the workload holds its pins (one buffer mapped twice), the live exporter reconciles
+# its ledger with the kernel's VmPin: read it, and the exporter, after three ticks.
+while [ ! -e /tmp/hold ] && kill -0 $EXERCISE 2>/dev/null; do sleep 0.1; done
+if [ -e /tmp/hold ]; then
+    sleep 3
+    wget -q -O $R/metrics-hold.txt http://127.0.0.1:9464/metrics
+    cat /proc/$(cat /tmp/hold)/status > $R/status-hold.txt
+    rm -f /tmp/hold
+fi
+wait $EXERCISE
 echo $? > $R/exercise.rc
 sleep 1
 object_truth_stop

@@ -190,6 +190,9 @@ pub struct ExerciseOptions {
     /// Run only the pinned-memory limits flow, as this unprivileged user
     /// (`steps/pin_limits.rs`).
     pub pin_limits: Option<PinLimits>,
+    /// At the pin-sharing phase's peak (one buffer mapped twice), create this file and wait
+    /// until it is removed (at most a minute): an observer reads what the process holds.
+    pub hold_file: Option<PathBuf>,
 }
 
 /// The user and RLIMIT_MEMLOCK of the pinned-memory limits flow.
@@ -212,6 +215,7 @@ impl Default for ExerciseOptions {
             iova_base: DEFAULT_IOVA_BASE,
             sample_cgroup: false,
             pin_limits: None,
+            hold_file: None,
         }
     }
 }
@@ -360,6 +364,11 @@ pub struct ExerciseArgs {
         requires = "pin_limits_as"
     )]
     pub memlock: u64,
+    /// At the pin-sharing phase's peak (one buffer mapped twice), create FILE and wait until
+    /// it is removed (at most a minute), so that another tool can read what this process
+    /// holds pinned meanwhile.
+    #[arg(long, value_name = "FILE")]
+    pub hold_file: Option<PathBuf>,
     /// Write the JSON report here instead of stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -398,6 +407,7 @@ impl ExerciseArgs {
                 uid,
                 memlock: self.memlock,
             }),
+            hold_file: self.hold_file.clone(),
         }
     }
 }

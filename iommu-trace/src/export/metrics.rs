@@ -356,28 +356,21 @@ fn pins(b: &mut Builder, state: &State, opts: &ExportOptions) {
             );
         }
         b.gauge("iommu_trace_pinned_bytes", &["other"], other as f64);
-        // The kernel's VmPin of the same processes, under the same labels.
+        // The kernel's VmPin of the same processes (live only), under the same labels.
         let mut kernel: std::collections::HashMap<u64, u64> = Default::default();
-        for k in pins
-            .processes()
-            .values()
-            .filter_map(|p| p.kernel().map(|k| (p.cgroup_id, k.pinned_bytes)))
-        {
-            let sum = kernel.entry(k.0).or_default();
-            *sum = sum.saturating_add(k.1);
+        for p in pins.processes().values() {
+            if let Some(k) = p.kernel() {
+                let sum = kernel.entry(p.cgroup_id).or_default();
+                *sum = sum.saturating_add(k.pinned_bytes);
+            }
         }
         if !kernel.is_empty() {
-            let mut other = 0u64;
-            for (cgroup, bytes) in &kernel {
-                if !top.iter().any(|(id, _)| id == cgroup) {
-                    other = other.saturating_add(*bytes);
-                }
-            }
             for (cgroup, _) in &top {
-                let bytes = kernel.get(cgroup).copied().unwrap_or(0);
+                let bytes = kernel.remove(cgroup).unwrap_or(0);
                 let name = opts.cgroups.name(*cgroup);
                 b.gauge("iommu_trace_kernel_pinned_bytes", &[&name], bytes as f64);
             }
+            let other = kernel.values().fold(0u64, |sum, x| sum.saturating_add(*x));
             b.gauge("iommu_trace_kernel_pinned_bytes", &["other"], other as f64);
         }
     }

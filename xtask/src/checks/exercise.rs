@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::capture::capture_checks;
 use super::degraded::degraded_kernel;
-use super::exporter::live_exporter;
+use super::exporter::{ledger_reconciled_with_vm_pin, live_exporter};
 use super::{ensure, jsonl, number, rc, read, s, scenario_ran, u, Outcome};
 use crate::kernel::Arch;
 
@@ -168,6 +168,10 @@ pub fn exercise(dir: &Path, arch: Arch) -> Vec<Outcome> {
     out.push(Outcome::from(
         "live_exporter_matches_capture",
         live_exporter(dir),
+    ));
+    out.push(Outcome::from(
+        "live_ledger_reconciles_with_vm_pin",
+        ledger_reconciled_with_vm_pin(dir),
     ));
     out.push(Outcome::from(
         "degraded_kernel_reports_the_gap",

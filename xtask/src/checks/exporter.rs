@@ -113,3 +113,46 @@ pub(super) fn live_exporter(dir: &Path) -> Result<(), String> {
     }
     ensure(problems.is_empty(), || problems.join("\n"))
 }
+
+/// While the workload held its pins (`--hold-file`), the live exporter's ledger, and its own
+/// reading of the kernel's figures, equal `VmPin` as the scenario read it from
+/// `/proc/PID/status`, and the reconciliation calls the one process that pins a match.
+pub(super) fn ledger_reconciled_with_vm_pin(dir: &Path) -> Result<(), String> {
+    let status = read(dir, "status-hold.txt")?;
+    let vm_pin = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmPin:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|kib| kib * 1024.0)
+        .ok_or_else(|| format!("no VmPin in the workload's status:\n{status}"))?;
+    ensure(vm_pin > 0.0, || "the workload held no pins".into())?;
+    let m = read(dir, "metrics-hold.txt")?;
+    let cgroup = "cgroup=\"/exercise\"";
+    let ledger = metric_sum(&m, "iommu_trace_pinned_bytes", cgroup);
+    let kernel = metric_sum(&m, "iommu_trace_kernel_pinned_bytes", cgroup);
+    let verdict = |v: &str| {
+        metric_sum(
+            &m,
+            "iommu_trace_pin_reconciliation_processes",
+            &format!("verdict=\"{v}\""),
+        )
+    };
+    ensure(ledger == vm_pin && kernel == vm_pin, || {
+        format!(
+            "VmPin {vm_pin} bytes; the exporter's ledger {ledger}, its reading of VmPin {kernel}"
+        )
+    })?;
+    ensure(
+        verdict("matches") == 1.0 && verdict("ledger_exceeds") == 0.0,
+        || {
+            format!(
+                "reconciliation: matches {}, kernel_pins_more {}, ledger_exceeds {}, unchecked {}",
+                verdict("matches"),
+                verdict("kernel_pins_more"),
+                verdict("ledger_exceeds"),
+                verdict("unchecked")
+            )
+        },
+    )
+}
