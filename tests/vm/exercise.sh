@@ -46,7 +46,7 @@ object_truth_start
 sh -c 'echo $$ > /sys/fs/cgroup/exercise/cgroup.procs; echo $$ > /results/exercise.pid;
        exec iommu-trace exercise --sample-cgroup --hold-file /tmp/hold -o /results/exercise.json' > $R/exercise.log 2>&1 &
 EXERCISE=$!
-# While the workload holds its pins (one buffer mapped twice), the live exporter reconciles
+# While the workload holds its pins (the VFIO flow's peak), the live exporter reconciles
 # its ledger with the kernel's VmPin: read it, and the exporter, after three ticks.
 while [ ! -e /tmp/hold ] && kill -0 $EXERCISE 2>/dev/null; do sleep 0.1; done
 if [ -e /tmp/hold ]; then

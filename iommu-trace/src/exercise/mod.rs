@@ -190,8 +190,9 @@ pub struct ExerciseOptions {
     /// Run only the pinned-memory limits flow, as this unprivileged user
     /// (`steps/pin_limits.rs`).
     pub pin_limits: Option<PinLimits>,
-    /// At the pin-sharing phase's peak (one buffer mapped twice), create this file and wait
-    /// until it is removed (at most a minute): an observer reads what the process holds.
+    /// At the VFIO flow's peak (all its domains live, its mappings pinned), create this file
+    /// and wait until it is removed (at most a minute): an observer reads what the process
+    /// holds.
     pub hold_file: Option<PathBuf>,
 }
 
@@ -364,9 +365,9 @@ pub struct ExerciseArgs {
         requires = "pin_limits_as"
     )]
     pub memlock: u64,
-    /// At the pin-sharing phase's peak (one buffer mapped twice), create FILE and wait until
-    /// it is removed (at most a minute), so that another tool can read what this process
-    /// holds pinned meanwhile.
+    /// At the VFIO flow's peak (all its domains live, its mappings pinned), create FILE and
+    /// wait until it is removed (at most a minute), so that another tool can read what this
+    /// process holds pinned meanwhile.
     #[arg(long, value_name = "FILE")]
     pub hold_file: Option<PathBuf>,
     /// Write the JSON report here instead of stdout.

@@ -409,6 +409,28 @@ impl Runner<'_> {
                 error,
             });
     }
+
+    /// `--hold-file`: create it, then wait until it is gone (a minute at most).
+    fn hold(&mut self) {
+        let Some(path) = self.opts.hold_file.clone() else {
+            return;
+        };
+        if let Err(e) = std::fs::write(&path, format!("{}\n", std::process::id())) {
+            self.warn(format!(
+                "cannot create the hold file {}: {e}",
+                path.display()
+            ));
+            return;
+        }
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while path.exists() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if path.exists() {
+            self.warn(format!("nobody removed the hold file {}", path.display()));
+        }
+    }
+
     /// Reads this process's `VmPin` and `VmLck`: exact at once (no periodic flush).
     fn sample_memory(&mut self, label: &str) {
         let held = crate::procfs::memory_held("self");

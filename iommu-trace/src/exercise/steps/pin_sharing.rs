@@ -44,7 +44,6 @@ impl Runner<'_> {
             0,
         );
         self.sample_memory("pin_one_buffer_mapped_twice");
-        self.hold();
         let copied = first
             && self.copy(
                 &name("copy"),
@@ -66,27 +65,6 @@ impl Runner<'_> {
                 self.unmap(&name(what), g, ioas, base + iova, len, 0, Some(len));
                 self.sample_memory(&format!("pin_{what}"));
             }
-        }
-    }
-
-    /// `--hold-file`: create it, then wait until it is gone (a minute at most).
-    fn hold(&mut self) {
-        let Some(path) = self.opts.hold_file.clone() else {
-            return;
-        };
-        if let Err(e) = std::fs::write(&path, format!("{}\n", std::process::id())) {
-            self.warn(format!(
-                "cannot create the hold file {}: {e}",
-                path.display()
-            ));
-            return;
-        }
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while path.exists() && std::time::Instant::now() < until {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        if path.exists() {
-            self.warn(format!("nobody removed the hold file {}", path.display()));
         }
     }
 }

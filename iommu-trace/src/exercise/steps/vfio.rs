@@ -275,6 +275,7 @@ impl Runner<'_> {
 
         self.sample_cgroup("peak");
         self.sample_memory("peak");
+        self.hold();
         self.teardown_maps_start("", ioas);
         // Detach.
         let mut det = VfioDeviceDetachIommufdPt {
