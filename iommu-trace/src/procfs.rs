@@ -35,29 +35,33 @@ pub fn memory_held(pid: &str) -> Option<MemoryHeld> {
 
 /// Reads them for each traced process `(pid, comm)`; `None` for one that is gone, or none of
 /// whose threads has the traced name (its pid reused, or this /proc in another pid
-/// namespace than the events'). The events name the calling thread, not the process, so
-/// every thread's name is tried. An empty `comm` is not checked.
+/// namespace than the events'), or whose name the events did not give (the creator never
+/// called in itself: it cannot be told from another process with its pid). The events name
+/// the calling thread, not the process: the leader is tried first, then every thread.
+/// Not caught: a process of the same name reusing the pid, or an exec that kept it.
 pub fn memory_held_of(procs: &[(u32, String)]) -> Vec<(u32, Option<MemoryHeld>)> {
     procs
         .iter()
         .map(|(pid, comm)| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
-            let held = status
-                .as_deref()
-                .and_then(parse_status)
-                .filter(|_| comm.is_empty() || has_thread_named(*pid, comm));
+            let held = (!comm.is_empty() && has_thread_named(*pid, comm))
+                .then(|| memory_held(&pid.to_string()))
+                .flatten();
             (*pid, held)
         })
         .collect()
 }
 
 fn has_thread_named(pid: u32, comm: &str) -> bool {
+    let named = |path: std::path::PathBuf| {
+        std::fs::read(path).is_ok_and(|c| String::from_utf8_lossy(&c).trim_end() == comm)
+    };
+    if named(format!("/proc/{pid}/comm").into()) {
+        return true;
+    }
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };
-    tasks
-        .flatten()
-        .any(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == comm))
+    tasks.flatten().any(|t| named(t.path().join("comm")))
 }
 
 #[cfg(test)]
@@ -89,7 +93,8 @@ mod tests {
             (pid, String::new()),
             (pid, "not-this-one".into()),
         ]);
-        assert!(read[0].1.is_some() && read[1].1.is_some(), "{read:?}");
-        assert_eq!(read[2], (pid, None));
+        assert!(read[0].1.is_some(), "{read:?}");
+        // No name to check, or another name: not this process, as far as we can tell.
+        assert_eq!((read[1], read[2]), ((pid, None), (pid, None)));
     }
 }

@@ -50,8 +50,15 @@ EXERCISE=$!
 # its ledger with the kernel's VmPin: read it, and the exporter, after three ticks.
 while [ ! -e /tmp/hold ] && kill -0 $EXERCISE 2>/dev/null; do sleep 0.1; done
 if [ -e /tmp/hold ]; then
-    sleep 3
-    wget -q -O $R/metrics-hold.txt http://127.0.0.1:9464/metrics
+    # Until the exporter has compared every pinning process (two readings a second apart),
+    # 30 s at most.
+    i=0
+    while [ $i -lt 30 ]; do
+        wget -q -O $R/metrics-hold.txt http://127.0.0.1:9464/metrics
+        grep -q 'iommu_trace_pin_reconciliation_processes{verdict="unchecked"} 0' \
+            $R/metrics-hold.txt && break
+        sleep 1; i=$((i + 1))
+    done
     cat /proc/$(cat /tmp/hold)/status > $R/status-hold.txt
     rm -f /tmp/hold
 fi

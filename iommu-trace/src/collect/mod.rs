@@ -98,6 +98,9 @@ async fn run(
     let mut stats = CollectStats::default();
     let mut loss = LossWatch::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // A late tick is not made up for with a burst: a tick reads the kernel's own figures
+    // (/proc) to compare with the ledger, and two readings must be a second apart.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The eBPF side wakes us only when the ring is a quarter full: drain it on a short
     // timer too, so live consumers see events within this delay.
     let mut drain_tick = tokio::time::interval(Duration::from_millis(50));
@@ -113,6 +116,9 @@ async fn run(
                 drain(ring.get_mut(), decoder, sink, &mut stats)?;
             }
             _ = tick.tick() => {
+                // Everything the kernel did before the tick is in the sink before it reads
+                // what the kernel says it holds.
+                drain(ring.get_mut(), decoder, sink, &mut stats)?;
                 for e in loss.poll(tracer.lost_per_cpu(), &mut stats) {
                     sink.event(e)?;
                 }

@@ -267,7 +267,8 @@ impl EventSink for StateSink {
         let lock = || self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         let procs = lock().pins().process_names();
         let readings = crate::procfs::memory_held_of(&procs);
-        lock().reconcile_pins(&readings);
+        let now = crate::events::clock::monotonic_ns();
+        lock().reconcile_pins(&readings, now);
         if let Some(b) = &self.bpf {
             let stats = b.read();
             self.shared

@@ -212,7 +212,8 @@ impl EventSink for TuiSink {
         // outside the lock.
         let procs = self.shared.lock().state().pins().process_names();
         let readings = crate::procfs::memory_held_of(&procs);
-        self.shared.lock().reconcile_pins(&readings);
+        let now = crate::events::clock::monotonic_ns();
+        self.shared.lock().reconcile_pins(&readings, now);
         Ok(())
     }
 }

@@ -107,11 +107,11 @@ pub const METRICS: &[MetricDef] = &[
     def("iommu_trace_pinned_bytes", GAUGE,
         "Guest memory pinned now by iommufd mappings (every accounting mode), by the cgroup of the mappings' creator (the top N cgroups by bytes; the rest in cgroup=\"other\").",
         &["cgroup"]),
-    def("iommu_trace_kernel_pinned_bytes", GAUGE,
-        "The kernel's own count beside iommu_trace_pinned_bytes (live only): VmPin (mm->pinned_vm) of /proc/PID/status, summed over the live processes whose iommufd mappings pin memory, by the same cgroups. More than iommu_trace_pinned_bytes: pins outside iommufd (io_uring, RDMA) or made before tracing began.",
+    def("iommu_trace_vm_pin_bytes", GAUGE,
+        "The kernel's own count beside iommu_trace_pinned_bytes (live only): VmPin (mm->pinned_vm) of /proc/PID/status, summed over the processes whose iommufd mappings pin memory, by the same cgroups; a cgroup only when every such process of it was read. Equal to iommu_trace_pinned_bytes when nothing else pins; more: pins outside iommufd (io_uring, RDMA) or made before tracing began.",
         &["cgroup"]),
     def("iommu_trace_pin_reconciliation_processes", GAUGE,
-        "Live processes whose iommufd mappings pin memory, by how the ledger compares with their VmPin once settled (two equal readings a second apart, no pin event between): matches, kernel_pins_more (pins outside iommufd or from before tracing), ledger_exceeds (events lost, or the ledger is wrong), unchecked (not settled yet, or a capture).",
+        "Processes whose iommufd mappings pin memory, by how the ledger compares with their VmPin once settled (two equal readings a second apart, no pin event between): matches, kernel_pins_more (pins outside iommufd or from before tracing), ledger_exceeds (events lost, or the ledger is wrong), unchecked (not settled yet, a capture, a process gone or not identified in this /proc, or mode-none pins moved by IOAS_CHANGE_PROCESS).",
         &["verdict"]),
     def("iommu_trace_memlock_locked_bytes", GAUGE,
         "Locked memory (locked_vm) of the accounting target with the least RLIMIT_MEMLOCK headroom among those the iommufd mappings of a cgroup's processes charge, by that cgroup: iommufd's pins and everything else the target locked (mlock, io_uring, VFIO type1).",
@@ -356,22 +356,20 @@ fn pins(b: &mut Builder, state: &State, opts: &ExportOptions) {
             );
         }
         b.gauge("iommu_trace_pinned_bytes", &["other"], other as f64);
-        // The kernel's VmPin of the same processes (live only), under the same labels.
-        let mut kernel: std::collections::HashMap<u64, u64> = Default::default();
-        for p in pins.processes().values() {
-            if let Some(k) = p.kernel() {
-                let sum = kernel.entry(p.cgroup_id).or_default();
-                *sum = sum.saturating_add(k.pinned_bytes);
-            }
-        }
-        if !kernel.is_empty() {
-            for (cgroup, _) in &top {
-                let bytes = kernel.remove(cgroup).unwrap_or(0);
+        // The kernel's VmPin of the same processes (live only), under the same labels, for
+        // the cgroups whose every pinning process was read: the two then compare.
+        for (cgroup, _) in &top {
+            let vm_pin = pins
+                .processes()
+                .values()
+                .filter(|p| p.cgroup_id == *cgroup)
+                .try_fold(0u64, |sum, p| {
+                    p.kernel().map(|k| sum.saturating_add(k.pinned_bytes))
+                });
+            if let Some(bytes) = vm_pin {
                 let name = opts.cgroups.name(*cgroup);
-                b.gauge("iommu_trace_kernel_pinned_bytes", &[&name], bytes as f64);
+                b.gauge("iommu_trace_vm_pin_bytes", &[&name], bytes as f64);
             }
-            let other = kernel.values().fold(0u64, |sum, x| sum.saturating_add(*x));
-            b.gauge("iommu_trace_kernel_pinned_bytes", &["other"], other as f64);
         }
     }
     for (verdict, n) in pins.reconciliations() {

@@ -595,11 +595,11 @@ impl State {
         &self.pins
     }
 
-    /// Live sessions: the kernel's own figures of the ledger's processes, read now
-    /// (`Pins::reconcile`).
-    pub fn reconcile_pins(&mut self, readings: &[(u32, Option<MemoryHeld>)]) {
+    /// Live sessions: the kernel's own figures of the ledger's processes, read at `now_ns`
+    /// (CLOCK_MONOTONIC; `Pins::reconcile`).
+    pub fn reconcile_pins(&mut self, readings: &[(u32, Option<MemoryHeld>)], now_ns: u64) {
         for (pid, held) in readings {
-            self.pins.reconcile(*pid, *held);
+            self.pins.reconcile(*pid, *held, now_ns);
         }
     }
 

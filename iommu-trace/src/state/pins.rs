@@ -131,6 +131,11 @@ pub struct ProcessPins {
     /// Changes of `pinned_pages` so far: a reading of the kernel's figures is compared only
     /// when none came between it and the one before.
     changes: u64,
+    /// The ledger cannot be compared with this process's `VmPin` any more: an
+    /// IOAS_CHANGE_PROCESS ran while it held mode-none pins, whose `source_mm` the kernel
+    /// moves to the caller without moving their `pinned_vm` (7.x ioas.c `change_mm`, with
+    /// no accounting event: docs/kernel-facts.md §8.2).
+    incomparable: bool,
     /// The last reading of the kernel's own figures, while the process lives (live
     /// sessions: `Pins::reconcile`).
     kernel: Option<KernelReading>,
@@ -139,19 +144,27 @@ pub struct ProcessPins {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct KernelReading {
     held: MemoryHeld,
-    /// `ProcessPins::changes` when read.
+    /// `ProcessPins::changes` when read, and when (CLOCK_MONOTONIC).
     changes: u64,
-    /// The reading before it was the same, with no pin change between: nothing was in
-    /// flight.
+    at_ns: u64,
+    /// The reading before it, at least `SETTLE_NS` earlier, showed the same `VmPin`, with no
+    /// pin change between: nothing was in flight.
     settled: bool,
 }
+
+/// Two readings of the kernel's figures this far apart, equal, with no pin event between,
+/// make a comparison: the collector drains the ring buffer before each reading, so a
+/// change made before the first one has reached the ledger by the second.
+const SETTLE_NS: u64 = 900_000_000;
 
 /// The ledger of a live process against the kernel's `VmPin` (`mm->pinned_vm`, which every
 /// accounting mode moves: docs/kernel-facts.md §8.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reconciliation {
-    /// No settled reading yet (or not a live session): two readings a second apart that
-    /// agree, with no pin event between, are needed, or events in flight would count.
+    /// Not compared: no settled reading yet (two readings a second apart that agree, with
+    /// no pin event between, are needed, or events in flight would count), not a live
+    /// session, a process gone or not identified in this /proc, or one whose mode-none pins
+    /// an IOAS_CHANGE_PROCESS moved.
     Unchecked,
     /// `VmPin` is what the ledger holds.
     Matches,
@@ -187,10 +200,10 @@ impl ProcessPins {
 
     /// How the ledger compares with the kernel's `VmPin` (`page` bytes a page).
     pub fn reconciliation(&self, page: u64) -> Reconciliation {
-        let Some(k) = self
+        let settled = self
             .kernel
-            .filter(|k| k.settled && k.changes == self.changes)
-        else {
+            .filter(|k| k.settled && k.changes == self.changes);
+        let Some(k) = settled.filter(|_| !self.incomparable) else {
             return Reconciliation::Unchecked;
         };
         let ledger = self.pinned_pages.saturating_mul(page);
@@ -343,9 +356,15 @@ impl Pins {
         }
     }
 
-    /// An IOAS_CHANGE_PROCESS returned: the charges it moved are done.
+    /// An IOAS_CHANGE_PROCESS returned: the charges it moved are done. Mode-none pins moved
+    /// with no event: their holders' `VmPin` no longer matches the ledger.
     pub fn change_process_done(&mut self) {
         self.moving_to = None;
+        for p in self.processes.values_mut() {
+            if p.pinned_pages > p.charged_pages {
+                p.incomparable = true;
+            }
+        }
     }
 
     /// An IOAS operation of thread `tid` that started at `since_ns` returned: the pins the
@@ -489,16 +508,21 @@ impl Pins {
 
     /// The kernel's own figures of process `pid`, read now (`None`: it is gone), beside the
     /// ledger: see [`ProcessPins::reconciliation`].
-    pub fn reconcile(&mut self, pid: u32, held: Option<MemoryHeld>) {
+    /// `now_ns`: CLOCK_MONOTONIC of the reading.
+    pub fn reconcile(&mut self, pid: u32, held: Option<MemoryHeld>, now_ns: u64) {
         let Some(proc) = self.processes.get_mut(&pid) else {
             return;
         };
+        let previous = proc.kernel;
         proc.kernel = held.map(|held| KernelReading {
             held,
             changes: proc.changes,
-            settled: proc
-                .kernel
-                .is_some_and(|k| k.held == held && k.changes == proc.changes),
+            at_ns: now_ns,
+            settled: previous.is_some_and(|k| {
+                k.held.pinned_bytes == held.pinned_bytes
+                    && k.changes == proc.changes
+                    && now_ns.saturating_sub(k.at_ns) >= SETTLE_NS
+            }),
         });
     }
 

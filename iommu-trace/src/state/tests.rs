@@ -670,8 +670,8 @@ fn only_pins_made_during_an_operation_are_claimed_for_its_ioas() {
     assert_eq!(by.get(&(ictx, 3)), Some(&4), "{by:?}");
 }
 
-// The kernel's VmPin is compared with the ledger only once settled: two equal readings
-// with no pin event between (one in flight would otherwise count).
+// The kernel's VmPin is compared with the ledger only once settled: two equal readings at
+// least 0.9 s apart with no pin event between (one in flight would otherwise count).
 #[test]
 fn the_ledger_is_reconciled_with_the_kernels_vm_pin_once_settled() {
     use crate::procfs::MemoryHeld;
@@ -683,28 +683,58 @@ fn the_ledger_is_reconciled_with_the_kernels_vm_pin_once_settled() {
         })
     };
     let verdict = |s: &State| s.pins().processes()[&10].reconciliation(s.pins().page_size());
+    let sec = 1_000_000_000u64;
     let mut s = State::new();
     s.apply(&ev(1, 10, 500, pin(0x1000, 10, 4, 4, 4, 0)));
-    s.reconcile_pins(&[(10, held(16))]);
+    s.reconcile_pins(&[(10, held(16))], sec);
     assert_eq!(verdict(&s), Reconciliation::Unchecked);
-    s.reconcile_pins(&[(10, held(16))]);
+    // Two readings a tenth of a second apart (ticks in a burst) settle nothing.
+    s.reconcile_pins(&[(10, held(16))], sec + sec / 10);
+    assert_eq!(verdict(&s), Reconciliation::Unchecked);
+    s.reconcile_pins(&[(10, held(16))], 2 * sec + sec / 10);
     assert_eq!(verdict(&s), Reconciliation::Matches);
     // A pin after the reading: unsettled until read twice again.
     s.apply(&ev(2, 10, 500, pin(0x2000, 10, 2, 2, 6, 0)));
     assert_eq!(verdict(&s), Reconciliation::Unchecked);
-    s.reconcile_pins(&[(10, held(40))]);
-    s.reconcile_pins(&[(10, held(40))]);
+    s.reconcile_pins(&[(10, held(40))], 4 * sec);
+    s.reconcile_pins(&[(10, held(40))], 5 * sec);
     assert_eq!(verdict(&s), Reconciliation::KernelPinsMore(16 * 1024));
     // Two readings that differ (the process pins outside iommufd meanwhile): unsettled.
-    s.reconcile_pins(&[(10, held(8))]);
+    s.reconcile_pins(&[(10, held(8))], 6 * sec);
     assert_eq!(verdict(&s), Reconciliation::Unchecked);
-    s.reconcile_pins(&[(10, held(8))]);
+    s.reconcile_pins(&[(10, held(8))], 7 * sec);
     assert_eq!(verdict(&s), Reconciliation::LedgerExceeds(16 * 1024));
     let by = s.pins().reconciliations();
     assert_eq!((by["ledger_exceeds"], by["matches"], by.len()), (1, 0, 4));
     // The process is gone: no reading, nothing compared; unknown pids are ignored.
-    s.reconcile_pins(&[(10, None), (99, held(4))]);
+    s.reconcile_pins(&[(10, None), (99, held(4))], 8 * sec);
     assert_eq!(verdict(&s), Reconciliation::Unchecked);
     assert!(s.pins().processes()[&10].kernel().is_none());
     assert!(!s.pins().processes().contains_key(&99));
+}
+
+// IOAS_CHANGE_PROCESS moves mode-none pins' source_mm without moving their pinned_vm and
+// without an accounting event: a process holding such pins is not compared any more.
+#[test]
+fn mode_none_pins_moved_by_change_process_are_not_compared() {
+    use crate::events::{EventBody, PinMode};
+    use crate::procfs::MemoryHeld;
+    use crate::state::Reconciliation;
+    let mut none = pin(0x1000, 10, 4, 4, 0, 0);
+    if let EventBody::Pin(p) = &mut none {
+        (p.mode, p.target_uid, p.charged) = (PinMode::None, None, 0);
+    }
+    let mut s = State::new();
+    s.apply(&ev(1, 10, 500, none));
+    let held = Some(MemoryHeld {
+        pinned_bytes: 16 * 1024,
+        locked_bytes: 0,
+    });
+    s.reconcile_pins(&[(10, held)], 1_000_000_000);
+    s.reconcile_pins(&[(10, held)], 2_000_000_000);
+    let verdict = |s: &State| s.pins().processes()[&10].reconciliation(s.pins().page_size());
+    assert_eq!(verdict(&s), Reconciliation::Matches);
+    let change = EventBody::IoasChangeProcess(crate::events::IoasOp::default());
+    s.apply(&ev(3, 11, 600, change));
+    assert_eq!(verdict(&s), Reconciliation::Unchecked);
 }

@@ -118,7 +118,9 @@ pub(super) fn live_exporter(dir: &Path) -> Result<(), String> {
 /// reading of the kernel's figures, equal `VmPin` as the scenario read it from
 /// `/proc/PID/status`, and the reconciliation calls the one process that pins a match.
 pub(super) fn ledger_reconciled_with_vm_pin(dir: &Path) -> Result<(), String> {
-    let status = read(dir, "status-hold.txt")?;
+    let status = read(dir, "status-hold.txt").map_err(|e| {
+        format!("{e}: the workload never held its pins (no --hold-file at the VFIO flow's peak)")
+    })?;
     let vm_pin = status
         .lines()
         .find_map(|l| l.strip_prefix("VmPin:"))
@@ -130,7 +132,7 @@ pub(super) fn ledger_reconciled_with_vm_pin(dir: &Path) -> Result<(), String> {
     let m = read(dir, "metrics-hold.txt")?;
     let cgroup = "cgroup=\"/exercise\"";
     let ledger = metric_sum(&m, "iommu_trace_pinned_bytes", cgroup);
-    let kernel = metric_sum(&m, "iommu_trace_kernel_pinned_bytes", cgroup);
+    let kernel = metric_sum(&m, "iommu_trace_vm_pin_bytes", cgroup);
     let verdict = |v: &str| {
         metric_sum(
             &m,

@@ -245,8 +245,8 @@ impl Model {
     }
 
     /// Live: the kernel's figures of the ledger's processes (`State::reconcile_pins`).
-    pub fn reconcile_pins(&mut self, readings: &[(u32, Option<MemoryHeld>)]) {
-        self.state.reconcile_pins(readings);
+    pub fn reconcile_pins(&mut self, readings: &[(u32, Option<MemoryHeld>)], now_ns: u64) {
+        self.state.reconcile_pins(readings, now_ns);
     }
 
     pub fn rates(&self) -> &Rates {

@@ -23,13 +23,12 @@ fn owner_table(
     if with_name {
         head.push("COMM".into());
     }
-    head.extend(
-        [
-            "DOMAINS", "MAPPED", "PT C/U", "PINNED", "VMPIN", "MEMLOCK", "ALLOCS", "FAILED",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
+    head.extend(["DOMAINS", "MAPPED", "PT C/U", "PINNED"].map(String::from));
+    // Processes only: the kernel's own VmPin is read per process.
+    if with_name {
+        head.push("VMPIN".into());
+    }
+    head.extend(["MEMLOCK", "ALLOCS", "FAILED"].map(String::from));
     let trows: Vec<Row> = rows
         .iter()
         .skip(skip)
@@ -42,15 +41,17 @@ fn owner_table(
             c.push(fmt_bytes(r.mapped_bytes));
             c.push(format!("{}/{}", r.pt_charged, r.pt_uncharged));
             c.push(fmt_bytes(r.pinned_bytes));
-            c.push(r.kernel_pinned.map_or("-".into(), |(bytes, verdict)| {
-                let mark = match verdict {
-                    Reconciliation::Unchecked => "?",
-                    Reconciliation::Matches => "=",
-                    Reconciliation::KernelPinsMore(_) => "+",
-                    Reconciliation::LedgerExceeds(_) => "!",
-                };
-                format!("{mark}{}", fmt_bytes(bytes))
-            }));
+            if with_name {
+                c.push(r.kernel_pinned.map_or("-".into(), |(bytes, verdict)| {
+                    let mark = match verdict {
+                        Reconciliation::Unchecked => "?",
+                        Reconciliation::Matches => "=",
+                        Reconciliation::KernelPinsMore(_) => "+",
+                        Reconciliation::LedgerExceeds(_) => "!",
+                    };
+                    format!("{mark}{}", fmt_bytes(bytes))
+                }));
+            }
             c.push(r.memlock_headroom.map_or("-".into(), |h| {
                 format!("{:.0}%", (h * 100.0).clamp(0.0, 100.0))
             }));
@@ -69,16 +70,21 @@ fn owner_table(
             }
         })
         .collect();
+    // 80 columns: COMM gives up three characters to VMPIN.
     let mut widths = vec![Constraint::Length(7)];
     if with_name {
-        widths.push(Constraint::Length(15));
+        widths.push(Constraint::Length(12));
     }
     widths.extend([
         Constraint::Length(7),
         Constraint::Length(6),
         Constraint::Length(7),
         Constraint::Length(6),
-        Constraint::Length(7),
+    ]);
+    if with_name {
+        widths.push(Constraint::Length(7));
+    }
+    widths.extend([
         Constraint::Length(7),
         Constraint::Length(6),
         Constraint::Min(6),
@@ -96,7 +102,7 @@ pub(super) fn draw_owners(f: &mut Frame, area: Rect, app: &App, model: &Model) {
     let skip_p = app.owners_scroll.min(procs.len().saturating_sub(1));
     f.render_widget(
         owner_table(
-            "processes (PINNED: guest memory its mappings pin; VMPIN: the kernel's own count, live: = the same, + more pinned outside iommufd or before tracing, ! less: events lost; MEMLOCK: headroom under RLIMIT_MEMLOCK; FAILED: domain allocations + IOMMU_HWPT_ALLOC ioctls)",
+            "processes (PINNED: guest memory its mappings pin; VMPIN: the kernel's own count, live: = the same, + more pinned outside iommufd or before tracing, ! less: events lost, ? not compared yet; MEMLOCK: headroom under RLIMIT_MEMLOCK; FAILED: domain allocations + IOMMU_HWPT_ALLOC ioctls)",
             "PID",
             &procs,
             skip_p,
