@@ -117,6 +117,132 @@ impl BruteVtd {
     }
 }
 
+/// AMD io-pgtable v1 (6.12) restated over sets: tables as (table level t, first IOVA it
+/// covers; a level-t table spans `1 << (12 + 9 (t + 1))` bytes, level 0 holds 4K PTEs),
+/// leaves as first IOVA -> bytes. No replicas, no walk: `amd_v1.rs` must agree.
+#[derive(Clone, Debug)]
+pub struct BruteAmdV1 {
+    pub mode: u32,
+    pub bitmap: u64,
+    pub tables: BTreeSet<(u32, u64)>,
+    pub leaves: BTreeMap<u64, u64>,
+}
+
+fn amd_span(t: u32) -> u64 {
+    1u64.checked_shl(12 + 9 * (t + 1)).unwrap_or(0)
+}
+fn amd_base(t: u32, iova: u64) -> u64 {
+    match amd_span(t) {
+        0 => 0,
+        s => iova / s * s,
+    }
+}
+/// The level whose table holds a leaf of `size` bytes (PAGE_SIZE_LEVEL).
+fn amd_leaf_level(size: u64) -> u32 {
+    (size.trailing_zeros() - 12) / 9
+}
+
+impl BruteAmdV1 {
+    pub fn new(bitmap: u64) -> Self {
+        BruteAmdV1 {
+            mode: 3,
+            bitmap,
+            tables: BTreeSet::from([(2, 0)]),
+            leaves: BTreeMap::new(),
+        }
+    }
+
+    /// Is any byte of [s, e) mapped?
+    pub fn overlaps(&self, s: u64, e: u64) -> bool {
+        self.leaves
+            .range(..e)
+            .next_back()
+            .is_some_and(|(&p, &n)| p + n > s)
+    }
+
+    /// The last IOVA a `mode`-level table covers.
+    fn top(&self) -> u64 {
+        amd_span(self.mode - 1).wrapping_sub(1)
+    }
+
+    /// Map (nothing mapped in the range before): (allocated, freed).
+    pub fn map(&mut self, iova: u64, paddr: u64, size: u64) -> (u64, u64) {
+        let (mut alloc, mut free) = (0, 0);
+        let (mut iova, mut paddr, mut size) = (iova, paddr, size);
+        while size > 0 {
+            let (pgsize, count) = iommu_pgsize(self.bitmap, iova, paddr, size).unwrap();
+            let level = amd_leaf_level(pgsize);
+            for k in 0..count {
+                let at = iova + k * pgsize;
+                // The top grows until the leaf fits (a new root each).
+                while (self.mode < 6 && at + pgsize - 1 > self.top()) || self.mode - 1 < level {
+                    self.mode += 1;
+                    self.tables.insert((self.mode - 1, 0));
+                    alloc += 1;
+                }
+                // Every table from the leaf's level up to the root holds the path.
+                for t in level..self.mode {
+                    if self.tables.insert((t, amd_base(t, at))) {
+                        alloc += 1;
+                    }
+                }
+                // Tables under the leaf's slots (left by earlier maps) go with their
+                // subtrees.
+                let before = self.tables.len();
+                self.tables
+                    .retain(|&(t, b)| !(t < level && b >= at && b < at + pgsize));
+                free += (before - self.tables.len()) as u64;
+                self.leaves.insert(at, pgsize);
+            }
+            iova += pgsize * count;
+            paddr += pgsize * count;
+            size -= pgsize * count;
+        }
+        (alloc, free)
+    }
+
+    /// Unmap: the bytes the core reports; nothing is freed.
+    pub fn unmap(&mut self, iova: u64, size: u64) -> u64 {
+        let mut unmapped = 0u64;
+        let mut iova = iova;
+        while unmapped < size {
+            let (pgsize, count) = iommu_pgsize(self.bitmap, iova, iova, size - unmapped).unwrap();
+            let chunk = pgsize * count;
+            // The driver clears whole leaves (a 4K hole in a level-0 table counts 4K) until
+            // the chunk is done or it meets a hole above level 0.
+            let mut done = 0u64;
+            let mut at = iova;
+            while done < chunk {
+                if at > self.top() && self.mode < 6 {
+                    break;
+                }
+                let hit = self
+                    .leaves
+                    .range(..=at)
+                    .next_back()
+                    .filter(|(&p, &n)| p + n > at)
+                    .map(|(&p, &n)| (p, n));
+                let n = match hit {
+                    Some((p, n)) => {
+                        self.leaves.remove(&p);
+                        n
+                    }
+                    None if self.tables.contains(&(0, amd_base(0, at))) => 4096,
+                    None => break,
+                };
+                at = (at & !(n - 1)).wrapping_add(n);
+                done += n;
+            }
+            if done == 0 {
+                break;
+            }
+            iova = iova.wrapping_add(done);
+            unmapped += done;
+        }
+        unmapped
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +290,53 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        /// amd_v1.rs against the set-based restatement, with AMD_IOMMU_PGSIZES (every power
+        /// of two but 512G: replicated PTEs) or 4K only, and IOVAs up to 2^49 (the top grows
+        /// twice): same pages allocated and freed by every map (unmap frees none), same
+        /// bytes unmapped, same levels, and domain free returns every page.
+        #[test]
+        fn amd_v1_matches_brute(
+            all_sizes in any::<bool>(),
+            high in prop_oneof![Just(0u64), Just(1u64 << 39), Just(1u64 << 48)],
+            ops in proptest::collection::vec(op(), 1..40),
+        ) {
+            use crate::model::amd_v1::{AmdV1Config, AmdV1Model};
+            let bitmap = if all_sizes {
+                ((1u64 << 52) - 1) & !((1u64 << 12) - 1) & !(1u64 << 39)
+            } else {
+                4096
+            };
+            let mut m = AmdV1Model::new(AmdV1Config { pgsize_bitmap: bitmap });
+            m.domain_alloc(&mut PageLog::new());
+            let mut b = BruteAmdV1::new(bitmap);
+            for (k, o) in ops.iter().enumerate() {
+                // Every third operation far up, where the table must grow.
+                let iova = if k % 3 == 0 { o.iova + high } else { o.iova };
+                let mut log = PageLog::new();
+                if o.map {
+                    if b.overlaps(iova, iova + o.size) {
+                        continue;
+                    }
+                    let (a, f) = b.map(iova, iova + o.pa_off, o.size);
+                    let r = chunk::iommu_map(&mut m, iova, iova + o.pa_off, o.size, &mut log);
+                    prop_assert_eq!(r, Ok(o.size));
+                    prop_assert_eq!(totals(&log.ops), (a, f), "map {:?} at {:#x}", o, iova);
+                } else {
+                    let n = b.unmap(iova, o.size);
+                    let got = chunk::iommu_unmap(&mut m, iova, o.size, &mut log);
+                    prop_assert_eq!(got, n, "unmap {:?} at {:#x}", o, iova);
+                    prop_assert_eq!(totals(&log.ops), (0, 0), "unmap {:?}", o);
+                }
+                prop_assert_eq!(m.mode(), b.mode);
+                prop_assert_eq!(m.live_pages(), b.tables.len() as u64);
+            }
+            let mut log = PageLog::new();
+            let live = m.live_pages();
+            m.domain_free(&mut log);
+            prop_assert_eq!(totals(&log.ops), (0, live));
+            prop_assert_eq!(m.live_pages(), 0);
+        }
 
         /// vtd.rs (legacy) against the set-based restatement: same tables, same leaves,
         /// same pages allocated and freed by every map and unmap, same bytes unmapped,

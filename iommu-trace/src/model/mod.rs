@@ -12,6 +12,9 @@
 //!   selftest mock's AMDv1 tables. docs/kernel-facts.md §4.1 (the mock: §4.3).
 //! * [`lpae`]: Arm SMMUv3 through `drivers/iommu/io-pgtable-arm.c` (LPAE stage 1 and 2).
 //!   docs/kernel-facts.md §4.2.
+//! * [`amd_v1`]: AMD io-pgtable v1 (6.12 `drivers/iommu/amd/io_pgtable.c`): growing top,
+//!   replicated PTEs, no free on unmap. docs/kernel-facts.md §9. Not yet chosen for a
+//!   domain by `select.rs` (issue "AMD hosts").
 //!
 //! Page counts are in 4 KiB pages (the unit of `NR_IOMMU_PAGES` on x86-64 and on Debian's
 //! arm64 kernels, which use 4 KiB `PAGE_SIZE`).
@@ -22,6 +25,7 @@
 //! maps them (`behaviour.rs`). A domain whose configuration cannot be determined from what
 //! the capture recorded gets a [`ConfigError`], never a guess (`select.rs`).
 
+pub mod amd_v1;
 mod behaviour;
 pub mod chunk;
 pub mod lpae;
