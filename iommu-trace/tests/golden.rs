@@ -56,6 +56,7 @@ fn golden_captures_replay_with_zero_divergence() {
         "6.12-vtd-exercise.itc",
         "6.12-mock-exercise.itc",
         "6.12-arm64-smmuv3-exercise.itc",
+        "6.12-amd-exercise.itc",
     ] {
         let events = golden(name);
         let report = replay(&events, &ReplayOptions::default());
@@ -165,13 +166,14 @@ fn the_vtd_golden_capture_covers_the_interesting_paths() {
 
 #[test]
 fn a_dropped_page_free_diverges_at_its_operation() {
-    // VT-d frees tables at unmaps; SMMUv3 (io-pgtable-arm) only at domain free.
+    // VT-d frees tables at unmaps; SMMUv3 (io-pgtable-arm) and AMD v1 only at domain free.
     for (name, cause) in [
         ("6.12-vtd-exercise.itc", iommu_trace::events::PtCause::Unmap),
         (
             "6.12-arm64-smmuv3-exercise.itc",
             iommu_trace::events::PtCause::Free,
         ),
+        ("6.12-amd-exercise.itc", iommu_trace::events::PtCause::Free),
     ] {
         let mut events = golden(name);
         let i = events

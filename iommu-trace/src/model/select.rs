@@ -2,6 +2,7 @@
 //! and the kernel behaviour: [`ModelConfig::from_alloc`] never guesses (a [`ConfigError`]
 //! says what the capture lacks), and [`Model`] dispatches to the chosen one.
 
+use super::amd_v1::{AmdV1Config, AmdV1Model};
 use super::behaviour::{KernelBehaviour, ModelSelect, SmmuBehaviour, VtdBehaviour};
 use super::lpae::{self, LpaeConfig, LpaeModel, LpaeRules};
 use super::vtd::{self, VtdConfig, VtdFlavour, VtdModel};
@@ -25,6 +26,7 @@ pub enum ConfigError {
 pub enum ModelConfig {
     Vtd(VtdConfig),
     Lpae(LpaeConfig),
+    AmdV1(AmdV1Config),
     /// A domain without page-table pages (iommufd selftest mock: an xarray).
     NoTables {
         pgsize_bitmap: u64,
@@ -229,6 +231,30 @@ impl ModelConfig {
                 cfg.validate().map_err(invalid)?;
                 Ok(ModelConfig::Lpae(cfg))
             }
+            // 6.12: every iommufd domain is io-pgtable v1 (PD_MODE_V1 = 1), 3 levels at
+            // allocation (`iop.mode`). 7.x: the generic page table's AMDv1 (`top_of_table`),
+            // not modelled yet. docs/kernel-facts.md §9.
+            "amd" if field(a, "top_of_table").is_some_and(|t| t != 0) => Err(ConfigError::NoModel(
+                "amd (generic page table AMDv1, 7.x)".into(),
+            )),
+            "amd" => match (field(a, "pd_mode"), field(a, "mode")) {
+                (Some(1), Some(3)) if g.pgsize_bitmap & 0xfff == 0 && g.pgsize_bitmap != 0 => {
+                    Ok(ModelConfig::AmdV1(AmdV1Config {
+                        pgsize_bitmap: g.pgsize_bitmap,
+                    }))
+                }
+                (Some(1), Some(3)) => Err(invalid(format!(
+                    "page sizes {:#x} are not io-pgtable v1's (4K and up)",
+                    g.pgsize_bitmap
+                ))),
+                (Some(1), Some(m)) => Err(invalid(format!(
+                    "a v1 table of {m} levels at allocation (v1_alloc_pgtable starts at 3)"
+                ))),
+                (Some(p), _) if p != 1 => Err(ConfigError::NoModel(format!(
+                    "amd with page-table mode {p} (v2, or none)"
+                ))),
+                _ => Err(missing("the `pd_mode` and `mode` driver fields")),
+            },
             other => Err(ConfigError::NoModel(other.to_string())),
         }
     }
@@ -237,6 +263,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Vtd(c) => Model::Vtd(VtdModel::new(c.clone())),
             ModelConfig::Lpae(c) => Model::Lpae(LpaeModel::new(c.clone())),
+            ModelConfig::AmdV1(c) => Model::AmdV1(AmdV1Model::new(c.clone())),
             ModelConfig::NoTables { pgsize_bitmap } => Model::NoTables(NoTables {
                 pgsize_bitmap: *pgsize_bitmap,
             }),
@@ -247,6 +274,10 @@ impl ModelConfig {
         match self {
             ModelConfig::Vtd(c) => c.describe(),
             ModelConfig::Lpae(c) => c.describe(),
+            ModelConfig::AmdV1(c) => format!(
+                "AMD io-pgtable v1 (6.12): 3 levels growing to 6, page sizes {:#x}",
+                c.pgsize_bitmap
+            ),
             ModelConfig::NoTables { .. } => "no page tables (iommufd selftest mock)".into(),
         }
     }
@@ -287,7 +318,7 @@ impl ModelConfig {
                 }
                 v
             }
-            ModelConfig::NoTables { .. } => Vec::new(),
+            ModelConfig::AmdV1(_) | ModelConfig::NoTables { .. } => Vec::new(),
         }
     }
 }
@@ -303,6 +334,7 @@ pub struct NoTables {
 pub enum Model {
     Vtd(VtdModel),
     Lpae(LpaeModel),
+    AmdV1(AmdV1Model),
     NoTables(NoTables),
 }
 
@@ -312,6 +344,7 @@ impl Model {
         match self {
             Model::Vtd(m) => m.domain_alloc(log),
             Model::Lpae(m) => m.domain_alloc(log),
+            Model::AmdV1(m) => m.domain_alloc(log),
             Model::NoTables(_) => {}
         }
     }
@@ -321,6 +354,7 @@ impl Model {
         match self {
             Model::Vtd(m) => chunk::iommu_map(m, iova, paddr, size, log),
             Model::Lpae(m) => chunk::iommu_map(m, iova, paddr, size, log),
+            Model::AmdV1(m) => chunk::iommu_map(m, iova, paddr, size, log),
             Model::NoTables(m) => {
                 chunk::check_map_alignment(m.pgsize_bitmap, iova, paddr, size).map(|_| size)
             }
@@ -332,6 +366,7 @@ impl Model {
         match self {
             Model::Vtd(m) => chunk::iommu_unmap(m, iova, size, log),
             Model::Lpae(m) => chunk::iommu_unmap(m, iova, size, log),
+            Model::AmdV1(m) => chunk::iommu_unmap(m, iova, size, log),
             Model::NoTables(_) => size,
         }
     }
@@ -341,6 +376,7 @@ impl Model {
         match self {
             Model::Vtd(m) => m.domain_free(log),
             Model::Lpae(m) => m.domain_free(log),
+            Model::AmdV1(m) => m.domain_free(log),
             Model::NoTables(_) => {}
         }
     }
@@ -350,6 +386,7 @@ impl Model {
         match self {
             Model::Vtd(m) => m.live_pages(),
             Model::Lpae(m) => m.live_pages(),
+            Model::AmdV1(m) => m.live_pages(),
             Model::NoTables(_) => 0,
         }
     }
@@ -360,6 +397,8 @@ impl Model {
         match self {
             Model::Vtd(m) => Some(m.table_geometry()),
             Model::Lpae(m) => Some(m.table_geometry()),
+            // 4K leaves, 512 entries a table.
+            Model::AmdV1(_) => Some((4096, 512)),
             Model::NoTables(_) => None,
         }
     }
@@ -369,6 +408,7 @@ impl Model {
         match self {
             Model::Vtd(m) => m.model_bytes(),
             Model::Lpae(m) => m.model_bytes(),
+            Model::AmdV1(m) => m.model_bytes(),
             Model::NoTables(_) => 0,
         }
     }
@@ -379,6 +419,7 @@ impl Model {
         match self {
             Model::Vtd(m) => m.unsupported(),
             Model::Lpae(m) => m.unsupported(),
+            Model::AmdV1(_) => None,
             Model::NoTables(_) => None,
         }
     }
@@ -387,6 +428,7 @@ impl Model {
         match self {
             Model::Vtd(m) => m.pgsize_bitmap(),
             Model::Lpae(m) => m.pgsize_bitmap(),
+            Model::AmdV1(m) => m.config().pgsize_bitmap,
             Model::NoTables(m) => m.pgsize_bitmap,
         }
     }

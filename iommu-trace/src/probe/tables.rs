@@ -77,12 +77,20 @@ pub(super) const DRIVERS: &[DriverSpec] = &[
         ],
         viommu_nested_ops: &[],
     },
+    // drivers/iommu/amd/amd_iommu_types.h: struct protection_domain. 6.12: the io-pgtable
+    // v1 table's level mode (`iop.mode`, PAGE_MODE_3_LEVEL at allocation, grown on map);
+    // 7.x: the generic page table's AMDv1 top, as for the mock (docs/kernel-facts.md §9).
     DriverSpec {
         name: "amd",
         prefix: "amd_iommu",
         domain_struct: "protection_domain",
         marker: "domain",
-        fields: &["pd_mode"],
+        fields: &[
+            "pd_mode",
+            "mode=iop.mode",
+            "top_of_table=amdv1.amdpt.common.top_of_table",
+            "max_vasz_lg2=amdv1.amdpt.common.max_vasz_lg2",
+        ],
         viommu_nested_ops: &[],
     },
     // drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h: struct arm_smmu_domain. `stage` is
