@@ -12,6 +12,9 @@ use libc::{EBUSY, EEXIST, EINVAL, ENOENT, EOPNOTSUPP};
 use super::sys::FAKE_KERNEL;
 use super::uapi::*;
 
+/// The fake domains' aperture: 48 bits, as a 4-level VT-d table's.
+const FAKE_APERTURE_LAST: u64 = (1 << 48) - 1;
+
 #[derive(Debug, Clone)]
 enum Obj {
     Ioas,
@@ -216,6 +219,10 @@ impl FakeState {
         }
         let areas = self.areas.entry(c.ioas_id).or_default();
         let last = c.iova + c.length - 1;
+        // Beyond the aperture: a reserved range (io_pagetable.c iopt_check_iova).
+        if last > FAKE_APERTURE_LAST {
+            return EINVAL;
+        }
         if areas.iter().any(|(&a, &l)| a <= last && a + l > c.iova) {
             return EEXIST;
         }
@@ -320,6 +327,18 @@ impl FakeState {
                     })
                 }
                 IOMMU_IOAS_UNMAP => self.unmap(&mut *(arg as *mut IommuIoasUnmap)),
+                IOMMU_IOAS_IOVA_RANGES => {
+                    let c = &mut *(arg as *mut IommuIoasIovaRanges);
+                    if !matches!(self.objs.get(&c.ioas_id), Some(Obj::Ioas)) {
+                        return ENOENT;
+                    }
+                    if c.num_iovas >= 1 {
+                        *(c.allowed_iovas as *mut [u64; 2]) = [0, FAKE_APERTURE_LAST];
+                    }
+                    c.num_iovas = 1;
+                    c.out_iova_alignment = 4096;
+                    0
+                }
                 IOMMU_TEST_CMD => {
                     let c = &mut *(arg as *mut IommuTestCmd);
                     if !self.mock_available {

@@ -177,6 +177,20 @@ pub struct IommuIoasUnmap {
     pub length: u64,
 }
 
+/// iommufd.h `struct iommu_ioas_iova_ranges` (32 bytes): the IOVA ranges an IOAS allows
+/// (every attached domain's aperture, less reserved regions), written to `allowed_iovas`
+/// as `struct iommu_iova_range {start, last}` (inclusive).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IommuIoasIovaRanges {
+    pub size: u32,
+    pub ioas_id: u32,
+    pub num_iovas: u32,
+    pub reserved: u32,
+    pub allowed_iovas: u64,
+    pub out_iova_alignment: u64,
+}
+
 /// iommufd.h `struct iommu_option` (24 bytes). `val64` is in/out.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
@@ -380,6 +394,7 @@ mod tests {
         assert_eq!(size_of::<IommuIoasAlloc>(), 12);
         assert_eq!(size_of::<IommuIoasMap>(), 40);
         assert_eq!(size_of::<IommuIoasUnmap>(), 24);
+        assert_eq!(size_of::<IommuIoasIovaRanges>(), 32);
         assert_eq!(size_of::<IommuHwptAlloc>(), 48);
         assert_eq!(size_of::<IommuFaultAlloc>(), 16);
         assert_eq!(size_of::<IommuViommuAlloc>(), 40);

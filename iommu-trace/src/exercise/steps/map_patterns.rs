@@ -216,6 +216,64 @@ impl Runner<'_> {
         );
     }
 
+    /// One page at 2^39 and one at 2^48 above the base, where a table that starts with 3
+    /// levels (AMD io-pgtable v1, 6.12) must grow its top twice: each map expected to
+    /// succeed where the IOAS allows the IOVA (IOMMU_IOAS_IOVA_RANGES: every domain's
+    /// aperture), EINVAL where not (a reserved range, `iopt_check_iova`); unmapped at once.
+    pub(super) fn patterns_beyond_the_table(&mut self, p: &str, ioas: u32) {
+        let ranges = self.allowed_iovas(ioas);
+        for (what, iova) in [("2e39", 1u64 << 39), ("2e48", 1u64 << 48)] {
+            let iova = iova + self.base() + IOVA_SINGLE;
+            let inside = ranges
+                .iter()
+                .any(|&(start, last)| start <= iova && iova + PAGE_4K - 1 <= last);
+            let va = self.pages(1);
+            let name = format!("{p}map_4k_at_{what}");
+            let expected = if inside { 0 } else { libc::EINVAL };
+            if self.map(&name, StepGroup::Map, ioas, va, PAGE_4K, iova, expected) {
+                let name = format!("{p}unmap_4k_at_{what}");
+                self.unmap(&name, StepGroup::Map, ioas, iova, PAGE_4K, 0, Some(PAGE_4K));
+            }
+        }
+    }
+
+    /// IOMMU_IOAS_IOVA_RANGES: the IOVA ranges (inclusive) the IOAS allows now.
+    fn allowed_iovas(&mut self, ioas: u32) -> Vec<(u64, u64)> {
+        let mut ranges = [[0u64; 2]; 16];
+        let mut cmd = IommuIoasIovaRanges {
+            size: size32::<IommuIoasIovaRanges>(),
+            ioas_id: ioas,
+            num_iovas: ranges.len() as u32,
+            allowed_iovas: ranges.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        let e = ioctl(self.iommufd, IOMMU_IOAS_IOVA_RANGES, &mut cmd);
+        let n = (cmd.num_iovas as usize).min(ranges.len());
+        self.record(
+            step(
+                "ioas_iova_ranges",
+                StepGroup::Map,
+                "IOMMU_IOAS_IOVA_RANGES",
+                Some(IOMMU_IOAS_IOVA_RANGES),
+            )
+            .params(json!({ "ioas_id": ioas }))
+            .errno(e)
+            .expect(0)
+            .out("num_iovas", n as u64)
+            .note(
+                ranges[..n]
+                    .iter()
+                    .map(|r| format!("{:#x}..={:#x}", r[0], r[1]))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+        );
+        if e != 0 {
+            return Vec::new();
+        }
+        ranges[..n].iter().map(|r| (r[0], r[1])).collect()
+    }
+
     pub(super) fn map_loop(&mut self, p: &str, ioas: u32) {
         let iterations = self.opts.loop_iterations;
         let len = u64::from(self.opts.loop_pages) * PAGE_4K;

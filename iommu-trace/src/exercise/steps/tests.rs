@@ -129,6 +129,11 @@ fn full_run_against_fake_kernel() {
         }
     }
     let errno = |n: &str| report.step(n).unwrap_or_else(|| panic!("{n}")).errno;
+    // Past a 48-bit aperture the IOAS refuses the IOVA; within it, the map is made.
+    assert_eq!(errno("map_4k_at_2e39"), Some(0));
+    assert_eq!(errno("unmap_4k_at_2e39"), Some(0));
+    assert_eq!(errno("map_4k_at_2e48"), Some(EINVAL));
+    assert!(report.step("unmap_4k_at_2e48").is_none());
     assert_eq!(errno("hwpt_alloc_paging"), Some(0));
     assert_eq!(errno("hwpt_alloc_paging_nest_parent"), Some(EOPNOTSUPP));
     assert_eq!(errno("hwpt_alloc_paging_dirty_tracking"), Some(EOPNOTSUPP));

@@ -259,6 +259,9 @@ impl Runner<'_> {
         if self.on(StepGroup::Huge) {
             self.patterns_huge("", ioas);
         }
+        if self.on(StepGroup::Map) {
+            self.patterns_beyond_the_table("", ioas);
+        }
 
         // Explicit hwpt: replaces (and so frees) the auto domain.
         if let Some(h0) = h0 {
