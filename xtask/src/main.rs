@@ -47,6 +47,10 @@ enum Cmd {
         /// Architectures to run (default: all in the matrix).
         #[arg(long, value_enum)]
         arch: Vec<kernel::Arch>,
+        /// The x86_64 machines' emulated IOMMUs, each a run of the scenarios that use one
+        /// (default: intel; arm64 always runs its SMMUv3).
+        #[arg(long, value_enum)]
+        iommu: Vec<vm::Iommu>,
         /// Scenarios to run (default: all).
         #[arg(long)]
         scenario: Vec<String>,
@@ -112,7 +116,7 @@ fn test() -> Result<()> {
     util::run(Command::new(cargo).current_dir(&root).args(["test"]))?;
     fuzz(&root, 60)?;
     exporter_test(&root)?;
-    vm::test(&[], &[], &[], None)
+    vm::test(&[], &[], &[], &[], None)
 }
 
 fn target_dir(root: &std::path::Path) -> std::path::PathBuf {
@@ -210,9 +214,10 @@ fn main() -> Result<()> {
         Cmd::VmTest {
             kernel,
             arch,
+            iommu,
             scenario,
             out,
-        } => vm::test(&kernel, &arch, &scenario, out),
+        } => vm::test(&kernel, &arch, &iommu, &scenario, out),
         Cmd::Test => test(),
         Cmd::Boundaries => boundaries::run(&util::workspace_root()),
         Cmd::Fuzz { seconds } => fuzz(&util::workspace_root(), seconds),

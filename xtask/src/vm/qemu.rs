@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::Scenario;
+use super::{Iommu, Scenario};
 use crate::kernel::Arch;
 use crate::util::run;
 
@@ -20,35 +20,45 @@ pub struct VmRun {
 /// Boots `bzimage` with `initramfs`, runs `scenario`, and unpacks its results into `out`.
 pub fn boot(
     arch: Arch,
+    iommu: Iommu,
     bzimage: &Path,
     initramfs: &Path,
     scenario: &Scenario,
     out: &Path,
 ) -> Result<VmRun> {
-    boot_with(arch, bzimage, initramfs, scenario, out, None)
+    boot_with(arch, iommu, bzimage, initramfs, scenario, out, None)
 }
 
 /// The QEMU machine of each architecture, with or without its emulated IOMMU, and the
 /// kernel command line that goes with it.
-fn qemu_machine(arch: Arch, hw_iommu: bool) -> (Command, &'static str) {
+fn qemu_machine(arch: Arch, iommu: Iommu, hw_iommu: bool) -> (Command, &'static str) {
     match arch {
         Arch::X86_64 => {
             let mut qemu = Command::new("qemu-system-x86_64");
             qemu.args(["-machine", "q35,kernel-irqchip=split", "-cpu", "max"]);
-            if hw_iommu {
-                // The emulated VT-d comes first so that it translates the devices after it.
-                qemu.args(["-device", "intel-iommu,intremap=on,caching-mode=on"]);
-            }
+            // The emulated IOMMU comes first so that it translates the devices after it.
+            // AMD: interrupt remapping on, or iommufd refuses to bind without isolated MSI;
+            // 7.x still turns it off (QEMU's IVRS puts the southbridge IOAPIC at 00:14.0,
+            // where q35 has no SMBus or ISA bridge), hence `allow_unsafe_interrupts`;
+            // `iommu=pt`, or the DMA default domain of q35's AHCI stalls the boot
+            // (docs/kernel-facts.md §9).
+            let cmdline = match (hw_iommu, iommu) {
+                (true, Iommu::Intel) => {
+                    qemu.args(["-device", "intel-iommu,intremap=on,caching-mode=on"]);
+                    "console=ttyS0 lapic=notscdeadline nohz=off no_timer_check intel_iommu=on"
+                }
+                (true, Iommu::Amd) => {
+                    qemu.args(["-device", "amd-iommu,intremap=on"]);
+                    "console=ttyS0 lapic=notscdeadline nohz=off no_timer_check iommu=pt \
+                     iommufd.allow_unsafe_interrupts=1"
+                }
+                (false, _) => "console=ttyS0 lapic=notscdeadline nohz=off no_timer_check",
+            };
             // Periodic ticks and the local APIC's own timer: under TCG an idle vCPU on the
             // TSC-deadline timer was seen to miss its wakeups (RCU stall reports).
             // `no_timer_check`: on a loaded host TCG is too slow for the IO-APIC timer check
             // (io_apic.c check_timer), which then panics at boot ("timer doesn't work through
             // Interrupt-remapped IO-APIC"; seen while a kernel built beside the demo).
-            let cmdline = if hw_iommu {
-                "console=ttyS0 lapic=notscdeadline nohz=off no_timer_check intel_iommu=on"
-            } else {
-                "console=ttyS0 lapic=notscdeadline nohz=off no_timer_check"
-            };
             (qemu, cmdline)
         }
         Arch::Arm64 => {
@@ -111,19 +121,20 @@ fn timer_stalled(console: &Path) -> bool {
 /// tool. A second fault fails the scenario.
 pub(super) fn boot_with(
     arch: Arch,
+    iommu: Iommu,
     bzimage: &Path,
     initramfs: &Path,
     scenario: &Scenario,
     out: &Path,
     interactive: Option<(u32, u32)>,
 ) -> Result<VmRun> {
-    match boot_once(arch, bzimage, initramfs, scenario, out, interactive) {
+    match boot_once(arch, iommu, bzimage, initramfs, scenario, out, interactive) {
         Err(e) if interactive.is_none() && e.downcast_ref::<EmulationFault>().is_some() => {
             eprintln!(
                 "vm: {e:#}\nvm: an emulation fault; booting {} once more",
                 scenario.name
             );
-            boot_once(arch, bzimage, initramfs, scenario, out, interactive)
+            boot_once(arch, iommu, bzimage, initramfs, scenario, out, interactive)
         }
         other => other,
     }
@@ -131,6 +142,7 @@ pub(super) fn boot_with(
 
 fn boot_once(
     arch: Arch,
+    iommu: Iommu,
     bzimage: &Path,
     initramfs: &Path,
     scenario: &Scenario,
@@ -147,7 +159,7 @@ fn boot_once(
         Arch::Arm64 => scenario.timeout * 2,
     };
     let started = Instant::now();
-    let (mut qemu, cmdline) = qemu_machine(arch, scenario.hw_iommu);
+    let (mut qemu, cmdline) = qemu_machine(arch, iommu, scenario.hw_iommu);
     let program = qemu.get_program().to_string_lossy().into_owned();
     qemu.args(["-accel", "tcg"]).args([
         "-smp",
