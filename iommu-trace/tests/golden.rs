@@ -557,3 +557,32 @@ fn a_dropped_unpin_diverges_at_the_next_call_on_its_pages() {
         assert!(!report.all_verified(), "{name}");
     }
 }
+
+// 7.3 under QEMU's AMD IOMMU: the AMD domains use the generic page table's AMDv1 format,
+// which no model replays yet, and say so (the capture waits for that model: issue "AMD
+// hosts"); the selftest mock's domains beside them verify; every domain's pages balance.
+#[test]
+fn the_7_3_amd_capture_names_what_is_not_modelled() {
+    let events = golden("7.3-amd-mock-exercise.itc");
+    let report = replay(&events, &ReplayOptions::default());
+    let text = report.to_string();
+    let amd = text
+        .lines()
+        .filter(|l| l.starts_with("domain ") && l.contains("(amd,"))
+        .collect::<Vec<_>>();
+    assert_eq!(amd.len(), 2, "{text}");
+    assert!(
+        amd.iter()
+            .all(|l| l.contains("no page-table model") && l.contains("AMDv1, 7.x")),
+        "{text}"
+    );
+    let mock_verified = text
+        .lines()
+        .filter(|l| l.contains("(mock,") && l.ends_with(": verified"))
+        .count();
+    assert!(mock_verified > 0, "{text}");
+    assert!(!report.all_verified());
+    for d in &report.domains {
+        assert_eq!(d.observed.allocated, d.observed.freed, "{text}");
+    }
+}
