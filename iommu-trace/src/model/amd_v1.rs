@@ -257,7 +257,8 @@ impl AmdV1Model {
                 }
             }
             self.table(table)[i..i + count].fill(leaf(count_lg2));
-            iova += pgsize;
+            // The last page may end the address space.
+            iova = iova.wrapping_add(pgsize);
             mapped += pgsize;
         }
         // iommu_put_pages_list(&freelist), after the flush at the end of the call.
@@ -472,5 +473,9 @@ mod tests {
         // Nothing is beyond a 6-level table: 2^63 maps too.
         assert_eq!(iommu_map(&mut m, 1 << 63, 1 << 63, K4, &mut log), Ok(K4));
         assert_eq!(m.mode(), 6);
+        // Up to the last page of the address space.
+        let top = u64::MAX - (K4 - 1);
+        assert_eq!(iommu_map(&mut m, top, 0x1000, K4, &mut log), Ok(K4));
+        assert_eq!(iommu_unmap(&mut m, top, K4, &mut log), K4);
     }
 }

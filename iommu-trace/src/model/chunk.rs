@@ -106,8 +106,9 @@ pub fn iommu_map<D: DomainOps>(
             ret = Err(errno::EINVAL);
             break;
         }
-        iova += mapped;
-        paddr += mapped;
+        // The last chunk may end the address space (AMD v1 takes IOVAs up to 2^64).
+        iova = iova.wrapping_add(mapped);
+        paddr = paddr.wrapping_add(mapped);
     }
     match ret {
         Ok(()) => Ok(orig_size),

@@ -96,7 +96,7 @@ impl ModelConfig {
             // AMDv1 "mock" format (iommufd/selftest.c mock_domain_alloc_pgtable:
             // starting_level 2, so 3 levels; the top level is in top_of_table's low bits).
             "mock" if field(a, "top_of_table").is_some_and(|t| t != 0) => {
-                let levels = field(a, "top_level").unwrap_or(0) + 1;
+                let levels = field(a, "top_level").unwrap_or(0).saturating_add(1);
                 // Below PT_MAX_TOP_LEVEL (4) every level can hold a leaf, as the model
                 // assumes; a level-4 top cannot (fmt/amdv1.h amdv1pt_can_have_leaf).
                 if !(2..=4).contains(&levels) {
@@ -139,8 +139,8 @@ impl ModelConfig {
                 };
                 let levels = match (field(a, "agaw"), field(a, "levels"), field(a, "top_level")) {
                     (_, Some(l), _) if flavour != VtdFlavour::Legacy => l,
-                    (_, _, Some(t)) if flavour != VtdFlavour::Legacy => t + 1,
-                    (Some(agaw), _, _) => agaw + 2,
+                    (_, _, Some(t)) if flavour != VtdFlavour::Legacy => t.saturating_add(1),
+                    (Some(agaw), _, _) => agaw.saturating_add(2),
                     _ => return Err(missing("the `agaw` driver field (page-table levels)")),
                 };
                 if !(3..=5).contains(&levels) {
