@@ -279,19 +279,20 @@ impl Runner<'_> {
         let len = u64::from(self.opts.loop_pages) * PAGE_4K;
         let iova = self.base() + IOVA_LOOP;
         let name = format!("{p}map_unmap_loop");
+        let loop_step = || {
+            step(
+                &name,
+                StepGroup::Loop,
+                "IOMMU_IOAS_MAP+IOMMU_IOAS_UNMAP",
+                None,
+            )
+        };
         // Its own buffer, pages scattered: every run maps them the same way.
         let buf = match Mapping::anon_4k_scattered(len as usize) {
             Ok(b) => b,
             Err(e) => {
-                self.record(
-                    step(
-                        &name,
-                        StepGroup::Loop,
-                        "IOMMU_IOAS_MAP+IOMMU_IOAS_UNMAP",
-                        None,
-                    )
-                    .note(format!("skipped: no user memory ({})", errno_name(e))),
-                );
+                let skipped = format!("skipped: no user memory ({})", errno_name(e));
+                self.record(loop_step().note(skipped));
                 return;
             }
         };
@@ -348,26 +349,21 @@ impl Runner<'_> {
         };
         let e = first.unwrap_or(0);
         self.record(
-            step(
-                &name,
-                StepGroup::Loop,
-                "IOMMU_IOAS_MAP+IOMMU_IOAS_UNMAP",
-                None,
-            )
-            .params(json!({
-                "ioas_id": ioas,
-                "iterations": iterations,
-                "length": len,
-                "iova": iova,
-                "user_va": va,
-            }))
-            .errno(e)
-            .expect(0)
-            .out("ops", ops)
-            .out("map_errors", map_err)
-            .out("unmap_errors", unmap_err)
-            .out("elapsed_ns", res.elapsed_ns)
-            .out("domains_reached", domains.into()),
+            loop_step()
+                .params(json!({
+                    "ioas_id": ioas,
+                    "iterations": iterations,
+                    "length": len,
+                    "iova": iova,
+                    "user_va": va,
+                }))
+                .errno(e)
+                .expect(0)
+                .out("ops", ops)
+                .out("map_errors", map_err)
+                .out("unmap_errors", unmap_err)
+                .out("elapsed_ns", res.elapsed_ns)
+                .out("domains_reached", domains.into()),
         );
         log::info!(
             "exercise loop: {iterations} x map+unmap of {len} bytes into {domains} domain(s) in \
