@@ -73,6 +73,7 @@ pub mod errno {
     pub const ESRCH: i32 = 3;
     pub const EINTR: i32 = 4;
     pub const EIO: i32 = 5;
+    pub const ENXIO: i32 = 6;
     pub const E2BIG: i32 = 7;
     pub const EBADF: i32 = 9;
     pub const EAGAIN: i32 = 11;
@@ -86,18 +87,20 @@ pub mod errno {
     pub const ENOTTY: i32 = 25;
     pub const ENOSPC: i32 = 28;
     pub const ERANGE: i32 = 34;
+    pub const EOVERFLOW: i32 = 75;
     pub const EOPNOTSUPP: i32 = 95;
     pub const EADDRINUSE: i32 = 98;
     pub const EADDRNOTAVAIL: i32 = 99;
     pub const ENOTSUPP: i32 = 524;
 
     /// Every errno above with its symbolic name, in numeric order.
-    pub const NAMES: [(i32, &str); 22] = [
+    pub const NAMES: [(i32, &str); 24] = [
         (EPERM, "EPERM"),
         (ENOENT, "ENOENT"),
         (ESRCH, "ESRCH"),
         (EINTR, "EINTR"),
         (EIO, "EIO"),
+        (ENXIO, "ENXIO"),
         (E2BIG, "E2BIG"),
         (EBADF, "EBADF"),
         (EAGAIN, "EAGAIN"),
@@ -111,6 +114,7 @@ pub mod errno {
         (ENOTTY, "ENOTTY"),
         (ENOSPC, "ENOSPC"),
         (ERANGE, "ERANGE"),
+        (EOVERFLOW, "EOVERFLOW"),
         (EOPNOTSUPP, "EOPNOTSUPP"),
         (EADDRINUSE, "EADDRINUSE"),
         (EADDRNOTAVAIL, "EADDRNOTAVAIL"),
@@ -188,6 +192,7 @@ mod tests {
                 "ESRCH" => libc::ESRCH,
                 "EINTR" => libc::EINTR,
                 "EIO" => libc::EIO,
+                "ENXIO" => libc::ENXIO,
                 "E2BIG" => libc::E2BIG,
                 "EBADF" => libc::EBADF,
                 "EAGAIN" => libc::EAGAIN,
@@ -201,6 +206,7 @@ mod tests {
                 "ENOTTY" => libc::ENOTTY,
                 "ENOSPC" => libc::ENOSPC,
                 "ERANGE" => libc::ERANGE,
+                "EOVERFLOW" => libc::EOVERFLOW,
                 "EOPNOTSUPP" => libc::EOPNOTSUPP,
                 "EADDRINUSE" => libc::EADDRINUSE,
                 "EADDRNOTAVAIL" => libc::EADDRNOTAVAIL,

@@ -97,6 +97,7 @@ fn golden_7_3_captures_verify_under_the_detected_behaviour() {
     for (name, want_drivers) in [
         ("7.3-vtd-mock-exercise.itc", &["intel", "mock"][..]),
         ("7.3-mock-exercise.itc", &["mock"][..]),
+        ("7.3-amd-mock-exercise.itc", &["amd", "mock"][..]),
         // arm64: SMMUv3 stage 1 and (NEST_PARENT) stage 2 under io-pgtable-arm's 7.x rules.
         (
             "7.3-arm64-smmuv3-mock-exercise.itc",
@@ -559,30 +560,80 @@ fn a_dropped_unpin_diverges_at_the_next_call_on_its_pages() {
 }
 
 // 7.3 under QEMU's AMD IOMMU: the AMD domains use the generic page table's AMDv1 format,
-// which no model replays yet, and say so (the capture waits for that model: issue "AMD
-// hosts"); the selftest mock's domains beside them verify; every domain's pages balance.
+// whose top grows on map (a 3-level table at allocation, a 4th level for the map beyond 2^39,
+// a 5th for the one beyond 2^48); every domain verifies, the selftest mock's beside them.
 #[test]
-fn the_7_3_amd_capture_names_what_is_not_modelled() {
+fn the_7_3_amd_capture_verifies_its_growing_tables() {
+    let name = "7.3-amd-mock-exercise.itc";
+    let events = golden(name);
+    let report = replay_golden(name);
+    assert!(report.all_verified(), "{report}");
+    let amd: Vec<_> = report
+        .domains
+        .iter()
+        .filter(|d| d.driver == "amd" && d.maps > 0)
+        .collect();
+    assert_eq!(amd.len(), 2, "{report}");
+    for d in amd {
+        assert!(
+            d.model.as_deref().unwrap_or("").contains("AMDv1"),
+            "{report}"
+        );
+        // The maps beyond 2^39 and 2^48 each allocate a new top before the path's tables.
+        for (beyond, pages) in [(1u64 << 39, 4), (1 << 48, 5)] {
+            let at = events
+                .iter()
+                .position(|e| {
+                    matches!(&e.body, EventBody::Map(m) if m.domain == d.domain && m.iova >= beyond && m.iova < beyond << 1)
+                })
+                .unwrap_or_else(|| panic!("no map of {:#x} beyond {beyond:#x}", d.domain.0));
+            let allocs = events[..at]
+                .iter()
+                .rev()
+                .take_while(|e| matches!(&e.body, EventBody::PtAlloc(p) if p.domain == d.domain))
+                .count();
+            assert_eq!(allocs, pages, "map at event {at}");
+        }
+    }
+}
+
+// An edited 7.3 AMD capture: dropping the new top of the map beyond 2^48, or a table an
+// unmap freed, diverges at that operation.
+#[test]
+fn an_edited_7_3_amd_capture_diverges_at_the_edit() {
     let events = golden("7.3-amd-mock-exercise.itc");
-    let report = replay(&events, &ReplayOptions::default());
-    let text = report.to_string();
-    let amd = text
-        .lines()
-        .filter(|l| l.starts_with("domain ") && l.contains("(amd,"))
-        .collect::<Vec<_>>();
-    assert_eq!(amd.len(), 2, "{text}");
-    assert!(
-        amd.iter()
-            .all(|l| l.contains("no page-table model") && l.contains("AMDv1, 7.x")),
-        "{text}"
-    );
-    let mock_verified = text
-        .lines()
-        .filter(|l| l.contains("(mock,") && l.ends_with(": verified"))
-        .count();
-    assert!(mock_verified > 0, "{text}");
-    assert!(!report.all_verified());
-    for d in &report.domains {
-        assert_eq!(d.observed.allocated, d.observed.freed, "{text}");
+    let map_beyond_2_48 =
+        |e: &Event| matches!(&e.body, EventBody::Map(m) if m.iova >= 1 << 48 && m.iova < 1 << 49);
+    let map = events
+        .iter()
+        .position(map_beyond_2_48)
+        .expect("a map beyond 2^48");
+    let first_alloc = (0..map)
+        .rev()
+        .take_while(|&i| matches!(&events[i].body, EventBody::PtAlloc(_)))
+        .last()
+        .expect("tables before it");
+    let unmap_free = events
+        .iter()
+        .position(|e| {
+            matches!(&e.body, EventBody::PtFree(p) if p.cause == iommu_trace::events::PtCause::Unmap)
+        })
+        .expect("a table freed by an unmap");
+    for dropped in [first_alloc, unmap_free] {
+        let mut edited = events.clone();
+        let (EventBody::PtAlloc(iommu_trace::events::PtPages { domain, .. })
+        | EventBody::PtFree(iommu_trace::events::PtPages { domain, .. })) = &edited[dropped].body
+        else {
+            unreachable!()
+        };
+        let domain = domain.0;
+        edited.remove(dropped);
+        let report = replay(&edited, &ReplayOptions::default());
+        assert!(!report.all_verified());
+        assert_eq!(
+            first_divergence(&report),
+            next_op_of(&edited, dropped, domain) as u64,
+            "event {dropped}: {report}"
+        );
     }
 }

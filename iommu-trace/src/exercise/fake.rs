@@ -327,6 +327,13 @@ impl FakeState {
                     })
                 }
                 IOMMU_IOAS_UNMAP => self.unmap(&mut *(arg as *mut IommuIoasUnmap)),
+                IOMMU_GET_HW_INFO => {
+                    // A driver without `hw_info` (AMD on 6.12).
+                    let c = &mut *(arg as *mut IommuHwInfo);
+                    c.out_data_type = 0;
+                    c.data_len = 0;
+                    0
+                }
                 IOMMU_IOAS_IOVA_RANGES => {
                     let c = &mut *(arg as *mut IommuIoasIovaRanges);
                     if !matches!(self.objs.get(&c.ioas_id), Some(Obj::Ioas)) {

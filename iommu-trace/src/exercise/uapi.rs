@@ -191,6 +191,36 @@ pub struct IommuIoasIovaRanges {
     pub out_iova_alignment: u64,
 }
 
+/// iommufd.h `struct iommu_hw_info` (40 bytes; 7.x makes `out_data_type` a union with
+/// `in_data_type`, 0 = the default type). With `data_len` 0 nothing is copied out but the
+/// type and capabilities.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IommuHwInfo {
+    pub size: u32,
+    pub flags: u32,
+    pub dev_id: u32,
+    pub data_len: u32,
+    pub data_uptr: u64,
+    pub out_data_type: u32,
+    pub out_max_pasid_log2: u8,
+    pub reserved: [u8; 3],
+    pub out_capabilities: u64,
+}
+
+/// iommufd.h `enum iommu_hw_info_type`: NONE (a driver without `hw_info`), INTEL_VTD,
+/// ARM_SMMUV3, TEGRA241_CMDQV, AMD (7.x with CONFIG_AMD_IOMMU_IOMMUFD).
+pub fn hw_info_type_name(t: u32) -> &'static str {
+    match t {
+        0 => "none",
+        1 => "intel_vtd",
+        2 => "arm_smmuv3",
+        3 => "tegra241_cmdqv",
+        4 => "amd",
+        _ => "unknown",
+    }
+}
+
 /// iommufd.h `struct iommu_option` (24 bytes). `val64` is in/out.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
@@ -395,6 +425,7 @@ mod tests {
         assert_eq!(size_of::<IommuIoasMap>(), 40);
         assert_eq!(size_of::<IommuIoasUnmap>(), 24);
         assert_eq!(size_of::<IommuIoasIovaRanges>(), 32);
+        assert_eq!(size_of::<IommuHwInfo>(), 40);
         assert_eq!(size_of::<IommuHwptAlloc>(), 48);
         assert_eq!(size_of::<IommuFaultAlloc>(), 16);
         assert_eq!(size_of::<IommuViommuAlloc>(), 40);

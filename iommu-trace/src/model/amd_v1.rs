@@ -1,6 +1,6 @@
 //! AMD IOMMU io-pgtable v1, as 6.12 gives it to every iommufd domain
 //! (`drivers/iommu/amd/io_pgtable.c`; UNMANAGED domains force v1, `protection_domain_alloc`).
-//! docs/kernel-facts.md §9.
+//! docs/kernel-facts.md §4.4 (and §9 for QEMU's AMD IOMMU).
 //!
 //! What sets it apart from VT-d and SMMUv3 for page-table memory:
 //! - the table starts with 3 levels (`v1_alloc_pgtable`: PAGE_MODE_3_LEVEL, 39 bits, the root

@@ -243,6 +243,83 @@ impl BruteAmdV1 {
     }
 }
 
+/// The generic page table's AMDv1 format as the AMD driver uses it (6.19+, whole-range map
+/// and unmap of 7.0+) restated over sets, for unmaps of exactly what one map mapped (as
+/// iommufd does): tables as (level t, first pfn), 1 = the 4K PTE table, a level-t table
+/// spanning `512^t` pfns; the top gains a level whenever a map reaches beyond it; a leaf of
+/// any size frees the (empty) tables under it; an unmap frees every table inside its range.
+#[derive(Clone, Debug)]
+pub struct BruteAmdv1Pt {
+    pub levels: u32,
+    pub bitmap: u64,
+    pub tables: BTreeSet<(u32, u64)>,
+    /// first pfn -> pfns
+    pub leaves: BTreeMap<u64, u64>,
+}
+
+impl BruteAmdv1Pt {
+    pub fn new(levels: u32, bitmap: u64) -> Self {
+        BruteAmdv1Pt {
+            levels,
+            bitmap,
+            tables: BTreeSet::from([(levels, 0)]),
+            leaves: BTreeMap::new(),
+        }
+    }
+
+    pub fn overlaps(&self, s: u64, e: u64) -> bool {
+        self.leaves
+            .range(..e)
+            .next_back()
+            .is_some_and(|(&p, &n)| p + n > s)
+    }
+
+    /// Map (nothing mapped in the range before): (allocated, freed).
+    pub fn map(&mut self, iova: u64, paddr: u64, size: u64) -> (u64, u64) {
+        let (mut alloc, mut free) = (0, 0);
+        let last = (iova + size - 1) >> 12;
+        while self.levels < 6 && last >> (9 * self.levels) != 0 {
+            self.levels += 1;
+            self.tables.insert((self.levels, 0));
+            alloc += 1;
+        }
+        let (mut iova, mut paddr, mut size) = (iova, paddr, size);
+        while size > 0 {
+            let (pgsize, count) = iommu_pgsize(self.bitmap, iova, paddr, size).unwrap();
+            let pfns = pgsize >> 12;
+            let level = 1 + (pgsize.trailing_zeros() - 12) / 9;
+            for k in 0..count {
+                let pfn = (iova >> 12) + k * pfns;
+                for t in level..=self.levels {
+                    if self.tables.insert((t, pfn / span(t) * span(t))) {
+                        alloc += 1;
+                    }
+                }
+                let before = self.tables.len();
+                self.tables
+                    .retain(|&(t, b)| !(t < level && b >= pfn && b < pfn + pfns));
+                free += (before - self.tables.len()) as u64;
+                self.leaves.insert(pfn, pfns);
+            }
+            iova += pgsize * count;
+            paddr += pgsize * count;
+            size -= pgsize * count;
+        }
+        (alloc, free)
+    }
+
+    /// Unmap of exactly what one earlier map mapped: (bytes, freed).
+    pub fn unmap(&mut self, iova: u64, size: u64) -> (u64, u64) {
+        let (s, l) = (iova >> 12, (iova + size - 1) >> 12);
+        self.leaves.retain(|&p, _| !(p >= s && p <= l));
+        let before = self.tables.len();
+        let top = self.levels;
+        self.tables
+            .retain(|&(t, b)| t == top || !(b >= s && b + span(t) - 1 <= l));
+        (size, (before - self.tables.len()) as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +407,66 @@ mod tests {
                 }
                 prop_assert_eq!(m.mode(), b.mode);
                 prop_assert_eq!(m.live_pages(), b.tables.len() as u64);
+            }
+            let mut log = PageLog::new();
+            let live = m.live_pages();
+            m.domain_free(&mut log);
+            prop_assert_eq!(totals(&log.ops), (0, live));
+            prop_assert_eq!(m.live_pages(), 0);
+        }
+
+        /// vtd.rs's generic page table in the AMD driver's AMDv1 format (7.x: whole-range
+        /// map and unmap, dynamic top from 3 levels) against the set-based restatement, for
+        /// maps of any page size the bitmap holds (contiguous entries) and unmaps of one
+        /// earlier map each: same pages allocated and freed by every operation, same levels,
+        /// and domain free returns every page.
+        #[test]
+        fn amdv1_generic_pt_matches_brute(
+            all_sizes in any::<bool>(),
+            high in prop_oneof![Just(0u64), Just(1u64 << 39), Just(1u64 << 48)],
+            ops in proptest::collection::vec((op(), any::<prop::sample::Index>()), 1..40),
+        ) {
+            use crate::model::vtd::PtFormat;
+            let bitmap = if all_sizes {
+                ((1u64 << 52) - 1) & !((1u64 << 12) - 1) & !(1u64 << 39)
+            } else {
+                (1 << 12) | (1 << 21) | (1 << 30)
+            };
+            let mut m = VtdModel::new(VtdConfig {
+                levels: 3,
+                gaw: 64,
+                superpage: 0,
+                first_stage: false,
+                flavour: VtdFlavour::GenericPt { whole_range: true },
+                format: PtFormat::Amdv1 { pgsize_bitmap: bitmap },
+            });
+            m.domain_alloc(&mut PageLog::new());
+            let mut b = BruteAmdv1Pt::new(3, bitmap);
+            let mut mapped: Vec<(u64, u64)> = Vec::new();
+            for (k, (o, pick)) in ops.iter().enumerate() {
+                let mut log = PageLog::new();
+                if o.map || mapped.is_empty() {
+                    // Every third map far up, where the table must grow.
+                    let iova = if k % 3 == 0 { o.iova + high } else { o.iova };
+                    if b.overlaps(iova >> 12, (iova + o.size) >> 12) {
+                        continue;
+                    }
+                    let (a, f) = b.map(iova, iova + o.pa_off, o.size);
+                    let r = chunk::iommu_map(&mut m, iova, iova + o.pa_off, o.size, &mut log);
+                    prop_assert_eq!(r, Ok(o.size));
+                    prop_assert_eq!(totals(&log.ops), (a, f), "map {:?} at {:#x}", o, iova);
+                    mapped.push((iova, o.size));
+                } else {
+                    let (iova, size) = mapped.swap_remove(pick.index(mapped.len()));
+                    let (n, f) = b.unmap(iova, size);
+                    let got = chunk::iommu_unmap(&mut m, iova, size, &mut log);
+                    prop_assert_eq!(got, n, "unmap {:#x}+{:#x}", iova, size);
+                    prop_assert_eq!(totals(&log.ops), (0, f), "unmap {:#x}+{:#x}", iova, size);
+                }
+                prop_assert_eq!(m.levels(), b.levels);
+                prop_assert_eq!(m.live_pages(), b.tables.len() as u64);
+                let tables: Vec<_> = b.tables.iter().copied().collect();
+                prop_assert_eq!(m.tables(), tables);
             }
             let mut log = PageLog::new();
             let live = m.live_pages();

@@ -84,6 +84,18 @@ pub fn iommu_map<D: DomainOps>(
     size: u64,
     log: &mut PageLog,
 ) -> Result<u64, i32> {
+    // 7.0+ generic page table: iommu_map_nosync() hands it the whole range.
+    if let Some((mapped, r)) = d.map_range(iova, paddr, size, log) {
+        return match r {
+            Ok(()) => Ok(size),
+            Err(e) => {
+                if mapped != 0 {
+                    iommu_unmap(d, iova, mapped, log);
+                }
+                Err(e)
+            }
+        };
+    }
     let bitmap = d.pgsize_bitmap();
     check_map_alignment(bitmap, iova, paddr, size)?;
     let (orig_iova, orig_size) = (iova, size);

@@ -8,13 +8,13 @@
 //! * [`chunk`]: the IOMMU core, `drivers/iommu/iommu.c` `iommu_pgsize()`, `__iommu_map()`,
 //!   `__iommu_unmap()` (and the 7.0+ generic-pt whole-range unmap). docs/kernel-facts.md §4.0.
 //! * [`vtd`]: Intel VT-d, `drivers/iommu/intel/iommu.c` (legacy, ≤6.18) and the generic
-//!   page table (`drivers/iommu/generic_pt`, 6.19+), whose walker also serves the 7.x
-//!   selftest mock's AMDv1 tables. docs/kernel-facts.md §4.1 (the mock: §4.3).
+//!   page table (`drivers/iommu/generic_pt`, 6.19+), whose walker also serves the AMD
+//!   driver's AMDv1 tables (dynamic top) and the 7.x selftest mock's. docs/kernel-facts.md
+//!   §4.1 (AMDv1: §4.4, the mock: §4.3).
 //! * [`lpae`]: Arm SMMUv3 through `drivers/iommu/io-pgtable-arm.c` (LPAE stage 1 and 2).
 //!   docs/kernel-facts.md §4.2.
 //! * [`amd_v1`]: AMD io-pgtable v1 (6.12 `drivers/iommu/amd/io_pgtable.c`): growing top,
-//!   replicated PTEs, no free on unmap. docs/kernel-facts.md §9. Not yet chosen for a
-//!   domain by `select.rs` (issue "AMD hosts").
+//!   replicated PTEs, no free on unmap. docs/kernel-facts.md §4.4.
 //!
 //! Page counts are in 4 KiB pages (the unit of `NR_IOMMU_PAGES` on x86-64 and on Debian's
 //! arm64 kernels, which use 4 KiB `PAGE_SIZE`).
@@ -141,6 +141,18 @@ pub trait DomainOps {
     /// `ops->unmap_pages()`: bytes unmapped, 0 stops the core loop. Frees the driver
     /// defers to the IOTLB sync are kept in the driver's gather until [`Self::iotlb_sync`].
     fn unmap_pages(&mut self, iova: u64, pgsize: u64, pgcount: u64, log: &mut PageLog) -> u64;
+    /// Whole-range map (generic page table, 7.0+): `Some((bytes mapped, result))` when the
+    /// driver takes the whole `iommu_map` range in one call, `None` when it wants
+    /// `iommu_pgsize` chunks through [`Self::map_pages`].
+    fn map_range(
+        &mut self,
+        _iova: u64,
+        _paddr: u64,
+        _size: u64,
+        _log: &mut PageLog,
+    ) -> Option<(u64, Result<(), i32>)> {
+        None
+    }
     /// Whole-range unmap (generic page table, 7.0+): `Some(bytes)` when the driver takes the
     /// whole `iommu_unmap` range in one call, `None` when it wants `iommu_pgsize` chunks.
     fn unmap_range(&mut self, _iova: u64, _size: u64, _log: &mut PageLog) -> Option<u64> {

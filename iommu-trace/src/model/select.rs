@@ -52,6 +52,26 @@ fn field(a: &DomainAlloc, name: &str) -> Option<u64> {
     }
 }
 
+/// An AMDv1 table (the AMD driver's or the selftest mock's) on the generic page table's
+/// walker: `levels` at allocation, `vasz` the table's `max_vasz_lg2`.
+fn amdv1_config(
+    levels: u64,
+    vasz: u64,
+    behaviour: KernelBehaviour,
+    format: vtd::PtFormat,
+) -> ModelConfig {
+    ModelConfig::Vtd(VtdConfig {
+        levels: levels as u8,
+        gaw: vasz as u8,
+        superpage: 0,
+        first_stage: false,
+        flavour: VtdFlavour::GenericPt {
+            whole_range: behaviour.vtd == VtdBehaviour::GenericPtWholeRange,
+        },
+        format,
+    })
+}
+
 impl ModelConfig {
     /// Decide the model for a domain from its `DomainAlloc` event.
     ///
@@ -112,18 +132,14 @@ impl ModelConfig {
                     )));
                 }
                 let vasz = field(a, "max_vasz_lg2").unwrap_or(11 + 9 * levels);
-                Ok(ModelConfig::Vtd(VtdConfig {
-                    levels: levels as u8,
-                    gaw: vasz as u8,
-                    superpage: 0,
-                    first_stage: false,
-                    flavour: VtdFlavour::GenericPt {
-                        whole_range: behaviour.vtd == VtdBehaviour::GenericPtWholeRange,
-                    },
-                    format: vtd::PtFormat::Amdv1Mock {
+                Ok(amdv1_config(
+                    levels,
+                    vasz,
+                    behaviour,
+                    vtd::PtFormat::Amdv1Mock {
                         pgsize_bitmap: g.pgsize_bitmap,
                     },
-                }))
+                ))
             }
             "mock" => Ok(ModelConfig::NoTables {
                 pgsize_bitmap: g.pgsize_bitmap,
@@ -231,12 +247,50 @@ impl ModelConfig {
                 cfg.validate().map_err(invalid)?;
                 Ok(ModelConfig::Lpae(cfg))
             }
-            // 6.12: every iommufd domain is io-pgtable v1 (PD_MODE_V1 = 1), 3 levels at
-            // allocation (`iop.mode`). 7.x: the generic page table's AMDv1 (`top_of_table`),
-            // not modelled yet. docs/kernel-facts.md §9.
-            "amd" if field(a, "top_of_table").is_some_and(|t| t != 0) => Err(ConfigError::NoModel(
-                "amd (generic page table AMDv1, 7.x)".into(),
-            )),
+            // 6.19+: the generic page table's AMDv1 (`top_of_table` set), v1 domains only
+            // (PD_MODE_V1 = 1; v2 is the x86-64 format, not modelled). The top starts at
+            // `starting_level` (2: 3 levels) and grows on map up to `max_vasz_lg2`.
+            // docs/kernel-facts.md §4.4.
+            "amd" if field(a, "top_of_table").is_some_and(|t| t != 0) => {
+                match field(a, "pd_mode") {
+                    Some(1) => {}
+                    Some(p) => {
+                        return Err(ConfigError::NoModel(format!(
+                            "amd with page-table mode {p} (v2, or none)"
+                        )))
+                    }
+                    None => return Err(missing("the `pd_mode` driver field")),
+                }
+                let levels = field(a, "top_level").unwrap_or(0).saturating_add(1);
+                if !(1..=6).contains(&levels) {
+                    return Err(invalid(format!(
+                        "AMDv1 top level {} is not 0-5",
+                        levels - 1
+                    )));
+                }
+                let vasz = match field(a, "max_vasz_lg2") {
+                    Some(v) => v,
+                    None if g.aperture_end != 0 => 64 - g.aperture_end.leading_zeros() as u64,
+                    None => return Err(missing("the `max_vasz_lg2` field and an aperture")),
+                };
+                if !(21..=64).contains(&vasz) {
+                    return Err(invalid(format!("AMDv1 max_vasz_lg2 {vasz} is not 21-64")));
+                }
+                if g.pgsize_bitmap & 0xfff != 0 || g.pgsize_bitmap == 0 {
+                    return Err(invalid(format!(
+                        "page sizes {:#x} are not AMDv1's (4K and up)",
+                        g.pgsize_bitmap
+                    )));
+                }
+                Ok(amdv1_config(
+                    levels,
+                    vasz,
+                    behaviour,
+                    vtd::PtFormat::Amdv1 {
+                        pgsize_bitmap: g.pgsize_bitmap,
+                    },
+                ))
+            }
             "amd" => match (field(a, "pd_mode"), field(a, "mode")) {
                 (Some(1), Some(3)) if g.pgsize_bitmap & 0xfff == 0 && g.pgsize_bitmap != 0 => {
                     Ok(ModelConfig::AmdV1(AmdV1Config {

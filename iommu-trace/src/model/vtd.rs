@@ -2,11 +2,11 @@
 //! table's walker they share since 6.19 with other formats.
 //!
 //! Legacy flavour: `drivers/iommu/intel/iommu.c` of 6.12 (same through 6.18).
-//! Generic-pt flavour: `drivers/iommu/generic_pt/iommu_pt.h` with `fmt/vtdss.h` (6.19+), or
-//! with the iommufd selftest's AMDv1 "mock" format ([`PtFormat::Amdv1Mock`]: same walker,
-//! 2K granule, leaves of any power of two);
-//! the generic-pt rules here follow docs/kernel-facts.md §4.1(c) (read from the 7.3 source by
-//! the notes' author; not re-checked against a tagged tree here).
+//! Generic-pt flavour: `drivers/iommu/generic_pt/iommu_pt.h` with `fmt/vtdss.h` (6.19+), with
+//! the AMD driver's `fmt/amdv1.h` ([`PtFormat::Amdv1`]: 4K granule, leaves of any power of
+//! two, a top that grows as IOVAs rise: docs/kernel-facts.md §4.4), or with the iommufd
+//! selftest's AMDv1 "mock" variant ([`PtFormat::Amdv1Mock`]: 2K granule, fixed top, §4.3);
+//! the generic-pt rules here follow docs/kernel-facts.md §4.1(c) (read from the 7.3 source).
 //!
 //! Tables are 4 KiB with 512 entries at every level; level 1 holds 4K PTEs, level 2 may
 //! hold 2M superpages, level 3 1G superpages. The model keeps (in `store.rs`) one `u32`
@@ -16,7 +16,7 @@
 //! or cleared a word at a time.
 
 use super::store::Store;
-use super::{errno, DomainOps, Gfp, PageLog};
+use super::{chunk, errno, DomainOps, Gfp, PageLog};
 
 pub const SZ_4K: u64 = 1 << 12;
 pub const SZ_2M: u64 = 1 << 21;
@@ -78,17 +78,38 @@ pub enum PtFormat {
     /// `pgsize_bitmap` holds (written as contiguous entries) at any level below
     /// PT_MAX_TOP_LEVEL (4), which every level of its 3-level table is.
     Amdv1Mock { pgsize_bitmap: u64 },
+    /// The AMD driver's AMDv1 tables (`fmt/amdv1.h`, `amd/iommu.c`
+    /// `amd_iommu_domain_alloc_paging_v1`, 6.19+): 4K granule, 512-entry tables, a leaf of
+    /// any power-of-two size the bitmap holds (contiguous entries) below PT_MAX_TOP_LEVEL,
+    /// and PT_FEAT_DYNAMIC_TOP: the top starts where `starting_level` puts it and gains a
+    /// level (`increase_top`) whenever a map reaches beyond it, up to 6 levels within the
+    /// config's `gaw` (the table's `max_vasz_lg2`).
+    Amdv1 { pgsize_bitmap: u64 },
 }
 
 impl PtFormat {
     /// log2 of the smallest page, the unit the walkers count in.
     pub fn granule_lg2(self) -> u32 {
         match self {
-            PtFormat::Vtdss => 12,
+            PtFormat::Vtdss | PtFormat::Amdv1 { .. } => 12,
             PtFormat::Amdv1Mock { .. } => 11,
         }
     }
+
+    /// A top that grows on map (PT_FEAT_DYNAMIC_TOP).
+    pub fn dynamic_top(self) -> bool {
+        matches!(self, PtFormat::Amdv1 { .. })
+    }
+
+    /// Leaves of any power of two the bitmap holds (AMDv1's contiguous entries), at the
+    /// level the size belongs to; VT-d's are 4K, 2M and 1G as `superpage` allows.
+    fn any_power_of_two(self) -> bool {
+        !matches!(self, PtFormat::Vtdss)
+    }
 }
+
+/// fmt/amdv1.h PT_MAX_TOP_LEVEL (5, 0-based): the most levels an AMDv1 table grows to.
+const AMDV1_MAX_LEVELS: u32 = 6;
 
 /// The parameters `paging_domain_alloc()` sets.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -109,7 +130,9 @@ impl VtdConfig {
     /// `pgsize_bitmap` from iommu.c:paging_domain_alloc() / domain_super_pgsize_bitmap(),
     /// or the mock's own.
     pub fn pgsize_bitmap(&self) -> u64 {
-        if let PtFormat::Amdv1Mock { pgsize_bitmap } = self.format {
+        if let PtFormat::Amdv1Mock { pgsize_bitmap } | PtFormat::Amdv1 { pgsize_bitmap } =
+            self.format
+        {
             return pgsize_bitmap;
         }
         SZ_4K
@@ -128,11 +151,20 @@ impl VtdConfig {
             VtdFlavour::GenericPt { whole_range: false } => "generic-pt",
             VtdFlavour::GenericPt { whole_range: true } => "generic-pt whole-range",
         };
-        if let PtFormat::Amdv1Mock { .. } = self.format {
-            return format!(
-                "AMDv1 mock (iommufd selftest) {} {}-level {}-bit, 2K granule",
-                flavour, self.levels, self.gaw
-            );
+        match self.format {
+            PtFormat::Amdv1Mock { .. } => {
+                return format!(
+                    "AMDv1 mock (iommufd selftest) {} {}-level {}-bit, 2K granule",
+                    flavour, self.levels, self.gaw
+                )
+            }
+            PtFormat::Amdv1 { pgsize_bitmap } => {
+                return format!(
+                    "AMD AMDv1 {} {}-level at allocation growing to {}, {}-bit, page sizes {:#x}",
+                    flavour, self.levels, AMDV1_MAX_LEVELS, self.gaw, pgsize_bitmap
+                )
+            }
+            PtFormat::Vtdss => {}
         }
         format!(
             "VT-d {} {}-level gaw {} {} {}",
@@ -156,6 +188,12 @@ pub struct VtdModel {
     store: Store,
     /// `domain->pgd`, a slot.
     pgd: Option<u32>,
+    /// Levels of the table now: the config's, more once a dynamic top grew.
+    levels: u32,
+    /// Levels added on top since allocation (`increase_top`).
+    pub top_growths: u64,
+    /// Set by a generic-pt walk that met a leaf where it needed a table.
+    leaf_in_the_way: bool,
     /// `gather->freelist`: (level, slot) of the tables to free at the IOTLB sync.
     freelist: Vec<(u32, u32)>,
     live_tables: u64,
@@ -167,13 +205,16 @@ pub struct VtdModel {
 impl VtdModel {
     pub fn new(cfg: VtdConfig) -> Self {
         VtdModel {
-            cfg,
+            levels: cfg.levels as u32,
             store: Store::new(NPTE),
             pgd: None,
+            top_growths: 0,
+            leaf_in_the_way: false,
             freelist: Vec::new(),
             live_tables: 0,
             unsupported: None,
             pte_already_set: 0,
+            cfg,
         }
     }
 
@@ -238,12 +279,27 @@ impl VtdModel {
     }
 
     fn top(&self) -> u32 {
-        self.cfg.levels as u32
+        self.levels
     }
 
-    /// iommu.c:domain_pfn_supported(): pfn below `agaw_to_width(agaw)`.
+    /// Levels of the table now (a dynamic top grows).
+    pub fn levels(&self) -> u32 {
+        self.levels
+    }
+
+    /// Pfn bits a table of `levels` levels translates: iommu.c:domain_pfn_supported()'s
+    /// `agaw_to_width(agaw)`; generic pt's top range, capped by `max_vasz_lg2` (AMDv1).
+    fn pfn_bits(&self, levels: u32) -> u32 {
+        let g = self.cfg.format.granule_lg2();
+        let cap = match self.cfg.format {
+            PtFormat::Vtdss => 64,
+            PtFormat::Amdv1Mock { .. } | PtFormat::Amdv1 { .. } => self.cfg.gaw as u32,
+        };
+        (9 * levels).min(cap.saturating_sub(g))
+    }
+
     fn pfn_supported(&self, pfn: u64) -> bool {
-        let width = (30 + 9 * (self.top() - 2)).min(64) - 12;
+        let width = self.pfn_bits(self.top());
         width >= 64 || pfn >> width == 0
     }
 
@@ -363,6 +419,12 @@ impl VtdModel {
                 break Some((table, idx, level));
             }
             if !is_table(e) {
+                if self.cfg.flavour != VtdFlavour::Legacy {
+                    // iommu_pt.h __map_range(): a leaf where a table is needed fails the map
+                    // with -EADDRINUSE, which map_chunk reports.
+                    self.leaf_in_the_way = true;
+                    return None;
+                }
                 // A superpage above the target level: the kernel would walk the data page
                 // as if it were a table.
                 self.set_unsupported("a map below an existing VT-d superpage");
@@ -380,7 +442,7 @@ impl VtdModel {
     fn hardware_largepage_caps(&self, iov_pfn: u64, phy_pfn: u64, pages: u64) -> u32 {
         let mut support = match self.cfg.format {
             PtFormat::Vtdss => self.cfg.superpage,
-            PtFormat::Amdv1Mock { .. } => self.cfg.levels - 1,
+            PtFormat::Amdv1Mock { .. } | PtFormat::Amdv1 { .. } => (self.top() - 1) as u8,
         };
         let mut level = 1;
         let mut pfnmerge = iov_pfn | phy_pfn;
@@ -399,32 +461,41 @@ impl VtdModel {
 
     /// iommu.c:__domain_mapping(): one PTE run per table page, superpages where the caps
     /// allow, `switch_to_super_page()` before installing superpages.
+    /// `leaf_level`: the level of the leaves (generic pt: the level the chunk's page size
+    /// belongs to), else what the hardware's superpage caps allow.
     fn domain_mapping(
         &mut self,
         mut iov_pfn: u64,
         mut phys_pfn: u64,
         mut nr_pages: u64,
+        leaf_level: Option<u32>,
         log: &mut PageLog,
     ) -> Result<(), i32> {
         if nr_pages == 0 || !self.pfn_supported(iov_pfn + nr_pages - 1) {
             return Err(errno::EINVAL);
         }
-        let superpage_gfp = self.cfg.flavour == VtdFlavour::Legacy;
+        let legacy = self.cfg.flavour == VtdFlavour::Legacy;
         while nr_pages > 0 {
-            let lvl = self.hardware_largepage_caps(iov_pfn, phys_pfn, nr_pages);
+            let lvl = leaf_level
+                .unwrap_or_else(|| self.hardware_largepage_caps(iov_pfn, phys_pfn, nr_pages));
             let Some((table, idx, lvl)) = self.pfn_to_dma_pte(iov_pfn, lvl, log) else {
+                if std::mem::take(&mut self.leaf_in_the_way) {
+                    return Err(errno::EADDRINUSE);
+                }
                 return Err(errno::ENOMEM);
             };
             let lvl_pages = level_size(lvl);
-            if lvl > 1 {
+            if !legacy {
+                // iommu_pt.h __map_range_leaf(): a present entry (or any entry of a
+                // contiguous leaf) goes through clear_contig(): -EADDRINUSE over a leaf,
+                // a lower table holding nothing is freed.
+                let n = (nr_pages / lvl_pages).min((NPTE - idx) as u64);
+                self.pt_clear_for_leaf(table, idx, n, lvl)?;
+            } else if lvl > 1 {
                 let pages_to_remove =
                     (nr_pages / lvl_pages * lvl_pages).min((NPTE - idx) as u64 * lvl_pages);
                 let end_pfn = iov_pfn + pages_to_remove - 1;
-                if superpage_gfp {
-                    self.switch_to_super_page(table, idx, iov_pfn, end_pfn, lvl, log);
-                } else {
-                    self.pt_clear_for_leaf(table, idx, pages_to_remove / lvl_pages, lvl)?;
-                }
+                self.switch_to_super_page(table, idx, iov_pfn, end_pfn, lvl, log);
             }
             // The kernel sets PTEs one by one in this table page until the pages run out,
             // the table page ends, or (superpages) less than one superpage is left; then it
@@ -590,6 +661,149 @@ impl VtdModel {
 
     // ---- generic page table: generic_pt/iommu_pt.h ----------------------------------
 
+    /// The level (1 = the granule's) a leaf of `pgsize` bytes sits at.
+    fn leaf_level(&self, pgsize: u64) -> u32 {
+        let g = self.cfg.format.granule_lg2();
+        1 + pgsize.trailing_zeros().saturating_sub(g) / 9
+    }
+
+    /// One `iommu_pgsize` chunk into the tables; tables a leaf replaces wait in the gather.
+    fn map_chunk(
+        &mut self,
+        iova: u64,
+        paddr: u64,
+        pgsize: u64,
+        pgcount: u64,
+        log: &mut PageLog,
+    ) -> (u64, Result<(), i32>) {
+        let supported = match self.cfg.format {
+            PtFormat::Vtdss => pgsize == SZ_4K || pgsize == SZ_2M || pgsize == SZ_1G,
+            PtFormat::Amdv1Mock { pgsize_bitmap } | PtFormat::Amdv1 { pgsize_bitmap } => {
+                pgsize.is_power_of_two() && pgsize & pgsize_bitmap != 0
+            }
+        };
+        if !supported {
+            return (0, Err(errno::EINVAL));
+        }
+        if (iova | paddr) & (pgsize - 1) != 0 {
+            return (0, Err(errno::EINVAL));
+        }
+        let size = pgcount * pgsize;
+        // intel_iommu_map(): "iommu width is not sufficient for the mapped address"; a
+        // dynamic top was grown to the range before.
+        let end = 1u64.checked_shl(self.cfg.gaw as u32).unwrap_or(0);
+        if !self.cfg.format.dynamic_top() && end != 0 && iova + size > end {
+            return (0, Err(errno::EFAULT));
+        }
+        let g = self.cfg.format.granule_lg2();
+        let leaf_level = self
+            .cfg
+            .format
+            .any_power_of_two()
+            .then(|| self.leaf_level(pgsize));
+        match self.domain_mapping(iova >> g, paddr >> g, size >> g, leaf_level, log) {
+            Ok(()) => (size, Ok(())),
+            Err(e) => (0, Err(e)),
+        }
+    }
+
+    /// iommu_pt.h NS(map_range): check the range (a dynamic top grows first), then leaves
+    /// of the best page size at each step, which `iommu_pgsize`'s chunks give; tables the
+    /// leaves replaced are freed once, at the end (`iommu_iotlb_sync`).
+    fn pt_map_range(
+        &mut self,
+        iova: u64,
+        paddr: u64,
+        size: u64,
+        log: &mut PageLog,
+    ) -> (u64, Result<(), i32>) {
+        let bitmap = self.pgsize_bitmap();
+        if size == 0 || bitmap == 0 {
+            return (0, Err(errno::EINVAL));
+        }
+        let Some(last) = iova.checked_add(size - 1) else {
+            return (0, Err(errno::EOVERFLOW));
+        };
+        // pt_compute_best_pgsize() finds no page size: -ENXIO.
+        let min_page = 1u64 << bitmap.trailing_zeros();
+        let first = chunk::iommu_pgsize(bitmap, iova, paddr, size);
+        let Some((pgsize, _)) = first.filter(|_| (iova | paddr | size) & (min_page - 1) == 0)
+        else {
+            return (0, Err(errno::ENXIO));
+        };
+        let g = self.cfg.format.granule_lg2();
+        if let Err(e) = self.check_map_range(last >> g, self.leaf_level(pgsize), log) {
+            return (0, Err(e));
+        }
+        let (mut at, mut pa, mut left, mut mapped) = (iova, paddr, size, 0u64);
+        let mut r = Ok(());
+        while left != 0 {
+            let Some((pgsize, count)) = chunk::iommu_pgsize(bitmap, at, pa, left) else {
+                r = Err(errno::ENXIO);
+                break;
+            };
+            let (n, res) = self.map_chunk(at, pa, pgsize, count, log);
+            mapped += n;
+            if res.is_err() {
+                r = res;
+                break;
+            }
+            left -= n;
+            at = at.wrapping_add(n);
+            pa = pa.wrapping_add(n);
+        }
+        if !self.freelist.is_empty() {
+            self.iotlb_sync(log);
+        }
+        (mapped, r)
+    }
+
+    /// iommu_pt.h check_map_range() and increase_top(): the range's last pfn and a leaf at
+    /// `leaf_level` must fit under the top (else -ERANGE). A dynamic top gains levels until
+    /// they do: each new top is a table of the map's gfp whose entry 0 links the old top,
+    /// then `change_top` (AMD: the device table) points the hardware at it. Past
+    /// PT_MAX_TOP_LEVEL or `max_vasz_lg2` the map fails with -ERANGE and the tables
+    /// allocated on the way are freed.
+    fn check_map_range(
+        &mut self,
+        last_pfn: u64,
+        leaf_level: u32,
+        log: &mut PageLog,
+    ) -> Result<(), i32> {
+        let fits = |m: &Self, levels: u32| {
+            let w = m.pfn_bits(levels);
+            (w >= 64 || last_pfn >> w == 0) && leaf_level <= levels
+        };
+        if fits(self, self.levels) {
+            return Ok(());
+        }
+        if !self.cfg.format.dynamic_top() {
+            return Err(errno::ERANGE);
+        }
+        let g = self.cfg.format.granule_lg2();
+        let mut levels = self.levels;
+        while !fits(self, levels) {
+            levels += 1;
+            // pt_table_item_lg2sz() of the new top level against max_vasz_lg2.
+            if levels > AMDV1_MAX_LEVELS || g + 9 * (levels - 1) >= self.cfg.gaw as u32 {
+                let wasted = (levels - 1 - self.levels) as u64;
+                log.alloc(wasted, Gfp::Caller);
+                log.free(wasted);
+                return Err(errno::ERANGE);
+            }
+        }
+        for level in self.levels + 1..=levels {
+            let t = self.alloc_table(level, Gfp::Caller, log);
+            if let Some(old) = self.pgd {
+                self.set(level, t, 0, entry_of(old));
+            }
+            self.pgd = Some(t);
+            self.top_growths += 1;
+        }
+        self.levels = levels;
+        Ok(())
+    }
+
     /// generic_pt map: installing a leaf where a lower table exists frees that table if it
     /// holds no OA (`clear_contig()` -> gather), else the map fails with -EADDRINUSE; an
     /// existing leaf also fails with -EADDRINUSE.
@@ -683,7 +897,9 @@ impl DomainOps for VtdModel {
         self.cfg.pgsize_bitmap()
     }
 
-    /// iommu.c:intel_iommu_map_pages() -> intel_iommu_map() -> __domain_mapping().
+    /// Legacy: iommu.c:intel_iommu_map_pages() -> intel_iommu_map() -> __domain_mapping().
+    /// Generic pt, 6.19 (`map_pages` -> `map_range` of one chunk): a dynamic top grows to
+    /// hold the chunk first; tables a leaf replaced are freed when the chunk returns.
     fn map_pages(
         &mut self,
         iova: u64,
@@ -692,33 +908,39 @@ impl DomainOps for VtdModel {
         pgcount: u64,
         log: &mut PageLog,
     ) -> (u64, Result<(), i32>) {
-        let supported = match self.cfg.format {
-            PtFormat::Vtdss => pgsize == SZ_4K || pgsize == SZ_2M || pgsize == SZ_1G,
-            PtFormat::Amdv1Mock { pgsize_bitmap } => {
-                pgsize.is_power_of_two() && pgsize & pgsize_bitmap != 0
+        if self.cfg.format.dynamic_top() && pgsize.is_power_of_two() && pgcount != 0 {
+            let g = self.cfg.format.granule_lg2();
+            let Some(last) = (pgcount << pgsize.trailing_zeros())
+                .checked_sub(1)
+                .and_then(|n| iova.checked_add(n))
+            else {
+                return (0, Err(errno::EOVERFLOW));
+            };
+            if let Err(e) = self.check_map_range(last >> g, self.leaf_level(pgsize), log) {
+                return (0, Err(e));
             }
-        };
-        if !supported {
-            return (0, Err(errno::EINVAL));
         }
-        if (iova | paddr) & (pgsize - 1) != 0 {
-            return (0, Err(errno::EINVAL));
-        }
-        let size = pgcount * pgsize;
-        // intel_iommu_map(): "iommu width is not sufficient for the mapped address"
-        let end = 1u64.checked_shl(self.cfg.gaw as u32).unwrap_or(0);
-        if end != 0 && iova + size > end {
-            return (0, Err(errno::EFAULT));
-        }
-        let g = self.cfg.format.granule_lg2();
-        let r = self.domain_mapping(iova >> g, paddr >> g, size >> g, log);
+        let r = self.map_chunk(iova, paddr, pgsize, pgcount, log);
         if !self.freelist.is_empty() {
-            // generic_pt: tables replaced by a leaf are freed when the map returns.
             self.iotlb_sync(log);
         }
-        match r {
-            Ok(()) => (size, Ok(())),
-            Err(e) => (0, Err(e)),
+        r
+    }
+
+    /// 7.0+: the core hands the generic page table the whole range (iommu.c
+    /// `iommu_map_nosync` -> `pt->ops->map_range`).
+    fn map_range(
+        &mut self,
+        iova: u64,
+        paddr: u64,
+        size: u64,
+        log: &mut PageLog,
+    ) -> Option<(u64, Result<(), i32>)> {
+        match self.cfg.flavour {
+            VtdFlavour::GenericPt { whole_range: true } => {
+                Some(self.pt_map_range(iova, paddr, size, log))
+            }
+            _ => None,
         }
     }
 
@@ -1027,5 +1249,88 @@ mod tests {
         m.domain_free(&mut log);
         assert_eq!(log.ops, vec![free(4)]);
         assert_eq!(m.live_pages(), 0);
+    }
+
+    fn amdv1(gaw: u8, pgsize_bitmap: u64) -> VtdModel {
+        let mut m = VtdModel::new(VtdConfig {
+            levels: 3,
+            gaw,
+            superpage: 0,
+            first_stage: false,
+            flavour: VtdFlavour::GenericPt { whole_range: true },
+            format: PtFormat::Amdv1 { pgsize_bitmap },
+        });
+        m.domain_alloc(&mut PageLog::new());
+        m
+    }
+    /// AMD_IOMMU_PGSIZES (amd_iommu_types.h): every power of two from 4K to 2^51 but 512G.
+    const AMD_PGSIZES: u64 = 0xf_fff7_ffff_f000;
+
+    // increase_top (iommu_pt.h): the 3-level table of amd_iommu_domain_alloc_paging_v1
+    // (starting_level 2) gains a level, of the map's gfp, for a map beyond 2^39 and another
+    // beyond 2^48; the path below each new top is built as usual. Numbers as in
+    // tests/golden/7.3-amd-mock-exercise.itc (4 and 5 pages).
+    #[test]
+    fn amdv1_top_grows_on_map() {
+        let mut m = amdv1(64, AMD_PGSIZES);
+        assert_eq!(map(&mut m, 0x4000_0000, SZ_4K), vec![alloc(2)]);
+        assert_eq!(map(&mut m, (1 << 39) + 0x4000_0000, SZ_4K), vec![alloc(4)]);
+        assert_eq!((m.levels(), m.top_growths), (4, 1));
+        assert_eq!(map(&mut m, (1 << 48) + 0x4000_0000, SZ_4K), vec![alloc(5)]);
+        assert_eq!((m.levels(), m.top_growths), (5, 2));
+        // Unmapping the high page frees nothing: its 4K range covers no table.
+        assert_eq!(
+            unmap(&mut m, (1 << 48) + 0x4000_0000, SZ_4K),
+            (SZ_4K, vec![])
+        );
+        let mut log = PageLog::new();
+        m.domain_free(&mut log);
+        assert_eq!(log.ops, vec![free(12)]);
+    }
+
+    // increase_top: past max_vasz_lg2 (48 here) the map fails with -ERANGE, and the level
+    // it allocated on the way is freed.
+    #[test]
+    fn amdv1_growth_stops_at_max_vasz() {
+        let mut m = amdv1(48, AMD_PGSIZES);
+        let mut log = PageLog::new();
+        assert_eq!(
+            chunk::iommu_map(&mut m, 1 << 48, 1 << 48, SZ_4K, &mut log),
+            Err(errno::ERANGE)
+        );
+        assert_eq!(log.ops, vec![alloc(1), free(1)]);
+        assert_eq!(m.levels(), 3);
+    }
+
+    // fmt/amdv1.h: a 64K leaf is 16 contiguous 4K entries and a 4M leaf 2 contiguous 2M
+    // entries; the whole-range unmap removes them and frees the tables it covers.
+    #[test]
+    fn amdv1_contiguous_leaves() {
+        let mut m = amdv1(64, AMD_PGSIZES);
+        assert_eq!(map(&mut m, 0x1_0000, 0x1_0000), vec![alloc(2)]);
+        assert_eq!(m.leaves().len(), 16);
+        assert_eq!(map(&mut m, 4 * SZ_2M, 2 * SZ_2M), vec![]);
+        assert_eq!(m.leaves().iter().filter(|(_, l)| *l == 2).count(), 2);
+        assert_eq!(unmap(&mut m, 4 * SZ_2M, 2 * SZ_2M), (2 * SZ_2M, vec![]));
+        assert_eq!(
+            unmap(&mut m, 0, SZ_2M),
+            (0, vec![]),
+            "a hole at 0 stops the walk"
+        );
+        assert_eq!(unmap(&mut m, 0x1_0000, 0x1_0000), (0x1_0000, vec![]));
+    }
+
+    // __map_range_leaf / __do_map_single_page: a 4K PTE over a present one fails with
+    // -EADDRINUSE (legacy VT-d keeps the old PTE and WARNs).
+    #[test]
+    fn generic_pt_4k_over_4k_is_in_use() {
+        let mut m = amdv1(64, AMD_PGSIZES);
+        map(&mut m, 0, SZ_4K);
+        let mut log = PageLog::new();
+        assert_eq!(
+            chunk::iommu_map(&mut m, 0, 0, SZ_4K, &mut log),
+            Err(errno::EADDRINUSE)
+        );
+        assert_eq!(m.pte_already_set, 0);
     }
 }

@@ -48,6 +48,7 @@ impl Runner<'_> {
         np: Option<u32>,
         parent_note: &str,
         vtd: IommuHwptVtdS1,
+        non_parent: i32,
     ) {
         let on_parent = HwptTarget {
             device: DeviceKind::Vfio,
@@ -64,10 +65,11 @@ impl Runner<'_> {
             HwptData::Selftest(IommuHwptSelftest {
                 iotlb: IOMMU_TEST_IOTLB_DEFAULT,
             }),
-            Some(if np.is_some() { EOPNOTSUPP } else { EINVAL }),
+            Some(if np.is_some() { EOPNOTSUPP } else { non_parent }),
             format!(
                 "{parent_note}; IOMMU_HWPT_DATA_SELFTEST on a real device: the driver \
-                 rejects the type (EOPNOTSUPP), a non-parent is EINVAL first"
+                 rejects the type (EOPNOTSUPP), a non-parent is EINVAL first (EOPNOTSUPP \
+                 where the driver cannot nest)"
             ),
         ));
         self.hwpt_alloc(nreq(

@@ -13,7 +13,8 @@
 //!   mode + SSADS); otherwise the *iommufd core* returns EOPNOTSUPP before calling the driver.
 //! * `hwpt_alloc_nested_vtd_s1`: on the NEST_PARENT hwpt if one exists (VT-d with nesting:
 //!   succeeds, the nested domain has no page table), else on the flags-0 hwpt, where the
-//!   core returns EINVAL (`!parent->nest_parent`).
+//!   core returns EINVAL (`!parent->nest_parent`), or EOPNOTSUPP before that where the
+//!   driver has no nested allocation op (7.x AMD: `amd_without_nested_op`).
 //! * negative HWPT_ALLOC variants, fixed by the core: unknown flag bit -> EOPNOTSUPP (paging
 //!   and nested), `data_type == NONE && data_len` / `data_type != NONE && !data_len` -> EINVAL.
 //! * `attach_ioas_auto_domain`: the kernel allocates an auto domain (no existing auto

@@ -137,6 +137,7 @@ fn full_run_against_fake_kernel() {
     assert_eq!(errno("hwpt_alloc_paging"), Some(0));
     assert_eq!(errno("hwpt_alloc_paging_nest_parent"), Some(EOPNOTSUPP));
     assert_eq!(errno("hwpt_alloc_paging_dirty_tracking"), Some(EOPNOTSUPP));
+    assert_eq!(errno("get_hw_info"), Some(0));
     assert_eq!(errno("hwpt_alloc_nested_vtd_s1"), Some(EINVAL));
     assert_eq!(errno("attach_ioas_auto_domain"), Some(0));
     assert_eq!(errno("mock_hwpt_alloc_nested_selftest"), Some(0));

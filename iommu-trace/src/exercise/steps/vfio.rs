@@ -138,6 +138,8 @@ impl Runner<'_> {
         if let Some(v) = self.report.vfio.as_mut() {
             v.dev_id = Some(dev_id);
         }
+        self.hw_info(dev_id);
+        let no_nested_op = amd_without_nested_op(path);
 
         let base = self.base();
         // Areas that exist before any domain: every new domain is filled with them.
@@ -235,15 +237,22 @@ impl Runner<'_> {
                     StepGroup::Alloc,
                     0,
                     HwptData::VtdS1(vtd),
-                    if np.is_some() { None } else { Some(EINVAL) },
+                    if np.is_some() {
+                        None
+                    } else {
+                        Some(non_parent_nested_errno(no_nested_op.as_deref()))
+                    },
                     format!(
-                        "{parent_note}; non-parent: EINVAL from the core; VT-d with nesting: \
-                         succeeds (no page table is allocated)"
+                        "{parent_note}; non-parent: EINVAL from the core, EOPNOTSUPP first \
+                         where the driver has no nested op ({}); VT-d with nesting: succeeds \
+                         (no page table is allocated)",
+                        no_nested_op.as_deref().unwrap_or("not this one")
                     ),
                 ));
             }
             if self.on(StepGroup::Negative) {
-                self.vfio_nested_alloc_failures(dev_id, parent, np, parent_note, vtd);
+                let non_parent = non_parent_nested_errno(no_nested_op.as_deref());
+                self.vfio_nested_alloc_failures(dev_id, parent, np, parent_note, vtd, non_parent);
             }
             if self.on(StepGroup::Alloc) {
                 self.vfio_viommu_alloc(dev_id, parent);
@@ -307,5 +316,68 @@ impl Runner<'_> {
         self.teardown_maps_end("", ioas);
         self.destroy("destroy_ioas", StepGroup::Setup, ioas, Obj::Ioas, 0);
         self.close("close_vfio_cdev", vfio);
+    }
+}
+
+/// What HWPT_ALLOC of a nested hwpt on a non-parent answers: EINVAL from the core
+/// (`!parent->nest_parent`), unless the driver lacks the op the core checks first, with
+/// EOPNOTSUPP (6.12 hw_pagetable.c:230 `domain_alloc_user`, 7.3 :248 `domain_alloc_nested`).
+fn non_parent_nested_errno(no_nested_op: Option<&str>) -> i32 {
+    match no_nested_op {
+        Some(_) => libc::EOPNOTSUPP,
+        None => EINVAL,
+    }
+}
+
+/// Among the drivers this runs on, only AMD on 7.x lacks that op (its nested domains come
+/// through a vIOMMU, amd/nested.c); 6.12's AMD has `amd_iommu_domain_alloc_user`. Told at
+/// run time: the device's IOMMU is an AMD one (`ivhdN` in sysfs) and kallsyms has no
+/// `amd_iommu_domain_alloc_user`. Returns why, for the step's note; `None` when the device
+/// is not behind an AMD IOMMU (or sysfs does not say).
+fn amd_without_nested_op(vfio_cdev: &Path) -> Option<String> {
+    let name = vfio_cdev.file_name()?;
+    let iommu = std::fs::read_link(
+        Path::new("/sys/class/vfio-dev")
+            .join(name)
+            .join("device/iommu"),
+    )
+    .ok()?;
+    let iommu = iommu.file_name()?.to_string_lossy().into_owned();
+    if !iommu.starts_with("ivhd") {
+        return None;
+    }
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").ok()?;
+    let has_alloc_user = kallsyms
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("amd_iommu_domain_alloc_user"));
+    (!has_alloc_user).then(|| format!("AMD IOMMU {iommu} without amd_iommu_domain_alloc_user"))
+}
+
+impl Runner<'_> {
+    /// IOMMU_GET_HW_INFO of the bound device: the driver's info type (none, intel_vtd,
+    /// arm_smmuv3, amd; 7.3's AMD reports one only with CONFIG_AMD_IOMMU_IOMMUFD), recorded.
+    fn hw_info(&mut self, dev_id: u32) {
+        let mut cmd = IommuHwInfo {
+            size: size32::<IommuHwInfo>(),
+            dev_id,
+            ..Default::default()
+        };
+        let e = ioctl(self.iommufd, IOMMU_GET_HW_INFO, &mut cmd);
+        let mut s = step(
+            "get_hw_info",
+            StepGroup::Setup,
+            "IOMMU_GET_HW_INFO",
+            Some(IOMMU_GET_HW_INFO),
+        )
+        .params(json!({ "dev_id": dev_id, "data_len": 0 }))
+        .errno(e)
+        .expect(0);
+        if e == 0 {
+            s = s
+                .out("out_data_type", cmd.out_data_type.into())
+                .out("out_capabilities", cmd.out_capabilities)
+                .note(hw_info_type_name(cmd.out_data_type));
+        }
+        self.record(s);
     }
 }
