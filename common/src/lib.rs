@@ -45,6 +45,8 @@ pub mod kind {
     /// The pinned-page accounting of one `struct iopt_pages` changed, or failed to
     /// (`PinEvent`).
     pub const PIN: u32 = 11;
+    /// `PtGrowEvent`: a tracked domain's page table gained top levels.
+    pub const PT_GROW: u32 = 12;
 }
 
 /// `IoasOpEvent::op`: which ioctl handler (iommufd/ioas.c, 6.12 and 7.3).
@@ -244,6 +246,19 @@ pub struct PtPagesEvent {
     pub memcg_id: u64,
 }
 
+/// A tracked domain's page table grew its top (AMD: 6.12 io-pgtable v1's
+/// `increase_address_space`, one level each; 7.x generic page table's `increase_top`, as many
+/// levels as the map needs), seen where the driver points the hardware at the new top.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PtGrowEvent {
+    pub hdr: EventHeader,
+    pub domain: u64,
+    /// Levels of the table after the growth (6.12 `iop.mode`; 7.x `top_level + 1`).
+    pub levels: u32,
+    pub _pad: u32,
+}
+
 /// An iommufd object's lifetime: allocated (published, or failed), aborted, destroyed.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -405,6 +420,12 @@ pub struct Config {
     /// parent domain.
     pub viommu_hwpt: u32,
     pub hwpt_domain: u32,
+    /// AMD's `struct protection_domain`: `domain` (the `struct iommu_domain`) and 6.12's
+    /// `iop.mode`; `struct pt_iommu::domain` (7.x generic page table): where the growth
+    /// probes find the domain and its new level count.
+    pub pdom_domain: u32,
+    pub pdom_mode: u32,
+    pub pt_iommu_domain: u32,
     /// Per `enum iommufd_object_type` value: the references to read when it is published.
     pub object_refs: [[ObjectRef; OBJECT_REFS]; MAX_OBJECT_TYPES],
     /// Per driver index: up to `DRIVER_WORDS` fields to read relative to the domain pointer.
@@ -494,6 +515,9 @@ impl Config {
             object_id: Self::UNSET,
             viommu_hwpt: Self::UNSET,
             hwpt_domain: Self::UNSET,
+            pdom_domain: Self::UNSET,
+            pdom_mode: Self::UNSET,
+            pt_iommu_domain: Self::UNSET,
             object_refs: [[ObjectRef { offset: 0, kind: 0 }; OBJECT_REFS]; MAX_OBJECT_TYPES],
             drivers: [DriverFields {
                 offsets: [0; DRIVER_WORDS],
@@ -546,6 +570,7 @@ pub const fn event_size(kind: u32) -> usize {
         }
         kind::IOAS_OP => core::mem::size_of::<IoasOpEvent>(),
         kind::PIN => core::mem::size_of::<PinEvent>(),
+        kind::PT_GROW => core::mem::size_of::<PtGrowEvent>(),
         _ => 0,
     }
 }
@@ -567,6 +592,7 @@ mod tests {
         assert_eq!(size_of::<ObjectEvent>(), 48 + 64 + 24);
         assert_eq!(size_of::<IoasOpEvent>(), 48 + 40 + 24);
         assert_eq!(size_of::<PinEvent>(), 48 + 64 + 24);
+        assert_eq!(size_of::<PtGrowEvent>(), 48 + 16);
         assert_eq!(event_size(kind::UNMAP), size_of::<MapEvent>());
         assert_eq!(event_size(99), 0);
     }

@@ -17,7 +17,9 @@ use crate::{
     helpers::{
         count_lost, current_tid, errno_of, field, header, read_u32, read_u64, submit_flags, wanted,
     },
-    maps::{ALLOC_CTX, DRIVER_BY_IP, EVENTS, IOCTL_CTX, PAGING_CTX, SCRATCH, TRACKED},
+    maps::{
+        ALLOC_CTX, DRIVER_BY_IP, EVENTS, IOCTL_CTX, IOMMUFD_ONLY, PAGING_CTX, SCRATCH, TRACKED,
+    },
     pt_pages::emit_pt,
 };
 
@@ -58,6 +60,11 @@ fn alloc_entry(
     }
     if unsafe { PAGING_CTX.get(&tid) }.is_some() {
         context_bits |= context::HWPT_PAGING_ALLOC;
+    }
+    // 6.13+: the paging op also allocates the DMA API's domains, which iommufd never sees;
+    // iommufd's own come through iommufd_hwpt_paging_alloc (docs/kernel-facts.md §1.4).
+    if op == op::PAGING_FLAGS && context_bits == 0 && IOMMUFD_ONLY.get(0).copied() == Some(1) {
+        return 0;
     }
     a.context = context_bits;
     a.data_type = 0;

@@ -10,7 +10,8 @@
 //!   makes (`__lruvec_stat_mod_folio`), attributed to the domain operation the thread is in;
 //! - iommufd objects allocated, published, aborted and destroyed, with the ioctl, file
 //!   release or unbind that caused it;
-//! - the IOAS mapping ioctls and each change of the pinned-page accounting.
+//! - the IOAS mapping ioctls and each change of the pinned-page accounting;
+//! - a tracked domain's page table growing its top (AMD's driver hook).
 //!
 //! Rust eBPF has no CO-RE: kernel struct fields are read at offsets that user space computed
 //! from the running kernel's BTF and wrote into `CONFIG`.
@@ -27,6 +28,7 @@ mod helpers;
 mod hwpt;
 mod objects;
 mod pins;
+mod pt_grow;
 mod pt_pages;
 
 #[cfg(not(test))]

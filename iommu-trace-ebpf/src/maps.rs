@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use iommu_trace_common::{lost, Config, USER_DATA_MAX};
 
@@ -64,6 +64,11 @@ pub(crate) static HOW_CTX: LruHashMap<u32, HowCtx> = LruHashMap::with_max_entrie
 pub(crate) static IOAS_CTX: LruHashMap<u32, IoasCtx> = LruHashMap::with_max_entries(4096, 0);
 #[map]
 pub(crate) static PIN_CTX: LruHashMap<u32, PinCtx> = LruHashMap::with_max_entries(4096, 0);
+/// Set to 1 by user space once both iommufd context points are attached: from then on a
+/// `domain_alloc_paging_flags` call outside iommufd (the DMA API's default domains, 6.13+) is
+/// neither recorded nor tracked, nor are the maps of its domain.
+#[map]
+pub(crate) static IOMMUFD_ONLY: Array<u32> = Array::with_max_entries(1, 0);
 /// Scratch space: `AllocCtx` is too large to build on the 512-byte eBPF stack comfortably.
 #[map]
 pub(crate) static SCRATCH: PerCpuArray<AllocCtx> = PerCpuArray::with_max_entries(1, 0);

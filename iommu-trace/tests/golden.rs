@@ -637,3 +637,129 @@ fn an_edited_7_3_amd_capture_diverges_at_the_edit() {
         );
     }
 }
+
+// `replay --what-if`: every real host's domain is also replayed as AMD would hold it (6.12
+// io-pgtable v1, 7.x AMDv1), and an AMD domain as a 4-level VT-d table; each format takes
+// every map the kernel made but those a 48-bit VT-d table cannot (the AMD exercise's map
+// beyond 2^48, and its unmap).
+#[test]
+fn what_if_compares_with_the_amd_formats() {
+    for (name, want) in [
+        (
+            "6.12-vtd-exercise.itc",
+            &["AMD io-pgtable v1", "AMD AMDv1", "VT-d legacy 5-level"][..],
+        ),
+        (
+            "6.12-arm64-smmuv3-exercise.itc",
+            &["AMD io-pgtable v1", "AMD AMDv1"][..],
+        ),
+        (
+            "6.12-amd-exercise.itc",
+            &["AMD AMDv1", "VT-d legacy 4-level"][..],
+        ),
+        (
+            "7.3-amd-mock-exercise.itc",
+            &["AMD io-pgtable v1", "VT-d"][..],
+        ),
+    ] {
+        let choice = Choice {
+            what_if: true,
+            ..Choice::default()
+        };
+        let report = replay_file(&golden_path(name), &choice, |_| {})
+            .expect("replay")
+            .report;
+        assert!(report.all_verified(), "{name}:\n{report}");
+        let events = golden(name);
+        let beyond_48_bits = |domain: u64| {
+            events
+                .iter()
+                .filter(|e| match &e.body {
+                    EventBody::Map(m) | EventBody::Unmap(m) => {
+                        m.domain.0 == domain && m.errno == 0 && m.iova + m.size > 1 << 48
+                    }
+                    _ => false,
+                })
+                .count() as u64
+        };
+        let real: Vec<_> = report
+            .what_if
+            .iter()
+            .filter(|w| {
+                w.rows
+                    .iter()
+                    .any(|r| r.actual && !r.format.contains("mock"))
+            })
+            .collect();
+        assert!(!real.is_empty(), "{name}: no what-if rows:\n{report}");
+        for w in real {
+            for f in want {
+                let row = w
+                    .rows
+                    .iter()
+                    .find(|r| !r.actual && r.format.contains(f))
+                    .unwrap_or_else(|| panic!("{name}: no {f} row:\n{report}"));
+                let failed = if row.format.contains("VT-d") && row.format.contains("gaw 48") {
+                    beyond_48_bits(w.domain.0)
+                } else {
+                    0
+                };
+                assert_eq!(row.failed_ops, failed, "{name}: {f}:\n{report}");
+                assert!(row.peak_pages > 0, "{name}: {f}:\n{report}");
+            }
+        }
+    }
+}
+
+// Format 5 captures under QEMU's AMD IOMMU with the `pt_grow` point recorded: the replay
+// (options from the header) checks every growth against the model and verifies; each AMD
+// domain grew twice, to 5 levels (6.12: one level per event; 7.3: the map beyond 2^39 adds
+// one, the one beyond 2^48 another). Dropping a growth, or changing its levels, diverges at
+// the map it belongs to.
+#[test]
+fn growth_captures_verify_and_an_edited_growth_diverges() {
+    for name in [
+        "6.12-amd-growth-exercise.itc",
+        "7.3-amd-growth-exercise.itc",
+    ] {
+        let report = replay_golden(name);
+        assert!(report.options.top_growth, "{name}: pt_grow not recorded?");
+        assert!(report.all_verified(), "{name}:\n{report}");
+        let amd: Vec<_> = report
+            .domains
+            .iter()
+            .filter(|d| d.driver == "amd" && d.maps > 0)
+            .collect();
+        assert_eq!(amd.len(), 2, "{name}:\n{report}");
+        for d in amd {
+            assert_eq!((d.top_growths, d.top_levels), (2, Some(5)), "{name}");
+        }
+
+        let events = golden(name);
+        let opts = report.options.clone();
+        let grows: Vec<usize> = (0..events.len())
+            .filter(|&i| matches!(events[i].body, EventBody::PtGrow(_)))
+            .collect();
+        assert_eq!(grows.len(), 4, "{name}");
+        let at = grows[2];
+        let EventBody::PtGrow(g) = &events[at].body else {
+            unreachable!()
+        };
+        let domain = g.domain.0;
+        let mut dropped = events.clone();
+        dropped.remove(at);
+        let mut changed = events.clone();
+        if let EventBody::PtGrow(g) = &mut changed[at].body {
+            g.levels += 1;
+        }
+        for (what, edited, from) in [("dropped", dropped, at), ("changed", changed, at + 1)] {
+            let r = replay(&edited, &opts);
+            assert!(!r.all_verified(), "{name}: {what}");
+            assert_eq!(
+                first_divergence(&r),
+                next_op_of(&edited, from, domain) as u64,
+                "{name}: {what}:\n{r}"
+            );
+        }
+    }
+}

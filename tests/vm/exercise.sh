@@ -183,4 +183,36 @@ iommu-trace inspect /tmp/truncated.itc --summary > $R/truncated-summary.txt 2> $
 echo $? > $R/truncated.rc
 iommu-trace inspect /proc/version --summary > $R/notcapture.txt 2>&1
 echo $? > $R/notcapture.rc
+
+# The DMA API's domains are not iommufd's: while a recorder runs, the VFIO device's group is
+# switched to identity and then to a new DMA default domain, which 7.x allocates with the same
+# domain_alloc_paging_flags op iommufd uses (docs/kernel-facts.md §1.4). ftrace counts the
+# op's calls; the capture must hold no domain_alloc. Last: the device leaves vfio-pci.
+rm -f /tmp/ready
+iommu-trace record -o $R/dma.itc --ready-file /tmp/ready > $R/dma-record.log 2>&1 &
+REC=$!
+wait_ready /tmp/ready
+: > $T/kprobe_events
+for f in intel_iommu_domain_alloc_paging_flags amd_iommu_domain_alloc_paging_flags \
+    arm_smmu_domain_alloc_paging_flags; do
+    grep -q " $f\$" /proc/kallsyms && echo "p:dtruth/paging_flags $f" >> $T/kprobe_events
+done 2> $R/dma-truth.err
+[ -e $T/events/dtruth/enable ] && echo 1 > $T/events/dtruth/enable
+echo > $T/trace
+for v in /sys/class/vfio-dev/vfio*; do DEV=$(readlink -f $v/device); break; done
+echo "${DEV##*/}" > $DEV/driver/unbind
+# From identity: a group already on a DMA domain keeps it (iommu.c
+# __iommu_group_alloc_default_domain), so the switch would allocate nothing.
+echo identity > $DEV/iommu_group/type 2> $R/dma-type.err
+echo DMA > $DEV/iommu_group/type 2>> $R/dma-type.err
+echo $? > $R/dma-type.rc
+cat $DEV/iommu_group/type > $R/dma-type.txt
+sleep 1
+[ -e $T/events/dtruth/enable ] && echo 0 > $T/events/dtruth/enable
+grep -v '^#' $T/trace > $R/dma-truth.txt
+: > $T/kprobe_events
+kill -INT $REC
+wait $REC
+echo $? > $R/dma-record.rc
+iommu-trace inspect $R/dma.itc --format jsonl > $R/dma.jsonl 2> $R/dma-inspect.err
 exit 0

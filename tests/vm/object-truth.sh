@@ -1,7 +1,8 @@
 # Ground truth for the iommufd object events, counted by ftrace kprobe events on the same
 # kernel functions, independently of iommu-trace's own probes (docs/kernel-facts.md §7.2):
 # allocations, publications, aborts, every destroy op, and the ioctl, file release and
-# device unbind around them (how an object was destroyed, an abort's errno).
+# device unbind around them (how an object was destroyed, an abort's errno); and the page-table
+# top growths (xtask/src/checks/capture.rs).
 # Sourced by the scenarios: object_truth_start before the workload, object_truth_stop after;
 # xtask/src/checks/objects.rs compares $R/object-truth.txt with the capture.
 T=/sys/kernel/tracing
@@ -34,6 +35,14 @@ object_truth_start() {
         grep -q " $f\$" /proc/kallsyms || continue
         echo "p:itruth/destroy_${f#iommufd_} $f obj=\$arg1:x64 id=+12(\$arg1):u32 type=+8(\$arg1):u32" >> $T/kprobe_events
     done 2> $R/object-truth.err
+    # Page-table top growth (AMD, docs/kernel-facts.md §4.4): 6.12 calls this once per level
+    # added, 7.x this once per growth with the new 0-based top level.
+    if grep -q ' amd_iommu_update_and_flush_device_table$' /proc/kallsyms; then
+        echo 'p:itruth/grow amd_iommu_update_and_flush_device_table' >> $T/kprobe_events
+    fi 2>> $R/object-truth.err
+    if grep -q ' amd_iommu_change_top$' /proc/kallsyms; then
+        echo 'p:itruth/grow amd_iommu_change_top top_level=$arg3:u32' >> $T/kprobe_events
+    fi 2>> $R/object-truth.err
     cat $T/kprobe_events > $R/object-truth-probes.txt
     echo 1 > $T/events/itruth/enable
 }

@@ -163,6 +163,9 @@ fn text_line_explained(ev: &Event, base_ts: u64, why: Option<String>) -> String 
                 duration_text(f.latency_ns)
             );
         }
+        EventBody::PtGrow(g) => {
+            let _ = write!(s, " domain={} levels={}", g.domain, g.levels);
+        }
         EventBody::Map(m) => map_text(&mut s, m, true),
         EventBody::Unmap(m) => map_text(&mut s, m, false),
         EventBody::PtAlloc(p) | EventBody::PtFree(p) => pt_text(&mut s, p),
@@ -485,7 +488,7 @@ impl Summary {
                 *self.domain_allocs.entry(key).or_default() += 1;
             }
             EventBody::HwptAlloc(h) => *self.hwpt_allocs.entry(h.errno).or_default() += 1,
-            EventBody::DomainFree(_) => {}
+            EventBody::DomainFree(_) | EventBody::PtGrow(_) => {}
             EventBody::Map(m) => add_map(&mut self.map, m),
             EventBody::Unmap(m) => add_map(&mut self.unmap, m),
             EventBody::PtAlloc(p) => {

@@ -101,7 +101,7 @@ pub const MAGIC: [u8; 8] = *b"IOMMUTRC";
 /// The format version this build writes (and the newest it reads). 2: the header records
 /// the typed tracing session (`session`) instead of the untyped probe plan. 3: iommufd
 /// object records (tags 24 to 26). 4: IOAS operation, option and pin records (27 to 29).
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// The oldest format version this build reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 /// Largest frame payload a reader accepts.

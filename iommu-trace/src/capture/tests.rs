@@ -1259,6 +1259,8 @@ fn arb_body() -> BoxedStrategy<EventBody> {
             domain,
             latency_ns
         })),
+        (arb_ptr(), any::<u32>())
+            .prop_map(|(domain, levels)| EventBody::PtGrow(PtGrow { domain, levels })),
         arb_map().prop_map(EventBody::Map),
         arb_map().prop_map(EventBody::Unmap),
         arb_pt().prop_map(EventBody::PtAlloc),
@@ -1609,6 +1611,61 @@ fn pinned_memory_records_are_refused_in_older_formats() {
             .expect("refused");
         assert!(err.contains("format-3 capture"), "{err}");
     }
+}
+
+// The page-table growth record (tag 30) exists from format 5: in an older file it is damage.
+#[test]
+fn growth_records_are_refused_in_older_formats() {
+    use super::codec::{Dec, Decoder};
+    let record = [30u8, 0, 0];
+    let err = Decoder::new(0, 4)
+        .decode(&mut Dec::new(&record))
+        .err()
+        .expect("refused");
+    assert!(err.contains("format-4 capture"), "{err}");
+}
+
+// A `pt_grow` record reads back as written, and the file says format 5.
+#[test]
+fn growth_records_round_trip() {
+    let grow = |ts, levels| {
+        ev(
+            ts,
+            1,
+            1234,
+            1234,
+            "qemu",
+            EventBody::PtGrow(PtGrow {
+                domain: KernelPtr(0xffff_8881_0c00_0000),
+                levels,
+            }),
+        )
+    };
+    let events = vec![grow(1_000, 4), grow(2_000, 5)];
+    let (bytes, _) = write_capture(&events, |_| false, true);
+    let (got, warning, r) = read_back(&bytes);
+    assert_eq!((got, warning), (events, None));
+    assert_eq!(r.version(), 5);
+}
+
+// The JSONL form of `pt_grow`, as the README documents it.
+#[test]
+fn growth_jsonl_is_pinned() {
+    let e = ev(
+        5_000,
+        0,
+        812,
+        812,
+        "qemu",
+        EventBody::PtGrow(PtGrow {
+            domain: KernelPtr(0xffff_8881_0c00_0000),
+            levels: 5,
+        }),
+    );
+    assert_eq!(
+        serde_json::to_string(&e).unwrap(),
+        r#"{"ts_ns":5000,"cpu":0,"pid":812,"tid":812,"comm":"qemu","cgroup_id":4242,"event":"pt_grow","domain":"0xffff88810c000000","levels":5}"#
+    );
 }
 
 // The JSONL form of the pinned-memory events, as the README documents it: an ENOMEM

@@ -4,14 +4,15 @@ use std::collections::BTreeMap;
 
 use iommu_trace_common::{
     context, how, ioas_op, kind, object_flags, op, pt_op, DomainAllocEvent, DomainFreeEvent,
-    EventHeader, HwptAllocEvent, IoasOpEvent, MapEvent, ObjectEvent, PinEvent, PtPagesEvent,
+    EventHeader, HwptAllocEvent, IoasOpEvent, MapEvent, ObjectEvent, PinEvent, PtGrowEvent,
+    PtPagesEvent,
 };
 use thiserror::Error;
 
 use crate::events::{
     AllocOp, DestroyHow, DomainAlloc, DomainFree, DomainKind, Event, EventBody, Geometry,
     HwptAlloc, IoasOp, IommufdOption, KernelPtr, MapOp, ObjectAbort, ObjectAlloc, ObjectDestroy,
-    Pin, PinMode, PtCause, PtPages, UserData,
+    Pin, PinMode, PtCause, PtGrow, PtPages, UserData,
 };
 use crate::session::{DriverInfo, Plan, RefKind};
 use crate::uapi::{option_name, option_op_name};
@@ -188,6 +189,13 @@ impl Decoder {
                 EventBody::DomainFree(DomainFree {
                     domain: KernelPtr(e.domain),
                     latency_ns: e.latency_ns,
+                })
+            }
+            kind::PT_GROW => {
+                let e: PtGrowEvent = read(bytes);
+                EventBody::PtGrow(PtGrow {
+                    domain: KernelPtr(e.domain),
+                    levels: e.levels,
                 })
             }
             kind::MAP | kind::UNMAP => {

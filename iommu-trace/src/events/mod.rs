@@ -50,6 +50,8 @@ pub enum EventBody {
     PtAlloc(PtPages),
     /// Page-table pages freed for a domain.
     PtFree(PtPages),
+    /// A domain's page table grew its top level (AMD), before the map that needed it returns.
+    PtGrow(PtGrow),
     /// Events dropped in the kernel since the previous `lost` event on this CPU.
     Lost(Lost),
     /// An iommufd object was published under its id (or its allocation failed).
@@ -85,6 +87,7 @@ impl EventBody {
             EventBody::Unmap(_) => "unmap",
             EventBody::PtAlloc(_) => "pt_alloc",
             EventBody::PtFree(_) => "pt_free",
+            EventBody::PtGrow(_) => "pt_grow",
             EventBody::Lost(_) => "lost",
             EventBody::ObjectAlloc(_) => "object_alloc",
             EventBody::ObjectAbort(_) => "object_abort",
@@ -106,6 +109,7 @@ impl EventBody {
             EventBody::DomainFree(f) => Some(f.domain.0),
             EventBody::Map(m) | EventBody::Unmap(m) => Some(m.domain.0),
             EventBody::PtAlloc(p) | EventBody::PtFree(p) => Some(p.domain.0),
+            EventBody::PtGrow(g) => Some(g.domain.0),
             _ => None,
         }
     }
@@ -253,6 +257,14 @@ pub struct HwptAlloc {
 pub struct DomainFree {
     pub domain: KernelPtr,
     pub latency_ns: u64,
+}
+
+/// The page table of `domain` now has `levels` levels (the new top's pages are `pt_alloc`
+/// events before it; 6.12 AMD grows one level a time, 7.x as many as the map needs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PtGrow {
+    pub domain: KernelPtr,
+    pub levels: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -47,6 +47,9 @@ pub const METRICS: &[MetricDef] = &[
     def("iommu_trace_domain_frees_total", COUNTER,
         "IOMMU domains freed (iommu_domain_free), by driver and kind.",
         &["driver", "kind"]),
+    def("iommu_trace_page_table_top_growths_total", COUNTER,
+        "Times a traced domain's page table grew its top level (AMD: a new top table, the device table updated), by driver.",
+        &["driver"]),
     def("iommu_trace_domain_free_duration_seconds", HISTOGRAM,
         "Time spent in iommu_domain_free.",
         &["driver"]),
@@ -536,6 +539,12 @@ pub fn families(state: &State, meta: &ExporterInfo, opts: &ExportOptions) -> Vec
         let n = state.pt_orphaned().get(&d).copied().unwrap_or(0);
         b.counter(
             "iommu_trace_page_table_pages_orphaned_total",
+            &[drv(d)],
+            n as f64,
+        );
+        let n = state.top_growths().get(&d).copied().unwrap_or(0);
+        b.counter(
+            "iommu_trace_page_table_top_growths_total",
             &[drv(d)],
             n as f64,
         );

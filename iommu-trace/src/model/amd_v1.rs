@@ -70,6 +70,10 @@ fn size_level(pgsize: u64) -> (u32, u32) {
     (lg2 / 9, lg2 % 9)
 }
 
+/// `AMD_IOMMU_PGSIZES` (amd_iommu_types.h, 6.12 and 7.3): every power of two from 4K to
+/// 2^51 but 512G, the driver's page sizes unless the command line narrows them.
+pub const AMD_IOMMU_PGSIZES: u64 = ((1 << 52) - 1) & !0xfff & !(1 << 39);
+
 /// What the driver gives the domain (`amd_iommu_domain_alloc_user` → `protection_domain_alloc`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AmdV1Config {
@@ -336,12 +340,17 @@ impl DomainOps for AmdV1Model {
 
 #[cfg(test)]
 mod tests {
+    // pgsize_bitmap of a 6.12 AMD domain under QEMU (tests/golden/6.12-amd-exercise.itc).
+    #[test]
+    fn amd_pgsizes_are_the_captured_bitmap() {
+        assert_eq!(AMD_IOMMU_PGSIZES, 0xfff7ffffff000);
+    }
     use super::*;
     use crate::model::chunk::{iommu_map, iommu_unmap};
     use crate::model::PageOp;
 
     /// AMD_IOMMU_PGSIZES: GENMASK_ULL(51, 12) ^ SZ_512G (amd_iommu_types.h).
-    const PGSIZES: u64 = ((1u64 << 52) - 1) & !((1u64 << 12) - 1) & !(1u64 << 39);
+    const PGSIZES: u64 = AMD_IOMMU_PGSIZES;
     const K4: u64 = 1 << 12;
     const M2: u64 = 1 << 21;
     const G1: u64 = 1 << 30;

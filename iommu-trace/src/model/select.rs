@@ -2,7 +2,7 @@
 //! and the kernel behaviour: [`ModelConfig::from_alloc`] never guesses (a [`ConfigError`]
 //! says what the capture lacks), and [`Model`] dispatches to the chosen one.
 
-use super::amd_v1::{AmdV1Config, AmdV1Model};
+use super::amd_v1::{AmdV1Config, AmdV1Model, AMD_IOMMU_PGSIZES};
 use super::behaviour::{KernelBehaviour, ModelSelect, SmmuBehaviour, VtdBehaviour};
 use super::lpae::{self, LpaeConfig, LpaeModel, LpaeRules};
 use super::vtd::{self, VtdConfig, VtdFlavour, VtdModel};
@@ -50,6 +50,40 @@ fn field(a: &DomainAlloc, name: &str) -> Option<u64> {
         ("stage", None) => raw("domain_stage").map(|s| s + 1),
         (_, v) => v,
     }
+}
+
+/// AMD's tables with the driver's default page sizes: 6.12's io-pgtable v1 and 7.x's AMDv1
+/// (3 levels at allocation, growing within 64 bits, whole-range map and unmap).
+fn amd_variants() -> Vec<ModelConfig> {
+    let whole_range = KernelBehaviour {
+        vtd: VtdBehaviour::GenericPtWholeRange,
+        ..KernelBehaviour::default()
+    };
+    vec![
+        ModelConfig::AmdV1(AmdV1Config {
+            pgsize_bitmap: AMD_IOMMU_PGSIZES,
+        }),
+        amdv1_config(
+            3,
+            64,
+            whole_range,
+            vtd::PtFormat::Amdv1 {
+                pgsize_bitmap: AMD_IOMMU_PGSIZES,
+            },
+        ),
+    ]
+}
+
+/// A common Intel server's table: VT-d second stage, 4 levels, 48-bit, 4K+2M+1G.
+fn vtd_4_level(flavour: VtdFlavour) -> ModelConfig {
+    ModelConfig::Vtd(VtdConfig {
+        levels: 4,
+        gaw: 48,
+        superpage: 2,
+        first_stage: false,
+        flavour,
+        format: vtd::PtFormat::Vtdss,
+    })
 }
 
 /// An AMDv1 table (the AMD driver's or the selftest mock's) on the generic page table's
@@ -336,12 +370,28 @@ impl ModelConfig {
         }
     }
 
-    /// Other formats to replay the same map/unmap sequence under (`--what-if`).
+    /// Other formats to replay the same map/unmap sequence under (`--what-if`): the
+    /// domain's own family in its other shapes, and what an AMD host would take (6.12's
+    /// io-pgtable v1, 7.x's AMDv1; an AMD domain gets a 4-level VT-d table instead of the
+    /// one it has). The caller drops the domain's own configuration.
     pub fn what_if_variants(&self) -> Vec<ModelConfig> {
         match self {
-            ModelConfig::Vtd(c) if c.format != vtd::PtFormat::Vtdss => Vec::new(),
+            // The selftest's formats are no host's.
+            ModelConfig::Vtd(c) if matches!(c.format, vtd::PtFormat::Amdv1Mock { .. }) => {
+                Vec::new()
+            }
+            ModelConfig::Vtd(c) if c.format.dynamic_top() => {
+                let mut v = amd_variants();
+                v.push(vtd_4_level(c.flavour));
+                v
+            }
+            ModelConfig::AmdV1(_) => {
+                let mut v = amd_variants();
+                v.push(vtd_4_level(VtdFlavour::Legacy));
+                v
+            }
             ModelConfig::Vtd(c) => {
-                let mut v = Vec::new();
+                let mut v = amd_variants();
                 for levels in [4u8, 5] {
                     for superpage in [0u8, 1, 2] {
                         v.push(ModelConfig::Vtd(VtdConfig {
@@ -355,7 +405,7 @@ impl ModelConfig {
                 v
             }
             ModelConfig::Lpae(c) => {
-                let mut v = Vec::new();
+                let mut v = amd_variants();
                 for stage in [1u8, 2] {
                     for granule in [lpae::SZ_4K, lpae::SZ_16K, lpae::SZ_64K] {
                         let cfg = LpaeConfig {
@@ -372,7 +422,7 @@ impl ModelConfig {
                 }
                 v
             }
-            ModelConfig::AmdV1(_) | ModelConfig::NoTables { .. } => Vec::new(),
+            ModelConfig::NoTables { .. } => Vec::new(),
         }
     }
 }
@@ -475,6 +525,15 @@ impl Model {
             Model::Lpae(m) => m.unsupported(),
             Model::AmdV1(_) => None,
             Model::NoTables(_) => None,
+        }
+    }
+
+    /// Levels of a table whose top grows on map (AMD), `None` for a fixed top.
+    pub fn top_levels(&self) -> Option<u32> {
+        match self {
+            Model::Vtd(m) if m.config().format.dynamic_top() => Some(m.levels()),
+            Model::AmdV1(m) => Some(m.mode()),
+            Model::Vtd(_) | Model::Lpae(_) | Model::NoTables(_) => None,
         }
     }
 

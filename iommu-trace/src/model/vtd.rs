@@ -1264,7 +1264,7 @@ mod tests {
         m
     }
     /// AMD_IOMMU_PGSIZES (amd_iommu_types.h): every power of two from 4K to 2^51 but 512G.
-    const AMD_PGSIZES: u64 = 0xf_fff7_ffff_f000;
+    const AMD_PGSIZES: u64 = crate::model::amd_v1::AMD_IOMMU_PGSIZES;
 
     // increase_top (iommu_pt.h): the 3-level table of amd_iommu_domain_alloc_paging_v1
     // (starting_level 2) gains a level, of the map's gfp, for a map beyond 2^39 and another

@@ -81,6 +81,9 @@ pub fn ebpf_config(plan: &Plan, filter_pid: u32) -> Config {
     c.object_id = or(get("iommufd_object.id"), 12);
     c.viommu_hwpt = get("iommufd_viommu.hwpt");
     c.hwpt_domain = get("iommufd_hw_pagetable.domain");
+    c.pdom_domain = get("protection_domain.domain");
+    c.pdom_mode = get("protection_domain.iop.mode");
+    c.pt_iommu_domain = get("pt_iommu.domain");
     for (name, value) in &plan.object_types {
         let Ok(t) = usize::try_from(*value) else {
             continue;

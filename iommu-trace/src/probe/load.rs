@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{FEntry, FExit, KProbe},
     Btf, Ebpf, EbpfLoader,
 };
@@ -141,14 +141,24 @@ impl Tracer {
         if attached == 0 {
             return Err(LoadError::NothingAttached(refused));
         }
-        Ok(Tracer {
-            ebpf,
-            session: Session {
-                plan: plan.clone(),
-                refused,
-                filter_pid: (opts.filter_pid != 0).then_some(opts.filter_pid),
-            },
-        })
+        let session = Session {
+            plan: plan.clone(),
+            refused,
+            filter_pid: (opts.filter_pid != 0).then_some(opts.filter_pid),
+        };
+        // With both iommufd contexts seen, a paging-domain allocation outside them is the DMA
+        // API's, not iommufd's: leave it (and its maps) untraced. Without them it could be
+        // an auto domain, so everything stays.
+        if session.records("hwpt_paging_alloc") && session.records("hwpt_alloc_ioctl") {
+            let map = ebpf
+                .map_mut("IOMMUFD_ONLY")
+                .ok_or_else(|| LoadError::Load("map IOMMUFD_ONLY missing".into()))?;
+            let mut only: Array<&mut MapData, u32> =
+                Array::try_from(map).map_err(|e| LoadError::Load(e.to_string()))?;
+            only.set(0, 1, 0)
+                .map_err(|e| LoadError::Load(e.to_string()))?;
+        }
+        Ok(Tracer { ebpf, session })
     }
 
     /// Takes the ring buffer (once) for the collector.

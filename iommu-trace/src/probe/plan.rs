@@ -218,6 +218,9 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
         });
     }
     points.push(alloc);
+    if let Some(grow) = top_growth_point(inputs) {
+        points.push(grow);
+    }
 
     let mut pt = PointPlan {
         point: "pt_pages".into(),
@@ -304,6 +307,28 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
         blockers,
     }
 }
+/// The drivers' page-table growth hooks this kernel has (docs/kernel-facts.md §4.4); no
+/// point at all where no driver grows its top (VT-d, SMMUv3), so nothing reads as missing.
+fn top_growth_point(inputs: &PlanInputs) -> Option<PointPlan> {
+    let mut plan = PointPlan {
+        point: "pt_grow".into(),
+        what: "a domain's page table grows its top level (AMD: device table updated)".into(),
+        attach: vec![],
+        gaps: vec![],
+    };
+    for (sym, program, params) in DRIVERS.iter().flat_map(|d| d.top_growth) {
+        match symbol_gap(inputs, sym, params) {
+            Some(GapReason::NotInKernel) => {}
+            Some(reason) => plan.gaps.push(Gap {
+                symbol: sym.to_string(),
+                reason,
+            }),
+            None => plan.attach.push(kprobe(inputs, sym, program, None)),
+        }
+    }
+    (!plan.attach.is_empty() || !plan.gaps.is_empty()).then_some(plan)
+}
+
 /// `enum iommufd_object_type` (iommufd_private.h in 6.12, include/linux/iommufd.h in 7.x):
 /// each `IOMMUFD_OBJ_*` enumerator but the markers (`NONE`, `ANY`, `MAX`), by name. Unknown
 /// names are kept (lower case) so a newer kernel's types still show.
@@ -440,6 +465,9 @@ fn offsets_from_btf(btf: &Btf) -> Vec<(String, i64)> {
         ("iommufd_object", "id"),
         ("iommufd_viommu", "hwpt"),
         ("iommufd_hw_pagetable", "domain"),
+        ("protection_domain", "domain"),
+        ("protection_domain", "iop.mode"),
+        ("pt_iommu", "domain"),
         ("folio", "memcg_data"),
         ("obj_cgroup", "memcg"),
         ("mem_cgroup", "css.cgroup"),
@@ -829,6 +857,47 @@ mod tests {
         let alloc = plan.point("driver_alloc").unwrap();
         assert!(!alloc.attach.iter().any(|a| a.symbol.contains("viommu")));
         assert!(!alloc.gaps.iter().any(|g| g.symbol.contains("viommu")));
+    }
+
+    // The AMD growth hooks: the 6.12 one or the 7.x one, each with its program, a wrong
+    // signature is a gap, and a kernel with neither (no AMD driver) has no such point.
+    #[test]
+    fn the_growth_hook_of_each_kernel_is_attached() {
+        let with = |sym: &str, params: &[&str]| {
+            let mut b = Builder::new();
+            b.func(sym, params);
+            let btf = Btf::parse(&b.build()).unwrap();
+            let k = Kallsyms::parse(&format!("{KALLSYMS}ffffffff81000200 t {sym}\n"));
+            plan_of(&btf, &k, &[])
+        };
+        for (sym, params, program) in [
+            (
+                "amd_iommu_update_and_flush_device_table",
+                &["domain"][..],
+                "pt_grow_v1",
+            ),
+            (
+                "amd_iommu_change_top",
+                &["iommu_table", "top_paddr", "top_level"][..],
+                "pt_grow_top",
+            ),
+        ] {
+            let plan = with(sym, params);
+            let grow = plan.point("pt_grow").expect("a growth point");
+            assert_eq!(grow.attach.len(), 1);
+            assert_eq!(
+                (
+                    grow.attach[0].symbol.as_str(),
+                    grow.attach[0].entry_program.as_str()
+                ),
+                (sym, program)
+            );
+            let plan = with(sym, &["dev"]);
+            let grow = plan.point("pt_grow").expect("a growth point");
+            assert!(grow.attach.is_empty() && grow.gaps.len() == 1, "{grow:?}");
+        }
+        let plan = plan_of(&fixture_btf(), &Kallsyms::parse(KALLSYMS), &[]);
+        assert!(plan.point("pt_grow").is_none());
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub(super) struct DriverSpec {
     /// Its `iommufd_viommu_ops.alloc_domain_nested` (6.13+), `(viommu, flags, user_data)`:
     /// nested domains allocated through a vIOMMU (docs/kernel-facts.md §7.3).
     pub(super) viommu_nested_ops: &'static [&'static str],
+    /// Where its page table's top grows: (symbol, eBPF program, parameters it reads).
+    pub(super) top_growth: &'static [(&'static str, &'static str, &'static [&'static str])],
 }
 
 /// Parameters of a vIOMMU's `alloc_domain_nested` (include/linux/iommufd.h, 7.3).
@@ -76,6 +78,7 @@ pub(super) const DRIVERS: &[DriverSpec] = &[
             "max_vasz_lg2=sspt.vtdss_pt.common.max_vasz_lg2",
         ],
         viommu_nested_ops: &[],
+        top_growth: &[],
     },
     // drivers/iommu/amd/amd_iommu_types.h: struct protection_domain. 6.12: the io-pgtable
     // v1 table's level mode (`iop.mode`, PAGE_MODE_3_LEVEL at allocation, grown on map);
@@ -92,6 +95,21 @@ pub(super) const DRIVERS: &[DriverSpec] = &[
             "max_vasz_lg2=amdv1.amdpt.common.max_vasz_lg2",
         ],
         viommu_nested_ops: &[],
+        // 6.12: amd/iommu.c:1836, global, sole caller increase_address_space after
+        // `iop.mode += 1`; 7.x: amd/iommu.c:2630, static, address-taken (the generic page
+        // table's `change_top` driver op), called once per increase_top with the new top.
+        top_growth: &[
+            (
+                "amd_iommu_update_and_flush_device_table",
+                "pt_grow_v1",
+                &["domain"],
+            ),
+            (
+                "amd_iommu_change_top",
+                "pt_grow_top",
+                &["iommu_table", "top_paddr", "top_level"],
+            ),
+        ],
     },
     // drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h: struct arm_smmu_domain. `stage` is
     // enum arm_smmu_domain_stage (S1 = 0, S2 = 1, 7.x SVA = 2): recorded raw as
@@ -112,6 +130,7 @@ pub(super) const DRIVERS: &[DriverSpec] = &[
             "smmu_oas=smmu->oas",
         ],
         viommu_nested_ops: &["arm_vsmmu_alloc_domain_nested"],
+        top_growth: &[],
     },
     // drivers/iommu/iommufd/selftest.c: struct mock_iommu_domain.
     DriverSpec {
@@ -126,6 +145,7 @@ pub(super) const DRIVERS: &[DriverSpec] = &[
             "max_vasz_lg2=amdv1.amdpt.common.max_vasz_lg2",
         ],
         viommu_nested_ops: &["mock_viommu_alloc_domain_nested"],
+        top_growth: &[],
     },
 ];
 

@@ -41,6 +41,9 @@ pub(super) enum CompactBody {
         charged: bool,
         cause: PtCause,
     },
+    Grow {
+        levels: u32,
+    },
 }
 
 impl fmt::Display for Compact {
@@ -64,6 +67,7 @@ impl fmt::Display for Compact {
             CompactBody::Unmap { iova, size, done } => {
                 write!(f, "unmap iova {iova:#x} size {size:#x} done {done:#x}")
             }
+            CompactBody::Grow { levels } => write!(f, "pt_grow to {levels} levels"),
             CompactBody::Pt {
                 alloc,
                 pages,
@@ -108,6 +112,8 @@ impl Replayer {
             never_freed: 0,
             alive_at_end: false,
             uncharged: Uncharged::default(),
+            top_growths: 0,
+            top_levels: None,
             divergence: None,
             notes: Vec::new(),
         });

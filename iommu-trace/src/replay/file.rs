@@ -24,9 +24,12 @@ pub struct Choice {
 /// The replay options for a capture with this header: the kernel behaviour its session
 /// detected, overridden by the user's choice.
 pub fn options_for(header: &CaptureHeader, choice: &Choice) -> ReplayOptions {
-    let detected = header
-        .session
-        .as_ref()
+    options_for_session(header.session.as_ref(), choice)
+}
+
+/// The replay options for a session (a capture's, or this host's live one).
+pub fn options_for_session(session: Option<&Session>, choice: &Choice) -> ReplayOptions {
+    let detected = session
         .map(|s| KernelBehaviour::detected(s.features()))
         .unwrap_or_default();
     ReplayOptions {
@@ -36,9 +39,13 @@ pub fn options_for(header: &CaptureHeader, choice: &Choice) -> ReplayOptions {
             smmu: choice.smmu.unwrap_or(detected.smmu),
         },
         what_if: choice.what_if,
+        top_growth: session.is_some_and(|s| s.records(TOP_GROWTH_POINT)),
         ..Default::default()
     }
 }
+
+/// The probe point whose `pt_grow` events the replay checks growing tables against.
+const TOP_GROWTH_POINT: &str = "pt_grow";
 
 /// The probe points the verification needs that recorded nothing in `session`. When the
 /// session is unknown (a capture header whose session record is unreadable: `Err(why)`)

@@ -90,6 +90,7 @@ impl Replayer {
             return;
         }
         st.log.clear();
+        let levels_before = model.top_levels();
         let (what, predicted_done) = if is_map {
             let log = &mut st.log;
             let res = self
@@ -134,6 +135,12 @@ impl Replayer {
             );
             return;
         }
+        // A table whose top grows: the kernel's pt_grow events say to how many levels.
+        let predicted_growth = match (levels_before, model.top_levels()) {
+            (Some(before), Some(after)) if after != before => Some(after),
+            _ => None,
+        };
+        let observed_growth = observed.as_ref().and_then(|p| p.grew_to);
         let mut pred = std::mem::take(&mut st.pred_buf);
         runs_into(&st.log.ops, &mut pred);
         let r = &mut self.reports[st.report];
@@ -163,6 +170,18 @@ impl Replayer {
         } else if !cause_ok {
             Some(format!(
                 "page events before this {what} were attributed to another cause"
+            ))
+        } else if self.opts.top_growth
+            && levels_before.is_some()
+            && predicted_growth != observed_growth
+        {
+            let said =
+                |g: Option<u32>| g.map_or("not grow".into(), |l| format!("grow to {l} levels"));
+            Some(format!(
+                "{what} iova {:#x}: the model's table would {}, the kernel's did {} (pt_grow)",
+                m.iova,
+                said(predicted_growth),
+                said(observed_growth)
             ))
         } else {
             None

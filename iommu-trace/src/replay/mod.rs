@@ -44,7 +44,8 @@ use crate::model::{KernelBehaviour, Model, ModelSelect, PageLog};
 use domain::Compact;
 
 pub use file::{
-    capture_gaps, options_for, replay_file, replay_reader, verification_gaps, Choice, FileReport,
+    capture_gaps, options_for, options_for_session, replay_file, replay_reader, verification_gaps,
+    Choice, FileReport,
 };
 pub use objects::{GraphFinding, ObjectsReport};
 pub use pins::{PinFinding, PinsReport};
@@ -67,6 +68,9 @@ pub struct ReplayOptions {
     pub what_if: bool,
     /// Events of the diverging domain to show before and after a divergence.
     pub context: usize,
+    /// The capture records page-table growth (`pt_grow` events): a model whose top grows
+    /// must grow at the same maps, to the same levels.
+    pub top_growth: bool,
 }
 
 impl Default for ReplayOptions {
@@ -76,6 +80,7 @@ impl Default for ReplayOptions {
             behaviour: KernelBehaviour::default(),
             what_if: false,
             context: 3,
+            top_growth: false,
         }
     }
 }
@@ -93,6 +98,8 @@ struct Pending {
     cause: Option<PtCause>,
     first_index: u64,
     mixed_causes: bool,
+    /// Levels the last `pt_grow` of this thread gave the table.
+    grew_to: Option<u32>,
 }
 
 struct OpenAlloc {
@@ -184,6 +191,7 @@ impl Replayer {
             }
             EventBody::PtAlloc(p) => self.pt_pages(index, ev, p, true),
             EventBody::PtFree(p) => self.pt_pages(index, ev, p, false),
+            EventBody::PtGrow(g) => self.pt_grow(index, ev, g),
             EventBody::Map(m) => self.map_unmap(index, ev, m, true),
             EventBody::Unmap(m) => self.map_unmap(index, ev, m, false),
             EventBody::DomainFree(f) => {

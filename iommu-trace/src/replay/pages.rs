@@ -4,7 +4,7 @@
 use super::domain::CompactBody;
 use super::runs::{is_prefix, push_run};
 use super::{Pending, Replayer};
-use crate::events::{DomainKind, Event, PtCause, PtPages};
+use crate::events::{DomainKind, Event, PtCause, PtGrow, PtPages};
 
 /// cgroup v2 id of the root cgroup (its kernfs node id).
 const ROOT_CGROUP_ID: u64 = 1;
@@ -92,5 +92,26 @@ impl Replayer {
             _ => {}
         }
         push_run(&mut pend.runs, alloc, p.pages);
+    }
+
+    /// A `pt_grow` event: the table's levels now, kept for the map this thread is in.
+    pub(super) fn pt_grow(&mut self, index: u64, ev: &Event, g: &PtGrow) {
+        let st = Self::ensure(&mut self.active, &mut self.reports, g.domain.0);
+        let body = CompactBody::Grow { levels: g.levels };
+        Self::remember(st, &self.opts, index, ev.tid, body, &mut self.reports);
+        let r = &mut self.reports[st.report];
+        r.top_growths = r.top_growths.saturating_add(1);
+        r.top_levels = Some(g.levels);
+        Self::close_alloc(st, &mut self.reports, &self.opts, index);
+        match st.pending.iter_mut().find(|q| q.tid == ev.tid) {
+            Some(p) => p.grew_to = Some(g.levels),
+            None => st.pending.push(Pending {
+                tid: ev.tid,
+                first_index: index,
+                runs: std::mem::take(&mut st.spare_runs),
+                grew_to: Some(g.levels),
+                ..Default::default()
+            }),
+        }
     }
 }

@@ -95,6 +95,11 @@ pub struct DomainReport {
     /// The domain was still alive at the end of the capture.
     pub alive_at_end: bool,
     pub uncharged: Uncharged,
+    /// `pt_grow` events: times the table grew its top, and its levels after the last.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub top_growths: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_levels: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub divergence: Option<Divergence>,
     /// Things worth knowing that are not a divergence.
@@ -328,6 +333,13 @@ impl Report {
                 d.maps, d.unmaps, d.observed.allocated, d.observed.freed, d.observed.peak,
                 d.predicted.allocated, d.predicted.freed, d.predicted.peak
             )?;
+            if let Some(levels) = d.top_levels {
+                writeln!(
+                    f,
+                    "  the table grew its top {} time(s), to {levels} levels",
+                    d.top_growths
+                )?;
+            }
             if d.never_freed > 0 {
                 if d.alive_at_end {
                     writeln!(
@@ -444,4 +456,8 @@ impl Report {
             )
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::events::{
-    AllocOp, DomainAlloc, DomainFree, DomainKind, Geometry, KernelPtr, Lost, MapOp, PtPages,
+    AllocOp, DomainAlloc, DomainFree, DomainKind, Geometry, KernelPtr, Lost, MapOp, PtGrow, PtPages,
 };
 use crate::model::{KernelBehaviour, SmmuBehaviour};
 
@@ -481,6 +481,65 @@ fn amd_v1_and_7x_amdv1_domains_verify() {
         &ReplayOptions::default(),
     );
     assert!(r.to_string().contains("amd with page-table mode 2"), "{r}");
+}
+
+// Where the capture records page-table growth (`pt_grow`), a growing model must grow at the
+// same map to the same levels: 6.12's v1 grows one level per event (3 -> 4 for a map at
+// 2^39), 7.x's AMDv1 once per map to its final level (3 -> 5 for a map at 2^48). A missing,
+// extra or different pt_grow diverges at that map; a capture without the point is not
+// checked for it.
+#[test]
+fn growth_events_are_checked_against_the_model() {
+    const PGSIZES: u64 = ((1u64 << 52) - 1) & !0xfff & !(1u64 << 39);
+    let grow = |levels| {
+        ev(
+            1,
+            EventBody::PtGrow(PtGrow {
+                domain: KernelPtr(D1),
+                levels,
+            }),
+        )
+    };
+    type Fields = &'static [(&'static str, u64)];
+    let v1: Fields = &[("pd_mode", 1), ("mode", 3)];
+    let amdv1: Fields = &[
+        ("pd_mode", 1),
+        ("top_of_table", 0xffff_8880_0000_0002),
+        ("max_vasz_lg2", 64),
+    ];
+    // (fields, map iova, pages its map allocates, the pt_grow events before it)
+    let cases: [(Fields, u64, u64, Vec<u32>); 3] = [
+        (v1, 1 << 39, 4, vec![4]),
+        (v1, 1 << 48, 6, vec![4, 5]),
+        (amdv1, 1 << 48, 6, vec![5]),
+    ];
+    let checked = ReplayOptions {
+        top_growth: true,
+        ..ReplayOptions::default()
+    };
+    for (fields, iova, pages, grows) in cases {
+        let stream = |grows: &[u32]| {
+            let mut s = vec![
+                alloc_ev(D1, "amd", fields, PGSIZES, u64::MAX),
+                pt(D1, 1, true, 1, false, PtCause::Alloc),
+                pt(D1, 1, true, pages, true, PtCause::Map),
+            ];
+            s.extend(grows.iter().map(|&l| grow(l)));
+            s.push(op(D1, 1, true, iova, 0x1000, 0x1000));
+            s
+        };
+        let r = replay(stream(&grows), &checked);
+        assert!(r.all_verified(), "{grows:?}: {r}");
+        assert_eq!(r.domains[0].top_levels, grows.last().copied());
+        for wrong in [&[][..], &[6][..], &[4, 5, 6][..]] {
+            let r = replay(stream(wrong), &checked);
+            assert_eq!(r.domains[0].verdict, Verdict::Diverged, "{wrong:?}: {r}");
+            assert!(r.to_string().contains("pt_grow"), "{r}");
+        }
+        // Not recorded: not compared.
+        let r = replay(stream(&[]), &ReplayOptions::default());
+        assert!(r.all_verified(), "{r}");
+    }
 }
 
 // Loss counts come from the capture: ones that sum past 2^64 still say "lost", and neither

@@ -74,6 +74,12 @@ impl Session {
 
     /// Probe points that record nothing: none of their symbols was in the plan, or the
     /// kernel refused every attachment (a refusal that fell back to a kprobe still records).
+    /// `point` is in the plan and recorded: attached, and not refused.
+    pub fn records(&self, point: &str) -> bool {
+        self.plan.points.iter().any(|p| p.point == point)
+            && self.missing_points().iter().all(|m| m.point != point)
+    }
+
     pub fn missing_points(&self) -> Vec<MissingPoint> {
         let mut out = Vec::new();
         for p in &self.plan.points {

@@ -19,7 +19,9 @@ pub use pins::{
 
 use std::collections::HashMap;
 
-use crate::events::{AllocOp, DomainKind, Event, EventBody, KernelPtr, MapOp, PtCause, PtPages};
+use crate::events::{
+    AllocOp, DomainKind, Event, EventBody, KernelPtr, MapOp, PtCause, PtGrow, PtPages,
+};
 use crate::procfs::MemoryHeld;
 
 /// Index of a driver name in [`State::drivers`] (a handful per host).
@@ -86,6 +88,10 @@ pub struct LiveDomain {
     /// Page-table pages allocated and freed over the domain's life.
     pub pt_allocated: u64,
     pub pt_freed: u64,
+    /// Levels of its table after the last growth of the top (`pt_grow`), and how often it
+    /// grew (AMD tables start at 3 levels and grow as IOVAs rise).
+    pub top_levels: Option<u32>,
+    pub top_growths: u64,
 }
 
 impl LiveDomain {
@@ -177,7 +183,7 @@ pub struct LostCounts {
 }
 
 /// Names of the event types, in the order of [`State::events_by_type`].
-pub const EVENT_NAMES: [&str; 18] = [
+pub const EVENT_NAMES: [&str; 19] = [
     "domain_alloc",
     "hwpt_alloc",
     "domain_free",
@@ -196,6 +202,7 @@ pub const EVENT_NAMES: [&str; 18] = [
     "ioas_change_process",
     "option",
     "pin",
+    "pt_grow",
 ];
 
 /// The driver name used for domains whose allocation was not seen.
@@ -218,6 +225,7 @@ pub struct State {
     map_latency: HashMap<(DriverId, MapDir), Histogram>,
     pt: HashMap<PtKey, PtTotals>,
     pt_orphaned: HashMap<DriverId, u64>,
+    top_growths: HashMap<DriverId, u64>,
     untracked_domains: u64,
     lost: LostCounts,
     decode_errors: u64,
@@ -280,6 +288,8 @@ impl State {
                         pt_uncharged: 0,
                         pt_allocated: 0,
                         pt_freed: 0,
+                        top_levels: None,
+                        top_growths: 0,
                     };
                     self.insert_domain(d);
                 }
@@ -319,6 +329,7 @@ impl State {
             EventBody::Unmap(m) => self.map_op(ev, m, MapDir::Unmap),
             EventBody::PtAlloc(p) => self.pt_pages(ev, p, true),
             EventBody::PtFree(p) => self.pt_pages(ev, p, false),
+            EventBody::PtGrow(g) => self.pt_grow(ev, g),
             EventBody::Lost(l) => {
                 self.lost.ringbuf_full = self.lost.ringbuf_full.saturating_add(l.ringbuf_full);
                 self.lost.context_full = self.lost.context_full.saturating_add(l.context_full);
@@ -385,6 +396,14 @@ impl State {
             .observe(m.latency_ns);
     }
 
+    fn pt_grow(&mut self, ev: &Event, g: &PtGrow) {
+        let d = self.touch_domain(ev, g.domain);
+        d.top_levels = Some(g.levels);
+        d.top_growths += 1;
+        let driver = d.driver;
+        *self.top_growths.entry(driver).or_default() += 1;
+    }
+
     fn pt_pages(&mut self, ev: &Event, p: &PtPages, alloc: bool) {
         let (driver, cgroup, dc, du) = {
             let d = self.touch_domain(ev, p.domain);
@@ -449,6 +468,8 @@ impl State {
                 pt_uncharged: 0,
                 pt_allocated: 0,
                 pt_freed: 0,
+                top_levels: None,
+                top_growths: 0,
             };
             self.insert_domain(d);
         }
@@ -631,6 +652,11 @@ impl State {
     /// Pages still held by domains when they were freed, per driver.
     pub fn pt_orphaned(&self) -> &HashMap<DriverId, u64> {
         &self.pt_orphaned
+    }
+
+    /// Growths of a page table's top (`pt_grow`), by driver.
+    pub fn top_growths(&self) -> &HashMap<DriverId, u64> {
+        &self.top_growths
     }
 
     /// Domains first seen after their allocation (allocated before tracing started, or

@@ -52,6 +52,7 @@ pub fn describe(e: &Event, start_ns: u64) -> String {
         ),
         EventBody::HwptAlloc(h) => format!("hwpt_alloc -> {}", errno_name(h.errno)),
         EventBody::DomainFree(d) => format!("domain_free in {}", fmt_dur(d.latency_ns)),
+        EventBody::PtGrow(g) => format!("pt_grow: the table now has {} levels", g.levels),
         EventBody::Map(m) | EventBody::Unmap(m) => format!(
             "{:<5} iova {:#x} size {} done {}{} in {}",
             e.body.name(),

@@ -102,6 +102,10 @@ pub(super) fn capture_checks(dir: &Path, out: &mut Vec<Outcome>, hw_iommu: bool)
                 "replay_verifies_page_for_page",
                 replay_verifies(dir, &x),
             ));
+            out.push(Outcome::from(
+                "top_growths_match_the_kernel",
+                top_growths(dir, &x),
+            ));
             if hw_iommu {
                 out.push(Outcome::from(
                     "pt_pages_charged_to_cgroup",
@@ -111,6 +115,53 @@ pub(super) fn capture_checks(dir: &Path, out: &mut Vec<Outcome>, hw_iommu: bool)
         }
         Err(e) => out.push(Outcome::fail("exercise_results", e)),
     }
+}
+
+/// The capture's `pt_grow` events against ftrace's hits on the same driver hook
+/// (tests/vm/object-truth.sh): as many, and on 7.x (whose hook takes the new level) the same
+/// levels. Where the workload had an AMD domain, its maps beyond 2^39 and 2^48 must have
+/// grown the table at least twice.
+fn top_growths(dir: &Path, x: &Exercise) -> Result<(), String> {
+    let trace = read(dir, "object-truth.txt")?;
+    let truth: Vec<_> = trace
+        .lines()
+        .filter_map(super::objects::parse)
+        .filter(|h| h.name == "grow")
+        .collect();
+    let ours: Vec<&Value> = x
+        .events
+        .iter()
+        .filter(|e| s(e, "event") == "pt_grow")
+        .collect();
+    ensure(ours.len() == truth.len(), || {
+        format!(
+            "the capture has {} pt_grow events, ftrace saw {} growths",
+            ours.len(),
+            truth.len()
+        )
+    })?;
+    let mut kernel_levels: Vec<u64> = truth
+        .iter()
+        .filter_map(|h| h.num("top_level").ok().map(|l| l + 1))
+        .collect();
+    if !kernel_levels.is_empty() {
+        let mut levels: Vec<u64> = ours.iter().map(|e| u(e, "levels")).collect();
+        levels.sort_unstable();
+        kernel_levels.sort_unstable();
+        ensure(levels == kernel_levels, || {
+            format!("levels in the capture {levels:?}, in the kernel {kernel_levels:?}")
+        })?;
+    }
+    let amd = x
+        .events
+        .iter()
+        .any(|e| s(e, "event") == "domain_alloc" && s(e, "driver") == "amd" && u(e, "errno") == 0);
+    ensure(!amd || truth.len() >= 2, || {
+        format!(
+            "an AMD domain mapped beyond 2^39 and 2^48 but ftrace saw {} growths",
+            truth.len()
+        )
+    })
 }
 
 /// Every step whose answer the kernel fixes got that answer (the workload's own report).

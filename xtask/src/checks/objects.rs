@@ -11,15 +11,15 @@ use serde_json::Value;
 use super::{ensure, read, s, u};
 
 /// One ftrace kprobe event: its name and its `key=value` arguments.
-struct Hit {
+pub(super) struct Hit {
     /// The thread it ran on.
     tid: u64,
-    name: String,
+    pub(super) name: String,
     args: BTreeMap<String, String>,
 }
 
 impl Hit {
-    fn num(&self, key: &str) -> Result<u64, String> {
+    pub(super) fn num(&self, key: &str) -> Result<u64, String> {
         let v = self
             .args
             .get(key)
@@ -33,7 +33,7 @@ impl Hit {
 }
 
 /// `  task-1 [000] ..... 1.5: finalize: (iommufd_object_finalize+0x4/0x60) obj=0x.. id=1 type=4`
-fn parse(line: &str) -> Option<Hit> {
+pub(super) fn parse(line: &str) -> Option<Hit> {
     let task = line[..line.find(" [")?].trim();
     let tid = task.rsplit_once('-')?.1.parse().ok()?;
     let open = line.find(": (")?;
@@ -145,6 +145,8 @@ fn kernel_truth(trace: &str) -> Result<Lifetimes, String> {
             "fops_release_ret" | "device_unbind_ret" => {
                 th.contexts.pop();
             }
+            // The page-table growths in the same trace are `capture::top_growths`'.
+            "grow" => {}
             name => {
                 let ty = destroyed_type(name).ok_or_else(|| format!("unknown event {name}"))?;
                 let obj = hit.num("obj")?;

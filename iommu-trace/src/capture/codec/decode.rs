@@ -7,7 +7,7 @@ use crate::capture::Trailer;
 use crate::events::{
     AllocOp, DestroyHow, DomainAlloc, DomainFree, DomainKind, Event, EventBody, Geometry,
     HwptAlloc, IoasOp, IommufdOption, KernelPtr, Lost, ObjectAbort, ObjectAlloc, ObjectDestroy,
-    Pin, PinMode, PtCause, PtPages, UserData,
+    Pin, PinMode, PtCause, PtGrow, PtPages, UserData,
 };
 
 struct Task {
@@ -100,7 +100,11 @@ impl Decoder {
                 "pinned-memory record (tag {tag}) in a format-{} capture: damaged",
                 self.version
             )),
-            TAG_DOMAIN_ALLOC..=TAG_PIN => self.event(tag, d).map(|e| Some(Decoded::Event(e))),
+            TAG_PT_GROW if self.version < 5 => Err(format!(
+                "page-table growth record (tag {tag}) in a format-{} capture: damaged",
+                self.version
+            )),
+            TAG_DOMAIN_ALLOC..=TAG_PT_GROW => self.event(tag, d).map(|e| Some(Decoded::Event(e))),
             _ => Err(format!(
                 "unknown record tag {tag} (written by a newer iommu-trace, or damaged)"
             )),
@@ -212,6 +216,13 @@ impl Decoder {
                 EventBody::DomainFree(DomainFree {
                     domain,
                     latency_ns: d.u64()?,
+                })
+            }
+            TAG_PT_GROW => {
+                let (_, domain) = self.ptr(d)?;
+                EventBody::PtGrow(PtGrow {
+                    domain,
+                    levels: d.u32()?,
                 })
             }
             TAG_OBJECT_ALLOC => {

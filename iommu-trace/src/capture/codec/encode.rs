@@ -96,6 +96,7 @@ impl Encoder {
             EventBody::Unmap(m) => (TAG_UNMAP, Some(self.ptr(m.domain, out)), None),
             EventBody::PtAlloc(p) => (TAG_PT_ALLOC, Some(self.ptr(p.domain, out)), None),
             EventBody::PtFree(p) => (TAG_PT_FREE, Some(self.ptr(p.domain, out)), None),
+            EventBody::PtGrow(g) => (TAG_PT_GROW, Some(self.ptr(g.domain, out)), None),
             EventBody::Lost(_) => (TAG_LOST, None, None),
             EventBody::ObjectAlloc(o) => (
                 TAG_OBJECT_ALLOC,
@@ -211,6 +212,10 @@ impl Encoder {
             EventBody::DomainFree(f) => {
                 put_u(out, p0 as u64);
                 put_u(out, f.latency_ns);
+            }
+            EventBody::PtGrow(g) => {
+                put_u(out, p0 as u64);
+                put_u(out, g.levels as u64);
             }
             EventBody::Lost(l) => {
                 put_u(out, l.ringbuf_full);

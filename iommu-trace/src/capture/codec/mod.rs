@@ -29,6 +29,7 @@ const TAG_OBJECT_DESTROY: u8 = 26;
 const TAG_IOAS_OP: u8 = 27;
 const TAG_OPTION: u8 = 28;
 const TAG_PIN: u8 = 29;
+const TAG_PT_GROW: u8 = 30;
 
 // Flags common to all events.
 const SAME_CPU: u8 = 0x01;

@@ -25,9 +25,10 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::capture::CaptureHeader;
 use crate::events::{Event, EventBody, KernelPtr};
-use crate::model::KernelBehaviour;
 use crate::procfs::MemoryHeld;
-use crate::replay::{capture_gaps, options_for, verification_gaps, Choice, ReplayOptions};
+use crate::replay::{
+    capture_gaps, options_for, options_for_session, verification_gaps, Choice, ReplayOptions,
+};
 use crate::session::{MissingPoint, Session};
 use crate::state::{LiveDomain, Reconciliation, State};
 use history::PtrMap;
@@ -104,10 +105,7 @@ impl SessionInfo {
             kernel_release: session.kernel_release().to_string(),
             probes_attached: session.attached_count(),
             probes_missing: missing_names(session),
-            replay: ReplayOptions {
-                behaviour: KernelBehaviour::detected(session.features()),
-                ..Default::default()
-            },
+            replay: options_for_session(Some(session), &Choice::default()),
             verification_gaps: verification_gaps(Ok(session)),
         }
     }
@@ -318,6 +316,7 @@ impl Model {
             EventBody::Unmap(_) => self.rates.add(ts, R_UNMAPS, 1),
             EventBody::PtAlloc(p) => self.rates.add(ts, R_PT_ALLOC, p.pages),
             EventBody::PtFree(p) => self.rates.add(ts, R_PT_FREE, p.pages),
+            EventBody::PtGrow(_) => {}
             EventBody::Lost(l) => self
                 .rates
                 .add(rate_ts, R_LOST, l.ringbuf_full + l.context_full),

@@ -82,6 +82,16 @@ pub(super) fn draw_detail(f: &mut Frame, area: Rect, row: &DomainRow, model: &Mo
             Span::styled(verdict.verdict.clone(), vstyle),
         ]),
     ];
+    if let Some(levels) = d.top_levels {
+        // AMD: the table's top grew as IOVAs rose (pt_grow events).
+        lines.insert(
+            lines.len() - 1,
+            Line::raw(format!(
+                "table top grew {} time(s), to {levels} levels",
+                d.top_growths
+            )),
+        );
+    }
     for l in &verdict.detail {
         lines.push(Line::styled(format!("  {l}"), dim()));
     }
