@@ -763,3 +763,41 @@ fn growth_captures_verify_and_an_edited_growth_diverges() {
         }
     }
 }
+
+// Every page a capture's workload pinned is attributed to an IOAS in the live ledger (the
+// object view's per-IOAS figure): by the IOAS_MAP/COPY that pinned it, or by the paging HWPT
+// whose first domain on the IOAS pinned it (HWPT_ALLOC, or a device attach's auto domain).
+// Checked after every operation that ends a pinning (the workloads are one thread: no pin
+// of another operation is in flight then).
+#[test]
+fn every_pinned_page_is_attributed_to_an_ioas() {
+    use iommu_trace::state::State;
+    for name in [
+        "6.12-mock-pins.itc",
+        "7.3-mock-pins.itc",
+        "6.12-amd-growth-exercise.itc",
+        "7.3-amd-growth-exercise.itc",
+    ] {
+        let mut s = State::new();
+        let mut peak = 0u64;
+        for (i, e) in golden(name).iter().enumerate() {
+            s.apply(e);
+            let ends_a_pinning = match &e.body {
+                EventBody::IoasMap(_)
+                | EventBody::IoasMapFile(_)
+                | EventBody::IoasCopy(_)
+                | EventBody::HwptAlloc(_) => true,
+                EventBody::ObjectAlloc(o) => o.object == "hwpt_paging",
+                _ => false,
+            };
+            if !ends_a_pinning {
+                continue;
+            }
+            let pinned: u64 = s.pins().processes().values().map(|p| p.pinned_pages).sum();
+            let by_ioas: u64 = s.pins().pinned_pages_by_ioas().values().sum();
+            assert_eq!(by_ioas, pinned, "{name}: event {i}");
+            peak = peak.max(pinned);
+        }
+        assert!(peak > 0, "{name}: nothing pinned");
+    }
+}

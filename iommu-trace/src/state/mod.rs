@@ -334,9 +334,18 @@ impl State {
                 self.lost.ringbuf_full = self.lost.ringbuf_full.saturating_add(l.ringbuf_full);
                 self.lost.context_full = self.lost.context_full.saturating_add(l.context_full);
             }
-            EventBody::ObjectAlloc(_) | EventBody::ObjectAbort(_) | EventBody::ObjectDestroy(_) => {
+            EventBody::ObjectAlloc(o) => {
+                // A paging HWPT published on an IOAS: the pins its thread made since its
+                // last IOAS operation filled the new domain (a device attach's auto domain,
+                // or HWPT_ALLOC's first domain on the IOAS: docs/kernel-facts.md §8.1).
+                if o.object == "hwpt_paging" && o.errno == 0 {
+                    if let Some(&ioas) = o.refs.get("ioas") {
+                        self.pins.claim(ev.tid, 0, Some((o.ictx, ioas)));
+                    }
+                }
                 self.objects.apply(ev)
             }
+            EventBody::ObjectAbort(_) | EventBody::ObjectDestroy(_) => self.objects.apply(ev),
             EventBody::Pin(p) => self.pins.apply(ev, p),
             // The pins an IOAS_MAP, MAP_FILE or COPY made while it ran (on its thread,
             // after its start) belong to its IOAS.

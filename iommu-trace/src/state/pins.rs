@@ -368,8 +368,9 @@ impl Pins {
     }
 
     /// An IOAS operation of thread `tid` that started at `since_ns` returned: the pins the
-    /// thread made while it ran were made for `ioas` (an IOAS_MAP's own, or a HWPT_ALLOC's
-    /// first domain on an IOAS); earlier ones (a device attach's) stay unattributed.
+    /// thread made while it ran were made for `ioas` (an IOAS_MAP's own, or a paging HWPT's
+    /// first domain on an IOAS, whether HWPT_ALLOC's or a device attach's); earlier ones are
+    /// dropped from the thread's list, unattributed.
     pub fn claim(&mut self, tid: u32, since_ns: u64, ioas: Option<(KernelPtr, u32)>) {
         let Some(list) = self.unclaimed.remove(&tid) else {
             return;
@@ -384,8 +385,8 @@ impl Pins {
         }
     }
 
-    /// Pinned pages per IOAS (iommufd context, IOAS id), where an IOAS operation claimed
-    /// them; pins made by a device attach are not attributed.
+    /// Pinned pages per IOAS (iommufd context, IOAS id), where an IOAS operation or a paging
+    /// HWPT's publication claimed them.
     pub fn pinned_pages_by_ioas(&self) -> HashMap<(KernelPtr, u32), u64> {
         let mut out: HashMap<(KernelPtr, u32), u64> = HashMap::new();
         for h in self.held.values() {

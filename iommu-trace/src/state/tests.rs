@@ -626,12 +626,35 @@ fn pins_are_attributed_to_the_ioas_that_made_them() {
             latency_ns: 2,
         }),
     ));
-    // A pin no IOAS operation claims (a device attach) stays unattributed.
+    // A pin nothing claims stays unattributed.
     s.apply(&ev(6, 10, 500, pin(0x3000, 10, 1, 1, 7, 0)));
     let by = s.pins().pinned_pages_by_ioas();
     assert_eq!(by.get(&(ictx, 3)), Some(&6), "{by:?}");
     assert_eq!(by.len(), 1);
     assert_eq!(s.pins().processes()[&10].pinned_pages, 7);
+    // A device attach on IOAS 5: its auto domain's HWPT, published at the attach's end,
+    // claims the pins the attach made (and the one before it on the thread).
+    s.apply(&ev(7, 10, 500, pin(0x4000, 10, 8, 8, 15, 0)));
+    s.apply(&ev(
+        8,
+        10,
+        500,
+        EventBody::ObjectAlloc(ObjectAlloc {
+            object: "hwpt_paging".into(),
+            id: 6,
+            obj: KernelPtr(0xffff_8881_5000_0000),
+            ictx,
+            refs: [("ioas".to_string(), 5)].into_iter().collect(),
+            domain: None,
+            virt_id: None,
+            size: 80,
+            errno: 0,
+            latency_ns: 0,
+        }),
+    ));
+    let by = s.pins().pinned_pages_by_ioas();
+    assert_eq!(by.get(&(ictx, 5)), Some(&9), "{by:?}");
+    assert_eq!(by.get(&(ictx, 3)), Some(&6), "{by:?}");
 }
 
 // A per-mm uncharge that fails (the creator's mm gone: an exit with the iommufd open)
