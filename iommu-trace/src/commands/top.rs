@@ -14,6 +14,7 @@ use crate::capture::pace::{FeedTarget, Pace, Pacer};
 use crate::capture::{CaptureReader, CaptureWarning};
 use crate::collect::{self, EventSink, Live, LiveOptions};
 use crate::events::Event;
+use crate::probe::RunStats;
 use crate::tui::terminal::{self, TerminalGuard};
 use crate::tui::{self, Model, SessionInfo, SharedBoard, UiOptions};
 
@@ -179,6 +180,8 @@ pub async fn feed_capture(file: &Path, shared: &SharedBoard, speed: f64) -> Resu
 /// Live events -> the model, in batches (one lock per batch, at most 50 ms late).
 struct TuiSink {
     shared: Arc<SharedBoard>,
+    /// BPF run-time statistics, while the kernel keeps them for us.
+    bpf: Option<RunStats>,
     buf: Vec<Event>,
     last_flush: Instant,
 }
@@ -213,7 +216,16 @@ impl EventSink for TuiSink {
         let procs = self.shared.lock().state().pins().process_names();
         let readings = crate::procfs::memory_held_of(&procs);
         let now = crate::events::clock::monotonic_ns();
-        self.shared.lock().reconcile_pins(&readings, now);
+        // Our own programs' cumulative run time, for the header's cost per operation.
+        let run_ns = self
+            .bpf
+            .as_ref()
+            .map(|b| b.read().iter().map(|p| p.run_time_ns).sum::<u64>());
+        let mut m = self.shared.lock();
+        m.reconcile_pins(&readings, now);
+        if let Some(run_ns) = run_ns {
+            m.note_bpf_run_time(run_ns, now);
+        }
         Ok(())
     }
 }
@@ -226,6 +238,7 @@ fn run_live(opts: &TopOptions) -> Result<()> {
     with_ui(opts, shared, true, |shared| async move {
         let mut sink = TuiSink {
             shared: shared.clone(),
+            bpf: RunStats::enable(live.session()),
             buf: Vec::with_capacity(1024),
             last_flush: Instant::now(),
         };

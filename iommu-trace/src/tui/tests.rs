@@ -723,3 +723,31 @@ fn rates_count_every_event() {
     assert_eq!(total + 2, m.state().events());
     assert_eq!(r.series(3, 1000).iter().sum::<u64>(), 3);
 }
+
+// The header shows what our eBPF programs cost over the last interval (BPF run-time
+// statistics): time per map/unmap and the share of a CPU; nothing before two readings.
+#[test]
+fn header_shows_the_tracers_own_cost() {
+    let mut m = model_of(synthetic(), meta());
+    let maps: u64 = m
+        .state()
+        .events_by_type()
+        .filter(|(n, _)| matches!(*n, "map" | "unmap"))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(maps > 0);
+    let header = |m: &Model| screen(&App::default(), m, 160, 48)[1].clone();
+    m.note_bpf_run_time(1_000_000, 1_000_000_000);
+    assert!(!header(&m).contains("eBPF"), "{}", header(&m));
+    // The same maps again: 3 µs of eBPF time each, over one second.
+    for e in synthetic()
+        .into_iter()
+        .filter(|e| matches!(e.body, EventBody::Map(_) | EventBody::Unmap(_)))
+    {
+        m.apply(e);
+    }
+    m.note_bpf_run_time(1_000_000 + 3_000 * maps, 2_000_000_000);
+    let h = header(&m);
+    assert!(h.contains("eBPF 3.0µs/op"), "{h}");
+    assert!(h.contains("% CPU"), "{h}");
+}

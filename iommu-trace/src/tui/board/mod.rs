@@ -14,7 +14,10 @@
 mod history;
 mod objects;
 mod rates;
+mod self_cost;
 mod verdict;
+
+pub use self_cost::SelfCost;
 
 pub use history::{DomainExtra, FreedDomain, Kept, KeptBody};
 pub use objects::ObjectLine;
@@ -196,6 +199,8 @@ pub struct Model {
     verdict_cache: std::cell::RefCell<Option<((DomainKey, usize), DomainVerdict)>>,
     /// `freed[..expired_upto]` are past their linger time (histories dropped).
     expired_upto: usize,
+    /// Our eBPF programs' cost (live, where the kernel keeps run-time statistics).
+    self_cost: self_cost::SelfCostMeter,
 }
 
 impl Model {
@@ -215,7 +220,24 @@ impl Model {
             warning: None,
             verdict_cache: std::cell::RefCell::new(None),
             expired_upto: 0,
+            self_cost: self_cost::SelfCostMeter::default(),
         }
+    }
+
+    /// A reading of our eBPF programs' cumulative run time (all programs) at `now_ns`.
+    pub fn note_bpf_run_time(&mut self, run_ns: u64, now_ns: u64) {
+        let ops = self
+            .state
+            .events_by_type()
+            .filter(|(name, _)| matches!(*name, "map" | "unmap"))
+            .map(|(_, n)| n)
+            .sum();
+        self.self_cost.note(run_ns, ops, now_ns);
+    }
+
+    /// What our eBPF programs cost over the last interval, once two readings exist.
+    pub fn self_cost(&self) -> Option<SelfCost> {
+        self.self_cost.cost
     }
 
     /// Starts the clock (live: now; a capture starts at its first event).

@@ -114,6 +114,18 @@ pub(super) fn draw_header(f: &mut Frame, area: Rect, app: &App, model: &Model) {
     l2.push(sep());
     let pt = if wide { "pt pages" } else { "pt" };
     l2.push(Span::raw(format!("{pt} {} ({pc} charged)", pc + pu)));
+    if let Some(c) = model.self_cost() {
+        // What tracing costs here, from the kernel's BPF run-time statistics.
+        l2.push(sep());
+        let per_op = c
+            .ns_per_op
+            .map(|ns| format!("{}/op, ", fmt_dur(ns.round() as u64)))
+            .unwrap_or_default();
+        l2.push(Span::raw(format!(
+            "eBPF {per_op}{:.2}% CPU",
+            c.cpu_share * 100.0
+        )));
+    }
     if let Some(w) = &model.warning {
         l2.push(sep());
         l2.push(Span::styled(w.clone(), Style::default().fg(Color::Yellow)));
