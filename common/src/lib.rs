@@ -413,6 +413,9 @@ pub struct Config {
     pub filter_pid: u32,
     /// Wake the reader when the ring holds this many bytes (0: on every event).
     pub wakeup_bytes: u32,
+    /// 1: every program returns at once (`record --floor`): what the attach points cost by
+    /// themselves, the benchmark's floor.
+    pub floor: u32,
     /// `struct iommufd_object`: `type`, `id`.
     pub object_type: u32,
     pub object_id: u32,
@@ -511,6 +514,7 @@ impl Config {
             nr_secondary_pagetable: Self::UNSET,
             filter_pid: 0,
             wakeup_bytes: 0,
+            floor: 0,
             object_type: Self::UNSET,
             object_id: Self::UNSET,
             viommu_hwpt: Self::UNSET,

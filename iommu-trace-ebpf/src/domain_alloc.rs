@@ -106,6 +106,7 @@ fn alloc_entry(
 /// 6.7 to 6.12: `domain_alloc_user(dev, flags, parent, user_data)`.
 #[kprobe]
 pub fn alloc_user_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     let flags: u32 = ctx.arg(1).unwrap_or(0);
     let parent: u64 = ctx.arg(2).unwrap_or(0);
     let user_data: u64 = ctx.arg(3).unwrap_or(0);
@@ -115,6 +116,7 @@ pub fn alloc_user_entry(ctx: ProbeContext) -> u32 {
 /// 6.13+: `domain_alloc_paging_flags(dev, flags, user_data)`.
 #[kprobe]
 pub fn alloc_paging_flags_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     let flags: u32 = ctx.arg(1).unwrap_or(0);
     let user_data: u64 = ctx.arg(2).unwrap_or(0);
     alloc_entry(&ctx, op::PAGING_FLAGS, flags, 0, user_data, 0)
@@ -123,6 +125,7 @@ pub fn alloc_paging_flags_entry(ctx: ProbeContext) -> u32 {
 /// 6.13+: `domain_alloc_nested(dev, parent, flags, user_data)`.
 #[kprobe]
 pub fn alloc_nested_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     let parent: u64 = ctx.arg(1).unwrap_or(0);
     let flags: u32 = ctx.arg(2).unwrap_or(0);
     let user_data: u64 = ctx.arg(3).unwrap_or(0);
@@ -133,6 +136,7 @@ pub fn alloc_nested_entry(ctx: ProbeContext) -> u32 {
 /// the vIOMMU's nesting parent HWPT's domain (`viommu->hwpt->common.domain`).
 #[kprobe]
 pub fn alloc_viommu_nested_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     let viommu: u64 = ctx.arg(0).unwrap_or(0);
     let flags: u32 = ctx.arg(1).unwrap_or(0);
     let user_data: u64 = ctx.arg(2).unwrap_or(0);
@@ -188,6 +192,7 @@ fn fill_geometry(g: &mut DomainGeometry, domain: u64, driver: u32) {
 
 #[kretprobe]
 pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
+    floor!();
     let tid = current_tid();
     let Some(ap) = ALLOC_CTX.get_ptr(&tid) else {
         return 0;

@@ -79,6 +79,7 @@ fn op_exit(op: u32) -> Option<Op> {
 
 #[kprobe]
 pub fn domain_free_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     let domain: u64 = ctx.arg(0).unwrap_or(0);
     op_enter(domain, pt_op::FREE, 0, 0, 0);
     0
@@ -86,6 +87,7 @@ pub fn domain_free_entry(ctx: ProbeContext) -> u32 {
 
 #[kretprobe]
 pub fn domain_free_exit(_ctx: RetProbeContext) -> u32 {
+    floor!();
     let Some(o) = op_exit(pt_op::FREE) else {
         return 0;
     };
@@ -107,6 +109,7 @@ pub fn domain_free_exit(_ctx: RetProbeContext) -> u32 {
 /// `iommu_map(domain, iova, paddr, size, prot, gfp)`.
 #[kprobe]
 pub fn map_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     let domain: u64 = ctx.arg(0).unwrap_or(0);
     let iova: u64 = ctx.arg(1).unwrap_or(0);
     let paddr: u64 = ctx.arg(2).unwrap_or(0);
@@ -118,6 +121,7 @@ pub fn map_entry(ctx: ProbeContext) -> u32 {
 /// `iommu_unmap(domain, iova, size)` and `iommu_unmap_fast(domain, iova, size, gather)`.
 #[kprobe]
 pub fn unmap_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     let domain: u64 = ctx.arg(0).unwrap_or(0);
     let iova: u64 = ctx.arg(1).unwrap_or(0);
     let size: u64 = ctx.arg(2).unwrap_or(0);
@@ -148,6 +152,7 @@ fn emit_map(o: Op, kind: u32, done: u64, errno: i32) {
 
 #[kretprobe]
 pub fn map_exit(ctx: RetProbeContext) -> u32 {
+    floor!();
     if let Some(o) = op_exit(pt_op::MAP) {
         let ret: u64 = ctx.ret();
         let errno = errno_of_int(ret);
@@ -158,6 +163,7 @@ pub fn map_exit(ctx: RetProbeContext) -> u32 {
 
 #[kretprobe]
 pub fn unmap_exit(ctx: RetProbeContext) -> u32 {
+    floor!();
     if let Some(o) = op_exit(pt_op::UNMAP) {
         let done: u64 = ctx.ret();
         emit_map(o, kind::UNMAP, done, 0);
@@ -171,12 +177,14 @@ pub fn unmap_exit(ctx: RetProbeContext) -> u32 {
 
 #[fentry(function = "iommu_map")]
 pub fn map_fentry(ctx: FEntryContext) -> u32 {
+    floor!();
     op_enter(ctx.arg(0), pt_op::MAP, ctx.arg(1), ctx.arg(2), ctx.arg(3));
     0
 }
 
 #[fexit(function = "iommu_map")]
 pub fn map_fexit(ctx: FExitContext) -> u32 {
+    floor!();
     if let Some(o) = op_exit(pt_op::MAP) {
         let errno = errno_of_int(ctx.arg(6));
         emit_map(o, kind::MAP, if errno == 0 { o.size } else { 0 }, errno);
@@ -186,12 +194,14 @@ pub fn map_fexit(ctx: FExitContext) -> u32 {
 
 #[fentry(function = "iommu_unmap")]
 pub fn unmap_fentry(ctx: FEntryContext) -> u32 {
+    floor!();
     op_enter(ctx.arg(0), pt_op::UNMAP, ctx.arg(1), 0, ctx.arg(2));
     0
 }
 
 #[fexit(function = "iommu_unmap")]
 pub fn unmap_fexit(ctx: FExitContext) -> u32 {
+    floor!();
     if let Some(o) = op_exit(pt_op::UNMAP) {
         emit_map(o, kind::UNMAP, ctx.arg(3), 0);
     }
@@ -200,12 +210,14 @@ pub fn unmap_fexit(ctx: FExitContext) -> u32 {
 
 #[fentry(function = "iommu_unmap_fast")]
 pub fn unmap_fast_fentry(ctx: FEntryContext) -> u32 {
+    floor!();
     op_enter(ctx.arg(0), pt_op::UNMAP, ctx.arg(1), 0, ctx.arg(2));
     0
 }
 
 #[fexit(function = "iommu_unmap_fast")]
 pub fn unmap_fast_fexit(ctx: FExitContext) -> u32 {
+    floor!();
     if let Some(o) = op_exit(pt_op::UNMAP) {
         emit_map(o, kind::UNMAP, ctx.arg(4), 0);
     }

@@ -31,6 +31,7 @@ struct UapiHwptAlloc {
 
 #[kprobe]
 pub fn hwpt_alloc_ioctl_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     if !wanted() {
         return 0;
     }
@@ -52,6 +53,7 @@ pub fn hwpt_alloc_ioctl_entry(ctx: ProbeContext) -> u32 {
 
 #[kretprobe]
 pub fn hwpt_alloc_ioctl_exit(ctx: RetProbeContext) -> u32 {
+    floor!();
     let tid = current_tid();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(c) = (unsafe { IOCTL_CTX.get(&tid) }).copied() else {
@@ -107,6 +109,7 @@ pub fn hwpt_alloc_ioctl_exit(ctx: RetProbeContext) -> u32 {
 
 #[kprobe]
 pub fn hwpt_paging_alloc_entry(_ctx: ProbeContext) -> u32 {
+    floor!();
     if wanted() && PAGING_CTX.insert(&current_tid(), &1, 0).is_err() {
         count_lost(lost::CONTEXT_FULL);
     }
@@ -115,6 +118,7 @@ pub fn hwpt_paging_alloc_entry(_ctx: ProbeContext) -> u32 {
 
 #[kretprobe]
 pub fn hwpt_paging_alloc_exit(_ctx: RetProbeContext) -> u32 {
+    floor!();
     let _ = PAGING_CTX.remove(&current_tid());
     0
 }

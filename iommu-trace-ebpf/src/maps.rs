@@ -133,6 +133,16 @@ macro_rules! cfg {
     };
 }
 
+/// `record --floor`: the program returns before doing anything (the benchmark's floor, the
+/// cost of the attach point itself).
+macro_rules! floor {
+    () => {
+        if cfg!(floor) != 0 {
+            return 0;
+        }
+    };
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct ReserveCtx {

@@ -97,6 +97,7 @@ fn emit_pending_aborts(c: &IfdCtx, errno: i32, flags: u32) {
 /// VEVENTQ, HW_QUEUE alloc, the selftest's command): an abort inside one has its errno.
 #[kprobe]
 pub fn create_ioctl_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     handler_enter(0, ctx.arg(0).unwrap_or(0));
     0
 }
@@ -104,12 +105,14 @@ pub fn create_ioctl_entry(ctx: ProbeContext) -> u32 {
 /// `iommufd_destroy(ucmd)`: objects destroyed here are destroyed by IOMMU_DESTROY.
 #[kprobe]
 pub fn destroy_ioctl_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     handler_enter(IN_DESTROY, ctx.arg(0).unwrap_or(0));
     0
 }
 
 #[kretprobe]
 pub fn object_ioctl_exit(ctx: RetProbeContext) -> u32 {
+    floor!();
     handler_exit(ctx.ret());
     0
 }
@@ -137,12 +140,14 @@ fn enter_how(value: u32) {
 
 #[kprobe]
 pub fn fd_release_entry(_ctx: ProbeContext) -> u32 {
+    floor!();
     enter_how(how::CLOSE);
     0
 }
 
 #[kprobe]
 pub fn device_unbind_entry(_ctx: ProbeContext) -> u32 {
+    floor!();
     enter_how(how::UNBIND);
     0
 }
@@ -151,6 +156,7 @@ pub fn device_unbind_entry(_ctx: ProbeContext) -> u32 {
 /// destroy op unbinds its iommufd device.
 #[kretprobe]
 pub fn destroy_context_exit(_ctx: RetProbeContext) -> u32 {
+    floor!();
     let tid = current_tid();
     let Some(c) = HOW_CTX.get_ptr_mut(&tid) else {
         return 0;
@@ -169,6 +175,7 @@ pub fn destroy_context_exit(_ctx: RetProbeContext) -> u32 {
 /// `_iommufd_object_alloc(ictx, size, type)`.
 #[kprobe]
 pub fn object_alloc_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     if !wanted() {
         return 0;
     }
@@ -189,6 +196,7 @@ pub fn object_alloc_entry(ctx: ProbeContext) -> u32 {
 /// published or aborted. A failure is an event of its own.
 #[kretprobe]
 pub fn object_alloc_exit(ctx: RetProbeContext) -> u32 {
+    floor!();
     let tid = current_tid();
     // SAFETY: copied out before removal.
     let Some(c) = (unsafe { RESERVE_CTX.get(&tid) }).copied() else {
@@ -246,6 +254,7 @@ fn object_id(obj: u64) -> u32 {
 /// references are set by now.
 #[kprobe]
 pub fn object_publish(ctx: ProbeContext) -> u32 {
+    floor!();
     if !wanted() {
         return 0;
     }
@@ -333,6 +342,7 @@ fn emit_abort(a: &PendingAbort, errno: i32, flags: u32) {
 /// failed handler (7.x `_ucmd` objects) it has that result; elsewhere it goes at once.
 #[kprobe]
 pub fn object_abort(ctx: ProbeContext) -> u32 {
+    floor!();
     if !wanted() {
         return 0;
     }
@@ -381,6 +391,7 @@ pub fn object_abort(ctx: ProbeContext) -> u32 {
 /// still pending, and its abort is the event.
 #[kprobe]
 pub fn object_destroy(ctx: ProbeContext) -> u32 {
+    floor!();
     if !wanted() {
         return 0;
     }

@@ -54,51 +54,61 @@ fn ioas_enter(ucmd: u64, op: u32) -> u32 {
 
 #[fentry(function = "iommufd_ioas_map")]
 pub fn ioas_map_fentry(ctx: FEntryContext) -> u32 {
+    floor!();
     ioas_enter(ctx.arg(0), ioas_op::MAP)
 }
 
 #[fexit(function = "iommufd_ioas_map")]
 pub fn ioas_map_fexit(ctx: FExitContext) -> u32 {
+    floor!();
     ioas_exit(ctx.arg(1))
 }
 
 #[fentry(function = "iommufd_ioas_unmap")]
 pub fn ioas_unmap_fentry(ctx: FEntryContext) -> u32 {
+    floor!();
     ioas_enter(ctx.arg(0), ioas_op::UNMAP)
 }
 
 #[fexit(function = "iommufd_ioas_unmap")]
 pub fn ioas_unmap_fexit(ctx: FExitContext) -> u32 {
+    floor!();
     ioas_exit(ctx.arg(1))
 }
 
 #[kprobe]
 pub fn ioas_map_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::MAP)
 }
 
 #[kprobe]
 pub fn ioas_map_file_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::MAP_FILE)
 }
 
 #[kprobe]
 pub fn ioas_copy_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::COPY)
 }
 
 #[kprobe]
 pub fn ioas_unmap_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::UNMAP)
 }
 
 #[kprobe]
 pub fn ioas_change_process_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::CHANGE_PROCESS)
 }
 
 #[kprobe]
 pub fn option_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::OPTION)
 }
 
@@ -107,6 +117,7 @@ pub fn option_entry(ctx: ProbeContext) -> u32 {
 /// unmapped, the option's value). Layouts: include/uapi/linux/iommufd.h.
 #[kretprobe]
 pub fn ioas_op_exit(ctx: RetProbeContext) -> u32 {
+    floor!();
     ioas_exit(ctx.ret())
 }
 
@@ -222,6 +233,7 @@ fn pin_enter(pages: u64, npages: u64, inc: u64) -> u32 {
 /// `(pages, npages, inc, user)`, both versions.
 #[kprobe]
 pub fn pin_entry(ctx: ProbeContext) -> u32 {
+    floor!();
     pin_enter(
         ctx.arg(0).unwrap_or(0),
         ctx.arg(1).unwrap_or(0),
@@ -231,6 +243,7 @@ pub fn pin_entry(ctx: ProbeContext) -> u32 {
 
 #[kretprobe]
 pub fn pin_exit(ctx: RetProbeContext) -> u32 {
+    floor!();
     if !wanted() {
         return 0;
     }
@@ -253,6 +266,7 @@ pub fn pin_exit(ctx: RetProbeContext) -> u32 {
 /// so no entry program, context map or clock read per call (docs/design-notes.md §3).
 #[fexit(function = "iopt_pages_update_pinned")]
 pub fn pin_fexit(ctx: FExitContext) -> u32 {
+    floor!();
     if !wanted() {
         return 0;
     }

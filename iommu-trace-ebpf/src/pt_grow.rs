@@ -32,6 +32,7 @@ fn emit_grow(domain: u64, levels: u32) {
 /// *domain)`, called by `increase_address_space` once it raised `iop.mode` by one.
 #[kprobe]
 pub fn pt_grow_v1(ctx: ProbeContext) -> u32 {
+    floor!();
     let pdom: u64 = ctx.arg(0).unwrap_or(0);
     let (Some(domain), Some(mode)) = (field(pdom, cfg!(pdom_domain)), field(pdom, cfg!(pdom_mode)))
     else {
@@ -45,6 +46,7 @@ pub fn pt_grow_v1(ctx: ProbeContext) -> u32 {
 /// top_paddr, unsigned int top_level)`, called by `increase_top` with the new 0-based level.
 #[kprobe]
 pub fn pt_grow_top(ctx: ProbeContext) -> u32 {
+    floor!();
     let table: u64 = ctx.arg(0).unwrap_or(0);
     let top_level: u64 = ctx.arg(2).unwrap_or(0);
     let Some(domain) = field(table, cfg!(pt_iommu_domain)) else {

@@ -42,6 +42,7 @@ fn memcg_of(folio: u64) -> (u32, u64) {
 
 #[kprobe]
 pub fn pt_stat(ctx: ProbeContext) -> u32 {
+    floor!();
     pt_stat_common(
         ctx.arg(0).unwrap_or(0),
         ctx.arg(1).unwrap_or(u32::MAX),
@@ -51,6 +52,7 @@ pub fn pt_stat(ctx: ProbeContext) -> u32 {
 
 #[fentry(function = "__lruvec_stat_mod_folio")]
 pub fn pt_stat_fentry(ctx: FEntryContext) -> u32 {
+    floor!();
     pt_stat_common(ctx.arg(0), ctx.arg(1), ctx.arg(2))
 }
 

@@ -225,6 +225,10 @@ struct LiveArgs {
     /// Treat this symbol as missing (repeatable), to test degraded kernels.
     #[arg(long = "deny-symbol", value_name = "SYMBOL")]
     deny: Vec<String>,
+    /// Benchmarks only: attach every program, each returning at once, and record nothing
+    /// (what the attach points cost by themselves).
+    #[arg(long, hide = true)]
+    floor: bool,
 }
 
 impl From<LiveArgs> for LiveOptions {
@@ -233,6 +237,7 @@ impl From<LiveArgs> for LiveOptions {
             ringbuf_bytes: a.ringbuf_size,
             filter_pid: a.pid,
             deny: a.deny,
+            floor: a.floor,
         }
     }
 }

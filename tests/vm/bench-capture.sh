@@ -1,9 +1,10 @@
 # VM benchmark "capture": the exercise's map/unmap loop without and with `iommu-trace
-# record`, interleaved in one boot (untraced, traced, traced without the object probes,
-# untraced, ...), so that drift in this emulated machine hits every side; xtask bench
+# record`, interleaved in one boot (untraced, traced, traced without the object probes, the
+# floor, untraced, ...), so that drift in this emulated machine hits every side; xtask bench
 # capture prints medians and ratios. The third run measures what the iommufd object probes
 # and the pinned-memory probes (IOAS ioctls, pin accounting: one event each per op of the
-# loop) cost it.
+# loop) cost it; the fourth (`record --floor`: the same attach points, programs that return
+# at once) what attaching at all costs, which our added cost is compared with.
 R=/results
 export RUST_LOG=warn
 N=${BENCH_LOOPS:-30000}
@@ -62,6 +63,9 @@ rounds() {
         stat -c %s $R/bench$r$SFX.itc > $R/capture-bytes$r$SFX.txt
         traced_loop $R/noobj$r$SFX.json /tmp/noobj.itc $R/noobj-record$r$SFX.log $NOOBJ
         rm -f /tmp/noobj.itc
+        # The floor: every program attached the same way, each returning at once.
+        traced_loop $R/floor$r$SFX.json /tmp/floor.itc $R/floor-record$r$SFX.log --floor
+        rm -f /tmp/floor.itc
         r=$((r + 1))
     done
     loop $R/base$r$SFX.json

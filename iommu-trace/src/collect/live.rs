@@ -20,6 +20,8 @@ pub struct LiveOptions {
     pub filter_pid: u32,
     /// Symbols to refuse, as if the kernel lacked them (`--deny-symbol`).
     pub deny: Vec<String>,
+    /// Every program returns at once: nothing is recorded (`--floor`, for benchmarks).
+    pub floor: bool,
 }
 
 impl Default for LiveOptions {
@@ -28,6 +30,7 @@ impl Default for LiveOptions {
             ringbuf_bytes: 1 << 22,
             filter_pid: 0,
             deny: Vec::new(),
+            floor: false,
         }
     }
 }
@@ -48,8 +51,12 @@ impl Live {
             &TracerOptions {
                 ringbuf_bytes: opts.ringbuf_bytes,
                 filter_pid: opts.filter_pid,
+                floor: opts.floor,
             },
         )?;
+        if opts.floor {
+            log::warn!("--floor: every program returns at once; nothing will be recorded");
+        }
         for r in &tracer.session.refused {
             log::warn!("not attached: {}: {r}", r.symbol);
         }

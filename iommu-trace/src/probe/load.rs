@@ -47,6 +47,8 @@ pub struct TracerOptions {
     pub ringbuf_bytes: u32,
     /// Trace only this process (thread group) when non-zero.
     pub filter_pid: u32,
+    /// Attach everything, but every program returns at once (the benchmark's floor).
+    pub floor: bool,
 }
 
 impl Default for TracerOptions {
@@ -54,6 +56,7 @@ impl Default for TracerOptions {
         TracerOptions {
             ringbuf_bytes: 1 << 22,
             filter_pid: 0,
+            floor: false,
         }
     }
 }
@@ -85,6 +88,7 @@ impl Tracer {
         // Batch wakeups: the reader is woken when a quarter of the ring is used, and drains
         // on a short timer otherwise (collect/).
         config.wakeup_bytes = opts.ringbuf_bytes / 4;
+        config.floor = opts.floor as u32;
         let mut ebpf = EbpfLoader::new()
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", opts.ringbuf_bytes)

@@ -52,6 +52,7 @@ fn measure(dir: &Path, sfx: &str) -> Result<String, String> {
     let mut base = Vec::new();
     let mut traced = Vec::new();
     let mut noobj = Vec::new();
+    let mut floor = Vec::new();
     let (mut events, mut bytes, mut traced_ns, mut lost, mut ops) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for r in 1.. {
         if !dir.join(format!("base{r}{sfx}.json")).exists() {
@@ -63,6 +64,9 @@ fn measure(dir: &Path, sfx: &str) -> Result<String, String> {
         }
         if dir.join(format!("noobj{r}{sfx}.json")).exists() {
             noobj.push(rate(&format!("noobj{r}{sfx}.json"))?.0);
+        }
+        if dir.join(format!("floor{r}{sfx}.json")).exists() {
+            floor.push(rate(&format!("floor{r}{sfx}.json"))?.0);
         }
         let (t, o, ns) = rate(&format!("traced{r}{sfx}.json"))?;
         traced.push(t);
@@ -105,11 +109,43 @@ fn measure(dir: &Path, sfx: &str) -> Result<String, String> {
             n / t
         )
     };
+    // The floor (same attach points, programs returning at once): time added per operation,
+    // ours against it (median rates, so per-op times are their inverses).
+    let floor_text = if floor.is_empty() {
+        String::new()
+    } else {
+        let f = median(floor.clone());
+        let added = |rate: f64| 1e9 / rate - 1e9 / b;
+        let floor_ns = added(f);
+        let ours = |rate: f64| {
+            if floor_ns > 0.0 {
+                format!(
+                    "{:.0} ns, {:.2}x the floor's",
+                    added(rate),
+                    added(rate) / floor_ns
+                )
+            } else {
+                format!("{:.0} ns (the floor added nothing measurable)", added(rate))
+            }
+        };
+        let base_part = if noobj.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; without the object and pin probes {}",
+                ours(median(noobj.clone()))
+            )
+        };
+        format!(
+            "; floor (same attach points, programs that return at once) {f:.0} ops/s {floor:.0?},              adding {floor_ns:.0} ns per op; added per op traced {}{base_part}",
+            ours(t)
+        )
+    };
     let pages = if sfx.is_empty() { 1 } else { 16 };
     Ok(format!(
         "map/unmap loop of {pages} page(s) per map, {ops} ops per run, {} rounds: median {b:.0} ops/s untraced {base:.0?}, \
          {t:.0} ops/s traced {traced:.0?}; slowdown {:.1}% (time ratio {:.3}); \
-         {events} events recorded at {:.0} events/s, 0 lost; {:.1} bytes/event on disk{objects}",
+         {events} events recorded at {:.0} events/s, 0 lost; {:.1} bytes/event on disk{objects}{floor_text}",
         traced.len(),
         (b / t - 1.0) * 100.0,
         b / t,
