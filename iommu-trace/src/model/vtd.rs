@@ -436,14 +436,10 @@ impl VtdModel {
     }
 
     /// iommu.c:hardware_largepage_caps(): the largest level usable with both iova and
-    /// phys pfns aligned and at least one whole large page left.
-    /// For the AMDv1 mock every level may hold a leaf (generic pt's
-    /// `pt_compute_best_pgsize` then gives the same level for the chunk `iommu_pgsize` cut).
+    /// phys pfns aligned and at least one whole large page left (VT-d; the AMDv1 formats
+    /// take the level of the chunk's page size, `map_chunk`).
     fn hardware_largepage_caps(&self, iov_pfn: u64, phy_pfn: u64, pages: u64) -> u32 {
-        let mut support = match self.cfg.format {
-            PtFormat::Vtdss => self.cfg.superpage,
-            PtFormat::Amdv1Mock { .. } | PtFormat::Amdv1 { .. } => (self.top() - 1) as u8,
-        };
+        let mut support = self.cfg.superpage;
         let mut level = 1;
         let mut pfnmerge = iov_pfn | phy_pfn;
         let mut pages = pages;
