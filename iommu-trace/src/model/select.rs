@@ -283,8 +283,9 @@ impl ModelConfig {
             }
             // 6.19+: the generic page table's AMDv1 (`top_of_table` set), v1 domains only
             // (PD_MODE_V1 = 1; v2 is the x86-64 format, not modelled). The top starts at
-            // `starting_level` (2: 3 levels) and grows on map up to `max_vasz_lg2`.
-            // docs/kernel-facts.md §4.4.
+            // `starting_level` (2: 3 levels) and grows on map up to `max_vasz_lg2`: the
+            // format forces PT_FEAT_DYNAMIC_TOP (fmt/iommu_amdv1.c PT_FORCE_ENABLED_FEATURES),
+            // so the table's `features` need not be recorded. docs/kernel-facts.md §4.4.
             "amd" if field(a, "top_of_table").is_some_and(|t| t != 0) => {
                 match field(a, "pd_mode") {
                     Some(1) => {}
