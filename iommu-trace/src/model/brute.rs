@@ -380,7 +380,7 @@ mod tests {
         ) {
             use crate::model::amd_v1::{AmdV1Config, AmdV1Model};
             let bitmap = if all_sizes {
-                ((1u64 << 52) - 1) & !((1u64 << 12) - 1) & !(1u64 << 39)
+                crate::model::amd_v1::AMD_IOMMU_PGSIZES
             } else {
                 4096
             };
@@ -428,7 +428,7 @@ mod tests {
         ) {
             use crate::model::vtd::PtFormat;
             let bitmap = if all_sizes {
-                ((1u64 << 52) - 1) & !((1u64 << 12) - 1) & !(1u64 << 39)
+                crate::model::amd_v1::AMD_IOMMU_PGSIZES
             } else {
                 (1 << 12) | (1 << 21) | (1 << 30)
             };

@@ -190,10 +190,6 @@ pub struct VtdModel {
     pgd: Option<u32>,
     /// Levels of the table now: the config's, more once a dynamic top grew.
     levels: u32,
-    /// Levels added on top since allocation (`increase_top`).
-    pub top_growths: u64,
-    /// Set by a generic-pt walk that met a leaf where it needed a table.
-    leaf_in_the_way: bool,
     /// `gather->freelist`: (level, slot) of the tables to free at the IOTLB sync.
     freelist: Vec<(u32, u32)>,
     live_tables: u64,
@@ -208,8 +204,6 @@ impl VtdModel {
             levels: cfg.levels as u32,
             store: Store::new(NPTE),
             pgd: None,
-            top_growths: 0,
-            leaf_in_the_way: false,
             freelist: Vec::new(),
             live_tables: 0,
             unsupported: None,
@@ -278,10 +272,6 @@ impl VtdModel {
         }
     }
 
-    fn top(&self) -> u32 {
-        self.levels
-    }
-
     /// Levels of the table now (a dynamic top grows).
     pub fn levels(&self) -> u32 {
         self.levels
@@ -298,9 +288,15 @@ impl VtdModel {
         (9 * levels).min(cap.saturating_sub(g))
     }
 
-    fn pfn_supported(&self, pfn: u64) -> bool {
-        let width = self.pfn_bits(self.top());
+    /// iommu.c:domain_pfn_supported() / generic pt's pt_check_range() for a table of
+    /// `levels` levels.
+    fn pfn_fits(&self, pfn: u64, levels: u32) -> bool {
+        let width = self.pfn_bits(levels);
         width >= 64 || pfn >> width == 0
+    }
+
+    fn pfn_supported(&self, pfn: u64) -> bool {
+        self.pfn_fits(pfn, self.levels)
     }
 
     /// iommu.c:DOMAIN_MAX_PFN(gaw)
@@ -316,7 +312,7 @@ impl VtdModel {
     /// generic_pt: `pt_iommu_vtdss_init(..., GFP_KERNEL)` allocates the top table.
     pub fn domain_alloc(&mut self, log: &mut PageLog) {
         if self.pgd.is_none() {
-            self.pgd = Some(self.alloc_table(self.top(), Gfp::Kernel, log));
+            self.pgd = Some(self.alloc_table(self.levels, Gfp::Kernel, log));
         }
     }
 
@@ -331,7 +327,7 @@ impl VtdModel {
                 self.domain_unmap(0, last);
             }
             VtdFlavour::GenericPt { .. } => {
-                self.list_pagetables(pgd, self.top());
+                self.list_pagetables(pgd, self.levels);
                 self.pgd = None;
             }
         }
@@ -342,7 +338,7 @@ impl VtdModel {
     pub fn tables(&self) -> Vec<(u32, u64)> {
         let mut out = Vec::new();
         if let Some(pgd) = self.pgd {
-            self.collect_tables(pgd, self.top(), 0, &mut out);
+            self.collect_tables(pgd, self.levels, 0, &mut out);
         }
         out.sort_unstable();
         out
@@ -366,7 +362,7 @@ impl VtdModel {
     pub fn leaves(&self) -> Vec<(u64, u32)> {
         let mut out = Vec::new();
         if let Some(pgd) = self.pgd {
-            self.collect_leaves(pgd, self.top(), 0, &mut out);
+            self.collect_leaves(pgd, self.levels, 0, &mut out);
         }
         out.sort_unstable();
         out
@@ -389,26 +385,28 @@ impl VtdModel {
     /// iommu.c:pfn_to_dma_pte(): walk from the pgd to `target_level`, allocating a table
     /// for every non-present entry above it (with the iommu_map gfp). With
     /// `target_level == 0` it allocates nothing and stops at the first superpage or
-    /// non-present entry. Returns (table slot, index, level).
+    /// non-present entry. Returns (table slot, index, level), or the errno of the map that
+    /// cannot go on: -ENOMEM (legacy: no pte), -EADDRINUSE (generic pt: a leaf where a
+    /// table is needed).
     fn pfn_to_dma_pte(
         &mut self,
         pfn: u64,
         target_level: u32,
         log: &mut PageLog,
-    ) -> Option<(u32, usize, u32)> {
+    ) -> Result<(u32, usize, u32), i32> {
         if !self.pfn_supported(pfn) {
-            return None;
+            return Err(errno::ENOMEM);
         }
-        let mut table = self.pgd?;
-        let mut level = self.top();
+        let mut table = self.pgd.ok_or(errno::ENOMEM)?;
+        let mut level = self.levels;
         loop {
             let idx = pfn_level_offset(pfn, level);
             let mut e = self.get(level, table, idx);
             if target_level == 0 && !is_table(e) && (e == LEAF && level > 1 || e == EMPTY) {
-                break Some((table, idx, level));
+                break Ok((table, idx, level));
             }
             if level == target_level {
-                break Some((table, idx, level));
+                break Ok((table, idx, level));
             }
             if e == EMPTY {
                 let t = self.alloc_table(level - 1, Gfp::Caller, log);
@@ -416,19 +414,17 @@ impl VtdModel {
                 self.set(level, table, idx, e);
             }
             if level == 1 {
-                break Some((table, idx, level));
+                break Ok((table, idx, level));
             }
             if !is_table(e) {
                 if self.cfg.flavour != VtdFlavour::Legacy {
-                    // iommu_pt.h __map_range(): a leaf where a table is needed fails the map
-                    // with -EADDRINUSE, which map_chunk reports.
-                    self.leaf_in_the_way = true;
-                    return None;
+                    // iommu_pt.h __map_range(): a leaf where a table is needed.
+                    return Err(errno::EADDRINUSE);
                 }
                 // A superpage above the target level: the kernel would walk the data page
                 // as if it were a table.
                 self.set_unsupported("a map below an existing VT-d superpage");
-                return None;
+                return Err(errno::ENOMEM);
             }
             table = slot_of(e);
             level -= 1;
@@ -474,12 +470,7 @@ impl VtdModel {
         while nr_pages > 0 {
             let lvl = leaf_level
                 .unwrap_or_else(|| self.hardware_largepage_caps(iov_pfn, phys_pfn, nr_pages));
-            let Some((table, idx, lvl)) = self.pfn_to_dma_pte(iov_pfn, lvl, log) else {
-                if std::mem::take(&mut self.leaf_in_the_way) {
-                    return Err(errno::EADDRINUSE);
-                }
-                return Err(errno::ENOMEM);
-            };
+            let (table, idx, lvl) = self.pfn_to_dma_pte(iov_pfn, lvl, log)?;
             let lvl_pages = level_size(lvl);
             if !legacy {
                 // iommu_pt.h __map_range_leaf(): a present entry (or any entry of a
@@ -630,9 +621,9 @@ impl VtdModel {
         if !self.pfn_supported(last) || start > last {
             return; // WARN_ON
         }
-        self.dma_pte_clear_level(self.top(), pgd, 0, start, last);
+        self.dma_pte_clear_level(self.levels, pgd, 0, start, last);
         if start == 0 && last == self.max_pfn() {
-            self.freelist.push((self.top(), pgd));
+            self.freelist.push((self.levels, pgd));
             self.pgd = None;
         }
     }
@@ -641,7 +632,7 @@ impl VtdModel {
     /// that level's size ("Cope with horrid API..."), `domain_unmap()` onto the gather.
     /// Returns the (possibly rounded-up) size, even where nothing was mapped.
     fn intel_iommu_unmap(&mut self, iova: u64, size: u64, log: &mut PageLog) -> u64 {
-        let Some((_, _, level)) = self.pfn_to_dma_pte(iova >> 12, 0, log) else {
+        let Ok((_, _, level)) = self.pfn_to_dma_pte(iova >> 12, 0, log) else {
             return 0;
         };
         let mut size = size;
@@ -766,10 +757,7 @@ impl VtdModel {
         leaf_level: u32,
         log: &mut PageLog,
     ) -> Result<(), i32> {
-        let fits = |m: &Self, levels: u32| {
-            let w = m.pfn_bits(levels);
-            (w >= 64 || last_pfn >> w == 0) && leaf_level <= levels
-        };
+        let fits = |m: &Self, levels: u32| m.pfn_fits(last_pfn, levels) && leaf_level <= levels;
         if fits(self, self.levels) {
             return Ok(());
         }
@@ -794,7 +782,6 @@ impl VtdModel {
                 self.set(level, t, 0, entry_of(old));
             }
             self.pgd = Some(t);
-            self.top_growths += 1;
         }
         self.levels = levels;
         Ok(())
@@ -883,7 +870,7 @@ impl VtdModel {
             return 0;
         }
         let mut unmapped = 0;
-        let _ = self.pt_unmap_level(self.top(), pgd, start, last, &mut unmapped);
+        let _ = self.pt_unmap_level(self.levels, pgd, start, last, &mut unmapped);
         unmapped << g
     }
 }
@@ -1271,9 +1258,9 @@ mod tests {
         let mut m = amdv1(64, AMD_PGSIZES);
         assert_eq!(map(&mut m, 0x4000_0000, SZ_4K), vec![alloc(2)]);
         assert_eq!(map(&mut m, (1 << 39) + 0x4000_0000, SZ_4K), vec![alloc(4)]);
-        assert_eq!((m.levels(), m.top_growths), (4, 1));
+        assert_eq!(m.levels(), 4);
         assert_eq!(map(&mut m, (1 << 48) + 0x4000_0000, SZ_4K), vec![alloc(5)]);
-        assert_eq!((m.levels(), m.top_growths), (5, 2));
+        assert_eq!(m.levels(), 5);
         // Unmapping the high page frees nothing: its 4K range covers no table.
         assert_eq!(
             unmap(&mut m, (1 << 48) + 0x4000_0000, SZ_4K),

@@ -17,7 +17,7 @@ use super::tables::{
 };
 use crate::session::{
     Attachment, DriverField, DriverInfo, Gap, GapReason, ObjectRef, ObjectRefs, Plan, PointPlan,
-    ProgramKind,
+    ProgramKind, TOP_GROWTH_POINT,
 };
 
 /// The trampoline programs for `symbol` on this kernel, if it can use them.
@@ -311,7 +311,7 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
 /// point at all where no driver grows its top (VT-d, SMMUv3), so nothing reads as missing.
 fn top_growth_point(inputs: &PlanInputs) -> Option<PointPlan> {
     let mut plan = PointPlan {
-        point: "pt_grow".into(),
+        point: TOP_GROWTH_POINT.into(),
         what: "a domain's page table grows its top level (AMD: device table updated)".into(),
         attach: vec![],
         gaps: vec![],

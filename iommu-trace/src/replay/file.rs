@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::capture::{CaptureError, CaptureHeader, CaptureReader, Ending};
 use crate::model::{KernelBehaviour, ModelSelect, SmmuBehaviour, VtdBehaviour};
-use crate::session::{MissingPoint, Session};
+use crate::session::{MissingPoint, Session, TOP_GROWTH_POINT};
 
 use super::{replay_with_progress, ReplayOptions, Report, POINTS_OBJECTS, POINTS_VERIFIED};
 
@@ -43,9 +43,6 @@ pub fn options_for_session(session: Option<&Session>, choice: &Choice) -> Replay
         ..Default::default()
     }
 }
-
-/// The probe point whose `pt_grow` events the replay checks growing tables against.
-const TOP_GROWTH_POINT: &str = "pt_grow";
 
 /// The probe points the verification needs that recorded nothing in `session`. When the
 /// session is unknown (a capture header whose session record is unreadable: `Err(why)`)

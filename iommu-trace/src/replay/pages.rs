@@ -3,7 +3,7 @@
 
 use super::domain::CompactBody;
 use super::runs::{is_prefix, push_run};
-use super::{Pending, Replayer};
+use super::{DomainState, Pending, Replayer};
 use crate::events::{DomainKind, Event, PtCause, PtGrow, PtPages};
 
 /// cgroup v2 id of the root cgroup (its kernfs node id).
@@ -71,18 +71,7 @@ impl Replayer {
             // cause alloc without an open allocation: treat like any pending page.
         }
         Self::close_alloc(st, &mut self.reports, &self.opts, index);
-        let pend = match st.pending.iter_mut().position(|q| q.tid == ev.tid) {
-            Some(i) => &mut st.pending[i],
-            None => {
-                st.pending.push(Pending {
-                    tid: ev.tid,
-                    first_index: index,
-                    runs: std::mem::take(&mut st.spare_runs),
-                    ..Default::default()
-                });
-                st.pending.last_mut().expect("just pushed")
-            }
-        };
+        let pend = pending_of(st, ev.tid, index);
         if pend.runs.is_empty() {
             pend.first_index = index;
         }
@@ -103,15 +92,22 @@ impl Replayer {
         r.top_growths = r.top_growths.saturating_add(1);
         r.top_levels = Some(g.levels);
         Self::close_alloc(st, &mut self.reports, &self.opts, index);
-        match st.pending.iter_mut().find(|q| q.tid == ev.tid) {
-            Some(p) => p.grew_to = Some(g.levels),
-            None => st.pending.push(Pending {
-                tid: ev.tid,
+        pending_of(st, ev.tid, index).grew_to = Some(g.levels);
+    }
+}
+
+/// The events thread `tid` buffered for its operation on this domain (new from `index`).
+fn pending_of(st: &mut DomainState, tid: u32, index: u64) -> &mut Pending {
+    match st.pending.iter().position(|q| q.tid == tid) {
+        Some(i) => &mut st.pending[i],
+        None => {
+            st.pending.push(Pending {
+                tid,
                 first_index: index,
                 runs: std::mem::take(&mut st.spare_runs),
-                grew_to: Some(g.levels),
                 ..Default::default()
-            }),
+            });
+            st.pending.last_mut().expect("just pushed")
         }
     }
 }

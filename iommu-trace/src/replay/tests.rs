@@ -445,7 +445,7 @@ fn smmu_stage_from_the_drivers_enum() {
 // same for this stream (increase_top, then the path); its v2 domains are not modelled.
 #[test]
 fn amd_v1_and_7x_amdv1_domains_verify() {
-    const PGSIZES: u64 = ((1u64 << 52) - 1) & !0xfff & !(1u64 << 39);
+    const PGSIZES: u64 = crate::model::amd_v1::AMD_IOMMU_PGSIZES;
     let amd = |fields: &[(&str, u64)]| alloc_ev(D1, "amd", fields, PGSIZES, u64::MAX);
     let stream = |fields: &[(&str, u64)]| {
         vec![
@@ -490,7 +490,7 @@ fn amd_v1_and_7x_amdv1_domains_verify() {
 // checked for it.
 #[test]
 fn growth_events_are_checked_against_the_model() {
-    const PGSIZES: u64 = ((1u64 << 52) - 1) & !0xfff & !(1u64 << 39);
+    const PGSIZES: u64 = crate::model::amd_v1::AMD_IOMMU_PGSIZES;
     let grow = |levels| {
         ev(
             1,

@@ -12,7 +12,7 @@ pub use attach::{recording_kind, Fallback, ProbeStatus, ProgramRunStats, Refusal
 pub use features::KernelFeatures;
 pub use plan::{
     Attachment, DriverField, DriverInfo, Gap, GapReason, MissingPoint, ObjectRef, ObjectRefs, Plan,
-    PointPlan, PointStatus, ProgramKind, RefKind, OBJECT_TYPES,
+    PointPlan, PointStatus, ProgramKind, RefKind, OBJECT_TYPES, TOP_GROWTH_POINT,
 };
 
 use serde::{Deserialize, Serialize};

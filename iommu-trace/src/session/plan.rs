@@ -237,6 +237,10 @@ impl fmt::Display for PointStatus {
     }
 }
 
+/// The probe point of a page table's top growing (`pt_grow` events): `probe/` plans it, the
+/// replay checks growing tables against it where a session recorded it.
+pub const TOP_GROWTH_POINT: &str = "pt_grow";
+
 /// One logical probe point and what serves it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PointPlan {
