@@ -1285,6 +1285,26 @@ mod tests {
         assert_eq!(m.levels(), 3);
     }
 
+    // NS(map_range) on 7.x: a range no page size fits (misaligned to 4K) is -ENXIO; one
+    // that wraps past the end of the address space is -EOVERFLOW; neither touches a table.
+    #[test]
+    fn generic_pt_bad_ranges() {
+        let mut m = amdv1(64, AMD_PGSIZES);
+        for (iova, paddr, size, want) in [
+            (0x800, 0x800, SZ_4K, errno::ENXIO),
+            (0, 0, 0x1800, errno::ENXIO),
+            (u64::MAX - 0xfff, 0, 2 * SZ_4K, errno::EOVERFLOW),
+        ] {
+            let mut log = PageLog::new();
+            assert_eq!(
+                chunk::iommu_map(&mut m, iova, paddr, size, &mut log),
+                Err(want)
+            );
+            assert_eq!(log.ops, vec![], "{iova:#x}+{size:#x}");
+        }
+        assert_eq!(m.live_pages(), 1);
+    }
+
     // fmt/amdv1.h: a 64K leaf is 16 contiguous 4K entries and a 4M leaf 2 contiguous 2M
     // entries; the whole-range unmap removes them and frees the tables it covers.
     #[test]

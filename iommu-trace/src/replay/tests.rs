@@ -483,6 +483,52 @@ fn amd_v1_and_7x_amdv1_domains_verify() {
     assert!(r.to_string().contains("amd with page-table mode 2"), "{r}");
 }
 
+// A 7.x AMD domain whose recorded fields make no AMDv1 table is unverifiable, saying why:
+// a top level past 5, a VA width out of range, page sizes below 4K, no `max_vasz_lg2` and
+// no aperture, no `pd_mode`.
+#[test]
+fn impossible_amdv1_fields_are_named() {
+    const PGSIZES: u64 = crate::model::amd_v1::AMD_IOMMU_PGSIZES;
+    let top = |level: u64| ("top_of_table", 0xffff_8880_0000_0000 | level);
+    for (fields, pgsizes, aperture_end, want) in [
+        (
+            vec![("pd_mode", 1), top(6), ("max_vasz_lg2", 64)],
+            PGSIZES,
+            u64::MAX,
+            "top level 6",
+        ),
+        (
+            vec![("pd_mode", 1), top(2), ("max_vasz_lg2", 12)],
+            PGSIZES,
+            u64::MAX,
+            "max_vasz_lg2 12",
+        ),
+        (
+            vec![("pd_mode", 1), top(2), ("max_vasz_lg2", 64)],
+            0x800,
+            u64::MAX,
+            "page sizes 0x800",
+        ),
+        (vec![("pd_mode", 1), top(2)], PGSIZES, 0, "max_vasz_lg2"),
+        (
+            vec![top(2), ("max_vasz_lg2", 64)],
+            PGSIZES,
+            u64::MAX,
+            "pd_mode",
+        ),
+    ] {
+        let r = replay(
+            vec![alloc_ev(D1, "amd", &fields, pgsizes, aperture_end)],
+            &ReplayOptions::default(),
+        );
+        let text = r.to_string();
+        assert!(
+            matches!(r.domains[0].verdict, Verdict::Unverifiable(_)) && text.contains(want),
+            "{want}: {text}"
+        );
+    }
+}
+
 // Where the capture records page-table growth (`pt_grow`), a growing model must grow at the
 // same map to the same levels: 6.12's v1 grows one level per event (3 -> 4 for a map at
 // 2^39), 7.x's AMDv1 once per map to its final level (3 -> 5 for a map at 2^48). A missing,
