@@ -20,6 +20,7 @@ pub mod procfs;
 pub mod replay;
 pub mod session;
 pub mod state;
+pub mod tested;
 pub mod text;
 pub mod tui;
 pub mod uapi;

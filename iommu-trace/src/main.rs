@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use iommu_trace::capture::inspect::Format;
 use iommu_trace::collect::LiveOptions;
 use iommu_trace::commands;
@@ -120,6 +120,12 @@ enum Cmd {
         #[arg(long, value_name = "EVENTS", requires = "from", value_parser = rate)]
         rate: Option<f64>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell) to standard
+    /// output, e.g. `iommu-trace completions bash > /etc/bash_completion.d/iommu-trace`.
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (iommu-trace.1 and one per subcommand) into DIR (packaging).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
     /// Live full-screen view of IOMMU domains, page tables, rates and failures (or browse a
     /// capture with --from). Keys: q quit, p pause, s sort, / filter, tab view, ? help.
     Top {
@@ -242,8 +248,46 @@ impl From<LiveArgs> for LiveOptions {
     }
 }
 
+/// The clap definition, with `--version`'s long text: what a bug report needs besides the
+/// version (the capture format it writes and reads, the kernels it was tested on).
+fn command() -> clap::Command {
+    let mut text = format!(
+        "{}\ncapture format {} (reads formats {} to {})\ntested kernels (the VM matrix):",
+        env!("CARGO_PKG_VERSION"),
+        iommu_trace::capture::FORMAT_VERSION,
+        iommu_trace::capture::MIN_FORMAT_VERSION,
+        iommu_trace::capture::FORMAT_VERSION,
+    );
+    for k in iommu_trace::tested::TESTED_KERNELS {
+        text.push_str(&format!(
+            "\n  Linux {} {}: {}",
+            k.version,
+            k.arch,
+            k.iommus.join(", ")
+        ));
+    }
+    Cli::command().long_version(text)
+}
+
+/// Man pages generated from the clap definitions: the top page and one per visible
+/// subcommand (`iommu-trace-record.1`, ...), as `man iommu-trace-record` finds them.
+fn write_man_pages(dir: &std::path::Path) -> Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cmd = command();
+    clap_mangen::generate_to(cmd, dir)
+        .with_context(|| format!("writing man pages into {}", dir.display()))?;
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
+        Cmd::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "iommu-trace", &mut script);
+            out(String::from_utf8_lossy(&script))?;
+        }
+        Cmd::Man { dir } => write_man_pages(&dir)?,
         Cmd::Probes {
             json,
             deny,
@@ -363,10 +407,17 @@ fn main() -> ExitCode {
             )
         })
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if matches!(
         cli.cmd,
-        Cmd::Probes { .. } | Cmd::Inspect { .. } | Cmd::Replay { .. } | Cmd::Exercise(_)
+        Cmd::Probes { .. }
+            | Cmd::Inspect { .. }
+            | Cmd::Replay { .. }
+            | Cmd::Exercise(_)
+            | Cmd::Completions { .. }
     ) {
         // Commands whose output goes to a pager or `head`: end quietly when the reader goes
         // away, as other Unix filters do, instead of failing on a broken pipe.

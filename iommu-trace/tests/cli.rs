@@ -677,3 +677,62 @@ fn a_pid_filtered_capture_does_not_check_the_object_graph() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn version_names_the_capture_format_and_the_tested_kernels() {
+    let o = iommu_trace(&["--version"]);
+    assert!(o.status.success());
+    let t = text(&o);
+    let format = iommu_trace::capture::FORMAT_VERSION;
+    assert!(t.contains(&format!("capture format {format}")), "{t}");
+    for k in iommu_trace::tested::TESTED_KERNELS {
+        assert!(
+            t.contains(&format!("Linux {} {}", k.version, k.arch)),
+            "{t}"
+        );
+    }
+}
+
+#[test]
+fn completions_cover_every_subcommand() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = iommu_trace(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", text(&o));
+        let script = String::from_utf8(o.stdout).unwrap();
+        for sub in ["record", "inspect", "replay", "serve", "top", "probes"] {
+            assert!(script.contains(sub), "{shell} completion lacks {sub}");
+        }
+        assert!(
+            script.contains("ringbuf-size"),
+            "{shell} completion lacks record's flags"
+        );
+    }
+    let o = iommu_trace(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("possible values"), "{}", text(&o));
+}
+
+#[test]
+fn man_pages_are_written_one_per_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = iommu_trace(&["man", dir.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    for page in [
+        "iommu-trace.1",
+        "iommu-trace-record.1",
+        "iommu-trace-replay.1",
+    ] {
+        let roff = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(
+            roff.starts_with(".ie") || roff.contains(".TH"),
+            "{page}: {roff:.200}"
+        );
+    }
+    let record = std::fs::read_to_string(dir.path().join("iommu-trace-record.1")).unwrap();
+    assert!(
+        record.contains("ringbuf"),
+        "the record page lacks its flags"
+    );
+    // A hidden command gets no page.
+    assert!(!dir.path().join("iommu-trace-man.1").exists());
+}

@@ -364,3 +364,40 @@ pub fn demo(version: &str, arch: Arch) -> Result<()> {
     );
     Ok(())
 }
+
+// The binary's `--version` lists the matrix from this file: the one the harness runs.
+#[cfg(test)]
+#[path = "../../../iommu-trace/src/tested.rs"]
+mod tested;
+
+#[cfg(test)]
+mod tests {
+    use super::{tested, Iommu, DEFAULT_X86_IOMMUS};
+    use crate::kernel::{Arch, MATRIX};
+
+    fn iommu_name(i: Iommu) -> &'static str {
+        match i {
+            Iommu::Intel => "Intel VT-d",
+            Iommu::Amd => "AMD-Vi",
+        }
+    }
+
+    #[test]
+    fn the_binary_names_the_matrix_the_harness_runs() {
+        let ran: Vec<(String, Vec<&str>)> = MATRIX
+            .iter()
+            .map(|(v, arch)| {
+                let iommus = match arch {
+                    Arch::X86_64 => DEFAULT_X86_IOMMUS.iter().map(|i| iommu_name(*i)).collect(),
+                    Arch::Arm64 => vec!["Arm SMMUv3"],
+                };
+                (format!("{v} {arch}"), iommus)
+            })
+            .collect();
+        let printed: Vec<(String, Vec<&str>)> = tested::TESTED_KERNELS
+            .iter()
+            .map(|k| (format!("{} {}", k.version, k.arch), k.iommus.to_vec()))
+            .collect();
+        assert_eq!(printed, ran);
+    }
+}
