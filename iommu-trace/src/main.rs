@@ -47,6 +47,18 @@ enum Cmd {
         /// Stop after this many seconds (more than 0, at most 10 years).
         #[arg(long, value_name = "SECONDS", value_parser = seconds)]
         duration: Option<Duration>,
+        /// Rotate: write FILE's parts NAME.000000.EXT, NAME.000001.EXT, ..., starting a new
+        /// one once the current one holds this many bytes (K, M, G suffixes: KiB, MiB, GiB).
+        /// Each part is a complete capture; `inspect`, `replay`, `top --from` and `serve
+        /// --from` read the parts given together as one stream.
+        #[arg(long, value_name = "BYTES", value_parser = byte_size)]
+        rotate_size: Option<u64>,
+        /// Rotate (as --rotate-size) once the current part is this many seconds old.
+        #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+        rotate_every: Option<Duration>,
+        /// With rotation: keep only the newest N parts, deleting older ones.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        rotate_keep: Option<u64>,
         #[command(flatten)]
         live: LiveArgs,
         /// Create this file once the probes are attached.
@@ -55,7 +67,9 @@ enum Cmd {
     },
     /// Print a capture: every event as text or JSON lines, or its summary.
     Inspect {
-        file: PathBuf,
+        /// The capture: one file, or the parts of a rotated recording (read as one stream).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
         /// text or jsonl
         #[arg(long, default_value = "text")]
         format: Format,
@@ -71,7 +85,9 @@ enum Cmd {
     /// lost, a damaged or truncated capture, probe points missing, a domain the models cannot
     /// check); 2 an error.
     Replay {
-        file: PathBuf,
+        /// The capture: one file, or the parts of a rotated recording (read as one stream).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
         /// auto (by driver), vtd or smmuv3
         #[arg(long, default_value = "auto")]
         model: iommu_trace::model::ModelSelect,
@@ -99,9 +115,10 @@ enum Cmd {
         /// Address to listen on (loopback by default; 0.0.0.0:9464 to expose it).
         #[arg(long, default_value = commands::serve::DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
-        /// Serve the metrics of this capture instead of tracing (then keep serving).
-        #[arg(long, value_name = "FILE")]
-        from: Option<PathBuf>,
+        /// Serve the metrics of this capture instead of tracing (then keep serving); the
+        /// parts of a rotated recording are read as one stream.
+        #[arg(long, value_name = "FILE", num_args = 1..)]
+        from: Vec<PathBuf>,
         /// Owner cgroups given their own series; the others are summed as "other".
         #[arg(long, value_name = "N", default_value_t = 10)]
         top_cgroups: usize,
@@ -129,9 +146,10 @@ enum Cmd {
     /// Live full-screen view of IOMMU domains, page tables, rates and failures (or browse a
     /// capture with --from). Keys: q quit, p pause, s sort, / filter, tab view, ? help.
     Top {
-        /// Browse this capture instead of tracing this host.
-        #[arg(long, value_name = "FILE")]
-        from: Option<PathBuf>,
+        /// Browse this capture instead of tracing this host; the parts of a rotated recording
+        /// are read as one stream.
+        #[arg(long, value_name = "FILE", num_args = 1..)]
+        from: Vec<PathBuf>,
         /// With --from: replay at N times real time (0.001 to 1e6); 0 = as fast as possible,
         /// then hold.
         #[arg(long, value_name = "N", default_value_t = 1.0, requires = "from", value_parser = speed)]
@@ -197,6 +215,40 @@ fn seconds(s: &str) -> Result<Duration, String> {
         return Err("0 is out of range: give a positive number of seconds".into());
     }
     Ok(Duration::from_secs_f64(v))
+}
+
+/// `--rotate-size`: bytes, with an optional K, M or G suffix (powers of 1024); at least
+/// 64 KiB, the size of one frame, so that a part holds more than its header.
+fn byte_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => {
+            return Err(format!(
+                "{s:?}: give bytes, with an optional K, M or G suffix"
+            ))
+        }
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size: give bytes, e.g. 65536, 512K or 100M"))?;
+    let bytes = n
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s} is too large"))?;
+    if bytes < 64 << 10 {
+        return Err(format!(
+            "{s} is too small: give at least 64K (one capture frame)"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// `serve --rate`: events per second.
@@ -310,29 +362,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Record {
             output,
             duration,
+            rotate_size,
+            rotate_every,
+            rotate_keep,
             live,
             ready_file,
         } => {
+            if rotate_keep.is_some() && rotate_size.is_none() && rotate_every.is_none() {
+                anyhow::bail!(
+                    "--rotate-keep needs --rotate-size or --rotate-every: without rotation \
+                     there is one file to keep"
+                );
+            }
             commands::record::run(commands::record::RecordOptions {
                 output,
                 duration,
+                rotation: iommu_trace::capture::Rotation {
+                    max_bytes: rotate_size,
+                    every: rotate_every,
+                    keep: rotate_keep.map(|n| n as usize),
+                },
                 live: live.into(),
                 ready_file,
             })?;
         }
         Cmd::Inspect {
-            file,
+            files,
             format,
             summary,
         } => {
             let mut stdout = std::io::stdout().lock();
-            let s = commands::inspect::run(&file, format, summary, &mut stdout)?;
+            let s = commands::inspect::run(&files, format, summary, &mut stdout)?;
             if summary {
                 out(format_args!("{s}\n"))?;
             }
         }
         Cmd::Replay {
-            file,
+            files,
             model,
             vtd,
             smmu,
@@ -345,7 +411,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 smmu,
                 what_if,
             };
-            let report = commands::replay::run(&file, &opts)?;
+            let report = commands::replay::run(&files, &opts)?;
             if json {
                 out(format_args!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {

@@ -176,6 +176,40 @@ fn record_rejects_bad_flags_before_touching_the_kernel() {
     let o = iommu_trace(&["inspect", "x.itc", "--format", "xml"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("xml"), "{}", text(&o));
+    let o = iommu_trace(&["record", "-o", "/tmp/x.itc", "--rotate-keep", "3"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--rotate-size or --rotate-every"),
+        "{}",
+        text(&o)
+    );
+    for (size, says) in [
+        ("1K", "too small"),
+        ("12Q", "suffix"),
+        ("12,5M", "not a size"),
+    ] {
+        let o = iommu_trace(&["record", "-o", "/tmp/x.itc", "--rotate-size", size]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(says), "{size}: {}", text(&o));
+    }
+}
+
+#[test]
+fn inspect_reads_files_that_are_not_one_recording_only_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.itc"), dir.path().join("b.itc"));
+    write_capture(&a, 10);
+    write_capture(&b, 10);
+    let o = iommu_trace(&[
+        "inspect",
+        "--summary",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("is a whole recording"), "{}", text(&o));
+    let o = iommu_trace(&["replay", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
 #[test]

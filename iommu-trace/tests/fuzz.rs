@@ -27,7 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use iommu_trace::capture::inspect::{dump, Format};
-use iommu_trace::capture::{CaptureHeader, CaptureReader, CaptureWriter, FinishInfo, LostTotals};
+use iommu_trace::capture::{
+    CaptureHeader, CaptureReader, CaptureSource, CaptureWriter, FinishInfo, LostTotals,
+};
 use iommu_trace::events::Event;
 use iommu_trace::replay::{replay_reader, Choice, Outcome};
 use proptest::prelude::RngExt;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use iommu_trace::capture::read_all;
+use iommu_trace::capture::{read_all, CaptureSource};
 use iommu_trace::events::{Event, EventBody};
 use iommu_trace::replay::{replay, replay_file, Choice, ReplayOptions, Report};
 
@@ -16,7 +16,7 @@ fn golden_path(name: &str) -> PathBuf {
 
 /// A golden capture replayed as `iommu-trace replay` does it (options from its header).
 fn replay_golden(name: &str) -> Report {
-    replay_file(&golden_path(name), &Choice::default(), |_| {})
+    replay_file(&[golden_path(name)], &Choice::default(), |_| {})
         .expect("replay")
         .report
 }
@@ -104,7 +104,7 @@ fn golden_7_3_captures_verify_under_the_detected_behaviour() {
             &["arm-smmu-v3", "mock"][..],
         ),
     ] {
-        let done = replay_file(&golden_path(name), &Choice::default(), |_| {}).expect("replay");
+        let done = replay_file(&[golden_path(name)], &Choice::default(), |_| {}).expect("replay");
         assert_eq!(done.warning, None, "{name}");
         let report = done.report;
         assert_eq!(
@@ -666,7 +666,7 @@ fn what_if_compares_with_the_amd_formats() {
             what_if: true,
             ..Choice::default()
         };
-        let report = replay_file(&golden_path(name), &choice, |_| {})
+        let report = replay_file(&[golden_path(name)], &choice, |_| {})
             .expect("replay")
             .report;
         assert!(report.all_verified(), "{name}:\n{report}");

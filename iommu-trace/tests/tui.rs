@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use iommu_trace::capture::CaptureReader;
+use iommu_trace::capture::{CaptureReader, CaptureSource};
 use iommu_trace::events::{DomainKind, Event, EventBody};
 
 const BIN: &str = env!("CARGO_BIN_EXE_iommu-trace");

@@ -48,6 +48,8 @@ pub struct CaptureHeader {
     pub session: Option<Session>,
     /// Why the header's session record could not be read (`session` is then `None`).
     pub session_problem: Option<String>,
+    /// Set when the file is one part of a rotated recording (`record --rotate-*`).
+    pub rotation: Option<RotationPart>,
     /// Fields written by other versions, kept as they are.
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -73,8 +75,22 @@ struct Stored {
     /// to the unchecked version field that makes another readable version is caught.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     format_version: Option<u32>,
+    /// A part of a rotated set (format 5 files of this version on; older ones are whole
+    /// recordings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rotation: Option<RotationPart>,
     #[serde(flatten)]
     extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Which part of which rotated recording a file is: the parts of one `record` share `set`
+/// and are numbered from 0 without gaps, so a reader can order them and tell one missing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationPart {
+    /// The recording's identity (a random UUID read from the kernel at its start).
+    pub set: String,
+    /// 0 for the first file of the recording.
+    pub part: u64,
 }
 
 /// A format-1 attach failure: the reason was free text.
@@ -102,6 +118,7 @@ impl CaptureHeader {
             ringbuf_bytes,
             session: Some(session),
             session_problem: None,
+            rotation: None,
             extra: serde_json::Map::new(),
         }
     }
@@ -130,6 +147,7 @@ impl CaptureHeader {
             ringbuf_bytes: self.ringbuf_bytes,
             session,
             format_version: Some(super::FORMAT_VERSION),
+            rotation: self.rotation.clone(),
             extra: self.extra.clone(),
         })
     }
@@ -152,6 +170,7 @@ impl CaptureHeader {
             ringbuf_bytes: stored.ringbuf_bytes,
             session: None,
             session_problem: None,
+            rotation: stored.rotation,
             extra: stored.extra,
         };
         let session = if version == 1 {

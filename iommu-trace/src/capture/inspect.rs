@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
-use super::{CaptureReader, Ending, LostTotals};
+use super::{CaptureSource, Ending, LostTotals};
 use crate::events::{
     errno_name, hwpt_flag_names, DestroyHow, Event, EventBody, IoasOp, MapOp, Pin, PtPages,
     UserData,
@@ -698,8 +698,8 @@ impl fmt::Display for Summary {
 /// Writes every event of `reader` to `out` in `format` and returns their summary, with the
 /// file's ending. A warning (file cut short or damaged) is not written to `out`: it is in
 /// `summary.ending` for the caller to print.
-pub fn dump<R: Read, W: Write>(
-    reader: &mut CaptureReader<R>,
+pub fn dump<W: Write>(
+    reader: &mut impl CaptureSource,
     format: Format,
     out: &mut W,
 ) -> io::Result<Summary> {

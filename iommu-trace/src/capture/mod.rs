@@ -87,13 +87,17 @@ mod header;
 pub mod inspect;
 pub mod pace;
 mod reader;
+mod rotate;
+mod set;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
-pub use header::{CaptureHeader, ClockBase, LostTotals, Trailer};
-pub use reader::{read_all, CaptureReader, CaptureWarning, Ending, StopReason};
+pub use header::{CaptureHeader, ClockBase, LostTotals, RotationPart, Trailer};
+pub use reader::{read_all, CaptureReader, CaptureSource, CaptureWarning, Ending, StopReason};
+pub use rotate::{part_path, RecordingWriter, Rotation};
+pub use set::CaptureSet;
 pub use writer::{CaptureWriter, FinishInfo, WriteStats};
 
 /// The first eight bytes of every capture file.
@@ -140,6 +144,8 @@ pub enum CaptureError {
     BadHeader { what: String, reason: String },
     #[error("an event record of {0} bytes does not fit in a capture frame")]
     RecordTooLarge(usize),
+    #[error("{0}")]
+    NotOneSet(String),
     #[error("the capture writer failed earlier, so the file is incomplete; start a new capture")]
     WriterFailed,
 }

@@ -1,10 +1,9 @@
 //! Feeding a capture to a live consumer at a chosen pace: the one pacer that
 //! `serve --from` (the exporter's state) and `top --from` (the TUI's board) share.
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
-use super::{CaptureReader, CaptureWarning};
+use super::{CaptureSource, CaptureWarning};
 use crate::events::{Event, EventBody};
 
 /// How fast a capture is fed.
@@ -75,9 +74,9 @@ impl Pacer {
 
     /// Feeds what `reader` has left into `target`, paced, yielding to the runtime between
     /// batches so that signals and other tasks run.
-    pub async fn feed<R: Read>(
+    pub async fn feed(
         &mut self,
-        reader: &mut CaptureReader<R>,
+        reader: &mut impl CaptureSource,
         target: &mut impl FeedTarget,
     ) -> Fed {
         let mut fed = Fed::default();
@@ -185,7 +184,7 @@ fn nanos(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::{CaptureHeader, CaptureWriter, FinishInfo};
+    use crate::capture::{CaptureHeader, CaptureReader, CaptureWriter, FinishInfo};
     use crate::events::{DomainFree, KernelPtr};
 
     fn capture(times_ms: &[u64]) -> Vec<u8> {

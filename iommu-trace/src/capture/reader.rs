@@ -38,12 +38,22 @@ pub enum StopReason {
     DataAfterTrailer,
     #[error("read error: {0}")]
     Io(String),
+    #[error(
+        "the recording's first {0} rotated part(s) are not among the files read (removed by \
+         --rotate-keep, or not given): what happened before this stream began is not in it"
+    )]
+    EarlierPartsMissing(u64),
 }
 
 /// Where and why reading stopped early: a warning to print; the events before it are good.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("capture reading stopped at byte offset {offset}, after {events} events: {reason}")]
+#[error(
+    "{}capture reading stopped at byte offset {offset}, after {events} events: {reason}",
+    .file.as_deref().map(|f| format!("{f}: ")).unwrap_or_default()
+)]
 pub struct CaptureWarning {
+    /// The file it is in, when the capture is a set of several (a rotated recording).
+    pub file: Option<String>,
     /// Byte offset in the file of the frame (or record) that could not be read.
     pub offset: u64,
     /// Events read before it.
@@ -84,6 +94,25 @@ impl fmt::Display for Ending {
             ),
             Ending::Incomplete(w) => write!(f, "{w}"),
         }
+    }
+}
+
+/// A capture being read, one file ([`CaptureReader`]) or a rotated set of them
+/// ([`CaptureSet`](super::CaptureSet)): its header, its events, then how it ended. Every
+/// consumer of a capture reads through this.
+pub trait CaptureSource: Iterator<Item = Result<Event, CaptureWarning>> {
+    fn header(&self) -> &CaptureHeader;
+    /// How the capture ended; `None` until the iterator has reached its end.
+    fn ending(&self) -> Option<&Ending>;
+}
+
+impl<R: Read> CaptureSource for CaptureReader<R> {
+    fn header(&self) -> &CaptureHeader {
+        &self.header
+    }
+
+    fn ending(&self) -> Option<&Ending> {
+        self.ending.as_ref()
     }
 }
 
@@ -209,22 +238,14 @@ impl<R: Read> CaptureReader<R> {
         })
     }
 
-    pub fn header(&self) -> &CaptureHeader {
-        &self.header
-    }
-
     /// The file's format version.
     pub fn version(&self) -> u32 {
         self.version
     }
 
-    /// How the file ended; `None` until the iterator has reached its end.
-    pub fn ending(&self) -> Option<&Ending> {
-        self.ending.as_ref()
-    }
-
     fn stop(&mut self, offset: u64, reason: StopReason) -> CaptureWarning {
         let w = CaptureWarning {
+            file: None,
             offset,
             events: self.events,
             reason,

@@ -341,7 +341,7 @@ fn samples() -> Vec<Event> {
     ]
 }
 
-fn header() -> CaptureHeader {
+pub(super) fn header() -> CaptureHeader {
     CaptureHeader {
         tool_version: "0.1.0".into(),
         kernel_release: "6.12.0-test".into(),
@@ -354,6 +354,7 @@ fn header() -> CaptureHeader {
         ringbuf_bytes: 1 << 22,
         session: Some(test_session()),
         session_problem: None,
+        rotation: None,
         extra: Default::default(),
     }
 }
@@ -556,7 +557,7 @@ impl Rng {
 /// A map/unmap-heavy stream like a VMM's: a few domains, vCPU and I/O threads on 4 CPUs,
 /// mostly 4 KiB maps with some 2 MiB ones, physical pages in short contiguous runs, page-table
 /// pages as new tables are needed, batches of unmaps with their page-table frees.
-fn realistic_stream(n: usize) -> Vec<Event> {
+pub(super) fn realistic_stream(n: usize) -> Vec<Event> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let tasks = [
         (4100, 4100, "qemu-system-x86"),

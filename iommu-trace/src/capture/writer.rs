@@ -132,6 +132,16 @@ impl<W: Write> CaptureWriter<W> {
         self.stats
     }
 
+    /// Bytes of events buffered for the next frame (not in `stats().bytes` yet).
+    pub fn pending_bytes(&self) -> u64 {
+        self.frame.len() as u64
+    }
+
+    /// The sum of the `lost` events written.
+    pub fn lost_in_stream(&self) -> LostTotals {
+        self.lost_in_stream
+    }
+
     #[cfg(test)]
     pub(crate) fn set_table_limits(&mut self, max_tasks: usize, max_ptrs: usize) {
         self.enc.set_limits(max_tasks, max_ptrs);

@@ -9,7 +9,7 @@ pub mod top;
 
 /// A warning on standard error. Warnings quote files and what the kernel said: control
 /// characters are escaped for the terminal.
-pub(crate) fn warn(file: &std::path::Path, what: impl std::fmt::Display) {
-    let text = format!("warning: {}: {what}", file.display());
+pub(crate) fn warn(capture: &str, what: impl std::fmt::Display) {
+    let text = format!("warning: {capture}: {what}");
     eprintln!("{}", crate::text::printable_lines(&text));
 }

@@ -6,13 +6,15 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::capture::inspect::Summary;
-use crate::capture::{CaptureHeader, CaptureWriter, ClockBase, FinishInfo, LostTotals};
+use crate::capture::{CaptureError, CaptureHeader, LostTotals, RecordingWriter, Rotation};
 use crate::collect::{self, EventSink, Live, LiveOptions};
 use crate::events::Event;
 
 pub struct RecordOptions {
     pub output: PathBuf,
     pub duration: Option<Duration>,
+    /// Write a rotated set of files instead of one.
+    pub rotation: Rotation,
     /// How to trace this host.
     pub live: LiveOptions,
     /// Created once the probes are attached (for scripts that must not start the workload
@@ -21,21 +23,40 @@ pub struct RecordOptions {
 }
 
 struct Recorder {
-    writer: CaptureWriter<std::io::BufWriter<std::fs::File>>,
+    writer: RecordingWriter,
     summary: Summary,
+}
+
+impl Recorder {
+    /// A write that failed stops the recording: the error says what the file still holds.
+    fn failed(&self, e: CaptureError) -> anyhow::Error {
+        let file = self.writer.current_path().display();
+        let events = self.summary.events;
+        let full = matches!(&e, CaptureError::Io { source, .. }
+            if source.raw_os_error() == Some(libc::ENOSPC));
+        let why = if full {
+            "the disk is full"
+        } else {
+            "writing failed"
+        };
+        anyhow::anyhow!(
+            "{file}: {why} ({e}); recording stopped after {events} events: the file reads up \
+             to its last complete frame, and the events since the last flush (at most about \
+             a second's, and every event after this one) are not in it: `iommu-trace inspect \
+             --summary` shows what it holds"
+        )
+    }
 }
 
 impl EventSink for Recorder {
     fn event(&mut self, event: Event) -> Result<()> {
         self.summary.add(&event);
-        self.writer.write(&event)?;
-        Ok(())
+        self.writer.write(&event).map_err(|e| self.failed(e))
     }
 
     fn tick(&mut self) -> Result<()> {
         // Bounded loss on a crash: at most about a second of events.
-        self.writer.flush()?;
-        Ok(())
+        self.writer.tick().map_err(|e| self.failed(e))
     }
 }
 
@@ -43,8 +64,9 @@ pub fn run(opts: RecordOptions) -> Result<()> {
     let mut live = Live::start(&opts.live)?;
     let header =
         CaptureHeader::for_this_host(live.session().clone(), opts.live.ringbuf_bytes as u64);
-    let writer = CaptureWriter::create(&opts.output, &header)
+    let writer = RecordingWriter::create(&opts.output, header, opts.rotation)
         .with_context(|| format!("creating {}", opts.output.display()))?;
+    let first = writer.current_path().display().to_string();
     let mut recorder = Recorder {
         writer,
         summary: Summary::new(),
@@ -60,18 +82,14 @@ pub fn run(opts: RecordOptions) -> Result<()> {
                 .with_context(|| format!("writing {}", ready.display()))?;
         }
         eprintln!(
-            "recording to {} ({} probes attached); Ctrl-C to stop",
-            opts.output.display(),
+            "recording to {first} ({} probes attached); Ctrl-C to stop",
             live.session().attached_count()
         );
         live.run(&mut recorder, stop).await
     })?;
-    let written = recorder.writer.finish(FinishInfo {
-        lost_reported: LostTotals {
-            ringbuf_full: stats.lost_ringbuf_full,
-            context_full: stats.lost_context_full,
-        },
-        end: Some(ClockBase::now()),
+    let written = recorder.writer.finish(LostTotals {
+        ringbuf_full: stats.lost_ringbuf_full,
+        context_full: stats.lost_context_full,
     })?;
     eprintln!(
         "recorded {} events in {} bytes ({:.1} bytes/event); lost: {} (ring buffer full), {} (context table full); decode errors: {}",

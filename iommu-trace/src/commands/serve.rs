@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use crate::capture::pace::{FeedTarget, Pace, Pacer};
-use crate::capture::{CaptureReader, CaptureWarning};
+use crate::capture::{CaptureSet, CaptureSource, CaptureWarning};
 use crate::collect::{self, EventSink, Live, LiveOptions};
 use crate::events::Event;
 use crate::export::http::{Server, ServerContext};
@@ -25,8 +25,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
 pub struct ServeOptions {
     pub listen: SocketAddr,
-    /// Serve a capture's metrics instead of tracing this host.
-    pub from: Option<PathBuf>,
+    /// Serve a capture's metrics instead of tracing this host (its file, or the parts of a
+    /// rotated recording); empty: trace this host.
+    pub from: Vec<PathBuf>,
     /// Owner cgroups with their own series (the rest: `cgroup="other"`).
     pub top_cgroups: usize,
     /// Live: how to trace this host.
@@ -45,7 +46,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             listen: DEFAULT_LISTEN.parse().expect("valid address"),
-            from: None,
+            from: Vec::new(),
             top_cgroups: 10,
             live: LiveOptions::default(),
             ready_file: None,
@@ -85,9 +86,10 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    match &opts.from {
-        Some(file) => serve_capture(&opts, file, server, &runtime),
-        None => serve_live(&opts, server, &runtime),
+    if opts.from.is_empty() {
+        serve_live(&opts, server, &runtime)
+    } else {
+        serve_capture(&opts, &opts.from, server, &runtime)
     }
     .map(|()| eprintln!("stopped serving on {addr}"))
 }
@@ -116,18 +118,16 @@ fn announce(addr: SocketAddr, what: &str, ready: &Option<PathBuf>) -> Result<()>
 
 fn serve_capture(
     opts: &ServeOptions,
-    file: &PathBuf,
+    files: &[PathBuf],
     server: Server,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<()> {
-    let reader = CaptureReader::open(file)?;
+    let reader = CaptureSet::open(files)?;
     let header = reader.header().clone();
+    let name = reader.name().to_string();
     drop(reader);
     if let Some(problem) = &header.session_problem {
-        log::warn!(
-            "{}: {problem}: which probes recorded is unknown",
-            file.display()
-        );
+        log::warn!("{name}: {problem}: which probes recorded is unknown");
     }
     let probes = header
         .session
@@ -135,7 +135,7 @@ fn serve_capture(
         .map(Session::probe_status)
         .unwrap_or_default();
     let replay = if opts.verify {
-        Some(verify(file)?)
+        Some(verify(files, &name)?)
     } else {
         None
     };
@@ -151,9 +151,9 @@ fn serve_capture(
     runtime.block_on(async {
         let stop = collect_stop()?;
         tokio::pin!(stop);
-        announce(handle.addr, &file.display().to_string(), &opts.ready_file)?;
+        announce(handle.addr, &name, &opts.ready_file)?;
         tokio::select! {
-            r = feed(file, &shared, opts.repeat, opts.rate) => {
+            r = feed(files, &name, &shared, opts.repeat, opts.rate) => {
                 r?;
                 // Everything is in: keep serving until stopped.
                 stop.await;
@@ -171,12 +171,12 @@ fn collect_stop() -> Result<impl std::future::Future<Output = ()>> {
 }
 
 /// Replays the capture once and sums the verdicts.
-fn verify(file: &std::path::Path) -> Result<ReplaySummary> {
+fn verify(files: &[PathBuf], name: &str) -> Result<ReplaySummary> {
     // The same replay as `iommu-trace replay`: the kernel behaviour the capture's probe
     // plan detected, and no verdict without the probe points it needs.
-    let done = replay_file(file, &Choice::default(), |_| {})?;
+    let done = replay_file(files, &Choice::default(), |_| {})?;
     if let Some(warning) = &done.warning {
-        super::warn(file, warning);
+        super::warn(name, warning);
     }
     Ok(ReplaySummary::of(&done.report))
 }
@@ -184,7 +184,7 @@ fn verify(file: &std::path::Path) -> Result<ReplaySummary> {
 /// The exporter's state as a paced feed's target.
 struct StateFeed<'a> {
     shared: &'a Exported,
-    file: &'a std::path::Path,
+    name: &'a str,
     pass: u64,
 }
 
@@ -201,13 +201,19 @@ impl FeedTarget for StateFeed<'_> {
 
     fn damaged(&mut self, warning: &CaptureWarning) {
         if self.pass == 1 {
-            log::warn!("{}: {warning}", self.file.display());
+            log::warn!("{}: {warning}", self.name);
         }
     }
 }
 
 /// Feeds the capture into the state `repeat` times (0: forever), pacing to `rate` events/s.
-async fn feed(file: &PathBuf, shared: &Exported, repeat: u64, rate: Option<f64>) -> Result<()> {
+async fn feed(
+    files: &[PathBuf],
+    name: &str,
+    shared: &Exported,
+    repeat: u64,
+    rate: Option<f64>,
+) -> Result<()> {
     let pace = match rate {
         Some(r) => Pace::EventsPerSec(r),
         None => Pace::Unpaced,
@@ -217,8 +223,8 @@ async fn feed(file: &PathBuf, shared: &Exported, repeat: u64, rate: Option<f64>)
     let mut pass = 0u64;
     while repeat == 0 || pass < repeat {
         pass += 1;
-        let mut reader = CaptureReader::open(file)?;
-        let mut target = StateFeed { shared, file, pass };
+        let mut reader = CaptureSet::open(files)?;
+        let mut target = StateFeed { shared, name, pass };
         let done = pacer.feed(&mut reader, &mut target).await;
         fed += done.events;
         if done.damaged {
@@ -230,7 +236,7 @@ async fn feed(file: &PathBuf, shared: &Exported, repeat: u64, rate: Option<f64>)
                 .note_decode_errors(1);
         }
         if repeat == 0 && fed == 0 {
-            anyhow::bail!("{} holds no events to repeat", file.display());
+            anyhow::bail!("{name} holds no events to repeat");
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! TUI's model on this thread; the draw/input loop runs on its own thread (`tui::run_ui`).
 //! Stops on q, Ctrl-C, SIGINT or SIGTERM; the terminal is restored on each, and on a panic.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::capture::pace::{FeedTarget, Pace, Pacer};
-use crate::capture::{CaptureReader, CaptureWarning};
+use crate::capture::{CaptureSet, CaptureSource, CaptureWarning};
 use crate::collect::{self, EventSink, Live, LiveOptions};
 use crate::events::Event;
 use crate::probe::RunStats;
@@ -19,8 +19,9 @@ use crate::tui::terminal::{self, TerminalGuard};
 use crate::tui::{self, Model, SessionInfo, SharedBoard, UiOptions};
 
 pub struct TopOptions {
-    /// Browse a capture instead of tracing this host.
-    pub from: Option<PathBuf>,
+    /// Browse a capture instead of tracing this host (its file, or the parts of a rotated
+    /// recording); empty: trace this host.
+    pub from: Vec<PathBuf>,
     /// `--from`: times real time; 0 = as fast as possible, then hold the final state.
     pub speed: f64,
     /// Time between frames.
@@ -34,7 +35,7 @@ pub struct TopOptions {
 impl Default for TopOptions {
     fn default() -> Self {
         TopOptions {
-            from: None,
+            from: Vec::new(),
             speed: 1.0,
             refresh: Duration::from_millis(250),
             live: LiveOptions::default(),
@@ -53,9 +54,10 @@ pub fn run(opts: TopOptions) -> Result<()> {
             opts.speed
         );
     }
-    match &opts.from {
-        Some(file) => run_capture(&opts, file),
-        None => run_live(&opts),
+    if opts.from.is_empty() {
+        run_live(&opts)
+    } else {
+        run_capture(&opts, &opts.from)
     }
 }
 
@@ -111,18 +113,18 @@ where
 
 // ---- capture ----------------------------------------------------------------------------
 
-fn run_capture(opts: &TopOptions, file: &Path) -> Result<()> {
-    let reader = CaptureReader::open(file)?;
-    let meta = SessionInfo::for_capture(reader.header(), &file.display().to_string(), opts.speed);
+fn run_capture(opts: &TopOptions, files: &[PathBuf]) -> Result<()> {
+    let reader = CaptureSet::open(files)?;
+    let meta = SessionInfo::for_capture(reader.header(), reader.name(), opts.speed);
     if let Some(problem) = &reader.header().session_problem {
-        log::warn!("{}: {problem}", file.display());
+        log::warn!("{}: {problem}", reader.name());
     }
     drop(reader);
     let shared = Arc::new(SharedBoard::new(Model::new(meta)));
     let speed = opts.speed;
-    let file = file.to_path_buf();
+    let files = files.to_vec();
     with_ui(opts, shared, false, move |shared| async move {
-        feed_capture(&file, &shared, speed).await?;
+        feed_capture(&files, &shared, speed).await?;
         // The final state stays on screen until the user quits.
         std::future::pending::<()>().await;
         Ok(())
@@ -163,8 +165,8 @@ impl FeedTarget for BoardFeed<'_> {
 
 /// Feeds a capture into the board, paced at `speed` times real time (0: at once), holding
 /// still while the user has paused.
-pub async fn feed_capture(file: &Path, shared: &SharedBoard, speed: f64) -> Result<()> {
-    let mut reader = CaptureReader::open(file)?;
+pub async fn feed_capture(files: &[PathBuf], shared: &SharedBoard, speed: f64) -> Result<()> {
+    let mut reader = CaptureSet::open(files)?;
     let mut target = BoardFeed { shared };
     Pacer::new(Pace::RealTime(speed), 512)
         .feed(&mut reader, &mut target)

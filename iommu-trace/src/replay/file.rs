@@ -4,9 +4,9 @@
 //! contained) unless the user overrides it, and no verdict passes without the probe points
 //! the verification needs.
 
-use std::path::Path;
+use std::path::PathBuf;
 
-use crate::capture::{CaptureError, CaptureHeader, CaptureReader, Ending};
+use crate::capture::{CaptureError, CaptureHeader, CaptureSet, CaptureSource, Ending};
 use crate::model::{KernelBehaviour, ModelSelect, SmmuBehaviour, VtdBehaviour};
 use crate::session::{MissingPoint, Session, TOP_GROWTH_POINT};
 
@@ -80,20 +80,20 @@ pub struct FileReport {
     pub warning: Option<String>,
 }
 
-/// Replays the capture at `path`; `progress` is called with the events done so far.
-/// Events after a damaged frame are not read: `warning` says so, and the report covers what
-/// was read.
+/// Replays the capture in `files` (one file, or the parts of a rotated recording);
+/// `progress` is called with the events done so far. Events after a damaged frame are not
+/// read: `warning` says so, and the report covers what was read.
 pub fn replay_file(
-    path: &Path,
+    files: &[PathBuf],
     choice: &Choice,
     progress: impl FnMut(u64),
 ) -> Result<FileReport, CaptureError> {
-    Ok(replay_reader(CaptureReader::open(path)?, choice, progress))
+    Ok(replay_reader(CaptureSet::open(files)?, choice, progress))
 }
 
-/// [`replay_file`] of a capture already opened (a file, or bytes in memory).
-pub fn replay_reader<R: std::io::Read>(
-    mut reader: CaptureReader<R>,
+/// [`replay_file`] of a capture already opened (files, or bytes in memory).
+pub fn replay_reader(
+    mut reader: impl CaptureSource,
     choice: &Choice,
     progress: impl FnMut(u64),
 ) -> FileReport {

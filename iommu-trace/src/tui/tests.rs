@@ -12,7 +12,7 @@ use ratatui::Terminal;
 use super::app::{Action, App, View};
 use super::board::{Mode, Model, SessionInfo, GROWTH_POINTS, HISTORY_TOTAL, MAX_FREED};
 use super::render;
-use crate::capture::CaptureReader;
+use crate::capture::{CaptureReader, CaptureSource};
 use crate::events::{
     AllocOp, DomainAlloc, DomainFree, DomainKind, Event, EventBody, Geometry, HwptAlloc, KernelPtr,
     Lost, MapOp, PtCause, PtPages,
