@@ -355,7 +355,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 out(commands::probes::report(
                     &plan,
-                    nix::unistd::geteuid().is_root(),
+                    &iommu_trace::probe::privileges::missing(),
                 ))?;
             }
         }

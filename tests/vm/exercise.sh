@@ -24,6 +24,29 @@ echo $? > $R/notroot-record.rc
 su -s /bin/sh nobody -c "iommu-trace probes" > $R/notroot-probes.txt 2>&1
 echo $? > $R/notroot-probes.rc
 
+# Least privilege: record as nobody holding exactly CAP_BPF, CAP_PERFMON and CAP_SYSLOG
+# (ambient, as a systemd unit's AmbientCapabilities gives them) under the map/unmap loop.
+# setpriv is in the x86_64 guest only.
+if [ -x /usr/bin/setpriv ]; then
+    mkdir -p /tmp/caps && chmod 777 /tmp/caps
+    /usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups \
+        --inh-caps=-all,+bpf,+perfmon,+syslog --ambient-caps=-all,+bpf,+perfmon,+syslog \
+        --bounding-set=-all,+bpf,+perfmon,+syslog \
+        iommu-trace record -o /tmp/caps/caps.itc --ready-file /tmp/caps/ready > $R/caps-record.log 2>&1 &
+    REC=$!
+    i=0
+    while [ ! -e /tmp/caps/ready ] && kill -0 $REC 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+    grep -E '^(Uid|Cap(Inh|Prm|Eff|Bnd|Amb))' /proc/$REC/status > $R/caps-status.txt
+    sh -c 'echo $$ > /results/caps-exercise.pid;
+           exec iommu-trace exercise --steps map,loop --loop 200 --no-hugepages -o /results/caps-exercise.json' > $R/caps-exercise.log 2>&1
+    kill -INT $REC
+    wait $REC
+    echo $? > $R/caps-record.rc
+    iommu-trace inspect /tmp/caps/caps.itc --format jsonl > $R/caps.jsonl 2> $R/caps-inspect.err
+    iommu-trace replay /tmp/caps/caps.itc > $R/caps-replay.txt 2>&1
+    echo $? > $R/caps-replay.rc
+fi
+
 # The workload runs in its own cgroup with the memory controller on.
 echo +memory > /sys/fs/cgroup/cgroup.subtree_control
 mkdir -p /sys/fs/cgroup/exercise
@@ -183,6 +206,49 @@ iommu-trace inspect /tmp/truncated.itc --summary > $R/truncated-summary.txt 2> $
 echo $? > $R/truncated.rc
 iommu-trace inspect /proc/version --summary > $R/notcapture.txt 2>&1
 echo $? > $R/notcapture.rc
+
+# 24/7 recording: a recorder rotating every 64 KiB (the smallest part) under the map/unmap
+# loop. The parts, read as one stream, must hold what the workload did (the exercise's
+# checks on rot/) and replay verified across the part boundaries.
+mkdir -p $R/rot
+rm -f /tmp/ready
+iommu-trace record -o $R/rot/rec.itc --rotate-size 64K --ready-file /tmp/ready > $R/rot/record.log 2>&1 &
+REC=$!
+wait_ready /tmp/ready
+sh -c 'echo $$ > /results/rot/exercise.pid;
+       exec iommu-trace exercise --steps map,loop --loop 4000 --no-hugepages -o /results/rot/exercise.json' > $R/rot/exercise.log 2>&1
+sleep 1
+kill -INT $REC
+wait $REC
+echo $? > $R/rot/record.rc
+ls -l $R/rot/ > $R/rot/parts.txt
+iommu-trace inspect $R/rot/rec.*.itc --format jsonl > $R/rot/exercise.jsonl 2> $R/rot/inspect.err
+iommu-trace replay $R/rot/rec.*.itc --json > $R/rot/replay.json 2> $R/rot/replay.err
+echo $? > $R/rot/replay.rc
+iommu-trace replay $R/rot/rec.*.itc > $R/rot/replay.txt 2>&1
+
+# A full disk: a recorder on a 512 KiB tmpfs under the loop must stop with an error saying
+# so, and its capture read up to the last complete frame.
+mkdir -p /tmp/full
+mount -t tmpfs -o size=512k tmpfs /tmp/full
+rm -f /tmp/ready
+iommu-trace record -o /tmp/full/full.itc --ready-file /tmp/ready > $R/full-record.log 2>&1 &
+REC=$!
+wait_ready /tmp/ready
+iommu-trace exercise --steps map,loop --loop 1000000 --no-hugepages -o /tmp/full-exercise.json > $R/full-exercise.log 2>&1 &
+EX=$!
+i=0
+while kill -0 $REC 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+kill -INT $REC 2>/dev/null
+wait $REC
+echo $? > $R/full-record.rc
+kill -TERM $EX
+wait $EX
+iommu-trace inspect /tmp/full/full.itc --summary > $R/full-summary.txt 2> $R/full-inspect.err
+echo $? > $R/full-inspect.rc
+iommu-trace replay /tmp/full/full.itc > $R/full-replay.txt 2>&1
+echo $? > $R/full-replay.rc
+umount /tmp/full
 
 # The DMA API's domains are not iommufd's: while a recorder runs, the VFIO device's group is
 # switched to identity and then to a new DMA default domain, which 7.x allocates with the same

@@ -5,6 +5,7 @@
 
 mod boundaries;
 mod checks;
+mod dist;
 mod kernel;
 mod prometheus;
 mod setup;
@@ -58,9 +59,18 @@ enum Cmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
-    /// The whole test suite: format, lints, import boundaries, unit tests, then every VM
-    /// scenario.
+    /// The whole test suite: format, lints, import boundaries, unit tests, the packages
+    /// (built, linted, installed here), then every VM scenario (booting the packaged binary).
     Test,
+    /// Build the Debian packages (x86_64 and arm64) into target/dist/ and run lintian.
+    Dist {
+        /// Only these architectures (default: both).
+        #[arg(long, value_enum)]
+        arch: Vec<kernel::Arch>,
+        /// Then install the host's package here, use it and purge it (as `test` does).
+        #[arg(long)]
+        install_test: bool,
+    },
     /// Only the import-boundary check (part of `test`): docs/ARCHITECTURE.md's rules.
     Boundaries,
     /// Only the exporter's end-to-end test against a real Prometheus (part of `test`).
@@ -116,7 +126,36 @@ fn test() -> Result<()> {
     util::run(Command::new(cargo).current_dir(&root).args(["test"]))?;
     fuzz(&root, 60)?;
     exporter_test(&root)?;
-    vm::test(&[], &[], &[], &[], None)
+    let packages = package_test()?;
+    vm::test(&[], &[], &[], &[], None, &packages)
+}
+
+/// The packages of every architecture, linted; the host's installed, used and purged. The
+/// VM tests then boot the packaged binaries.
+fn package_test() -> Result<Vec<(kernel::Arch, std::path::PathBuf)>> {
+    setup::packaging()?;
+    let debs = dist::build(&kernel::Arch::ALL)?;
+    dist::lint(&debs)?;
+    let host = debs
+        .iter()
+        .find(|(a, _)| *a == kernel::Arch::host())
+        .map(|(_, p)| p.clone())
+        .expect("the host's architecture is built");
+    let checks = dist::install_test(&host)?;
+    let failed = checks.iter().filter(|(_, r)| r.is_err()).count();
+    for (name, r) in &checks {
+        match r {
+            Ok(()) => println!("test package::{name} ... ok"),
+            Err(e) => println!("test package::{name} ... FAILED\n    {e}"),
+        }
+    }
+    println!("package: {} passed, {failed} failed", checks.len() - failed);
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} package checks failed",
+        checks.len()
+    );
+    Ok(debs)
 }
 
 fn target_dir(root: &std::path::Path) -> std::path::PathBuf {
@@ -217,7 +256,25 @@ fn main() -> Result<()> {
             iommu,
             scenario,
             out,
-        } => vm::test(&kernel, &arch, &iommu, &scenario, out),
+        } => vm::test(&kernel, &arch, &iommu, &scenario, out, &[]),
+        Cmd::Dist {
+            install_test: true, ..
+        } => package_test().map(|_| ()),
+        Cmd::Dist { arch, .. } => {
+            setup::run(true)?;
+            setup::packaging()?;
+            let arches = if arch.is_empty() {
+                kernel::Arch::ALL.to_vec()
+            } else {
+                arch
+            };
+            let debs = dist::build(&arches)?;
+            dist::lint(&debs)?;
+            for (_, deb) in debs {
+                println!("{}", deb.display());
+            }
+            Ok(())
+        }
         Cmd::Test => test(),
         Cmd::Boundaries => boundaries::run(&util::workspace_root()),
         Cmd::Fuzz { seconds } => fuzz(&util::workspace_root(), seconds),

@@ -40,13 +40,26 @@ const VM_PACKAGES: &[(&str, Option<&str>)] = &[
     ("curl", None),
 ];
 
+/// What `cargo xtask dist` and the package test need besides the VM packages: cargo-deb
+/// builds the packages; lintian checks them; man-db and systemd (systemd-analyze) check what
+/// they install.
+const PACKAGING_PACKAGES: &[(&str, Option<&str>)] = &[
+    ("lintian", None),
+    ("man-db", None),
+    ("systemd", None),
+    ("gzip", None),
+];
+
+/// cargo-deb release known to build on this toolchain (rust-version 1.85).
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
 const APT_SOURCES: &str = "/etc/apt/sources.list.d/iommu-trace.sources";
 
 pub fn run(vm: bool) -> Result<()> {
     rust_src()?;
     bpf_linker()?;
     if vm {
-        apt_packages()?;
+        apt_packages(VM_PACKAGES)?;
         rust_target(Arch::Arm64)?;
         guest_programs(Arch::Arm64)?;
     }
@@ -177,14 +190,7 @@ fn bpf_linker() -> Result<()> {
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&real, &link)?;
     }
-    let works = Command::new("bpf-linker")
-        .arg("--version")
-        .output()
-        .map(|o| {
-            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
-        })
-        .unwrap_or(false);
-    if works {
+    if installed_at("bpf-linker", BPF_LINKER_VERSION) {
         return Ok(());
     }
     eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major}");
@@ -206,6 +212,15 @@ fn bpf_linker() -> Result<()> {
     )
 }
 
+/// Whether `tool --version` runs and names `version`.
+fn installed_at(tool: &str, version: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(version))
+        .unwrap_or(false)
+}
+
 fn dpkg_installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
@@ -214,8 +229,26 @@ fn dpkg_installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn apt_packages() -> Result<()> {
-    let missing: Vec<_> = VM_PACKAGES
+/// Packaging's tools (`cargo xtask dist`, and the package test of `cargo xtask test`); not
+/// part of `run`, so that the demo does not wait for them.
+pub fn packaging() -> Result<()> {
+    apt_packages(PACKAGING_PACKAGES)?;
+    if installed_at("cargo-deb", CARGO_DEB_VERSION) {
+        return Ok(());
+    }
+    eprintln!("setup: building cargo-deb {CARGO_DEB_VERSION}");
+    run_cmd(Command::new("cargo").args([
+        "install",
+        "cargo-deb",
+        "--locked",
+        "--version",
+        CARGO_DEB_VERSION,
+        "--force",
+    ]))
+}
+
+fn apt_packages(packages: &[(&'static str, Option<&'static str>)]) -> Result<()> {
+    let missing: Vec<_> = packages
         .iter()
         .filter(|(p, _)| !dpkg_installed(p))
         .collect();
@@ -288,7 +321,7 @@ fn apt_packages() -> Result<()> {
     Ok(())
 }
 
-fn nix_is_root() -> bool {
+pub(crate) fn nix_is_root() -> bool {
     output(Command::new("id").arg("-u"))
         .map(|s| s.trim() == "0")
         .unwrap_or(false)

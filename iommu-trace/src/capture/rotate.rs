@@ -84,6 +84,11 @@ impl RecordingWriter {
         &self.current_path
     }
 
+    /// What the file being written holds so far.
+    pub fn current_stats(&self) -> WriteStats {
+        self.current.stats()
+    }
+
     /// Adds one event, first starting a new part if the current one is full.
     pub fn write(&mut self, ev: &Event) -> Result<(), CaptureError> {
         if let Some(max) = self.rotation.max_bytes {
@@ -128,6 +133,7 @@ impl RecordingWriter {
             events: self.done.events + last.events,
             bytes: self.done.bytes + last.bytes,
             frames: self.done.frames + last.frames,
+            flushed_events: self.done.flushed_events + last.flushed_events,
         })
     }
 
@@ -155,6 +161,7 @@ impl RecordingWriter {
         self.done.events += stats.events;
         self.done.bytes += stats.bytes;
         self.done.frames += stats.frames;
+        self.done.flushed_events += stats.flushed_events;
         self.lost_done.ringbuf_full += in_stream.ringbuf_full;
         self.lost_done.context_full += in_stream.context_full;
         self.header = header;
@@ -400,5 +407,78 @@ mod tests {
             Path::new("/var/x/cap.000012.itc")
         );
         assert_eq!(part_path(Path::new("cap"), 0), Path::new("cap.000000"));
+    }
+}
+
+#[cfg(test)]
+mod full_disk_tests {
+    use std::cell::RefCell;
+    use std::io::{self, Write};
+    use std::rc::Rc;
+
+    use crate::capture::tests::{header, realistic_stream};
+    use crate::capture::{CaptureError, CaptureReader, CaptureSource, CaptureWriter};
+
+    /// A disk of `room` bytes: writes past it fail with ENOSPC, what fits is kept.
+    struct SmallDisk {
+        kept: Rc<RefCell<Vec<u8>>>,
+        room: usize,
+    }
+
+    impl Write for SmallDisk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut kept = self.kept.borrow_mut();
+            let n = buf.len().min(self.room - kept.len());
+            if n == 0 {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            kept.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_disk_keeps_every_flushed_event_readable() {
+        let events = realistic_stream(30_000);
+        let kept = Rc::new(RefCell::new(Vec::new()));
+        let disk = SmallDisk {
+            kept: kept.clone(),
+            room: 200_000,
+        };
+        let mut w = CaptureWriter::new(disk, &header()).unwrap();
+        w.set_flush_interval(None);
+        let mut error = None;
+        for (i, e) in events.iter().enumerate() {
+            let r = w
+                .write(e)
+                .and_then(|()| if i % 500 == 499 { w.flush() } else { Ok(()) });
+            if let Err(e) = r {
+                error = Some(e);
+                break;
+            }
+        }
+        let Some(CaptureError::Io { source, .. }) = error else {
+            panic!("the disk never filled: {error:?}")
+        };
+        assert_eq!(source.raw_os_error(), Some(libc::ENOSPC));
+        let stats = w.stats();
+        assert!(stats.flushed_events > 0 && stats.flushed_events < stats.events);
+        drop(w);
+        let kept = kept.borrow();
+        let mut r = CaptureReader::new(&kept[..]).unwrap();
+        let read: Vec<_> = r.by_ref().map_while(Result::ok).collect();
+        // Every event flushed before the disk filled reads back, in order.
+        assert!(
+            read.len() as u64 >= stats.flushed_events,
+            "{} < {}",
+            read.len(),
+            stats.flushed_events
+        );
+        assert_eq!(read[..], events[..read.len()]);
+        assert!(r.ending().is_some_and(|e| !e.is_finalized()));
     }
 }

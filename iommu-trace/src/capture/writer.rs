@@ -34,6 +34,8 @@ pub struct WriteStats {
     pub bytes: u64,
     /// Frames written, the header's included.
     pub frames: u64,
+    /// Events in the file for certain: those written before the last flush that succeeded.
+    pub flushed_events: u64,
 }
 
 impl WriteStats {
@@ -113,6 +115,7 @@ impl<W: Write> CaptureWriter<W> {
                 events: 0,
                 bytes: start.len() as u64,
                 frames: 1,
+                flushed_events: 0,
             },
             lost_in_stream: LostTotals::default(),
             flush_interval: Some(Duration::from_secs(1)),
@@ -197,6 +200,7 @@ impl<W: Write> CaptureWriter<W> {
             self.failed = true;
             return Err(CaptureError::io("flushing the capture", e));
         }
+        self.stats.flushed_events = self.stats.events;
         Ok(())
     }
 

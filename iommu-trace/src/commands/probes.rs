@@ -2,18 +2,22 @@
 
 use std::fmt::Write as _;
 
+use crate::probe::privileges::Missing;
 use crate::session::Plan;
 use crate::text::printable;
 
 /// The human-readable report. Works without privileges (addresses are then hidden, which
-/// does not change what can be attached).
-pub fn report(plan: &Plan, is_root: bool) -> String {
+/// does not change what can be attached); `missing`: the capabilities this process lacks
+/// to trace.
+pub fn report(plan: &Plan, missing: &[Missing]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "kernel {}", printable(&plan.kernel_release));
-    if !is_root {
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(|m| m.name).collect();
         let _ = writeln!(
             s,
-            "note: not root: this report is complete, but tracing itself needs root"
+            "note: this process lacks {}: this report is complete, but tracing needs them (or root)",
+            names.join(" and ")
         );
     }
     if !plan.features.is_empty() {

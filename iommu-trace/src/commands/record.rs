@@ -31,7 +31,8 @@ impl Recorder {
     /// A write that failed stops the recording: the error says what the file still holds.
     fn failed(&self, e: CaptureError) -> anyhow::Error {
         let file = self.writer.current_path().display();
-        let events = self.summary.events;
+        let stats = self.writer.current_stats();
+        let unsure = stats.events - stats.flushed_events;
         let full = matches!(&e, CaptureError::Io { source, .. }
             if source.raw_os_error() == Some(libc::ENOSPC));
         let why = if full {
@@ -40,10 +41,11 @@ impl Recorder {
             "writing failed"
         };
         anyhow::anyhow!(
-            "{file}: {why} ({e}); recording stopped after {events} events: the file reads up \
-             to its last complete frame, and the events since the last flush (at most about \
-             a second's, and every event after this one) are not in it: `iommu-trace inspect \
-             --summary` shows what it holds"
+            "{file}: {why} ({e}); recording stopped. The file reads up to its last complete \
+             frame: it holds the {} events written before the last flush; the {unsure} \
+             since then (about a second's) may be missing, and nothing after this one is \
+             recorded. `iommu-trace inspect --summary` shows what it holds",
+            stats.flushed_events
         )
     }
 }

@@ -19,12 +19,15 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 #[derive(Debug, Error)]
 pub enum LoadError {
     #[error(
-        "iommu-trace needs root to trace: loading eBPF programs and attaching kprobes requires \
-         CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (and /proc/kallsyms shows addresses only to \
-         root). Run it with sudo. `iommu-trace probes` works without privileges and shows what \
-         would be attached; `inspect` and `replay` work on capture files as any user."
+        "iommu-trace lacks {} to trace ({}). Run it as root, or give it exactly what it \
+         needs: `sudo setcap cap_bpf,cap_perfmon,cap_syslog+ep $(command -v iommu-trace)`, or \
+         in a systemd unit `AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_SYSLOG`. \
+         `iommu-trace probes` works without privileges and shows what would be attached; \
+         `inspect` and `replay` work on capture files as any user.",
+        .0.iter().map(|m| m.name).collect::<Vec<_>>().join(" and "),
+        .0.iter().map(|m| format!("{}: {}", m.name, m.for_what)).collect::<Vec<_>>().join("; ")
     )]
-    NotRoot,
+    MissingCapabilities(Vec<super::privileges::Missing>),
     #[error("tracing is not possible on this kernel:\n  {}\nRun `iommu-trace probes` for the full report.", .0.join("\n  "))]
     Blocked(Vec<String>),
     #[error(
@@ -75,8 +78,9 @@ impl Tracer {
         if !plan.blockers.is_empty() {
             return Err(LoadError::Blocked(plan.blockers.clone()));
         }
-        if !nix::unistd::geteuid().is_root() {
-            return Err(LoadError::NotRoot);
+        let missing = super::privileges::missing();
+        if !missing.is_empty() {
+            return Err(LoadError::MissingCapabilities(missing));
         }
         if EBPF_OBJECT.is_empty() {
             return Err(LoadError::NoEbpfObject);
@@ -283,7 +287,17 @@ mod tests {
 
     #[test]
     fn errors_say_what_to_do() {
-        assert!(LoadError::NotRoot.to_string().contains("sudo"));
+        let missing = LoadError::MissingCapabilities(vec![super::super::privileges::Missing {
+            name: "CAP_PERFMON",
+            for_what: "attaching tracing programs and kprobes",
+        }])
+        .to_string();
+        assert!(missing.contains("lacks CAP_PERFMON"), "{missing}");
+        assert!(
+            missing.contains("setcap cap_bpf,cap_perfmon,cap_syslog+ep"),
+            "{missing}"
+        );
+        assert!(missing.contains("AmbientCapabilities"), "{missing}");
         assert!(LoadError::BadRingSize(1000)
             .to_string()
             .contains("power of two"));

@@ -8,6 +8,7 @@ mod features;
 pub mod kallsyms;
 mod load;
 pub mod plan;
+pub mod privileges;
 mod stats;
 mod tables;
 

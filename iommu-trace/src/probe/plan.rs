@@ -650,7 +650,7 @@ mod tests {
             plan.object_types_absent(),
             vec!["viommu", "vdevice", "veventq", "hw_queue"]
         );
-        let report = crate::commands::probes::report(&plan, true);
+        let report = crate::commands::probes::report(&plan, &[]);
         assert!(
             report.contains("not in this kernel: viommu, vdevice, veventq, hw_queue"),
             "{report}"

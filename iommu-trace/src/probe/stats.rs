@@ -16,7 +16,10 @@ impl RunStats {
         let fd = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
             Ok(fd) => fd,
             Err(e) => {
-                log::warn!("BPF_ENABLE_STATS failed ({e}): eBPF run-time metrics are off");
+                log::warn!(
+                    "BPF_ENABLE_STATS failed ({e}): eBPF run-time metrics are off (turning the \
+                     statistics on and listing programs need CAP_SYS_ADMIN)"
+                );
                 return None;
             }
         };

@@ -117,6 +117,79 @@ pub(super) fn capture_checks(dir: &Path, out: &mut Vec<Outcome>, hw_iommu: bool)
     }
 }
 
+/// The biggest a part of a rotated recording may be: its limit (`--rotate-size 64K` in
+/// tests/vm/exercise.sh) plus one frame (64 KiB) and a header: a part closes at the first
+/// event after the limit.
+const MAX_PART_BYTES: u64 = (64 << 10) * 2 + (64 << 10);
+
+/// A recording rotated into parts under the map/unmap loop (tests/vm/exercise.sh, `rot/`):
+/// several parts, none over the limit, and the parts read as one stream pass the checks a
+/// single capture passes, replay verifying across the part boundaries.
+pub(super) fn rotated_capture_checks(dir: &Path, out: &mut Vec<Outcome>) {
+    let rot = dir.join("rot");
+    out.push(Outcome::from("rotation_writes_bounded_parts", parts(&rot)));
+    match Exercise::load(&rot) {
+        Ok(x) => {
+            out.push(Outcome::from("rotated_no_loss", no_loss(&x)));
+            out.push(Outcome::from(
+                "rotated_domain_allocs_match",
+                domain_allocs(&x),
+            ));
+            out.push(Outcome::from(
+                "rotated_map_unmap_bytes_per_domain",
+                map_bytes(&x),
+            ));
+            out.push(Outcome::from(
+                "rotated_pt_pages_balance_per_domain",
+                pt_balance(&x, true),
+            ));
+            out.push(Outcome::from(
+                "rotated_replay_verifies_across_parts",
+                replay_verifies(&rot, &x),
+            ));
+        }
+        Err(e) => out.push(Outcome::fail("rotated_results", e)),
+    }
+}
+
+fn parts(rot: &Path) -> Result<(), String> {
+    ensure(rc(rot, "record.rc")? == 0, || {
+        format!(
+            "the rotating recorder failed: {}",
+            read(rot, "record.log").unwrap_or_default()
+        )
+    })?;
+    let mut sizes = Vec::new();
+    let entries = std::fs::read_dir(rot).map_err(|e| format!("{}: {e}", rot.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("rec.") && name.ends_with(".itc") {
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            sizes.push((name, len));
+        }
+    }
+    sizes.sort();
+    eprintln!("rotation: {} parts: {sizes:?}", sizes.len());
+    ensure(sizes.len() >= 3, || {
+        format!(
+            "the loop rotated into {} part(s), expected at least 3",
+            sizes.len()
+        )
+    })?;
+    for (i, (name, len)) in sizes.iter().enumerate() {
+        ensure(name == &format!("rec.{i:06}.itc"), || {
+            format!("part {i} is named {name}")
+        })?;
+        ensure(*len <= MAX_PART_BYTES, || {
+            format!("{name} holds {len} bytes, over the limit and a frame")
+        })?;
+    }
+    let warnings = read(rot, "inspect.err").unwrap_or_default();
+    ensure(!warnings.contains("warning"), || {
+        format!("reading the parts as one stream warned: {warnings}")
+    })
+}
+
 /// The capture's `pt_grow` events against ftrace's hits on the same driver hook
 /// (tests/vm/object-truth.sh): as many, and on 7.x (whose hook takes the new level) the same
 /// levels. Where the workload had an AMD domain, its maps beyond 2^39 and 2^48 must have

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::capture::capture_checks;
+use super::capture::{capture_checks, rotated_capture_checks};
 use super::degraded::degraded_kernel;
 use super::exporter::{ledger_reconciled_with_vm_pin, live_exporter};
 use super::{ensure, jsonl, number, rc, read, s, scenario_ran, u, Outcome};
@@ -92,16 +92,20 @@ pub fn exercise(dir: &Path, arch: Arch) -> Vec<Outcome> {
                     "record as nobody succeeded".into()
                 })?;
                 let msg = read(dir, "notroot-record.txt")?;
-                ensure(msg.contains("needs root") && msg.contains("probes"), || {
-                    format!("unclear not-root error: {msg}")
-                })?;
+                ensure(
+                    msg.contains("lacks CAP_BPF and CAP_PERFMON and CAP_SYSLOG")
+                        && msg.contains("setcap")
+                        && msg.contains("probes"),
+                    || format!("unclear not-root error: {msg}"),
+                )?;
                 ensure(rc(dir, "notroot-probes.rc")? == 0, || {
                     "probes as nobody failed".into()
                 })?;
                 let p = read(dir, "notroot-probes.txt")?;
-                ensure(p.contains("not root") && p.contains("driver_alloc"), || {
-                    format!("probes as nobody did not report: {p}")
-                })
+                ensure(
+                    p.contains("lacks CAP_BPF") && p.contains("driver_alloc"),
+                    || format!("probes as nobody did not report: {p}"),
+                )
             })(),
         ),
         Outcome::from(
@@ -185,7 +189,111 @@ pub fn exercise(dir: &Path, arch: Arch) -> Vec<Outcome> {
         "killed_recorder_keeps_what_it_flushed",
         killed_recorder(dir),
     ));
+    rotated_capture_checks(dir, &mut out);
+    if arch == Arch::X86_64 {
+        out.push(Outcome::from(
+            "record_with_only_its_capabilities",
+            record_with_capabilities(dir),
+        ));
+    }
+    out.push(Outcome::from(
+        "full_disk_stops_the_recorder_and_keeps_its_frames",
+        full_disk(dir),
+    ));
     out
+}
+
+/// CAP_BPF, CAP_PERFMON and CAP_SYSLOG in capability bits (include/uapi/linux/capability.h).
+const TRACING_CAPS: u64 = (1 << 39) | (1 << 38) | (1 << 34);
+
+/// `record` run by nobody with exactly CAP_BPF, CAP_PERFMON and CAP_SYSLOG (setpriv, as a
+/// unit's AmbientCapabilities): the kernel's view of the process says so, and its capture
+/// holds the loop's maps and replays verified.
+fn record_with_capabilities(dir: &Path) -> Result<(), String> {
+    let log = read(dir, "caps-record.log").unwrap_or_default();
+    ensure(rc(dir, "caps-record.rc")? == 0, || {
+        format!("record with capabilities only failed: {log}")
+    })?;
+    let status = read(dir, "caps-status.txt")?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string()
+    };
+    let uid = field("Uid:");
+    ensure(uid.split_whitespace().all(|u| u == "65534"), || {
+        format!("the recorder ran as {uid}, not nobody")
+    })?;
+    let eff = u64::from_str_radix(&field("CapEff:"), 16).map_err(|e| format!("CapEff: {e}"))?;
+    ensure(eff == TRACING_CAPS, || {
+        format!("the recorder's effective capabilities are {eff:#x}, not {TRACING_CAPS:#x}")
+    })?;
+    let pid = number::<u64>(dir, "caps-exercise.pid")?;
+    let maps = jsonl(dir, "caps.jsonl")?
+        .iter()
+        .filter(|e| s(e, "event") == "map" && u(e, "pid") == pid)
+        .count();
+    ensure(maps >= 200, || {
+        format!("the capture holds {maps} maps of the workload, expected at least its 200")
+    })?;
+    ensure(rc(dir, "caps-replay.rc")? == 0, || {
+        format!(
+            "replay of the capabilities-only capture: {}",
+            read(dir, "caps-replay.txt").unwrap_or_default()
+        )
+    })
+}
+
+/// `record` on a 512 KiB tmpfs under the map/unmap loop: it stops with an error that says
+/// the disk is full, and the capture reads up to its last complete frame (a warning, events
+/// kept), which replay does not pass.
+fn full_disk(dir: &Path) -> Result<(), String> {
+    let log = read(dir, "full-record.log")?;
+    ensure(rc(dir, "full-record.rc")? == 2, || {
+        format!("the recorder on a full disk did not fail: {log}")
+    })?;
+    ensure(log.contains("the disk is full"), || {
+        format!("the recorder's error does not say the disk is full: {log}")
+    })?;
+    ensure(rc(dir, "full-inspect.rc")? == 0, || {
+        format!(
+            "inspect of the full disk's capture failed: {}",
+            read(dir, "full-inspect.err").unwrap_or_default()
+        )
+    })?;
+    let warn = read(dir, "full-inspect.err")?;
+    let summary = read(dir, "full-summary.txt")?;
+    ensure(
+        warn.contains("warning") && summary.contains("NOT finalized"),
+        || format!("no warning for the cut-off capture:\n{warn}\n{summary}"),
+    )?;
+    // The summary's "map    N ops (...)" line.
+    let maps: u64 = summary
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("map ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    eprintln!(
+        "full disk: {maps} maps kept; {}",
+        log.lines().last().unwrap_or("")
+    );
+    ensure(maps > 0, || {
+        format!("the capture kept no maps before the disk filled:\n{summary}")
+    })?;
+    ensure(rc(dir, "full-replay.rc")? == 3, || {
+        format!(
+            "replay of a capture cut off by a full disk: {}",
+            read(dir, "full-replay.txt").unwrap_or_default()
+        )
+    })
 }
 
 /// The recorder writes its buffered events as a frame and flushes the file every second

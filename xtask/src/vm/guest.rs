@@ -13,7 +13,7 @@ use crate::util::{run, workspace_root};
 /// Builds the static iommu-trace for the guest (cross-built for arm64 with Debian's
 /// gcc-aarch64-linux-gnu as the linker; the eBPF object follows the target: aya-build
 /// passes `bpf_target_arch` from it, which selects the `pt_regs` layout).
-pub(super) fn build_guest_binary(arch: Arch) -> Result<PathBuf> {
+pub(crate) fn build_guest_binary(arch: Arch) -> Result<PathBuf> {
     let root = workspace_root();
     let target = arch.rust_target();
     let env_target = target.to_uppercase().replace('-', "_");
@@ -76,6 +76,9 @@ fn copy_guest_programs(arch: Arch, stage: &Path) -> Result<()> {
     if arch == Arch::host() {
         std::fs::copy("/bin/busybox", stage.join("bin/busybox"))
             .context("copying /bin/busybox (Debian's busybox-static; `cargo xtask setup --vm`)")?;
+        // util-linux's setpriv runs `record` as an unprivileged user holding only the
+        // capabilities it needs (the least-privilege check; not in the arm64 guest).
+        copy_with_libs(Path::new("/usr/bin/setpriv"), stage)?;
         // A real Prometheus in the guest scrapes the live exporter (Debian's `prometheus`).
         return copy_with_libs(Path::new("/usr/bin/prometheus"), stage);
     }

@@ -16,7 +16,8 @@ use crate::util::{cache_dir, run, workspace_root};
 mod guest;
 mod qemu;
 
-use guest::{build_guest_binary, build_initramfs};
+pub(crate) use guest::build_guest_binary;
+use guest::build_initramfs;
 use qemu::{boot, boot_with};
 
 /// The emulated IOMMU of an x86_64 machine (q35 has either; arm64 virt always gets an
@@ -83,7 +84,7 @@ pub const BENCH_CAPTURE: Scenario = Scenario {
 
 /// Runs a benchmark scenario and prints what its check measured.
 pub fn bench(version: &str, arch: Arch, scenario: &Scenario) -> Result<()> {
-    let (k, initramfs) = prepare(version, arch)?;
+    let (k, initramfs) = prepare(version, arch, None)?;
     let dir = std::env::temp_dir().join(format!("iommu-trace-bench-{}", std::process::id()));
     let vm = boot(arch, Iommu::Intel, &k.bzimage, &initramfs, scenario, &dir)?;
     let mut failed = 0;
@@ -104,10 +105,29 @@ pub fn bench(version: &str, arch: Arch, scenario: &Scenario) -> Result<()> {
 }
 
 /// Prepares everything for a boot: set-up, kernel, guest binary, initramfs.
-fn prepare(version: &str, arch: Arch) -> Result<(kernel::Kernel, PathBuf)> {
+/// The kernel and the initramfs of `arch`; the guest's iommu-trace is the one of `package`
+/// (a .deb of `cargo xtask dist`, unpacked as dpkg would install it) when one is given.
+fn prepare(version: &str, arch: Arch, package: Option<&Path>) -> Result<(kernel::Kernel, PathBuf)> {
     setup::run(true)?;
     let k = kernel::build(&kernel::spec(version, arch)?)?;
-    let binary = build_guest_binary(arch)?;
+    let binary = match package {
+        Some(deb) => {
+            let unpacked = cache_dir().join("vm").join(format!("package-{arch}"));
+            let _ = std::fs::remove_dir_all(&unpacked);
+            crate::util::run(
+                std::process::Command::new("dpkg-deb")
+                    .arg("-x")
+                    .arg(deb)
+                    .arg(&unpacked),
+            )?;
+            eprintln!(
+                "vm: the {arch} guest runs the packaged binary of {}",
+                deb.display()
+            );
+            unpacked.join("usr/bin/iommu-trace")
+        }
+        None => build_guest_binary(arch)?,
+    };
     // One per checkout, so that two checkouts (a CI clone and a work tree) never boot
     // each other's binaries.
     let checkout = crate::util::fnv1a(workspace_root().to_string_lossy().as_bytes());
@@ -127,6 +147,7 @@ pub fn test(
     iommus: &[Iommu],
     scenarios: &[String],
     out: Option<PathBuf>,
+    packages: &[(Arch, PathBuf)],
 ) -> Result<()> {
     if let Some(bad) = scenarios
         .iter()
@@ -169,7 +190,11 @@ pub fn test(
     for (version, arch) in &targets {
         let arch = *arch;
         let kernel_started = Instant::now();
-        let (k, initramfs) = prepare(version, arch)?;
+        let package = packages
+            .iter()
+            .find(|(a, _)| *a == arch)
+            .map(|(_, p)| p.as_path());
+        let (k, initramfs) = prepare(version, arch, package)?;
         eprintln!(
             "vm-test: {version} {arch} kernel and initramfs ready in {:.0?}",
             kernel_started.elapsed()
@@ -300,7 +325,7 @@ pub fn top_demo(version: &str, arch: Arch) -> Result<()> {
         .split_whitespace()
         .filter_map(|n| n.parse::<u32>().ok());
     let (rows, cols) = (it.next().unwrap_or(24), it.next().unwrap_or(80));
-    let (k, initramfs) = prepare(version, arch)?;
+    let (k, initramfs) = prepare(version, arch, None)?;
     let scenario = Scenario {
         name: "top-demo",
         hw_iommu: true,
@@ -329,7 +354,7 @@ pub fn demo(version: &str, arch: Arch) -> Result<()> {
         return host_demo();
     }
     eprintln!("demo: this host has no iommufd (/dev/iommu): using a test kernel in QEMU");
-    let (k, initramfs) = prepare(version, arch)?;
+    let (k, initramfs) = prepare(version, arch, None)?;
     let scenario = SCENARIOS
         .iter()
         .find(|s| s.name == "exercise")
