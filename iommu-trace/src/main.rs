@@ -143,6 +143,12 @@ enum Cmd {
     /// Write the man pages (iommu-trace.1 and one per subcommand) into DIR (packaging).
     #[command(hide = true)]
     Man { dir: PathBuf },
+    /// Print the JSON Schema (2020-12) of one line of `inspect --format jsonl` (events) or
+    /// of `replay --json` (replay); the package installs both in /usr/share/iommu-trace/schemas/.
+    Schema {
+        #[arg(value_enum)]
+        document: commands::schema::Document,
+    },
     /// Live full-screen view of IOMMU domains, page tables, rates and failures (or browse a
     /// capture with --from). Keys: q quit, p pause, s sort, / filter, tab view, ? help.
     Top {
@@ -340,6 +346,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out(String::from_utf8_lossy(&script))?;
         }
         Cmd::Man { dir } => write_man_pages(&dir)?,
+        Cmd::Schema { document } => out(document.render())?,
         Cmd::Probes {
             json,
             deny,
@@ -484,6 +491,7 @@ fn main() -> ExitCode {
             | Cmd::Replay { .. }
             | Cmd::Exercise(_)
             | Cmd::Completions { .. }
+            | Cmd::Schema { .. }
     ) {
         // Commands whose output goes to a pager or `head`: end quietly when the reader goes
         // away, as other Unix filters do, instead of failing on a broken pipe.

@@ -169,6 +169,19 @@ pub fn install_test(deb: &Path) -> Result<Vec<(String, Result<(), String>)>> {
             None => Ok(()),
         }
     });
+    check("schemas_match_the_binary", {
+        // The installed copies are what the installed binary derives (they are the
+        // repository's schemas/, checked against the types by a unit test).
+        [("events", "event"), ("replay", "replay")]
+            .iter()
+            .try_for_each(|(doc, file)| {
+                sh(&format!(
+                    "iommu-trace schema {doc} | cmp - /usr/share/iommu-trace/schemas/{file}.schema.json \
+                     && echo same"
+                ))
+                .and_then(|o| expect(o.trim_end().ends_with("same"), || o.clone()))
+            })
+    });
     run(Command::new("dpkg").args(["--purge", "iommu-trace"]))?;
     check("purge_leaves_nothing", {
         let left: Vec<&str> = [

@@ -4,6 +4,7 @@ pub mod inspect;
 pub mod probes;
 pub mod record;
 pub mod replay;
+pub mod schema;
 pub mod serve;
 pub mod top;
 

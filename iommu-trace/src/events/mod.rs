@@ -14,19 +14,23 @@ pub use user_data::UserData;
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::uapi::errno::{EINVAL, ENOMEM};
 
 /// One thing the kernel did, with who caused it and when.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Event {
     /// CLOCK_MONOTONIC nanoseconds (the capture header gives the wall-clock base).
     pub ts_ns: u64,
+    /// The CPU it happened on.
     pub cpu: u32,
     /// Thread-group id.
     pub pid: u32,
+    /// Thread id.
     pub tid: u32,
+    /// The task's name (`comm`, at most 15 bytes).
     pub comm: String,
     /// cgroup v2 id of the task that caused the event.
     pub cgroup_id: u64,
@@ -35,7 +39,7 @@ pub struct Event {
 }
 
 /// What happened. Serialized with an `event` tag in snake_case.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventBody {
     /// A driver's domain-allocation op returned.
@@ -44,7 +48,9 @@ pub enum EventBody {
     HwptAlloc(HwptAlloc),
     /// `iommu_domain_free` ran for a traced domain.
     DomainFree(DomainFree),
+    /// `iommu_map` returned for a traced domain.
     Map(MapOp),
+    /// `iommu_unmap` or `iommu_unmap_fast` returned for a traced domain.
     Unmap(MapOp),
     /// Page-table pages allocated for a domain.
     PtAlloc(PtPages),
@@ -144,6 +150,20 @@ impl<'de> Deserialize<'de> for KernelPtr {
     }
 }
 
+impl JsonSchema for KernelPtr {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "KernelPtr".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A kernel pointer, as a hex string (\"0xffff888003c1e000\").",
+            "type": "string",
+            "pattern": "^0x[0-9a-f]+$"
+        })
+    }
+}
+
 impl std::fmt::Display for KernelPtr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:#x}", self.0)
@@ -151,7 +171,7 @@ impl std::fmt::Display for KernelPtr {
 }
 
 /// Which `iommu_ops` member allocated the domain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AllocOp {
     /// `domain_alloc_user` (6.7 to 6.12).
@@ -177,7 +197,7 @@ impl AllocOp {
 }
 
 /// What kind of domain user space got.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DomainKind {
     /// `IOMMU_HWPT_ALLOC` on an IOAS.
@@ -202,10 +222,13 @@ impl DomainKind {
 }
 
 /// The geometry a page-table model needs, as the kernel reported it for this domain.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Geometry {
+    /// Page sizes the domain supports (bit n: 2^n bytes).
     pub pgsize_bitmap: u64,
+    /// First IOVA the domain translates.
     pub aperture_start: u64,
+    /// Last IOVA the domain translates.
     pub aperture_end: u64,
     /// `iommu_domain.type` (IOMMU_DOMAIN_* bits).
     pub domain_type: u32,
@@ -214,20 +237,24 @@ pub struct Geometry {
     pub driver_fields: Vec<(String, u64)>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DomainAlloc {
     /// `intel`, `amd`, `arm-smmu-v3`, `mock` (iommufd selftest) or `unknown`.
     pub driver: String,
+    /// The `iommu_ops` member that allocated it.
     pub op: AllocOp,
+    /// Paging, nested, or an auto domain iommufd allocated for a device attach.
     pub kind: DomainKind,
     /// `IOMMU_HWPT_ALLOC_*` flags passed to the driver.
     pub flags: u32,
     /// `IOMMU_HWPT_DATA_*` type of the driver-specific data, 0 for none.
     pub data_type: u32,
+    /// Length of the driver-specific data user space passed.
     pub data_len: u32,
     /// The driver-specific data, decoded, when it could be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<UserData>,
+    /// The parent (nesting) domain; 0 for none.
     pub parent: KernelPtr,
     /// The vIOMMU it was allocated through (`op` `viommu_nested`): its object id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -236,40 +263,55 @@ pub struct DomainAlloc {
     pub domain: KernelPtr,
     /// 0 on success, else the positive errno the op returned.
     pub errno: i32,
+    /// Time in the op.
     pub latency_ns: u64,
+    /// The new domain's page sizes, aperture and driver fields (zero on failure).
     pub geometry: Geometry,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HwptAlloc {
+    /// `IOMMU_HWPT_ALLOC_*` flags.
     pub flags: u32,
+    /// The device object id.
     pub dev_id: u32,
+    /// The IOAS, parent HWPT or vIOMMU id the HWPT is allocated on.
     pub pt_id: u32,
+    /// `IOMMU_HWPT_DATA_*` type of the driver-specific data, 0 for none.
     pub data_type: u32,
+    /// Length of that data.
     pub data_len: u32,
     /// The new hwpt object id, 0 on failure.
     pub hwpt_id: u32,
+    /// 0, or the positive errno the ioctl returned.
     pub errno: i32,
+    /// Time in the ioctl.
     pub latency_ns: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DomainFree {
+    /// The domain freed.
     pub domain: KernelPtr,
+    /// Time in `iommu_domain_free`.
     pub latency_ns: u64,
 }
 
 /// The page table of `domain` now has `levels` levels (the new top's pages are `pt_alloc`
 /// events before it; 6.12 AMD grows one level a time, 7.x as many as the map needs).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PtGrow {
+    /// The domain whose table grew.
     pub domain: KernelPtr,
+    /// Its levels after growing.
     pub levels: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MapOp {
+    /// The domain.
     pub domain: KernelPtr,
+    /// First IOVA.
     pub iova: u64,
     /// Bytes asked for.
     pub size: u64,
@@ -278,12 +320,14 @@ pub struct MapOp {
     /// Physical address (maps only; 0 for unmaps).
     #[serde(default)]
     pub paddr: u64,
+    /// 0, or the positive errno.
     pub errno: i32,
+    /// Time in `iommu_map` / `iommu_unmap`.
     pub latency_ns: u64,
 }
 
 /// The domain operation during which page-table pages changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PtCause {
     /// Domain allocation (the top-level table).
@@ -306,8 +350,9 @@ impl PtCause {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PtPages {
+    /// The domain whose page table it is.
     pub domain: KernelPtr,
     /// Number of 4 KiB pages.
     pub pages: u64,
@@ -315,10 +360,11 @@ pub struct PtPages {
     pub charged: bool,
     /// cgroup id of that memory cgroup, 0 when not charged.
     pub memcg_id: u64,
+    /// The domain operation that ran.
     pub cause: PtCause,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Lost {
     /// Events dropped because the ring buffer was full.
     pub ringbuf_full: u64,
@@ -328,7 +374,7 @@ pub struct Lost {
 
 /// `object_alloc`: an iommufd object became visible under `id`, with the objects it refers
 /// to; or (`errno` != 0) `_iommufd_object_alloc` failed and there is no object.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ObjectAlloc {
     /// `ioas`, `hwpt_paging`, `hwpt_nested`, `device`, `access`, `fault`, `viommu`,
     /// `vdevice`, `veventq`, `hw_queue`, `selftest`, or `unknown`.
@@ -358,12 +404,17 @@ pub struct ObjectAlloc {
 }
 
 /// `object_abort`: an object allocated and never published; its id is free again.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ObjectAbort {
+    /// The object type, as in `object_alloc`.
     pub object: String,
+    /// The id it had reserved.
     pub id: u32,
+    /// The object in the kernel.
     pub obj: KernelPtr,
+    /// The iommufd context.
     pub ictx: KernelPtr,
+    /// Bytes the kernel allocated for it (0 when not seen).
     pub size: u64,
     /// The result of the iommufd ioctl it happened in; absent outside one (a VFIO bind).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -371,7 +422,9 @@ pub struct ObjectAbort {
 }
 
 /// How an object was destroyed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DestroyHow {
     /// `IOMMU_DESTROY`.
@@ -403,17 +456,21 @@ impl DestroyHow {
 }
 
 /// `object_destroy`: a published object's destroy op ran.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ObjectDestroy {
+    /// The object type, as in `object_alloc`.
     pub object: String,
+    /// Its id.
     pub id: u32,
+    /// The object in the kernel.
     pub obj: KernelPtr,
+    /// What destroyed it.
     pub how: DestroyHow,
 }
 
 /// An IOAS mapping ioctl (`ioas_map`, `ioas_map_file`, `ioas_copy`, `ioas_unmap`,
 /// `ioas_change_process`), from its uAPI struct as the handler returned.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IoasOp {
     /// The iommufd context.
     pub ictx: KernelPtr,
@@ -428,24 +485,28 @@ pub struct IoasOp {
     /// `ioas_map`: the user address mapped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_va: Option<u64>,
-    /// `ioas_map_file`: the file descriptor and the offset in the file.
+    /// `ioas_map_file`: the file descriptor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fd: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `ioas_map_file`: the offset in the file.
     pub start: Option<u64>,
-    /// `ioas_copy`: the source IOAS and IOVA.
+    /// `ioas_copy`: the source IOAS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub src_ioas: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `ioas_copy`: the source IOVA.
     pub src_iova: Option<u64>,
     /// 0, or the positive errno.
     pub errno: i32,
+    /// Time in the ioctl.
     pub latency_ns: u64,
 }
 
 /// `option`: `IOMMU_OPTION` (uAPI `struct iommu_option`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IommufdOption {
+    /// The iommufd context.
     pub ictx: KernelPtr,
     /// `rlimit_mode`, `huge_pages`, or the number of an option this tool does not know.
     pub option: String,
@@ -455,12 +516,16 @@ pub struct IommufdOption {
     pub object_id: u32,
     /// The value set, or the value got (on success).
     pub val64: u64,
+    /// 0, or the positive errno.
     pub errno: i32,
+    /// Time in the ioctl.
     pub latency_ns: u64,
 }
 
 /// `iopt_pages::account_mode` (iommufd/io_pagetable.h).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PinMode {
     /// Not charged: the mapping's creator had CAP_IPC_LOCK (7.x: or a dma-buf).
@@ -486,7 +551,7 @@ impl PinMode {
 /// `pin`: pages of one `iopt_pages` pinned and charged, or unpinned and uncharged (6.12
 /// `do_update_pinned`, 7.x `iopt_pages_update_pinned`). A refused charge (`errno` ENOMEM)
 /// carries the limit and the locked total the kernel compared.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Pin {
     /// The `struct iopt_pages` (one per IOAS_MAP / MAP_FILE, shared by IOAS_COPY).
     pub iopt_pages: KernelPtr,
@@ -497,6 +562,7 @@ pub struct Pin {
     /// Pages charged (> 0) or uncharged (< 0) to the target: 0 for mode `none` and when
     /// refused.
     pub charged: i64,
+    /// Whose locked memory it is charged to.
     pub mode: PinMode,
     /// The mapping's creator, whose RLIMIT_MEMLOCK applies (not necessarily the caller).
     pub target_pid: u32,
@@ -513,11 +579,13 @@ pub struct Pin {
     /// The target's locked memory after the change (when refused: the total it was
     /// compared with); 0 for mode `none`.
     pub locked_bytes: u64,
-    /// This `iopt_pages`' pinned pages after the change, and its size in pages.
+    /// This `iopt_pages`' pinned pages after the change.
     pub pinned_pages: u64,
+    /// This `iopt_pages`' size in pages.
     pub total_pages: u64,
     /// The creator mm's `pinned_vm` after the change (every mode adds to it).
     pub pinned_vm_bytes: u64,
+    /// 0, or the positive errno (ENOMEM: over the limit).
     pub errno: i32,
     /// The accounting call's duration: recorded by earlier versions only (a few atomic
     /// operations; timing it cost a second program per call: docs/design-notes.md §3).

@@ -4,6 +4,7 @@
 //! Layouts are uAPI (include/uapi/linux/iommufd.h, and iommufd_test.h for the selftest):
 //! stable by contract, so fixed offsets are right here, unlike kernel-internal structs.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::uapi::{
@@ -12,7 +13,7 @@ use crate::uapi::{
     IOMMU_HWPT_DATA_VTD_S1 as DATA_VTD_S1,
 };
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum UserData {
     /// `struct iommu_hwpt_vtd_s1`.

@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Which kernel a VT-d model follows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum VtdBehaviour {
     /// `drivers/iommu/intel/iommu.c` as in 6.12 (to 6.18): chunked unmap, legacy walkers.
@@ -20,7 +20,7 @@ pub enum VtdBehaviour {
 }
 
 /// Which io-pgtable-arm rules an SMMUv3 model follows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SmmuBehaviour {
     /// 6.12: stage-2 concatenation whenever the level-0 pgd has ≤16 entries; partial unmap
@@ -38,9 +38,11 @@ pub enum SmmuBehaviour {
 /// header's attached symbols (a `pt_iommu_vtdss_*` symbol means the generic page table; a
 /// 7.x kernel means whole-range unmap and the 7.x io-pgtable-arm rules). Both enums parse
 /// from strings (`legacy`, `generic-pt`, `generic-pt-whole-range`; `6.12`, `7`) for a CLI.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 pub struct KernelBehaviour {
+    /// How the traced kernel's VT-d driver builds page tables.
     pub vtd: VtdBehaviour,
+    /// How the traced kernel's io-pgtable-arm builds them.
     pub smmu: SmmuBehaviour,
 }
 
@@ -116,7 +118,7 @@ impl fmt::Display for SmmuBehaviour {
 }
 
 /// Which model family to use for a domain.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelSelect {
     /// From the domain's driver name.

@@ -57,7 +57,7 @@ pub use runs::PageRun;
 
 /// What the replay does. `Default` is: model by driver name, Debian 6.12 behaviour,
 /// 3 events of context around a divergence, no what-if.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ReplayOptions {
     /// Which model family to use (`--model auto|vtd|smmuv3`).
     pub model: ModelSelect,

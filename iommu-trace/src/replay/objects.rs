@@ -22,26 +22,30 @@ struct Live {
 }
 
 /// One broken invariant.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct GraphFinding {
     /// The event where it shows.
     pub event_index: u64,
+    /// The invariant broken, in words.
     pub what: String,
 }
 
 /// What the replay found about the object graph.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ObjectsReport {
     /// Objects published, per type.
     pub created: BTreeMap<String, u64>,
     /// Objects destroyed, per type.
     pub destroyed: BTreeMap<String, u64>,
+    /// Objects allocated and never published (failed creates).
     pub aborted: u64,
+    /// Object allocations that failed.
     pub failed_allocs: u64,
     /// Destroyed objects whose creation the capture did not see (made before it started).
     pub created_before_capture: u64,
     /// Objects alive when the capture ended, per type (their iommufd still open).
     pub alive_at_end: BTreeMap<String, u64>,
+    /// Broken invariants, in stream order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<GraphFinding>,
     /// Why the graph was not checked (an object probe point recorded nothing).

@@ -32,15 +32,18 @@ use crate::events::{KernelPtr, Pin, PinMode};
 use crate::uapi::errno::ENOMEM;
 
 /// One accounting call the model did not expect.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PinFinding {
+    /// Index (0-based, in the stream) of the `pin` event.
     pub event_index: u64,
+    /// The `iopt_pages` it accounts.
     pub iopt_pages: KernelPtr,
+    /// What the model expected instead, and the last call before it on the same pages.
     pub what: String,
 }
 
 /// What the replay found about the pinned-page accounting.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PinsReport {
     /// Accounting calls replayed.
     pub calls: u64,
@@ -50,9 +53,11 @@ pub struct PinsReport {
     pub adopted: u64,
     /// Charges refused (`ENOMEM`), and how many of them the limit check predicted.
     pub refused: u64,
+    /// Of the refused charges, those the limit check predicted.
     pub refusals_predicted: u64,
     /// Pages still pinned (and accounted) when the capture ended, per accounting mode.
     pub pinned_at_end: BTreeMap<&'static str, u64>,
+    /// Calls that contradict the model, in stream order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<PinFinding>,
     /// Limit decisions the totals contradict on a target other creators charge too: the

@@ -9,7 +9,7 @@ use super::{PageRun, ReplayOptions};
 use crate::events::{DomainKind, KernelPtr};
 
 /// The outcome for one domain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "verdict", content = "reason", rename_all = "snake_case")]
 pub enum Verdict {
     /// Every operation's page allocations and frees matched the model.
@@ -22,8 +22,9 @@ pub enum Verdict {
 }
 
 /// One event shown around a divergence.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct ContextEvent {
+    /// Index (0-based) of the event in the stream.
     pub index: u64,
     pub event: String,
     /// This is the event where the divergence was found.
@@ -31,10 +32,11 @@ pub struct ContextEvent {
 }
 
 /// The first place where the kernel and the model disagreed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Divergence {
     /// Index (0-based, in the stream) of the event at which the mismatch was found.
     pub event_index: u64,
+    /// What disagreed, in words.
     pub reason: String,
     /// Page runs the model predicted for that operation.
     pub predicted: Vec<PageRun>,
@@ -45,7 +47,7 @@ pub struct Divergence {
 }
 
 /// Pages allocated without a memory-cgroup charge, split by cause.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Uncharged {
     /// Uncharged by kernel policy: the top-level table allocated with the domain
     /// (GFP_KERNEL in `paging_domain_alloc`, `arm_64_lpae_alloc_pgtable_s1/s2`,
@@ -61,18 +63,24 @@ pub struct Uncharged {
 }
 
 /// Page totals, observed or predicted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PageTotals {
+    /// Pages allocated.
     pub allocated: u64,
+    /// Pages freed.
     pub freed: u64,
+    /// Most pages held at once.
     pub peak: u64,
 }
 
 /// Everything the replay found about one domain.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct DomainReport {
+    /// The domain.
     pub domain: KernelPtr,
+    /// Its driver (`intel`, `amd`, `arm-smmu-v3`, `mock`).
     pub driver: String,
+    /// Paging, nested or auto (absent when the allocation was not seen).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<DomainKind>,
     /// The id of the HWPT whose domain this is, when the capture saw it published.
@@ -82,10 +90,15 @@ pub struct DomainReport {
     pub model: Option<String>,
     #[serde(flatten)]
     pub verdict: Verdict,
+    /// Index of its `domain_alloc` event (null: allocated before the capture).
     pub alloc_index: Option<u64>,
+    /// Index of its `domain_free` event (null: not freed in the capture).
     pub free_index: Option<u64>,
+    /// Maps and unmaps replayed.
     pub maps: u64,
+    /// Unmaps replayed.
     pub unmaps: u64,
+    /// Page-table pages the kernel allocated and freed.
     pub observed: PageTotals,
     /// Model totals while verification ran (up to a divergence).
     pub predicted: PageTotals,
@@ -94,12 +107,15 @@ pub struct DomainReport {
     pub never_freed: u64,
     /// The domain was still alive at the end of the capture.
     pub alive_at_end: bool,
+    /// Pages not charged to a memory cgroup, by cause.
     pub uncharged: Uncharged,
     /// `pt_grow` events: times the table grew its top, and its levels after the last.
     #[serde(skip_serializing_if = "is_zero")]
     pub top_growths: u64,
+    /// The table's levels after its last growth.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_levels: Option<u32>,
+    /// The first place the kernel and the model disagreed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub divergence: Option<Divergence>,
     /// Things worth knowing that are not a divergence.
@@ -108,11 +124,13 @@ pub struct DomainReport {
 }
 
 /// One format replayed in `--what-if`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct WhatIfRow {
+    /// The page-table format and shape, e.g. "VT-d 4-level 4K+2M+1G".
     pub format: String,
     /// The format the kernel actually used.
     pub actual: bool,
+    /// Most page-table pages held at once.
     pub peak_pages: u64,
     /// Pages held after the last operation (before the domain free, if any).
     pub final_pages: u64,
@@ -124,23 +142,30 @@ pub struct WhatIfRow {
     pub beyond_budget: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct WhatIfDomain {
+    /// The domain whose maps and unmaps were replayed.
     pub domain: KernelPtr,
+    /// One row per format.
     pub rows: Vec<WhatIfRow>,
 }
 
 /// The replay's findings.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Report {
+    /// The models and behaviours the replay used.
     pub options: ReplayOptions,
+    /// Events read.
     pub events: u64,
-    /// Ring-buffer and context-table losses reported by `lost` events.
+    /// Events dropped because the ring buffer was full (`lost` events).
     pub lost_events: u64,
+    /// Operations not attributed because a per-thread context table was full.
     pub lost_contexts: u64,
     /// Failed `domain_alloc` ops (no domain to model).
     pub failed_allocs: u64,
+    /// Every domain the capture saw, in order of first appearance.
     pub domains: Vec<DomainReport>,
+    /// `--what-if`: each domain under other page-table formats.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub what_if: Vec<WhatIfDomain>,
     /// Probe points the verification needs that recorded nothing (from the capture
@@ -160,7 +185,7 @@ pub struct Report {
 }
 
 /// The replay's conclusion, as `iommu-trace replay`'s exit status gives it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Every domain verified, and the capture was read whole with nothing lost (exit 0).

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::model::PageOp;
 
 /// A run of consecutive page allocations or frees.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum PageRun {
     Alloc { pages: u64 },

@@ -394,9 +394,11 @@ impl Plan {
 }
 
 /// A probe point that recorded nothing, and why (for the consumers of a capture).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MissingPoint {
+    /// The logical probe point (`iommu-trace probes` lists them).
     pub point: String,
+    /// Why it recorded nothing.
     pub why: String,
 }
 
