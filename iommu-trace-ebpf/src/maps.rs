@@ -27,6 +27,14 @@ pub(crate) static DRIVER_BY_IP: HashMap<u64, u32> = HashMap::with_max_entries(64
 #[map]
 pub(crate) static TRACKED: HashMap<u64, u32> = HashMap::with_max_entries(1 << 16, 0);
 
+/// Per thread: the object `iommufd_object_abort_and_destroy` is aborting, read at its
+/// entry (it is freed by the return). Its abort goes out at the return, unless
+/// `iommufd_object_abort` ran out of line meanwhile and sent it: a compiler may inline that
+/// call, leaving nothing to probe there (docs/kernel-facts.md §6.3).
+#[map]
+pub(crate) static ABORT_AND_DESTROY: LruHashMap<u32, PendingAbort> =
+    LruHashMap::with_max_entries(4096, 0);
+
 /// Per-thread contexts. Keyed by thread id: these paths sleep and can change CPU.
 #[map]
 pub(crate) static IOCTL_CTX: HashMap<u32, IoctlCtx> = HashMap::with_max_entries(4096, 0);

@@ -20,8 +20,8 @@ use crate::{
         submit_flags, wanted,
     },
     maps::{
-        HowCtx, IfdCtx, PendingAbort, PendingObject, ReserveCtx, EVENTS, HOW_CTX, IFD_CTX,
-        IOCTL_CTX, LATE_ABORTS, PENDING_OBJECTS, RESERVE_CTX,
+        HowCtx, IfdCtx, PendingAbort, PendingObject, ReserveCtx, ABORT_AND_DESTROY, EVENTS,
+        HOW_CTX, IFD_CTX, IOCTL_CTX, LATE_ABORTS, PENDING_OBJECTS, RESERVE_CTX,
     },
 };
 
@@ -337,9 +337,7 @@ fn emit_abort(a: &PendingAbort, errno: i32, flags: u32) {
     entry.submit(submit_flags());
 }
 
-/// `iommufd_object_abort(ictx, obj)`: the id is released unpublished. Inside an
-/// object-creating handler the event waits for the handler's result (its errno); after a
-/// failed handler (7.x `_ucmd` objects) it has that result; elsewhere it goes at once.
+/// `iommufd_object_abort(ictx, obj)`: the id is released unpublished.
 #[kprobe]
 pub fn object_abort(ctx: ProbeContext) -> u32 {
     floor!();
@@ -347,6 +345,60 @@ pub fn object_abort(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let obj: u64 = ctx.arg(1).unwrap_or(0);
+    let tid = current_tid();
+    // SAFETY: plain lookup. This call sends the abort `iommufd_object_abort_and_destroy`
+    // would otherwise send at its return.
+    if unsafe { ABORT_AND_DESTROY.get(&tid) }.is_some_and(|a| a.obj == obj) {
+        let _ = ABORT_AND_DESTROY.remove(&tid);
+    }
+    abort_seen(
+        ctx.arg(0).unwrap_or(0),
+        obj,
+        object_type(obj),
+        object_id(obj),
+    );
+    0
+}
+
+/// `iommufd_object_abort_and_destroy(ictx, obj)`: destroy op, then `iommufd_object_abort`,
+/// which the compiler may have inlined here. The object's type and id are read now.
+#[kprobe]
+pub fn object_abort_and_destroy_entry(ctx: ProbeContext) -> u32 {
+    floor!();
+    if !wanted() {
+        return 0;
+    }
+    let obj: u64 = ctx.arg(1).unwrap_or(0);
+    let a = PendingAbort {
+        obj,
+        ictx: ctx.arg(0).unwrap_or(0),
+        size: 0,
+        obj_type: object_type(obj),
+        id: object_id(obj),
+    };
+    let _ = ABORT_AND_DESTROY.insert(&current_tid(), &a, 0);
+    0
+}
+
+/// Its return: the abort, unless an out-of-line `iommufd_object_abort` already sent it.
+#[kretprobe]
+pub fn object_abort_and_destroy_exit(_ctx: RetProbeContext) -> u32 {
+    floor!();
+    let tid = current_tid();
+    // SAFETY: copied out before removal.
+    let Some(a) = (unsafe { ABORT_AND_DESTROY.get(&tid) }).copied() else {
+        return 0;
+    };
+    let _ = ABORT_AND_DESTROY.remove(&tid);
+    abort_seen(a.ictx, a.obj, a.obj_type, a.id);
+    0
+}
+
+/// An object's id released unpublished. Inside an object-creating handler the event waits
+/// for the handler's result (its errno); after a failed handler (7.x `_ucmd` objects) it has
+/// that result; elsewhere it goes at once.
+#[inline(always)]
+fn abort_seen(ictx: u64, obj: u64, obj_type: u32, id: u32) {
     // SAFETY: copied out before removal.
     let pending = unsafe { PENDING_OBJECTS.get(&obj) }.copied();
     if pending.is_some() {
@@ -354,16 +406,16 @@ pub fn object_abort(ctx: ProbeContext) -> u32 {
     }
     let a = PendingAbort {
         obj,
-        ictx: ctx.arg(0).unwrap_or(0),
+        ictx,
         size: pending.map_or(0, |p| p.size),
-        obj_type: object_type(obj),
-        id: object_id(obj),
+        obj_type,
+        id,
     };
     // SAFETY: copied out before removal.
     if let Some(errno) = unsafe { LATE_ABORTS.get(&obj) }.copied() {
         let _ = LATE_ABORTS.remove(&obj);
         emit_abort(&a, errno, object_flags::ERRNO_KNOWN);
-        return 0;
+        return;
     }
     if let Some(c) = IFD_CTX.get_ptr_mut(&current_tid()) {
         // SAFETY: this thread's own entry.
@@ -372,18 +424,17 @@ pub fn object_abort(ctx: ProbeContext) -> u32 {
             0 => {
                 c.aborts[0] = a;
                 c.pending = 1;
-                return 0;
+                return;
             }
             1 => {
                 c.aborts[1] = a;
                 c.pending = 2;
-                return 0;
+                return;
             }
             _ => {}
         }
     }
     emit_abort(&a, 0, 0);
-    0
 }
 
 /// Each type's destroy op, `(obj)`. It also runs for an object that was never published

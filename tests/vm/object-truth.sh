@@ -1,6 +1,7 @@
 # Ground truth for the iommufd object events, counted by ftrace kprobe events on the same
 # kernel functions, independently of iommu-trace's own probes (docs/kernel-facts.md §7.2):
-# allocations, publications, aborts, every destroy op, and the ioctl, file release and
+# allocations, publications, aborts (and iommufd_object_abort_and_destroy, whose return is
+# the abort where the compiler inlined it), every destroy op, and the ioctl, file release and
 # device unbind around them (how an object was destroyed, an abort's errno); and the page-table
 # top growths (xtask/src/checks/capture.rs).
 # Sourced by the scenarios: object_truth_start before the workload, object_truth_stop after;
@@ -27,6 +28,10 @@ object_truth_start() {
     for f in iommufd_object_finalize iommufd_object_abort; do
         echo "p:itruth/${f#iommufd_object_} $f obj=\$arg2:x64 id=+12(\$arg2):u32 type=+8(\$arg2):u32" >> $T/kprobe_events
     done
+    # Where the compiler inlined iommufd_object_abort into its caller, the caller's return
+    # is the abort (docs/kernel-facts.md §6.3).
+    echo 'p:itruth/abort_destroy iommufd_object_abort_and_destroy obj=$arg2:x64 id=+12($arg2):u32' >> $T/kprobe_events
+    echo 'r:itruth/abort_destroy_ret iommufd_object_abort_and_destroy' >> $T/kprobe_events
     # Every destroy op the kernel has (types it lacks have none).
     for f in iommufd_device_destroy iommufd_hwpt_paging_destroy iommufd_hwpt_nested_destroy \
         iommufd_ioas_destroy iommufd_access_destroy_object iommufd_fault_destroy \

@@ -15,15 +15,9 @@ use crate::util::{cache_dir, output, run as run_cmd};
 /// bpf-linker release known to build against the nightly's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Packages the VM harness needs, with the suite to take them from (None: the default).
+/// Packages every VM run needs, whatever its architecture, with the suite to take them
+/// from (None: the default): kernel build tools, the guest's busybox and Prometheus.
 const VM_PACKAGES: &[(&str, Option<&str>)] = &[
-    ("qemu-system-x86", Some("bookworm-backports")),
-    ("qemu-system-arm", Some("bookworm-backports")),
-    // arm64: the kernel and the guest's iommu-trace are cross-built.
-    ("gcc-aarch64-linux-gnu", None),
-    ("libc6-dev-arm64-cross", None),
-    ("linux-source-6.12", None),
-    ("linux-source-7.3", Some("trixie-backports")),
     ("flex", None),
     ("bison", None),
     ("bc", None),
@@ -34,11 +28,25 @@ const VM_PACKAGES: &[(&str, Option<&str>)] = &[
     ("busybox-static", None),
     ("xz-utils", None),
     ("binutils", None),
-    // The exporter's end-to-end test: a real Prometheus and promtool, wrk, curl.
     ("prometheus", None),
-    ("wrk", None),
     ("curl", None),
 ];
+
+/// What one guest architecture adds: its QEMU (a recent one from bookworm-backports) and,
+/// for arm64, the cross toolchain the kernel and the guest's iommu-trace are built with.
+fn arch_packages(arch: Arch) -> &'static [(&'static str, Option<&'static str>)] {
+    match arch {
+        Arch::X86_64 => &[("qemu-system-x86", Some("bookworm-backports"))],
+        Arch::Arm64 => &[
+            ("qemu-system-arm", Some("bookworm-backports")),
+            ("gcc-aarch64-linux-gnu", None),
+            ("libc6-dev-arm64-cross", None),
+        ],
+    }
+}
+
+/// The exporter's end-to-end test and benchmark load it with wrk.
+const EXPORTER_TEST_PACKAGES: &[(&str, Option<&str>)] = &[("wrk", None)];
 
 /// What `cargo xtask dist` and the package test need besides the VM packages: cargo-deb
 /// builds the packages; lintian checks them; man-db and systemd (systemd-analyze) check what
@@ -55,13 +63,43 @@ const CARGO_DEB_VERSION: &str = "3.8.0";
 
 const APT_SOURCES: &str = "/etc/apt/sources.list.d/iommu-trace.sources";
 
+/// `vm`: everything the whole VM matrix and the exporter test need (`setup --vm`, `test`).
 pub fn run(vm: bool) -> Result<()> {
     rust_src()?;
     bpf_linker()?;
     if vm {
-        apt_packages(VM_PACKAGES)?;
-        rust_target(Arch::Arm64)?;
-        guest_programs(Arch::Arm64)?;
+        let all: Vec<_> = crate::kernel::MATRIX
+            .iter()
+            .map(|(v, a)| (v.to_string(), *a))
+            .collect();
+        for_vms(&all)?;
+        apt_packages(EXPORTER_TEST_PACKAGES)?;
+    }
+    Ok(())
+}
+
+/// What booting these kernels needs, and no more: an x86_64 demo installs no arm64 cross
+/// tools, guest programs or 7.3 source.
+pub fn for_vms(kernels: &[(String, Arch)]) -> Result<()> {
+    rust_src()?;
+    bpf_linker()?;
+    let sources = kernels
+        .iter()
+        .map(|(v, _)| Ok((format!("linux-source-{v}"), crate::kernel::source_suite(v)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut packages = VM_PACKAGES.to_vec();
+    for (_, arch) in kernels {
+        packages.extend_from_slice(arch_packages(*arch));
+    }
+    packages.extend(sources.iter().map(|(p, suite)| (p.as_str(), *suite)));
+    packages.sort();
+    packages.dedup();
+    apt_packages(&packages)?;
+    for arch in Arch::ALL {
+        if arch != Arch::host() && kernels.iter().any(|(_, a)| *a == arch) {
+            rust_target(arch)?;
+            guest_programs(arch)?;
+        }
     }
     Ok(())
 }
@@ -247,7 +285,7 @@ pub fn packaging() -> Result<()> {
     ]))
 }
 
-fn apt_packages(packages: &[(&'static str, Option<&'static str>)]) -> Result<()> {
+fn apt_packages(packages: &[(&str, Option<&str>)]) -> Result<()> {
     let missing: Vec<_> = packages
         .iter()
         .filter(|(p, _)| !dpkg_installed(p))

@@ -613,6 +613,7 @@ mod tests {
         ffffffff810000b0 T _iommufd_object_alloc\n\
         ffffffff810000c0 T iommufd_object_finalize\n\
         ffffffff810000d0 T iommufd_object_abort\n\
+        ffffffff810000d8 T iommufd_object_abort_and_destroy\n\
         ffffffff810000e0 t iommufd_destroy\n\
         ffffffff810000f0 t iommufd_fops_release\n\
         ffffffff81000100 T iommufd_device_unbind\n\

@@ -228,6 +228,17 @@ pub(super) const CORE_POINTS: &[CorePoint] = &[
         exit_program: None,
         params: &["ictx", "obj"],
     },
+    // Where a compiler inlined `iommufd_object_abort` into this caller (6.12 without
+    // DEBUG_ENTRY: docs/kernel-facts.md §6.3), its aborts are seen only here.
+    CorePoint {
+        point: "object_abort_destroy",
+        what: "iommufd_object_abort_and_destroy: aborts of objects already initialized, \
+               when the abort is inlined into it",
+        symbols: &["iommufd_object_abort_and_destroy"],
+        entry_program: "object_abort_and_destroy_entry",
+        exit_program: Some("object_abort_and_destroy_exit"),
+        params: &["ictx", "obj"],
+    },
     CorePoint {
         point: "destroy_ioctl",
         what: "IOMMU_DESTROY's handler: objects destroyed by it (static, main.c)",

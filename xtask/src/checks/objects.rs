@@ -88,6 +88,9 @@ struct Thread {
     ioctl: Option<(u64, Vec<(u64, u64)>)>,
     /// Release and unbind, outermost first.
     contexts: Vec<&'static str>,
+    /// The object `iommufd_object_abort_and_destroy` is aborting, until an out-of-line
+    /// `iommufd_object_abort` or its return aborts it (docs/kernel-facts.md §6.3).
+    abort_and_destroy: Option<(u64, u64)>,
 }
 
 /// `IOMMU_DESTROY` (include/uapi/linux/iommufd.h).
@@ -121,10 +124,16 @@ fn kernel_truth(trace: &str) -> Result<Lifetimes, String> {
             }
             "abort" => {
                 let key = (hit.num("obj")?, hit.num("id")?);
-                pending.remove(&key.0);
-                match &mut th.ioctl {
-                    Some((_, aborts)) => aborts.push(key),
-                    None => count(&mut t.aborted, (key.0, key.1, None)),
+                if th.abort_and_destroy.is_some_and(|(obj, _)| obj == key.0) {
+                    th.abort_and_destroy = None;
+                }
+                abort(&mut t, &mut pending, th, key);
+            }
+            "abort_destroy" => th.abort_and_destroy = Some((hit.num("obj")?, hit.num("id")?)),
+            // Still aborting at the return: the compiler inlined `iommufd_object_abort`.
+            "abort_destroy_ret" => {
+                if let Some(key) = th.abort_and_destroy.take() {
+                    abort(&mut t, &mut pending, th, key);
                 }
             }
             "ioctl" => th.ioctl = Some((hit.num("cmd")?, Vec::new())),
@@ -162,6 +171,15 @@ fn kernel_truth(trace: &str) -> Result<Lifetimes, String> {
         }
     }
     Ok(t)
+}
+
+/// An object's id released unpublished: its errno is the result of the ioctl it is in.
+fn abort(t: &mut Lifetimes, pending: &mut BTreeSet<u64>, th: &mut Thread, key: (u64, u64)) {
+    pending.remove(&key.0);
+    match &mut th.ioctl {
+        Some((_, aborts)) => aborts.push(key),
+        None => count(&mut t.aborted, (key.0, key.1, None)),
+    }
 }
 
 /// The keys seen a different number of times by ftrace and in the capture.
@@ -425,6 +443,45 @@ mod tests {
         assert_eq!(t.failed_allocs, 1);
         assert_eq!(total(&t.destroyed), 1);
         assert_eq!(check(&capture("ioas")), Ok(()));
+    }
+
+    // `iommufd_object_abort_and_destroy` around the abort: with the abort out of line it
+    // is one abort, not two; inlined (no `abort` line), its return is the abort.
+    #[test]
+    fn an_abort_inlined_into_abort_and_destroy_is_counted_once() {
+        let entry = " iommu-trace-90 [001] ..... 5.35: abort_destroy: (iommufd_object_abort_and_destroy+0x4/0x60) obj=0xffff888100002000 id=2\n";
+        let ret = " iommu-trace-90 [001] ..... 5.52: abort_destroy_ret: (iommufd_hwpt_alloc+0x9/0x60 <- iommufd_object_abort_and_destroy)\n";
+        let abort_line = TRACE
+            .lines()
+            .find(|l| l.contains(" abort: "))
+            .expect("an abort");
+        let mut out_of_line = String::new();
+        let mut inlined = String::new();
+        for line in TRACE.lines() {
+            if line.contains(" destroy_hwpt_paging_destroy: ") {
+                out_of_line.push_str(entry);
+                inlined.push_str(entry);
+            }
+            out_of_line.push_str(line);
+            out_of_line.push('\n');
+            if line != abort_line {
+                inlined.push_str(line);
+                inlined.push('\n');
+            }
+            if line == abort_line {
+                out_of_line.push_str(ret);
+                inlined.push_str(ret);
+            }
+        }
+        for trace in [&out_of_line, &inlined] {
+            let t = kernel_truth(trace).unwrap();
+            assert_eq!(total(&t.aborted), 1, "{trace}");
+            assert_eq!(
+                t.aborted.keys().next(),
+                Some(&(0xffff888100002000, 2, Some(95)))
+            );
+            assert_eq!(total(&t.destroyed), 1);
+        }
     }
 
     #[test]

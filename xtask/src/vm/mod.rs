@@ -108,26 +108,19 @@ pub fn bench(version: &str, arch: Arch, scenario: &Scenario) -> Result<()> {
 /// The kernel and the initramfs of `arch`; the guest's iommu-trace is the one of `package`
 /// (a .deb of `cargo xtask dist`, unpacked as dpkg would install it) when one is given.
 fn prepare(version: &str, arch: Arch, package: Option<&Path>) -> Result<(kernel::Kernel, PathBuf)> {
-    setup::run(true)?;
-    let k = kernel::build(&kernel::spec(version, arch)?)?;
-    let binary = match package {
-        Some(deb) => {
-            let unpacked = cache_dir().join("vm").join(format!("package-{arch}"));
-            let _ = std::fs::remove_dir_all(&unpacked);
-            crate::util::run(
-                std::process::Command::new("dpkg-deb")
-                    .arg("-x")
-                    .arg(deb)
-                    .arg(&unpacked),
-            )?;
-            eprintln!(
-                "vm: the {arch} guest runs the packaged binary of {}",
-                deb.display()
-            );
-            unpacked.join("usr/bin/iommu-trace")
-        }
-        None => build_guest_binary(arch)?,
-    };
+    setup::for_vms(&[(version.to_string(), arch)])?;
+    let spec = kernel::spec(version, arch)?;
+    // A cold kernel and the guest's binary build side by side: each leaves a core idle at
+    // times (the kernel's link and BTF steps, cargo's last crates and link run alone).
+    let (k, binary) = std::thread::scope(|s| {
+        let kernel = s.spawn(|| kernel::build(&spec));
+        let binary = guest_binary(arch, package);
+        (
+            kernel.join().expect("the kernel build thread panicked"),
+            binary,
+        )
+    });
+    let (k, binary) = (k?, binary?);
     // One per checkout, so that two checkouts (a CI clone and a work tree) never boot
     // each other's binaries.
     let checkout = crate::util::fnv1a(workspace_root().to_string_lossy().as_bytes());
@@ -137,6 +130,26 @@ fn prepare(version: &str, arch: Arch, package: Option<&Path>) -> Result<(kernel:
     std::fs::create_dir_all(initramfs.parent().expect("has parent"))?;
     build_initramfs(arch, &binary, &initramfs)?;
     Ok((k, initramfs))
+}
+
+/// The guest's iommu-trace: unpacked from `package` (as dpkg would install it), or built.
+fn guest_binary(arch: Arch, package: Option<&Path>) -> Result<PathBuf> {
+    let Some(deb) = package else {
+        return build_guest_binary(arch);
+    };
+    let unpacked = cache_dir().join("vm").join(format!("package-{arch}"));
+    let _ = std::fs::remove_dir_all(&unpacked);
+    crate::util::run(
+        std::process::Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(deb)
+            .arg(&unpacked),
+    )?;
+    eprintln!(
+        "vm: the {arch} guest runs the packaged binary of {}",
+        deb.display()
+    );
+    Ok(unpacked.join("usr/bin/iommu-trace"))
 }
 
 /// Runs the scenarios on every (kernel, arch) of the matrix that `kernels` and `arches`
@@ -182,6 +195,7 @@ pub fn test(
     if targets.is_empty() {
         bail!("no kernel of the matrix runs on the architectures asked for");
     }
+    setup::for_vms(&targets)?;
     let out = out.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("iommu-trace-vm-{}", std::process::id()))
     });
