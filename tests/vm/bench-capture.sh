@@ -10,12 +10,7 @@ export RUST_LOG=warn
 N=${BENCH_LOOPS:-30000}
 PAGES=1
 ROUNDS=5
-for d in /sys/bus/pci/devices/*; do
-    if [ "$(cat "$d/vendor")" = 0x8086 ] && [ "$(cat "$d/device")" = 0x10d3 ]; then
-        echo vfio-pci > "$d/driver_override"
-        echo "${d##*/}" > /sys/bus/pci/drivers_probe
-    fi
-done
+. /scenarios/vfio-bind.sh
 NOOBJ=""
 for f in iommufd_destroy iommufd_ioas_alloc_ioctl iommufd_hwpt_alloc iommufd_fault_alloc \
     iommufd_viommu_alloc_ioctl iommufd_vdevice_alloc_ioctl iommufd_veventq_alloc \

@@ -5,13 +5,7 @@ R=/results
 export RUST_LOG=warn
 . /scenarios/object-truth.sh
 
-# The emulated e1000e (8086:10d3) has no driver in the test kernel: give it to vfio-pci.
-for d in /sys/bus/pci/devices/*; do
-    if [ "$(cat "$d/vendor")" = 0x8086 ] && [ "$(cat "$d/device")" = 0x10d3 ]; then
-        echo vfio-pci > "$d/driver_override"
-        echo "${d##*/}" > /sys/bus/pci/drivers_probe
-    fi
-done
+. /scenarios/vfio-bind.sh
 ls -l /dev/vfio/devices > $R/vfio-devices.txt 2>&1
 echo 16 > /proc/sys/vm/nr_hugepages
 

@@ -2,12 +2,7 @@
 # which QEMU connects to the user's terminal, over the exercise workload repeated in the
 # background. Quitting top (q) ends the demo.
 export RUST_LOG=off
-for d in /sys/bus/pci/devices/*; do
-    if [ "$(cat "$d/vendor")" = 0x8086 ] && [ "$(cat "$d/device")" = 0x10d3 ]; then
-        echo vfio-pci > "$d/driver_override"
-        echo "${d##*/}" > /sys/bus/pci/drivers_probe
-    fi
-done
+. /scenarios/vfio-bind.sh
 echo 16 > /proc/sys/vm/nr_hugepages
 rows=$(sed -n 's/.* rows=\([0-9]*\).*/\1/p' /proc/cmdline)
 cols=$(sed -n 's/.* cols=\([0-9]*\).*/\1/p' /proc/cmdline)
