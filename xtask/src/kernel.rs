@@ -120,6 +120,11 @@ pub const MATRIX: &[(&str, Arch)] = &[
     ("7.3", Arch::Arm64),
 ];
 
+/// The matrix as (version, arch) pairs with owned versions, as a command line names them.
+pub fn matrix() -> Vec<(String, Arch)> {
+    MATRIX.iter().map(|(v, a)| (v.to_string(), *a)).collect()
+}
+
 /// Kernels the harness can build, each from Debian's `linux-source-<version>`, taken from
 /// this suite (None: the default; 6.12 is bookworm's, from bookworm-security).
 pub const KNOWN: &[(&str, Option<&str>)] = &[("6.12", None), ("7.3", Some("trixie-backports"))];

@@ -241,11 +241,8 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup { vm } => setup::run(vm),
         Cmd::BuildKernel { kernel, arch, all } => {
-            let targets: Vec<(String, kernel::Arch)> = if all {
-                kernel::MATRIX
-                    .iter()
-                    .map(|(v, a)| (v.to_string(), *a))
-                    .collect()
+            let targets = if all {
+                kernel::matrix()
             } else {
                 vec![(kernel, arch)]
             };

@@ -65,17 +65,12 @@ const APT_SOURCES: &str = "/etc/apt/sources.list.d/iommu-trace.sources";
 
 /// `vm`: everything the whole VM matrix and the exporter test need (`setup --vm`, `test`).
 pub fn run(vm: bool) -> Result<()> {
-    rust_src()?;
-    bpf_linker()?;
-    if vm {
-        let all: Vec<_> = crate::kernel::MATRIX
-            .iter()
-            .map(|(v, a)| (v.to_string(), *a))
-            .collect();
-        for_vms(&all)?;
-        apt_packages(EXPORTER_TEST_PACKAGES)?;
+    if !vm {
+        rust_src()?;
+        return bpf_linker();
     }
-    Ok(())
+    for_vms(&crate::kernel::matrix())?;
+    apt_packages(EXPORTER_TEST_PACKAGES)
 }
 
 /// What booting these kernels needs, and no more: an x86_64 demo installs no arm64 cross

@@ -176,9 +176,8 @@ pub fn test(
         );
     }
     let targets: Vec<(String, Arch)> = if kernels.is_empty() {
-        kernel::MATRIX
-            .iter()
-            .map(|(v, a)| (v.to_string(), *a))
+        kernel::matrix()
+            .into_iter()
             .filter(|(_, a)| arches.is_empty() || arches.contains(a))
             .collect()
     } else {
@@ -195,7 +194,6 @@ pub fn test(
     if targets.is_empty() {
         bail!("no kernel of the matrix runs on the architectures asked for");
     }
-    setup::for_vms(&targets)?;
     let out = out.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("iommu-trace-vm-{}", std::process::id()))
     });
