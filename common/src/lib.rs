@@ -357,6 +357,21 @@ pub struct PinEvent {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
+    /// Addresses of x86-64's `page_offset_base` and `vmemmap_base` (kallsyms; 0: not
+    /// known): where the linear map and the `struct page` array start, both randomized at
+    /// boot. With them the page-table hooks of 6.15+ find the `struct page` of an address
+    /// `iommu_alloc_pages_node_sz` returns (docs/kernel-facts.md §3.2). First, so the two
+    /// u64 need no padding.
+    pub page_offset_base_addr: u64,
+    pub vmemmap_base_addr: u64,
+    /// `sizeof(struct page)`.
+    pub page_struct_size: u32,
+    /// `struct folio::_flags_1` (a large folio's order in its low byte) and the bit of
+    /// `PG_head` in `flags` (`enum pageflags`): a folio's page count.
+    pub folio_flags_1: u32,
+    pub pg_head: u32,
+    /// Keeps the struct a multiple of 8 bytes (the u64 above): no implicit padding.
+    pub _pad: u32,
     /// `struct iommu_domain`: `type`, `pgsize_bitmap`, `geometry.aperture_start/_end`.
     pub domain_type: u32,
     pub domain_pgsize_bitmap: u32,
@@ -480,6 +495,12 @@ impl Config {
     /// Every offset unavailable: what the eBPF object holds until user space sets it.
     pub const fn unset() -> Self {
         Config {
+            page_offset_base_addr: 0,
+            vmemmap_base_addr: 0,
+            page_struct_size: Self::UNSET,
+            folio_flags_1: Self::UNSET,
+            pg_head: Self::UNSET,
+            _pad: 0,
             domain_type: Self::UNSET,
             domain_pgsize_bitmap: Self::UNSET,
             domain_aperture_start: Self::UNSET,
@@ -542,7 +563,8 @@ impl Default for Config {
 pub mod lost {
     /// Ring-buffer reservation failed: the event was dropped.
     pub const RINGBUF_FULL: u32 = 0;
-    /// A per-thread context map was full: the operation could not be attributed.
+    /// A per-thread context map was full: the operation could not be attributed (also: a
+    /// page-table page whose `struct page` could not be found from its address).
     pub const CONTEXT_FULL: u32 = 1;
     /// Number of counters.
     pub const COUNT: u32 = 2;
@@ -599,5 +621,14 @@ mod tests {
         assert_eq!(size_of::<PtGrowEvent>(), 48 + 16);
         assert_eq!(event_size(kind::UNMAP), size_of::<MapEvent>());
         assert_eq!(event_size(99), 0);
+    }
+
+    // `Config` is `aya::Pod` ("no implicit padding"): it must end where its last field does.
+    #[test]
+    fn config_has_no_trailing_padding() {
+        assert_eq!(
+            size_of::<Config>(),
+            core::mem::offset_of!(Config, drivers) + size_of::<[DriverFields; MAX_DRIVERS]>()
+        );
     }
 }

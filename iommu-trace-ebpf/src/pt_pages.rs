@@ -1,11 +1,12 @@
-//! Page-table pages: the `NR_SECONDARY_PAGETABLE` statistic hook, each page's memory
-//! cgroup, and the `PtPagesEvent` attributed to the domain operation the thread is in.
+//! Page-table pages: where they are allocated and freed (6.15+: the iommu-pages functions;
+//! before: the `NR_SECONDARY_PAGETABLE` statistic hook), each page's memory cgroup, and the
+//! `PtPagesEvent` attributed to the domain operation the thread is in.
 
 use aya_ebpf::{
-    macros::{fentry, kprobe},
-    programs::{FEntryContext, ProbeContext},
+    macros::{fentry, fexit, kprobe},
+    programs::{FEntryContext, FExitContext, ProbeContext},
 };
-use iommu_trace_common::{kind, lost, PtPagesEvent};
+use iommu_trace_common::{kind, lost, Config, PtPagesEvent};
 
 use crate::{
     helpers::{count_lost, current_tid, field, header, read_u64, submit_flags},
@@ -61,10 +62,80 @@ fn pt_stat_common(folio: u64, idx: u32, val: i32) -> u32 {
     if idx != cfg!(nr_secondary_pagetable) {
         return 0;
     }
+    pt_pages_seen(|| Some(folio), |_| val)
+}
+
+// 6.15+ (docs/kernel-facts.md §3.2): `iommu_alloc_pages_node_sz` and `__iommu_free_desc`
+// are functions, so page-table pages are seen where they are made and freed, and the
+// statistics hook, which every page of the host passes, is not attached. The plan picks
+// these only where the linear map's bases are known (x86-64).
+
+/// The `struct page` of a linear-map address: `pfn_to_page(__pa(virt) >> PAGE_SHIFT)` with
+/// SPARSEMEM_VMEMMAP, both bases randomized at boot (arch/x86/include/asm/page_64.h,
+/// `page_offset_base` and `vmemmap_base`, arch/x86/mm/kaslr.c).
+#[inline(always)]
+fn page_of_linear(virt: u64) -> Option<u64> {
+    let (start_at, array_at) = (cfg!(page_offset_base_addr), cfg!(vmemmap_base_addr));
+    let size = cfg!(page_struct_size);
+    if start_at == 0 || array_at == 0 || size == Config::UNSET {
+        return None;
+    }
+    let (start, array) = (read_u64(start_at), read_u64(array_at));
+    if start == 0 || array == 0 || virt < start {
+        return None;
+    }
+    Some(array + ((virt - start) >> 12) * size as u64)
+}
+
+/// Pages in a folio: 1, or 2^order for a large one (`folio_order`, include/linux/mm.h: the
+/// order is the low byte of `_flags_1` when `PG_head` is set).
+#[inline(always)]
+fn folio_pages(folio: u64) -> i32 {
+    let (head, flags_1) = (cfg!(pg_head), cfg!(folio_flags_1));
+    if head >= 64 || flags_1 == Config::UNSET || read_u64(folio) & (1 << head) == 0 {
+        return 1;
+    }
+    1 << (read_u64(folio + flags_1 as u64) & 0xff).min(30)
+}
+
+/// `void *iommu_alloc_pages_node_sz(int nid, gfp_t gfp, size_t size)` returned: the folio
+/// is charged (or not) by now.
+#[fexit(function = "iommu_alloc_pages_node_sz")]
+pub fn pt_alloc_fexit(ctx: FExitContext) -> u32 {
+    floor!();
+    let virt: u64 = ctx.arg(3);
+    if virt == 0 {
+        return 0;
+    }
+    pt_pages_seen(|| page_of_linear(virt), folio_pages)
+}
+
+/// `static void __iommu_free_desc(struct ioptdesc *iopt)`: every free of iommu-pages
+/// (`iommu_free_pages`, `iommu_put_pages_list`) passes here before the folio is put, its
+/// `memcg_data` still set. An `ioptdesc` overlays the folio's `struct page`.
+#[fentry(function = "__iommu_free_desc")]
+pub fn pt_free_fentry(ctx: FEntryContext) -> u32 {
+    floor!();
+    let folio: u64 = ctx.arg(0);
+    pt_pages_seen(|| Some(folio), |f| -folio_pages(f))
+}
+
+/// A page-table page (`val` pages: + allocated, - freed) in the thread's domain operation,
+/// if it is in one. The folio and its page count are read only then: outside IOMMU work
+/// the call costs a map lookup or two.
+#[inline(always)]
+fn pt_pages_seen(folio: impl FnOnce() -> Option<u64>, pages: impl FnOnce(u64) -> i32) -> u32 {
     let tid = current_tid();
     if let Some(a) = ALLOC_CTX.get_ptr_mut(&tid) {
         // SAFETY: this thread's own entry.
         let a = unsafe { &mut *a };
+        // A page whose `struct page` cannot be found is not attributed: counted, not
+        // guessed.
+        let Some(folio) = folio() else {
+            count_lost(lost::CONTEXT_FULL);
+            return 0;
+        };
+        let val = pages(folio);
         let (charged, memcg) = memcg_of(folio);
         // Frees inside an allocation op (error unwinding) net out against what it allocated.
         if charged != 0 {
@@ -84,6 +155,11 @@ fn pt_stat_common(folio: u64, idx: u32, val: i32) -> u32 {
         return 0;
     }
     let o = if c.depth == 2 { c.ops[1] } else { c.ops[0] };
+    let Some(folio) = folio() else {
+        count_lost(lost::CONTEXT_FULL);
+        return 0;
+    };
+    let val = pages(folio);
     let (charged, memcg) = memcg_of(folio);
     emit_pt(o.domain, val as i64, charged, o.op, memcg);
     0

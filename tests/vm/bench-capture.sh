@@ -1,10 +1,12 @@
-# VM benchmark "capture": the exercise's map/unmap loop without and with `iommu-trace
-# record`, interleaved in one boot (untraced, traced, traced without the object probes, the
-# floor, untraced, ...), so that drift in this emulated machine hits every side; xtask bench
-# capture prints medians and ratios. The third run measures what the iommufd object probes
-# and the pinned-memory probes (IOAS ioctls, pin accounting: one event each per op of the
-# loop) cost it; the fourth (`record --floor`: the same attach points, programs that return
-# at once) what attaching at all costs, which our added cost is compared with.
+# VM benchmark "capture": the exercise's map/unmap loop without and with a tracer,
+# interleaved in one boot (untraced, then each traced mode, untraced, ...), so that drift in
+# this emulated machine hits every side; xtask bench capture prints medians and ratios. The
+# traced modes: `iommu-trace record`; record without the object probes and the pinned-memory
+# probes (IOAS ioctls, pin accounting: one event each per op of the loop), which measures
+# what those cost; the floor (`record --floor`: the same attach points, programs that return
+# at once), what attaching at all costs, which every other mode's added cost is compared
+# with; `iommu-trace serve`, the exporter as an operator leaves it running; and, where the
+# guest has it (x86_64), bpftrace counting the calls of the same functions.
 R=/results
 export RUST_LOG=warn
 N=${BENCH_LOOPS:-30000}
@@ -23,23 +25,57 @@ for f in iommufd_destroy iommufd_ioas_alloc_ioctl iommufd_hwpt_alloc iommufd_fau
     do_update_pinned iopt_pages_update_pinned; do
     NOOBJ="$NOOBJ --deny-symbol $f"
 done
-# The loop runs on CPU 1, the recorder on CPU 0: left to the scheduler, the two sometimes
-# shared a CPU and sometimes not, and traced runs of one configuration differed by 1.7x.
-# Pinned apart, a ratio measures what the probes cost the traced thread in the kernel.
+# The loop runs on CPU 1, the tracer on CPU 0 (traced.sh): pinned apart, a ratio measures
+# what the probes cost the traced thread in the kernel.
 loop() { busybox taskset -c 1 iommu-trace exercise --steps loop --loop $N --loop-pages $PAGES --no-hugepages -o "$1" > "$1.log" 2>&1; }
-# The loop into $1 while `iommu-trace record` (the rest of the arguments added) writes $2,
-# logging to $3; returns the recorder's exit status.
-traced_loop() {
-    out=$1 itc=$2 log=$3
-    shift 3
-    rm -f /tmp/ready
-    busybox taskset -c 0 iommu-trace record "$@" -o "$itc" --ready-file /tmp/ready > "$log" 2>&1 &
-    REC=$!
+. /scenarios/traced.sh
+traced_loop() { traced loop "$@"; }
+# The loop into $1 while `iommu-trace serve` runs, its /metrics after the loop into $2, its
+# log into $3; returns the exporter's exit status.
+served_loop() {
+    out=$1 metrics=$2 log=$3
+    rm -f /tmp/serve-ready
+    busybox taskset -c 0 iommu-trace serve --listen 127.0.0.1:9464 --ready-file /tmp/serve-ready > "$log" 2>&1 &
+    SRV=$!
     i=0
-    while [ ! -e /tmp/ready ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+    while [ ! -e /tmp/serve-ready ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
     loop "$out"
-    kill -INT $REC
-    wait $REC
+    # The collector drains the ring buffer on its tick: give it one before the scrape.
+    sleep 2
+    wget -q -O "$metrics" http://127.0.0.1:9464/metrics
+    kill -TERM $SRV
+    wait $SRV
+}
+# bpftrace counting the calls of every function `record` attaches to (`probes --json`, its
+# choices and not their kprobe fallbacks), each with the same kind of probe (a trampoline
+# where record has one, a kprobe elsewhere): what the tool people already run costs with
+# the least work per call.
+BPFTRACE_PROBES=""
+if command -v bpftrace > /dev/null; then
+    iommu-trace probes --json > /tmp/probes.json
+    BPFTRACE_PROBES=$(awk -F'"' '
+        /"fallback":/ { fallback = 1 }
+        /"symbol":/ { s = $4 }
+        /"program_type":/ { if (!fallback) print $4, s; fallback = 0 }' /tmp/probes.json |
+        while read -r kind sym; do
+            case $kind in f*) echo "kfunc:$sym" ;; *) echo "kprobe:$sym" ;; esac
+        done | sort -u | tr '\n' ',' | sed 's/,$//')
+    echo "$BPFTRACE_PROBES" > $R/bpftrace-probes.txt
+fi
+# The loop into $1 under bpftrace, its output (the counts, printed at exit) into $2.
+bpftrace_loop() {
+    out=$1 log=$2
+    busybox taskset -c 0 bpftrace -e "$BPFTRACE_PROBES { @[probe] = count(); }" > "$log" 2>&1 &
+    BT=$!
+    i=0
+    while ! grep -q '^Attaching' "$log" 2>/dev/null && kill -0 $BT 2>/dev/null && [ $i -lt 1200 ]; do
+        sleep 0.1; i=$((i + 1))
+    done
+    # "Attaching N probes..." comes before the attachments are done.
+    sleep 3
+    loop "$out"
+    kill -INT $BT
+    wait $BT
 }
 # $1 pages per map, $2 iterations, $3 the results' suffix.
 rounds() {
@@ -61,6 +97,11 @@ rounds() {
         # The floor: every program attached the same way, each returning at once.
         traced_loop $R/floor$r$SFX.json /tmp/floor.itc $R/floor-record$r$SFX.log --floor
         rm -f /tmp/floor.itc
+        served_loop $R/serve$r$SFX.json $R/serve-metrics$r$SFX.txt $R/serve$r$SFX.log
+        echo $? > $R/serve$r$SFX.rc
+        if [ -n "$BPFTRACE_PROBES" ]; then
+            bpftrace_loop $R/bpftrace$r$SFX.json $R/bpftrace$r$SFX.log
+        fi
         r=$((r + 1))
     done
     loop $R/base$r$SFX.json

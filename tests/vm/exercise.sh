@@ -20,7 +20,7 @@ echo $? > $R/notroot-probes.rc
 
 # Least privilege: record as nobody holding exactly CAP_BPF, CAP_PERFMON and CAP_SYSLOG
 # (ambient, as a systemd unit's AmbientCapabilities gives them) under the map/unmap loop.
-# setpriv is in the x86_64 guest only.
+# Every guest has util-linux's setpriv (x86_64: the host's; arm64: Debian's arm64 package).
 if [ -x /usr/bin/setpriv ]; then
     mkdir -p /tmp/caps && chmod 777 /tmp/caps
     /usr/bin/setpriv --reuid=65534 --regid=65534 --clear-groups \
@@ -144,10 +144,12 @@ iommu-trace inspect $R/tiny.itc --format jsonl > $R/tiny.jsonl 2>/dev/null
 iommu-trace replay $R/tiny.itc > $R/tiny-replay.txt 2>&1
 echo $? > $R/tiny-replay.rc
 
-# A degraded kernel, simulated by refusing the page-table hook (both its names): the rest
+# A degraded kernel, simulated by refusing the page-table hooks (the statistics hook under
+# both its names, and 6.15+'s iommu-pages functions): the rest
 # attaches, and probes, the capture header, inspect, replay and the exporter say what is
 # missing instead of reporting zero page-table pages.
-DENY="--deny-symbol __lruvec_stat_mod_folio --deny-symbol lruvec_stat_mod_folio"
+DENY="--deny-symbol __lruvec_stat_mod_folio --deny-symbol lruvec_stat_mod_folio
+      --deny-symbol iommu_alloc_pages_node_sz --deny-symbol __iommu_free_desc"
 iommu-trace probes $DENY > $R/degraded-probes.txt 2>&1
 rm -f /tmp/ready
 iommu-trace record $DENY -o $R/degraded.itc --ready-file /tmp/ready > $R/degraded-record.log 2>&1 &

@@ -81,8 +81,9 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// Benchmarks: `capture` (tracer overhead in the VM), `replay` (model speed vs decode),
-    /// `exporter` (scrape latency under load).
+    /// Benchmarks: `capture` (tracer overhead on the map/unmap loop in the VM, against the
+    /// floor, `serve` and bpftrace), `system` (what tracing costs memory work with no IOMMU
+    /// in it), `replay` (model speed vs decode), `exporter` (scrape latency under load).
     Bench {
         what: String,
         #[arg(long, default_value = "6.12")]
@@ -246,7 +247,7 @@ fn main() -> Result<()> {
             } else {
                 vec![(kernel, arch)]
             };
-            setup::for_vms(&targets)?;
+            setup::for_kernels(&targets)?;
             for (version, arch) in targets {
                 let started = std::time::Instant::now();
                 let k = kernel::build(&kernel::spec(&version, arch)?)?;
@@ -296,32 +297,37 @@ fn main() -> Result<()> {
             )?;
             exporter_test(&root)
         }
-        Cmd::Bench { what, kernel, arch } => match what.as_str() {
-            "capture" => vm::bench(&kernel, arch, &vm::BENCH_CAPTURE),
-            // Pure user space: no eBPF object needed, so none is built.
-            "replay" => util::run(
-                std::process::Command::new(env!("CARGO"))
-                    .current_dir(util::workspace_root())
-                    .args(["bench", "-p", "iommu-trace", "--bench", "replay"])
-                    .env("IOMMU_TRACE_SKIP_EBPF", "1"),
-            ),
-            // Scrape latency under load: wrk against /metrics while a capture is fed.
-            "exporter" => {
-                let root = util::workspace_root();
-                util::run(
+        Cmd::Bench { what, kernel, arch } => {
+            match what.as_str() {
+                "capture" => vm::bench(&kernel, arch, &vm::BENCH_CAPTURE),
+                "system" => vm::bench(&kernel, arch, &vm::BENCH_SYSTEM),
+                // Pure user space: no eBPF object needed, so none is built.
+                "replay" => util::run(
                     std::process::Command::new(env!("CARGO"))
-                        .current_dir(&root)
-                        .args(["build", "--release", "-p", "iommu-trace"]),
-                )?;
-                let bin = target_dir(&root).join("release/iommu-trace");
-                let capture = root.join("tests/golden/6.12-vtd-exercise.itc");
-                println!("{}", prometheus::load(&bin, &capture, 10, 50_000)?);
-                Ok(())
+                        .current_dir(util::workspace_root())
+                        .args(["bench", "-p", "iommu-trace", "--bench", "replay"])
+                        .env("IOMMU_TRACE_SKIP_EBPF", "1"),
+                ),
+                // Scrape latency under load: wrk against /metrics while a capture is fed.
+                "exporter" => {
+                    let root = util::workspace_root();
+                    util::run(
+                        std::process::Command::new(env!("CARGO"))
+                            .current_dir(&root)
+                            .args(["build", "--release", "-p", "iommu-trace"]),
+                    )?;
+                    let bin = target_dir(&root).join("release/iommu-trace");
+                    let capture = root.join("tests/golden/6.12-vtd-exercise.itc");
+                    println!("{}", prometheus::load(&bin, &capture, 10, 50_000)?);
+                    Ok(())
+                }
+                other => {
+                    anyhow::bail!(
+                        "unknown benchmark {other:?}: try capture, system, replay, exporter"
+                    )
+                }
             }
-            other => {
-                anyhow::bail!("unknown benchmark {other:?}: try `capture`, `replay` or `exporter`")
-            }
-        },
+        }
         Cmd::Demo {
             kernel,
             arch,

@@ -15,9 +15,10 @@ use crate::util::{cache_dir, output, run as run_cmd};
 /// bpf-linker release known to build against the nightly's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Packages every VM run needs, whatever its architecture, with the suite to take them
-/// from (None: the default): kernel build tools, the guest's busybox and Prometheus.
-const VM_PACKAGES: &[(&str, Option<&str>)] = &[
+/// What building a test kernel needs, whatever its architecture: the kernel's build tools
+/// (and pahole, which turns its DWARF into BTF). Its source and, for arm64, the cross
+/// compiler come from `kernel_packages`.
+const KERNEL_BUILD_PACKAGES: &[(&str, Option<&str>)] = &[
     ("flex", None),
     ("bison", None),
     ("bc", None),
@@ -25,23 +26,36 @@ const VM_PACKAGES: &[(&str, Option<&str>)] = &[
     ("libssl-dev", None),
     ("dwarves", None),
     ("cpio", None),
-    ("busybox-static", None),
     ("xz-utils", None),
     ("binutils", None),
+];
+
+/// What booting a guest needs besides its kernel: the initramfs's busybox and Prometheus,
+/// and curl (the guest's exporter is scraped with it).
+const GUEST_RUN_PACKAGES: &[(&str, Option<&str>)] = &[
+    ("cpio", None),
+    ("busybox-static", None),
     ("prometheus", None),
     ("curl", None),
 ];
 
-/// What one guest architecture adds: its QEMU (a recent one from bookworm-backports) and,
-/// for arm64, the cross toolchain the kernel and the guest's iommu-trace are built with.
-fn arch_packages(arch: Arch) -> &'static [(&'static str, Option<&'static str>)] {
+/// What one guest architecture adds to the kernel build: for arm64, the cross toolchain
+/// its kernel and the guest's iommu-trace are built with.
+fn arch_build_packages(arch: Arch) -> &'static [(&'static str, Option<&'static str>)] {
     match arch {
-        Arch::X86_64 => &[("qemu-system-x86", Some("bookworm-backports"))],
+        Arch::X86_64 => &[],
         Arch::Arm64 => &[
-            ("qemu-system-arm", Some("bookworm-backports")),
             ("gcc-aarch64-linux-gnu", None),
             ("libc6-dev-arm64-cross", None),
         ],
+    }
+}
+
+/// The QEMU that boots one guest architecture: a recent one, from bookworm-backports.
+fn qemu_package(arch: Arch) -> (&'static str, Option<&'static str>) {
+    match arch {
+        Arch::X86_64 => ("qemu-system-x86", Some("bookworm-backports")),
+        Arch::Arm64 => ("qemu-system-arm", Some("bookworm-backports")),
     }
 }
 
@@ -57,6 +71,12 @@ const PACKAGING_PACKAGES: &[(&str, Option<&str>)] = &[
     ("systemd", None),
     ("gzip", None),
 ];
+
+/// What `cargo xtask bench capture` adds on the host: bpftrace, which the benchmark runs in
+/// the x86_64 guest as the tool people already use, to compare with.
+pub fn bench_tools() -> Result<()> {
+    apt_packages(&[("bpftrace", None)])
+}
 
 /// cargo-deb release known to build on this toolchain (rust-version 1.85).
 const CARGO_DEB_VERSION: &str = "3.8.0";
@@ -76,17 +96,37 @@ pub fn run(vm: bool) -> Result<()> {
 /// What booting these kernels needs, and no more: an x86_64 demo installs no arm64 cross
 /// tools, guest programs or 7.3 source.
 pub fn for_vms(kernels: &[(String, Arch)]) -> Result<()> {
-    rust_src()?;
-    bpf_linker()?;
+    for_kernels(kernels)?;
+    for_guests(kernels)
+}
+
+/// What building these kernels needs: the build tools, their Debian sources and, for arm64,
+/// the cross compiler. Kept apart from `for_guests` so that a cold kernel, the longest step
+/// of a first run, starts before the Rust toolchain's set-up (bpf-linker is built from
+/// source) and QEMU's download, which then run beside it.
+pub fn for_kernels(kernels: &[(String, Arch)]) -> Result<()> {
     let sources = kernels
         .iter()
         .map(|(v, _)| Ok((format!("linux-source-{v}"), crate::kernel::source_suite(v)?)))
         .collect::<Result<Vec<_>>>()?;
-    let mut packages = VM_PACKAGES.to_vec();
+    let mut packages = KERNEL_BUILD_PACKAGES.to_vec();
     for (_, arch) in kernels {
-        packages.extend_from_slice(arch_packages(*arch));
+        packages.extend_from_slice(arch_build_packages(*arch));
     }
     packages.extend(sources.iter().map(|(p, suite)| (p.as_str(), *suite)));
+    packages.sort();
+    packages.dedup();
+    apt_packages(&packages)
+}
+
+/// What booting guests of these kernels' architectures needs: the nightly's rust-src and
+/// bpf-linker (the guest's iommu-trace), QEMU, the initramfs's programs and, for a foreign
+/// architecture, its Rust target and Debian's programs for it.
+pub fn for_guests(kernels: &[(String, Arch)]) -> Result<()> {
+    rust_src()?;
+    bpf_linker()?;
+    let mut packages = GUEST_RUN_PACKAGES.to_vec();
+    packages.extend(kernels.iter().map(|(_, arch)| qemu_package(*arch)));
     packages.sort();
     packages.dedup();
     apt_packages(&packages)?;
@@ -109,10 +149,13 @@ fn rust_target(arch: Arch) -> Result<()> {
     run_cmd(Command::new("rustup").args(["target", "add", arch.rust_target()]))
 }
 
-/// Debian packages of the guest's architecture whose programs go into its initramfs.
-const GUEST_PACKAGES: &[&str] = &["busybox-static", "prometheus"];
+/// Debian packages of the guest's architecture whose programs go into its initramfs:
+/// busybox, Prometheus, and util-linux's setpriv with the one library it adds to the C
+/// library (the least-privilege check).
+const GUEST_PACKAGES: &[&str] = &["busybox-static", "prometheus", "util-linux", "libcap-ng0"];
 
-/// Where `guest_programs` unpacks them: a root tree (`bin/busybox`, `usr/bin/prometheus`).
+/// Where `guest_programs` unpacks them: a root tree (`bin/busybox`, `usr/bin/prometheus`,
+/// `usr/bin/setpriv`, `lib/<triple>/libcap-ng.so.0`).
 pub fn guest_root(arch: Arch) -> std::path::PathBuf {
     cache_dir()
         .join(format!("guest-{}", arch.debian()))
@@ -123,7 +166,10 @@ pub fn guest_root(arch: Arch) -> std::path::PathBuf {
 /// (`apt-get download` needs that architecture known to dpkg; nothing is installed).
 fn guest_programs(arch: Arch) -> Result<()> {
     let root = guest_root(arch);
-    if root.join("bin/busybox").exists() && root.join("usr/bin/prometheus").exists() {
+    if ["bin/busybox", "usr/bin/prometheus", "usr/bin/setpriv"]
+        .iter()
+        .all(|p| root.join(p).exists())
+    {
         return Ok(());
     }
     let debs = root.parent().expect("has parent").to_path_buf();

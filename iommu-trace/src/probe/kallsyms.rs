@@ -12,11 +12,18 @@ pub struct Symbol {
     pub module: Option<String>,
 }
 
-/// Function symbols by name. Names can repeat (static functions of the same name in
-/// different files): an ambiguous name cannot be attached by name.
+/// The data symbols kept (all others are skipped): the x86-64 linear map's randomized
+/// bases, which the 6.15+ page-table hooks read (`probe::tables::LINEAR_MAP_BASES`). Listed
+/// only on kernels with CONFIG_KALLSYMS_ALL, as distributions build them.
+const DATA_SYMBOLS: &[&str] = &["page_offset_base", "vmemmap_base"];
+
+/// Function symbols by name, and the few data symbols of `DATA_SYMBOLS`. Names can repeat
+/// (static functions of the same name in different files): an ambiguous name cannot be
+/// attached by name.
 #[derive(Default)]
 pub struct Kallsyms {
     by_name: HashMap<String, Vec<Symbol>>,
+    data: HashMap<String, u64>,
 }
 
 impl Kallsyms {
@@ -26,12 +33,17 @@ impl Kallsyms {
 
     pub fn parse(text: &str) -> Kallsyms {
         let mut by_name: HashMap<String, Vec<Symbol>> = HashMap::new();
+        let mut data = HashMap::new();
         for line in text.lines() {
             let mut it = line.split_whitespace();
             let (Some(addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
                 continue;
             };
             let kind = kind.chars().next().unwrap_or('?');
+            if matches!(kind, 'D' | 'd') && DATA_SYMBOLS.contains(&name) {
+                data.insert(name.to_string(), u64::from_str_radix(addr, 16).unwrap_or(0));
+                continue;
+            }
             if !matches!(kind, 'T' | 't') {
                 continue;
             }
@@ -44,7 +56,13 @@ impl Kallsyms {
                 module,
             });
         }
-        Kallsyms { by_name }
+        Kallsyms { by_name, data }
+    }
+
+    /// The address of one of `DATA_SYMBOLS`, when listed and visible (not zeroed by
+    /// kptr_restrict).
+    pub fn data_addr(&self, name: &str) -> Option<u64> {
+        self.data.get(name).copied().filter(|a| *a != 0)
     }
 
     pub fn get(&self, name: &str) -> &[Symbol] {
@@ -85,12 +103,20 @@ mod tests {
             "ffffffff81000000 T iommu_map\n\
              ffffffff81000100 t intel_iommu_domain_alloc_user\n\
              ffffffff81000200 d some_data\n\
+             ffffffff81c83220 D page_offset_base\n\
              ffffffff81000300 t iommu_alloc_pages_node.constprop.0\n\
              ffffffff81000400 t iommu_alloc_pages_node.constprop.0\n\
              ffffffffc0000000 t mock_domain_alloc_user\t[iommufd]\n",
         );
         assert_eq!(k.get("iommu_map")[0].addr, 0xffffffff81000000);
         assert_eq!(k.get("some_data"), &[]);
+        assert_eq!(k.data_addr("some_data"), None);
+        assert_eq!(k.data_addr("page_offset_base"), Some(0xffffffff81c83220));
+        assert_eq!(k.get("page_offset_base"), &[]);
+        assert_eq!(
+            Kallsyms::parse("0000000000000000 D vmemmap_base\n").data_addr("vmemmap_base"),
+            None
+        );
         assert_eq!(
             k.get("mock_domain_alloc_user")[0].module.as_deref(),
             Some("iommufd")

@@ -12,8 +12,9 @@ use super::btf::Btf;
 use super::features::detect_features;
 use super::kallsyms::Kallsyms;
 use super::tables::{
-    DriverSpec, CORE_POINTS, DRIVERS, IOAS_OPS, OBJECT_CREATE_HANDLERS, OBJECT_DESTROY_OPS,
-    OBJECT_REFS, OP_SHAPES, PT_SYMBOLS, TRAMPOLINES, VIOMMU_NESTED_PARAMS,
+    DriverSpec, CORE_POINTS, DRIVERS, IOAS_OPS, LINEAR_MAP_BASES, OBJECT_CREATE_HANDLERS,
+    OBJECT_DESTROY_OPS, OBJECT_REFS, OP_SHAPES, PT_PRECISE, PT_SYMBOLS, TRAMPOLINES,
+    VIOMMU_NESTED_PARAMS,
 };
 use crate::session::{
     Attachment, DriverField, DriverInfo, Gap, GapReason, ObjectRef, ObjectRefs, Plan, PointPlan,
@@ -224,12 +225,18 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
 
     let mut pt = PointPlan {
         point: "pt_pages".into(),
-        what: "page-table pages allocated/freed per domain, with memcg charge \
-                   (NR_SECONDARY_PAGETABLE updates)"
+        what: "page-table pages allocated/freed per domain, with memcg charge (6.15+ x86-64: \
+                   the iommu-pages functions; else NR_SECONDARY_PAGETABLE updates)"
             .into(),
         attach: vec![],
         gaps: vec![],
     };
+    let precise = precise_pt_hooks(inputs);
+    if let Ok(hooks) = precise {
+        pt.attach = hooks;
+    } else if let Err(why) = precise {
+        pt.gaps = why;
+    }
     let stat = inputs
         .btf
         .and_then(|b| b.enum_value("NR_SECONDARY_PAGETABLE"));
@@ -238,6 +245,7 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
         .map(|sym| (*sym, symbol_gap(inputs, sym, &["folio", "idx", "val"])))
         .collect();
     match (candidates.iter().find(|(_, gap)| gap.is_none()), stat) {
+        _ if !pt.attach.is_empty() => {}
         (Some((sym, _)), Some(_)) => pt.attach.push(with_trampoline(
             inputs,
             Attachment {
@@ -294,7 +302,14 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
         &["obj"],
     ));
     let object_refs = inputs.btf.map(object_refs_from_btf).unwrap_or_default();
-    let offsets = inputs.btf.map(offsets_from_btf).unwrap_or_default();
+    let mut offsets = inputs.btf.map(offsets_from_btf).unwrap_or_default();
+    // Addresses, not offsets: where the linear map's bases are (kallsyms), for the
+    // page-table hooks of 6.15+.
+    for base in LINEAR_MAP_BASES {
+        if let Some(addr) = inputs.kallsyms.data_addr(base) {
+            offsets.push((base.to_string(), addr as i64));
+        }
+    }
     let features = detect_features(inputs);
     Plan {
         features,
@@ -307,6 +322,54 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
         blockers,
     }
 }
+/// The page-table pages' own hooks where the kernel has them (`PT_PRECISE`: 6.15+) and the
+/// linear map's bases are known (x86-64), or why not: the statistics hook then serves, and
+/// these gaps say why (`probes`).
+fn precise_pt_hooks(inputs: &PlanInputs) -> Result<Vec<Attachment>, Vec<Gap>> {
+    let mut attach = Vec::new();
+    let mut gaps = Vec::new();
+    for (sym, params, kind, program) in PT_PRECISE {
+        // A trampoline needs the function in BTF (a static one is there when out of line).
+        let in_btf = inputs
+            .btf
+            .and_then(|b| b.func_params(sym))
+            .is_some_and(|p| p.len() == params.len());
+        match symbol_gap(inputs, sym, params) {
+            Some(reason) => gaps.push(Gap {
+                symbol: sym.to_string(),
+                reason,
+            }),
+            None if !in_btf => gaps.push(Gap {
+                symbol: sym.to_string(),
+                reason: GapReason::NotInKernel,
+            }),
+            None => attach.push(Attachment {
+                symbol: sym.to_string(),
+                program_type: *kind,
+                entry_program: program.to_string(),
+                exit_program: None,
+                driver: None,
+                addr: addr_of(inputs, sym),
+                fallback: None,
+            }),
+        }
+    }
+    if !gaps.is_empty() {
+        return Err(gaps);
+    }
+    let bases_known = LINEAR_MAP_BASES
+        .iter()
+        .all(|b| inputs.kallsyms.data_addr(b).is_some());
+    let page_size_known = inputs.btf.and_then(|b| b.struct_size("page")).is_some();
+    if !bases_known || !page_size_known {
+        return Err(vec![Gap {
+            symbol: PT_PRECISE[0].0.to_string(),
+            reason: GapReason::NoLinearMap,
+        }]);
+    }
+    Ok(attach)
+}
+
 /// The drivers' page-table growth hooks this kernel has (docs/kernel-facts.md §4.4); no
 /// point at all where no driver grows its top (VT-d, SMMUv3), so nothing reads as missing.
 fn top_growth_point(inputs: &PlanInputs) -> Option<PointPlan> {
@@ -483,11 +546,20 @@ fn offsets_from_btf(btf: &Btf) -> Vec<(String, i64)> {
     if let Some(size) = btf.struct_size("iopt_pages") {
         out.push(("sizeof(iopt_pages)".into(), size as i64));
     }
+    // The page-table hooks of 6.15+: a page's address in the `struct page` array, a
+    // folio's order (`_flags_1`, when `PG_head` is set).
+    if let Some(size) = btf.struct_size("page") {
+        out.push(("sizeof(page)".into(), size as i64));
+    }
+    if let Some(m) = btf.member("folio", "_flags_1") {
+        out.push(("folio._flags_1".into(), m.byte_offset as i64));
+    }
     for e in [
         "NR_SECONDARY_PAGETABLE",
         "NR_IOMMU_PAGES",
         "MEMCG_DATA_KMEM",
         "__NR_MEMCG_DATA_FLAGS",
+        "PG_head",
     ] {
         if let Some(v) = btf.enum_value(e) {
             out.push((e.into(), v));
@@ -990,6 +1062,94 @@ mod tests {
         let plan = plan_of(&btf, &k, &[]);
         let pt = plan.point("pt_pages").unwrap();
         assert_eq!(pt.status().name(), "ok");
+        assert_eq!(pt.attach[0].symbol, "lruvec_stat_mod_folio");
+    }
+
+    // 6.15+ with the iommu-pages functions out of line and the linear map's bases listed
+    // (x86-64): the page-table pages' own hooks, no statistics hook; the config gets the
+    // bases' addresses and the layout the programs read. Without the bases (arm64), or
+    // without the functions (6.12), the statistics hook, and the gaps say why.
+    #[test]
+    fn precise_page_table_hooks_replace_the_statistics_hook_where_they_can() {
+        let mut b = Builder::new();
+        let u64t = b.int("u64", 8);
+        b.enumm("node_stat_item", &[("NR_SECONDARY_PAGETABLE", 41)]);
+        b.enumm("pageflags", &[("PG_locked", 0), ("PG_head", 6)]);
+        b.strukt("page", 64, &[("flags", u64t, 0, 0)]);
+        b.strukt(
+            "folio",
+            256,
+            &[("flags", u64t, 0, 0), ("_flags_1", u64t, 512, 0)],
+        );
+        b.func("lruvec_stat_mod_folio", &["folio", "idx", "val"]);
+        b.func("iommu_alloc_pages_node_sz", &["nid", "gfp", "size"]);
+        b.func("__iommu_free_desc", &["iopt"]);
+        let btf = Btf::parse(&b.build()).unwrap();
+        let functions = "ffffffff81000000 T iommufd_hwpt_alloc\n\
+            ffffffff81000080 T lruvec_stat_mod_folio\n\
+            ffffffff81767360 T iommu_alloc_pages_node_sz\n\
+            ffffffff81767520 t __iommu_free_desc\n";
+        let bases = "ffffffff81c83210 D vmemmap_base\nffffffff81c83220 D page_offset_base\n";
+
+        let plan = plan_of(&btf, &Kallsyms::parse(&format!("{functions}{bases}")), &[]);
+        let pt = plan.point("pt_pages").unwrap();
+        let chosen: Vec<_> = pt
+            .attach
+            .iter()
+            .map(|a| (a.symbol.as_str(), a.program_type, a.entry_program.as_str()))
+            .collect();
+        assert_eq!(
+            chosen,
+            vec![
+                (
+                    "iommu_alloc_pages_node_sz",
+                    ProgramKind::Fexit,
+                    "pt_alloc_fexit"
+                ),
+                ("__iommu_free_desc", ProgramKind::Fentry, "pt_free_fentry"),
+            ]
+        );
+        assert!(pt.gaps.is_empty(), "{:?}", pt.gaps);
+        let c = ebpf_config(&plan, 0);
+        assert_eq!(c.page_offset_base_addr, 0xffffffff81c83220);
+        assert_eq!(c.vmemmap_base_addr, 0xffffffff81c83210);
+        assert_eq!(
+            (c.page_struct_size, c.folio_flags_1, c.pg_head),
+            (64, 64, 6)
+        );
+
+        // arm64: the functions, but no bases in kallsyms.
+        let plan = plan_of(&btf, &Kallsyms::parse(functions), &[]);
+        let pt = plan.point("pt_pages").unwrap();
+        assert_eq!(pt.attach.len(), 1);
+        assert_eq!(pt.attach[0].symbol, "lruvec_stat_mod_folio");
+        assert_eq!(pt.gaps.len(), 1);
+        assert_eq!(pt.gaps[0].reason, GapReason::NoLinearMap);
+        assert_eq!(pt.status().name(), "ok");
+        assert_eq!(ebpf_config(&plan, 0).page_offset_base_addr, 0);
+
+        // 6.12: the helpers are inline.
+        let inline = functions
+            .lines()
+            .filter(|l| !l.contains("iommu_alloc_pages") && !l.contains("free_desc"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>();
+        let plan = plan_of(&btf, &Kallsyms::parse(&format!("{inline}{bases}")), &[]);
+        let pt = plan.point("pt_pages").unwrap();
+        assert_eq!(pt.attach[0].symbol, "lruvec_stat_mod_folio");
+        assert!(pt.gaps.iter().all(|g| g.reason == GapReason::NotInKernel));
+        assert_eq!(pt.gaps.len(), 2);
+
+        // A refused free hook (`--deny-symbol`) leaves the statistics hook whole, not half
+        // of the precise pair.
+        let deny = vec!["__iommu_free_desc".to_string()];
+        let plan = plan_of(
+            &btf,
+            &Kallsyms::parse(&format!("{functions}{bases}")),
+            &deny,
+        );
+        let pt = plan.point("pt_pages").unwrap();
+        assert_eq!(pt.attach.len(), 1);
         assert_eq!(pt.attach[0].symbol, "lruvec_stat_mod_folio");
     }
 

@@ -391,6 +391,24 @@ pub(super) const OBJECT_REFS: &[ObjectRefSpec] = &[
 /// (7.3 mm/memcontrol.c, same arguments); the first one this kernel has is used.
 pub(super) const PT_SYMBOLS: &[&str] = &["__lruvec_stat_mod_folio", "lruvec_stat_mod_folio"];
 
+/// Where the iommu-pages helpers are functions (6.15+, drivers/iommu/iommu-pages.c), the
+/// page-table pages' own hooks: (symbol, parameters, trampoline kind, program). Preferred
+/// to the statistics hook, which every page of the host passes (docs/kernel-facts.md §3.2).
+/// The free hook is static but out of line (two callers) in 7.3 on x86-64 and arm64.
+pub(super) const PT_PRECISE: &[(&str, &[&str], ProgramKind, &str)] = &[
+    (
+        "iommu_alloc_pages_node_sz",
+        &["nid", "gfp", "size"],
+        Fexit,
+        "pt_alloc_fexit",
+    ),
+    ("__iommu_free_desc", &["iopt"], Fentry, "pt_free_fentry"),
+];
+
+/// The kallsyms data symbols that place the linear map and the `struct page` array on
+/// x86-64 (randomized at boot): with them an allocation's address gives its page.
+pub(super) const LINEAR_MAP_BASES: [&str; 2] = ["page_offset_base", "vmemmap_base"];
+
 /// Functions that also have trampoline programs: (symbol, arity, the kind, its first
 /// program, its second). Chosen when BTF shows the function with that arity; the kprobe
 /// programs stay as the fallback. An fexit alone serves where nothing is needed from the

@@ -101,6 +101,9 @@ pub enum GapReason {
     },
     /// The page-table statistic the hook watches is not in BTF.
     NoPageTableStat,
+    /// The iommu-pages functions exist, but the `struct page` of the address an allocation
+    /// returns cannot be found: the statistics hook serves instead.
+    NoLinearMap,
     /// No allocation op of any driver we know is in the kernel.
     NoKnownDriver,
     /// A reason this version does not know (read from a file written by another version).
@@ -123,6 +126,8 @@ const SIGNATURE: (&str, &str, &str) = (
     ")",
 );
 const NO_PT_STAT: &str = "no NR_SECONDARY_PAGETABLE in BTF (kernel older than 6.1 or no BTF)";
+const NO_LINEAR_MAP: &str = "not used: the linear map's bases (page_offset_base, vmemmap_base, \
+                             x86-64) are not in kallsyms, so the statistics hook serves";
 const NO_DRIVER: &str = "no known IOMMU driver op in this kernel (no intel, amd, arm-smmu-v3 \
                          or iommufd selftest driver built in or loaded)";
 
@@ -145,6 +150,8 @@ impl GapReason {
             GapReason::NotInKernel
         } else if text == NO_PT_STAT {
             GapReason::NoPageTableStat
+        } else if text == NO_LINEAR_MAP {
+            GapReason::NoLinearMap
         } else if text == NO_DRIVER {
             GapReason::NoKnownDriver
         } else if let Some(clones) = between(INLINED.0, INLINED.1) {
@@ -185,6 +192,7 @@ impl fmt::Display for GapReason {
                 SIGNATURE.2
             ),
             GapReason::NoPageTableStat => f.write_str(NO_PT_STAT),
+            GapReason::NoLinearMap => f.write_str(NO_LINEAR_MAP),
             GapReason::NoKnownDriver => f.write_str(NO_DRIVER),
             GapReason::Other(text) => f.write_str(text),
         }
@@ -428,6 +436,7 @@ mod tests {
                 expected: vec!["dev".into(), "flags".into(), "user_data".into()],
             },
             GapReason::NoPageTableStat,
+            GapReason::NoLinearMap,
             GapReason::NoKnownDriver,
             GapReason::Other("something new".into()),
         ];

@@ -190,12 +190,10 @@ pub fn exercise(dir: &Path, arch: Arch) -> Vec<Outcome> {
         killed_recorder(dir),
     ));
     rotated_capture_checks(dir, &mut out);
-    if arch == Arch::X86_64 {
-        out.push(Outcome::from(
-            "record_with_only_its_capabilities",
-            record_with_capabilities(dir),
-        ));
-    }
+    out.push(Outcome::from(
+        "record_with_only_its_capabilities",
+        record_with_capabilities(dir),
+    ));
     out.push(Outcome::from(
         "full_disk_stops_the_recorder_and_keeps_its_frames",
         full_disk(dir),

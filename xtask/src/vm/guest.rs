@@ -77,7 +77,7 @@ fn copy_guest_programs(arch: Arch, stage: &Path) -> Result<()> {
         std::fs::copy("/bin/busybox", stage.join("bin/busybox"))
             .context("copying /bin/busybox (Debian's busybox-static; `cargo xtask setup --vm`)")?;
         // util-linux's setpriv runs `record` as an unprivileged user holding only the
-        // capabilities it needs (the least-privilege check; not in the arm64 guest).
+        // capabilities it needs (the least-privilege check).
         copy_with_libs(Path::new("/usr/bin/setpriv"), stage)?;
         // A real Prometheus in the guest scrapes the live exporter (Debian's `prometheus`).
         return copy_with_libs(Path::new("/usr/bin/prometheus"), stage);
@@ -87,7 +87,18 @@ fn copy_guest_programs(arch: Arch, stage: &Path) -> Result<()> {
     let files = [
         (root.join("bin/busybox"), "bin/busybox"),
         (root.join("usr/bin/prometheus"), "usr/bin/prometheus"),
-        // Prometheus needs only the C library (readelf -d: NEEDED libc.so.6).
+        (root.join("usr/bin/setpriv"), "usr/bin/setpriv"),
+        // Prometheus needs only the C library, setpriv libcap-ng besides (readelf -d:
+        // NEEDED).
+        (
+            // bookworm ships it under /lib, later suites under /usr/lib.
+            ["lib", "usr/lib"]
+                .iter()
+                .map(|d| root.join(d).join(arch.gnu_triple()).join("libcap-ng.so.0"))
+                .find(|p| p.exists())
+                .unwrap_or_else(|| root.join("lib/libcap-ng.so.0")),
+            "lib/libcap-ng.so.0",
+        ),
         (sysroot.join("libc.so.6"), "lib/libc.so.6"),
         (
             sysroot.join(arch.dynamic_loader()),
@@ -107,14 +118,23 @@ fn copy_guest_programs(arch: Arch, stage: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes the initramfs: busybox, iommu-trace, /init and the scenarios.
-pub(super) fn build_initramfs(arch: Arch, binary: &Path, out: &Path) -> Result<()> {
+/// Writes the initramfs: busybox, iommu-trace, memchurn, /init and the scenarios, and the host
+/// programs of `extra` with their libraries (an x86_64 guest's).
+pub(super) fn build_initramfs(
+    arch: Arch,
+    binary: &Path,
+    extra: &[&Path],
+    out: &Path,
+) -> Result<()> {
     let stage = out.with_extension("d");
     let _ = std::fs::remove_dir_all(&stage);
     for d in ["bin", "proc", "sys", "dev", "tmp", "scenarios", "etc"] {
         std::fs::create_dir_all(stage.join(d))?;
     }
     copy_guest_programs(arch, &stage)?;
+    for program in extra {
+        copy_with_libs(program, &stage)?;
+    }
     run(
         Command::new(format!("{}strip", arch.cross_prefix().unwrap_or_default()))
             .arg("--strip-debug")
@@ -123,6 +143,13 @@ pub(super) fn build_initramfs(arch: Arch, binary: &Path, out: &Path) -> Result<(
             .arg(binary),
     )?;
     let vm_dir = workspace_root().join("tests/vm");
+    // The system benchmark's workload (tests/vm/memchurn.c), static for the guest.
+    run(
+        Command::new(format!("{}gcc", arch.cross_prefix().unwrap_or_default()))
+            .args(["-O2", "-static", "-Wall", "-Werror", "-o"])
+            .arg(stage.join("bin/memchurn"))
+            .arg(vm_dir.join("memchurn.c")),
+    )?;
     std::fs::copy(vm_dir.join("init"), stage.join("init"))?;
     for entry in std::fs::read_dir(&vm_dir)? {
         let p = entry?.path();

@@ -82,9 +82,26 @@ pub const BENCH_CAPTURE: Scenario = Scenario {
     check: checks::bench_capture,
 };
 
+/// `cargo xtask bench system`: what tracing costs memory work with no IOMMU in it.
+pub const BENCH_SYSTEM: Scenario = Scenario {
+    name: "bench-system",
+    hw_iommu: true,
+    timeout: Duration::from_secs(1800),
+    check: checks::bench_system,
+};
+
 /// Runs a benchmark scenario and prints what its check measured.
 pub fn bench(version: &str, arch: Arch, scenario: &Scenario) -> Result<()> {
-    let (k, initramfs) = prepare(version, arch, None)?;
+    // bpftrace, the tool the capture benchmark compares with, runs in an x86_64 guest only:
+    // the host's, with its libraries (Debian has it for the host's architecture).
+    let bpftrace = Path::new("/usr/bin/bpftrace");
+    let extra: &[&Path] = if arch == Arch::host() && scenario.name == BENCH_CAPTURE.name {
+        setup::bench_tools()?;
+        &[bpftrace]
+    } else {
+        &[]
+    };
+    let (k, initramfs) = prepare(version, arch, None, extra)?;
     let dir = std::env::temp_dir().join(format!("iommu-trace-bench-{}", std::process::id()));
     let vm = boot(arch, Iommu::Intel, &k.bzimage, &initramfs, scenario, &dir)?;
     let mut failed = 0;
@@ -107,14 +124,23 @@ pub fn bench(version: &str, arch: Arch, scenario: &Scenario) -> Result<()> {
 /// Prepares everything for a boot: set-up, kernel, guest binary, initramfs.
 /// The kernel and the initramfs of `arch`; the guest's iommu-trace is the one of `package`
 /// (a .deb of `cargo xtask dist`, unpacked as dpkg would install it) when one is given.
-fn prepare(version: &str, arch: Arch, package: Option<&Path>) -> Result<(kernel::Kernel, PathBuf)> {
-    setup::for_vms(&[(version.to_string(), arch)])?;
+/// `extra`: host programs the scenario runs (x86_64 guests), copied with their libraries.
+fn prepare(
+    version: &str,
+    arch: Arch,
+    package: Option<&Path>,
+    extra: &[&Path],
+) -> Result<(kernel::Kernel, PathBuf)> {
+    let target = [(version.to_string(), arch)];
+    setup::for_kernels(&target)?;
     let spec = kernel::spec(version, arch)?;
-    // A cold kernel and the guest's binary build side by side: each leaves a core idle at
-    // times (the kernel's link and BTF steps, cargo's last crates and link run alone).
+    // A cold kernel, the longest step of a first run, starts as soon as its tools are
+    // there; the rest of the set-up and the guest's binary build beside it: each leaves a
+    // core idle at times (downloads, the kernel's link and BTF steps, cargo's last crates
+    // and link run alone).
     let (k, binary) = std::thread::scope(|s| {
         let kernel = s.spawn(|| kernel::build(&spec));
-        let binary = guest_binary(arch, package);
+        let binary = setup::for_guests(&target).and_then(|()| guest_binary(arch, package));
         (
             kernel.join().expect("the kernel build thread panicked"),
             binary,
@@ -128,7 +154,7 @@ fn prepare(version: &str, arch: Arch, package: Option<&Path>) -> Result<(kernel:
         .join("vm")
         .join(format!("initramfs-{arch}-{checkout:016x}.cpio.gz"));
     std::fs::create_dir_all(initramfs.parent().expect("has parent"))?;
-    build_initramfs(arch, &binary, &initramfs)?;
+    build_initramfs(arch, &binary, extra, &initramfs)?;
     Ok((k, initramfs))
 }
 
@@ -206,7 +232,7 @@ pub fn test(
             .iter()
             .find(|(a, _)| *a == arch)
             .map(|(_, p)| p.as_path());
-        let (k, initramfs) = prepare(version, arch, package)?;
+        let (k, initramfs) = prepare(version, arch, package, &[])?;
         eprintln!(
             "vm-test: {version} {arch} kernel and initramfs ready in {:.0?}",
             kernel_started.elapsed()
@@ -337,7 +363,7 @@ pub fn top_demo(version: &str, arch: Arch) -> Result<()> {
         .split_whitespace()
         .filter_map(|n| n.parse::<u32>().ok());
     let (rows, cols) = (it.next().unwrap_or(24), it.next().unwrap_or(80));
-    let (k, initramfs) = prepare(version, arch, None)?;
+    let (k, initramfs) = prepare(version, arch, None, &[])?;
     let scenario = Scenario {
         name: "top-demo",
         hw_iommu: true,
@@ -366,7 +392,7 @@ pub fn demo(version: &str, arch: Arch) -> Result<()> {
         return host_demo();
     }
     eprintln!("demo: this host has no iommufd (/dev/iommu): using a test kernel in QEMU");
-    let (k, initramfs) = prepare(version, arch, None)?;
+    let (k, initramfs) = prepare(version, arch, None, &[])?;
     // The exercise workload recorded, summarized and replayed, without the test scenario's
     // checks: tests/vm/demo.sh.
     let scenario = &Scenario {
