@@ -165,6 +165,8 @@ fn guest_binary(arch: Arch, package: Option<&Path>) -> Result<PathBuf> {
     };
     let unpacked = cache_dir().join("vm").join(format!("package-{arch}"));
     let _ = std::fs::remove_dir_all(&unpacked);
+    // dpkg-deb makes the last folder only: on a fresh machine the cache has no vm/ yet.
+    std::fs::create_dir_all(&unpacked)?;
     crate::util::run(
         std::process::Command::new("dpkg-deb")
             .arg("-x")
