@@ -65,14 +65,13 @@ fi
 # The loop into $1 under bpftrace, its output (the counts, printed at exit) into $2.
 bpftrace_loop() {
     out=$1 log=$2
-    busybox taskset -c 0 bpftrace -e "$BPFTRACE_PROBES { @[probe] = count(); }" > "$log" 2>&1 &
+    # BEGIN runs once every probe is attached.
+    busybox taskset -c 0 bpftrace -e "BEGIN { printf(\"ready\\n\"); } $BPFTRACE_PROBES { @[probe] = count(); }" > "$log" 2>&1 &
     BT=$!
     i=0
-    while ! grep -q '^Attaching' "$log" 2>/dev/null && kill -0 $BT 2>/dev/null && [ $i -lt 1200 ]; do
+    while ! grep -q '^ready' "$log" 2>/dev/null && kill -0 $BT 2>/dev/null && [ $i -lt 1200 ]; do
         sleep 0.1; i=$((i + 1))
     done
-    # "Attaching N probes..." comes before the attachments are done.
-    sleep 3
     loop "$out"
     kill -INT $BT
     wait $BT

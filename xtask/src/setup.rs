@@ -16,8 +16,8 @@ use crate::util::{cache_dir, output, run as run_cmd};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// What building a test kernel needs, whatever its architecture: the kernel's build tools
-/// (and pahole, which turns its DWARF into BTF). Its source and, for arm64, the cross
-/// compiler come from `kernel_packages`.
+/// (and pahole, which turns its DWARF into BTF). `for_kernels` adds their Debian sources
+/// and, for arm64, `arch_build_packages`.
 const KERNEL_BUILD_PACKAGES: &[(&str, Option<&str>)] = &[
     ("flex", None),
     ("bison", None),
@@ -162,6 +162,21 @@ pub fn guest_root(arch: Arch) -> std::path::PathBuf {
         .join("root")
 }
 
+/// Where the unpacked libcap-ng of `guest_programs` is: bookworm ships it under /lib, later
+/// suites under /usr/lib.
+pub fn guest_libcap_ng(arch: Arch) -> std::path::PathBuf {
+    let root = guest_root(arch);
+    ["lib", "usr/lib"]
+        .iter()
+        .map(|d| root.join(d).join(arch.gnu_triple()).join("libcap-ng.so.0"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            root.join("lib")
+                .join(arch.gnu_triple())
+                .join("libcap-ng.so.0")
+        })
+}
+
 /// Downloads and unpacks the guest's busybox and Prometheus for a foreign architecture
 /// (`apt-get download` needs that architecture known to dpkg; nothing is installed).
 fn guest_programs(arch: Arch) -> Result<()> {
@@ -169,6 +184,7 @@ fn guest_programs(arch: Arch) -> Result<()> {
     if ["bin/busybox", "usr/bin/prometheus", "usr/bin/setpriv"]
         .iter()
         .all(|p| root.join(p).exists())
+        && guest_libcap_ng(arch).exists()
     {
         return Ok(());
     }

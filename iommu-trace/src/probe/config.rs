@@ -18,14 +18,7 @@ pub fn ebpf_config(plan: &Plan, filter_pid: u32) -> Config {
             .unwrap_or(Config::UNSET)
     };
     let mut c = Config::unset();
-    let address = |name: &str| -> u64 {
-        plan.offsets
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(0, |(_, v)| *v as u64)
-    };
-    c.page_offset_base_addr = address("page_offset_base");
-    c.vmemmap_base_addr = address("vmemmap_base");
+    [c.page_offset_base_addr, c.vmemmap_base_addr] = plan.linear_map_bases;
     c.page_struct_size = get("sizeof(page)");
     c.folio_flags_1 = get("folio._flags_1");
     c.pg_head = get("PG_head");

@@ -12,12 +12,11 @@ pub struct Symbol {
     pub module: Option<String>,
 }
 
-/// The data symbols kept (all others are skipped): the x86-64 linear map's randomized
-/// bases, which the 6.15+ page-table hooks read (`probe::tables::LINEAR_MAP_BASES`). Listed
-/// only on kernels with CONFIG_KALLSYMS_ALL, as distributions build them.
-const DATA_SYMBOLS: &[&str] = &["page_offset_base", "vmemmap_base"];
+use super::tables::LINEAR_MAP_BASES;
 
-/// Function symbols by name, and the few data symbols of `DATA_SYMBOLS`. Names can repeat
+/// Function symbols by name, and the few data symbols the programs read
+/// (`LINEAR_MAP_BASES`; data symbols are listed only with CONFIG_KALLSYMS_ALL, as
+/// distributions build kernels). Names can repeat
 /// (static functions of the same name in different files): an ambiguous name cannot be
 /// attached by name.
 #[derive(Default)]
@@ -40,7 +39,7 @@ impl Kallsyms {
                 continue;
             };
             let kind = kind.chars().next().unwrap_or('?');
-            if matches!(kind, 'D' | 'd') && DATA_SYMBOLS.contains(&name) {
+            if matches!(kind, 'D' | 'd') && LINEAR_MAP_BASES.contains(&name) {
                 data.insert(name.to_string(), u64::from_str_radix(addr, 16).unwrap_or(0));
                 continue;
             }
@@ -59,8 +58,13 @@ impl Kallsyms {
         Kallsyms { by_name, data }
     }
 
-    /// The address of one of `DATA_SYMBOLS`, when listed and visible (not zeroed by
-    /// kptr_restrict).
+    /// Whether one of the data symbols kept is listed (its address may be hidden).
+    pub fn has_data(&self, name: &str) -> bool {
+        self.data.contains_key(name)
+    }
+
+    /// The address of one of the data symbols kept, when listed and visible (not zeroed by
+    /// kptr_restrict, as for a user without CAP_SYSLOG).
     pub fn data_addr(&self, name: &str) -> Option<u64> {
         self.data.get(name).copied().filter(|a| *a != 0)
     }
@@ -113,10 +117,11 @@ mod tests {
         assert_eq!(k.data_addr("some_data"), None);
         assert_eq!(k.data_addr("page_offset_base"), Some(0xffffffff81c83220));
         assert_eq!(k.get("page_offset_base"), &[]);
-        assert_eq!(
-            Kallsyms::parse("0000000000000000 D vmemmap_base\n").data_addr("vmemmap_base"),
-            None
-        );
+        // Hidden (not root, no CAP_SYSLOG): listed, no address.
+        let hidden = Kallsyms::parse("0000000000000000 D vmemmap_base\n");
+        assert_eq!(hidden.data_addr("vmemmap_base"), None);
+        assert!(hidden.has_data("vmemmap_base"));
+        assert!(!k.has_data("some_data"));
         assert_eq!(
             k.get("mock_domain_alloc_user")[0].module.as_deref(),
             Some("iommufd")

@@ -146,6 +146,7 @@ impl Tracer {
                 fallback,
             });
         }
+        attached -= whole_pairs_only(&mut ebpf, plan, &mut refused);
         if attached == 0 {
             return Err(LoadError::NothingAttached(refused));
         }
@@ -196,6 +197,51 @@ impl Tracer {
         }
         per_cpu
     }
+}
+
+/// The points whose attachments count only together: 6.15+'s page-table pair (the
+/// allocation's fexit and the free's fentry). With one half refused, the other would count
+/// pages allocated and never freed (or the reverse) and the replay would report a false
+/// imbalance; unloaded, the point reads as missing and nothing is claimed.
+const WHOLE_OR_NONE: &[&str] = &["pt_alloc_fexit", "pt_free_fentry"];
+
+/// Unloads what attached of a pair whose other half was refused, recording why; returns
+/// how many attachments that took away.
+fn whole_pairs_only(ebpf: &mut Ebpf, plan: &Plan, refused: &mut Vec<Refusal>) -> usize {
+    let pair: Vec<&Attachment> = plan
+        .attachments()
+        .filter(|a| WHOLE_OR_NONE.contains(&a.entry_program.as_str()))
+        .collect();
+    let is_refused =
+        |a: &Attachment, refused: &[Refusal]| refused.iter().any(|r| r.symbol == a.symbol);
+    let Some(first_refused) = pair.iter().find(|a| is_refused(a, refused)) else {
+        return 0;
+    };
+    let reason = format!("unloaded: its pair {} was refused", first_refused.symbol);
+    let mut taken = 0;
+    for a in pair
+        .iter()
+        .filter(|a| !is_refused(a, refused))
+        .collect::<Vec<_>>()
+    {
+        let name = a.entry_program.as_str();
+        let unloaded = match ebpf.program_mut(name) {
+            Some(aya::programs::Program::FEntry(p)) => p.unload().map_err(|e| e.to_string()),
+            Some(aya::programs::Program::FExit(p)) => p.unload().map_err(|e| e.to_string()),
+            _ => Err(format!("program {name} is not a trampoline")),
+        };
+        refused.push(Refusal {
+            symbol: a.symbol.clone(),
+            program_type: Some(a.program_type),
+            error: match unloaded {
+                Ok(()) => reason.clone(),
+                Err(e) => format!("{reason}; unloading it failed too: {e}"),
+            },
+            fallback: Fallback::None,
+        });
+        taken += 1;
+    }
+    taken
 }
 
 /// Loads (once) and attaches the programs of one attachment.

@@ -14,7 +14,7 @@ use super::kallsyms::Kallsyms;
 use super::tables::{
     DriverSpec, CORE_POINTS, DRIVERS, IOAS_OPS, LINEAR_MAP_BASES, OBJECT_CREATE_HANDLERS,
     OBJECT_DESTROY_OPS, OBJECT_REFS, OP_SHAPES, PT_PRECISE, PT_SYMBOLS, TRAMPOLINES,
-    VIOMMU_NESTED_PARAMS,
+    VIOMMU_NESTED_PARAMS, VMEMMAP_WITNESS,
 };
 use crate::session::{
     Attachment, DriverField, DriverInfo, Gap, GapReason, ObjectRef, ObjectRefs, Plan, PointPlan,
@@ -231,11 +231,9 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
         attach: vec![],
         gaps: vec![],
     };
-    let precise = precise_pt_hooks(inputs);
-    if let Ok(hooks) = precise {
-        pt.attach = hooks;
-    } else if let Err(why) = precise {
-        pt.gaps = why;
+    match precise_pt_hooks(inputs) {
+        Ok(hooks) => pt.attach = hooks,
+        Err(why) => pt.gaps = why,
     }
     let stat = inputs
         .btf
@@ -302,14 +300,8 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
         &["obj"],
     ));
     let object_refs = inputs.btf.map(object_refs_from_btf).unwrap_or_default();
-    let mut offsets = inputs.btf.map(offsets_from_btf).unwrap_or_default();
-    // Addresses, not offsets: where the linear map's bases are (kallsyms), for the
-    // page-table hooks of 6.15+.
-    for base in LINEAR_MAP_BASES {
-        if let Some(addr) = inputs.kallsyms.data_addr(base) {
-            offsets.push((base.to_string(), addr as i64));
-        }
-    }
+    let offsets = inputs.btf.map(offsets_from_btf).unwrap_or_default();
+    let linear_map_bases = LINEAR_MAP_BASES.map(|b| inputs.kallsyms.data_addr(b).unwrap_or(0));
     let features = detect_features(inputs);
     Plan {
         features,
@@ -320,8 +312,10 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
         drivers,
         offsets,
         blockers,
+        linear_map_bases,
     }
 }
+
 /// The page-table pages' own hooks where the kernel has them (`PT_PRECISE`: 6.15+) and the
 /// linear map's bases are known (x86-64), or why not: the statistics hook then serves, and
 /// these gaps say why (`probes`).
@@ -357,11 +351,16 @@ fn precise_pt_hooks(inputs: &PlanInputs) -> Result<Vec<Attachment>, Vec<Gap>> {
     if !gaps.is_empty() {
         return Err(gaps);
     }
-    let bases_known = LINEAR_MAP_BASES
-        .iter()
-        .all(|b| inputs.kallsyms.data_addr(b).is_some());
-    let page_size_known = inputs.btf.and_then(|b| b.struct_size("page")).is_some();
-    if !bases_known || !page_size_known {
+    // Chosen on the symbols' presence, not their addresses: `probes` run without
+    // CAP_SYSLOG sees them hidden, and must show what `record` will attach.
+    let bases_listed = LINEAR_MAP_BASES.iter().all(|b| inputs.kallsyms.has_data(b));
+    let vmemmap = !inputs.kallsyms.get(VMEMMAP_WITNESS).is_empty();
+    let layout_known = inputs.btf.is_some_and(|b| {
+        b.struct_size("page").is_some()
+            && b.member("folio", "_flags_1").is_some()
+            && b.enum_value("PG_head").is_some()
+    });
+    if !bases_listed || !vmemmap || !layout_known {
         return Err(vec![Gap {
             symbol: PT_PRECISE[0].0.to_string(),
             reason: GapReason::NoLinearMap,
@@ -1088,7 +1087,8 @@ mod tests {
         let functions = "ffffffff81000000 T iommufd_hwpt_alloc\n\
             ffffffff81000080 T lruvec_stat_mod_folio\n\
             ffffffff81767360 T iommu_alloc_pages_node_sz\n\
-            ffffffff81767520 t __iommu_free_desc\n";
+            ffffffff81767520 t __iommu_free_desc\n\
+            ffffffff823fc970 T vmemmap_populate\n";
         let bases = "ffffffff81c83210 D vmemmap_base\nffffffff81c83220 D page_offset_base\n";
 
         let plan = plan_of(&btf, &Kallsyms::parse(&format!("{functions}{bases}")), &[]);
@@ -1116,6 +1116,25 @@ mod tests {
         assert_eq!(
             (c.page_struct_size, c.folio_flags_1, c.pg_head),
             (64, 64, 6)
+        );
+        // The addresses never reach a capture or `probes --json`.
+        let json = serde_json::to_string(&plan).unwrap();
+        assert!(!json.contains(&0xffffffff81c83220u64.to_string()), "{json}");
+        assert!(!json.contains("page_offset_base"), "{json}");
+
+        // Unprivileged, the addresses are hidden: the plan (what `probes` shows) is the
+        // same; only the config, built by the privileged `record`, would lack them.
+        let hidden = bases.replace("ffffffff81c8321", "000000000000000");
+        let plan = plan_of(&btf, &Kallsyms::parse(&format!("{functions}{hidden}")), &[]);
+        assert_eq!(plan.point("pt_pages").unwrap().attach.len(), 2);
+        assert_eq!(ebpf_config(&plan, 0).vmemmap_base_addr, 0);
+
+        // Without SPARSEMEM_VMEMMAP an address does not give its page that way.
+        let no_vmemmap = functions.replace("T vmemmap_populate", "T something_else");
+        let plan = plan_of(&btf, &Kallsyms::parse(&format!("{no_vmemmap}{bases}")), &[]);
+        assert_eq!(
+            plan.point("pt_pages").unwrap().gaps[0].reason,
+            GapReason::NoLinearMap
         );
 
         // arm64: the functions, but no bases in kallsyms.

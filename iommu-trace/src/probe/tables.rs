@@ -394,7 +394,8 @@ pub(super) const PT_SYMBOLS: &[&str] = &["__lruvec_stat_mod_folio", "lruvec_stat
 /// Where the iommu-pages helpers are functions (6.15+, drivers/iommu/iommu-pages.c), the
 /// page-table pages' own hooks: (symbol, parameters, trampoline kind, program). Preferred
 /// to the statistics hook, which every page of the host passes (docs/kernel-facts.md §3.2).
-/// The free hook is static but out of line (two callers) in 7.3 on x86-64 and arm64.
+/// The free hook is static but out of line in our 7.3 builds (System.map `t`; callers:
+/// `iommu_free_pages`, `iommu_put_pages_list`, and on arm64 `iommu_pages_free_incoherent`).
 pub(super) const PT_PRECISE: &[(&str, &[&str], ProgramKind, &str)] = &[
     (
         "iommu_alloc_pages_node_sz",
@@ -408,6 +409,10 @@ pub(super) const PT_PRECISE: &[(&str, &[&str], ProgramKind, &str)] = &[
 /// The kallsyms data symbols that place the linear map and the `struct page` array on
 /// x86-64 (randomized at boot): with them an allocation's address gives its page.
 pub(super) const LINEAR_MAP_BASES: [&str; 2] = ["page_offset_base", "vmemmap_base"];
+
+/// A function only a kernel with SPARSEMEM_VMEMMAP has (arch/x86/mm/init_64.c): without
+/// it `struct page`s are not one array, and an address does not give its page that way.
+pub(super) const VMEMMAP_WITNESS: &str = "vmemmap_populate";
 
 /// Functions that also have trampoline programs: (symbol, arity, the kind, its first
 /// program, its second). Chosen when BTF shows the function with that arity; the kprobe

@@ -102,7 +102,7 @@ pub enum GapReason {
     /// The page-table statistic the hook watches is not in BTF.
     NoPageTableStat,
     /// The iommu-pages functions exist, but the `struct page` of the address an allocation
-    /// returns cannot be found: the statistics hook serves instead.
+    /// returns cannot be computed: the statistics hook serves instead.
     NoLinearMap,
     /// No allocation op of any driver we know is in the kernel.
     NoKnownDriver,
@@ -126,8 +126,10 @@ const SIGNATURE: (&str, &str, &str) = (
     ")",
 );
 const NO_PT_STAT: &str = "no NR_SECONDARY_PAGETABLE in BTF (kernel older than 6.1 or no BTF)";
-const NO_LINEAR_MAP: &str = "not used: the linear map's bases (page_offset_base, vmemmap_base, \
-                             x86-64) are not in kallsyms, so the statistics hook serves";
+const NO_LINEAR_MAP: &str = "not used: the struct page of an allocated address cannot be \
+                             computed here (it needs x86-64's page_offset_base and \
+                             vmemmap_base in kallsyms, SPARSEMEM_VMEMMAP, and the page and \
+                             folio layout in BTF), so the statistics hook serves";
 const NO_DRIVER: &str = "no known IOMMU driver op in this kernel (no intel, amd, arm-smmu-v3 \
                          or iommufd selftest driver built in or loaded)";
 
@@ -314,6 +316,11 @@ pub struct Plan {
     /// into the eBPF CONFIG's `object_refs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub object_refs: Vec<ObjectRefs>,
+    /// Where x86-64's `page_offset_base` and `vmemmap_base` are (kallsyms; 0: hidden or
+    /// absent), for the page-table hooks of 6.15+. Never written to a capture or `probes
+    /// --json`: a kernel address there would give away the kernel's randomized offset.
+    #[serde(skip)]
+    pub linear_map_bases: [u64; 2],
 }
 
 /// How one reference of a published object is read and shown.

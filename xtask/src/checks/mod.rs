@@ -18,7 +18,7 @@ mod mock;
 mod objects;
 mod pins;
 
-pub use bench::{bench_capture, bench_system};
+pub use bench::{bench_capture, bench_has_bpftrace, bench_system};
 pub use exercise::exercise;
 pub use mock::mock;
 

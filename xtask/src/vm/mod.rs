@@ -92,10 +92,11 @@ pub const BENCH_SYSTEM: Scenario = Scenario {
 
 /// Runs a benchmark scenario and prints what its check measured.
 pub fn bench(version: &str, arch: Arch, scenario: &Scenario) -> Result<()> {
-    // bpftrace, the tool the capture benchmark compares with, runs in an x86_64 guest only:
-    // the host's, with its libraries (Debian has it for the host's architecture).
+    // bpftrace, the tool the capture benchmark compares with: the host's, copied with its
+    // libraries, so only into an x86_64 guest on an x86_64 host.
     let bpftrace = Path::new("/usr/bin/bpftrace");
-    let extra: &[&Path] = if arch == Arch::host() && scenario.name == BENCH_CAPTURE.name {
+    let extra: &[&Path] = if checks::bench_has_bpftrace(arch) && scenario.name == BENCH_CAPTURE.name
+    {
         setup::bench_tools()?;
         &[bpftrace]
     } else {
@@ -133,6 +134,11 @@ fn prepare(
 ) -> Result<(kernel::Kernel, PathBuf)> {
     let target = [(version.to_string(), arch)];
     setup::for_kernels(&target)?;
+    // Without root nothing can be installed, only checked: check now, not after a cold
+    // kernel build of up to 15 minutes.
+    if !setup::nix_is_root() {
+        setup::for_guests(&target)?;
+    }
     let spec = kernel::spec(version, arch)?;
     // A cold kernel, the longest step of a first run, starts as soon as its tools are
     // there; the rest of the set-up and the guest's binary build beside it: each leaves a
@@ -146,7 +152,13 @@ fn prepare(
             binary,
         )
     });
-    let (k, binary) = (k?, binary?);
+    let (k, binary) = match (k, binary) {
+        (Ok(k), Ok(b)) => (k, b),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
+        (Err(kernel), Err(guest)) => {
+            return Err(guest.context(format!("and the kernel build failed too: {kernel:#}")))
+        }
+    };
     // One per checkout, so that two checkouts (a CI clone and a work tree) never boot
     // each other's binaries.
     let checkout = crate::util::fnv1a(workspace_root().to_string_lossy().as_bytes());
