@@ -243,6 +243,7 @@ pub fn compute(inputs: &PlanInputs) -> Plan {
         .map(|sym| (*sym, symbol_gap(inputs, sym, &["folio", "idx", "val"])))
         .collect();
     match (candidates.iter().find(|(_, gap)| gap.is_none()), stat) {
+        // The precise pair serves: no statistics hook.
         _ if !pt.attach.is_empty() => {}
         (Some((sym, _)), Some(_)) => pt.attach.push(with_trampoline(
             inputs,
@@ -531,6 +532,8 @@ fn offsets_from_btf(btf: &Btf) -> Vec<(String, i64)> {
         ("protection_domain", "iop.mode"),
         ("pt_iommu", "domain"),
         ("folio", "memcg_data"),
+        // A large folio's order (6.15+'s page-table hooks).
+        ("folio", "_flags_1"),
         ("obj_cgroup", "memcg"),
         ("mem_cgroup", "css.cgroup"),
         ("cgroup", "kn"),
@@ -545,13 +548,9 @@ fn offsets_from_btf(btf: &Btf) -> Vec<(String, i64)> {
     if let Some(size) = btf.struct_size("iopt_pages") {
         out.push(("sizeof(iopt_pages)".into(), size as i64));
     }
-    // The page-table hooks of 6.15+: a page's address in the `struct page` array, a
-    // folio's order (`_flags_1`, when `PG_head` is set).
+    // The page-table hooks of 6.15+: a page's address in the `struct page` array.
     if let Some(size) = btf.struct_size("page") {
         out.push(("sizeof(page)".into(), size as i64));
-    }
-    if let Some(m) = btf.member("folio", "_flags_1") {
-        out.push(("folio._flags_1".into(), m.byte_offset as i64));
     }
     for e in [
         "NR_SECONDARY_PAGETABLE",

@@ -34,6 +34,22 @@ pub fn bench_has_bpftrace(arch: Arch) -> bool {
     arch == Arch::X86_64 && arch == Arch::host()
 }
 
+/// The median of interleaved rounds' rates.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The number after `prefix` on its line of `inspect --summary`.
+fn summary_count(summary: &str, prefix: &str) -> Result<u64, String> {
+    summary
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("no {prefix:?} in summary:\n{summary}"))
+}
+
 fn outcome(name: &str, r: Result<String, String>) -> Outcome {
     match r {
         Ok(detail) => Outcome {
@@ -59,10 +75,6 @@ fn measure(dir: &Path, sfx: &str) -> Result<String, String> {
             u(l, "ops"),
             u(l, "elapsed_ns"),
         ))
-    };
-    let median = |mut v: Vec<f64>| -> f64 {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
     };
     let mut base = Vec::new();
     let mut traced = Vec::new();
@@ -103,16 +115,8 @@ fn measure(dir: &Path, sfx: &str) -> Result<String, String> {
             "the recorder failed".into()
         })?;
         let summary = read(dir, &format!("summary{r}{sfx}.txt"))?;
-        let count = |prefix: &str| -> Result<u64, String> {
-            summary
-                .lines()
-                .find_map(|l| l.strip_prefix(prefix))
-                .and_then(|l| l.split_whitespace().next())
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| format!("no {prefix:?} in summary:\n{summary}"))
-        };
-        events += count("events: ")?;
-        lost += count("lost: ")?;
+        events += summary_count(&summary, "events: ")?;
+        lost += summary_count(&summary, "lost: ")?;
         bytes += read(dir, &format!("capture-bytes{r}{sfx}.txt"))?
             .trim()
             .parse::<u64>()
@@ -262,10 +266,6 @@ fn measure_system(dir: &Path) -> Result<String, String> {
             .filter(|r| *r > 0.0)
             .ok_or_else(|| format!("{name}: no pages_per_sec: {r}"))
     };
-    let median = |mut v: Vec<f64>| -> f64 {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let probes = read(dir, "probes.txt")?;
     // The point's header, then its attachments ("    + SYMBOL  PROGRAM_TYPE").
     let hook = probes
@@ -290,13 +290,7 @@ fn measure_system(dir: &Path) -> Result<String, String> {
         ensure(rc(dir, &format!("record{r}.rc"))? == 0, || {
             format!("the recorder failed in round {r}")
         })?;
-        let summary = read(dir, &format!("summary{r}.txt"))?;
-        lost += summary
-            .lines()
-            .find_map(|l| l.strip_prefix("lost: "))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .ok_or_else(|| format!("no \"lost: \" in summary{r}.txt:\n{summary}"))?;
+        lost += summary_count(&read(dir, &format!("summary{r}.txt"))?, "lost: ")?;
     }
     ensure(!traced.is_empty(), || "no traced round ran".into())?;
     ensure(lost == 0, || format!("{lost} events lost"))?;
