@@ -9,7 +9,7 @@ use aya_ebpf::{
 use iommu_trace_common::{kind, lost, pt_op, DomainFreeEvent, MapEvent};
 
 use crate::{
-    helpers::{count_lost, current_tid, errno_of_int, header, submit_flags},
+    helpers::{count_lost, current_tid, errno_of_int, submit_flags, Thread},
     maps::{Op, OpCtx, EVENTS, OP_CTX, TRACKED},
 };
 
@@ -61,9 +61,8 @@ fn op_enter(domain: u64, op: u32, iova: u64, paddr: u64, size: u64) {
 
 /// Pops the thread's innermost operation, if it is of kind `op`.
 #[inline(always)]
-fn op_exit(op: u32) -> Option<Op> {
-    let tid = current_tid();
-    let c = OP_CTX.get_ptr_mut(&tid)?;
+fn op_exit(t: Thread, op: u32) -> Option<Op> {
+    let c = OP_CTX.get_ptr_mut(&t.tid())?;
     // SAFETY: this thread's own entry.
     let c = unsafe { &mut *c };
     if c.depth == 0 {
@@ -88,7 +87,8 @@ pub fn domain_free_entry(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn domain_free_exit(_ctx: RetProbeContext) -> u32 {
     floor!();
-    let Some(o) = op_exit(pt_op::FREE) else {
+    let t = Thread::current();
+    let Some(o) = op_exit(t, pt_op::FREE) else {
         return 0;
     };
     let _ = TRACKED.remove(&o.domain);
@@ -96,11 +96,11 @@ pub fn domain_free_exit(_ctx: RetProbeContext) -> u32 {
         count_lost(lost::RINGBUF_FULL);
         return 0;
     };
+    let hdr = t.header(kind::DOMAIN_FREE);
     entry.write(DomainFreeEvent {
-        hdr: header(kind::DOMAIN_FREE),
+        hdr,
         domain: o.domain,
-        // SAFETY: helper without arguments.
-        latency_ns: unsafe { bpf_ktime_get_ns() }.saturating_sub(o.start),
+        latency_ns: hdr.ts_ns.saturating_sub(o.start),
     });
     entry.submit(submit_flags());
     0
@@ -129,14 +129,16 @@ pub fn unmap_entry(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// The operation's event; its end is the header's time stamp (one clock read, not two).
 #[inline(always)]
-fn emit_map(o: Op, kind: u32, done: u64, errno: i32) {
+fn emit_map(t: Thread, o: Op, kind: u32, done: u64, errno: i32) {
     let Some(mut entry) = EVENTS.reserve::<MapEvent>(0) else {
         count_lost(lost::RINGBUF_FULL);
         return;
     };
+    let hdr = t.header(kind);
     entry.write(MapEvent {
-        hdr: header(kind),
+        hdr,
         domain: o.domain,
         iova: o.iova,
         paddr: o.paddr,
@@ -144,8 +146,7 @@ fn emit_map(o: Op, kind: u32, done: u64, errno: i32) {
         done,
         errno,
         _pad: 0,
-        // SAFETY: helper without arguments.
-        latency_ns: unsafe { bpf_ktime_get_ns() }.saturating_sub(o.start),
+        latency_ns: hdr.ts_ns.saturating_sub(o.start),
     });
     entry.submit(submit_flags());
 }
@@ -153,10 +154,11 @@ fn emit_map(o: Op, kind: u32, done: u64, errno: i32) {
 #[kretprobe]
 pub fn map_exit(ctx: RetProbeContext) -> u32 {
     floor!();
-    if let Some(o) = op_exit(pt_op::MAP) {
+    let t = Thread::current();
+    if let Some(o) = op_exit(t, pt_op::MAP) {
         let ret: u64 = ctx.ret();
         let errno = errno_of_int(ret);
-        emit_map(o, kind::MAP, if errno == 0 { o.size } else { 0 }, errno);
+        emit_map(t, o, kind::MAP, if errno == 0 { o.size } else { 0 }, errno);
     }
     0
 }
@@ -164,9 +166,10 @@ pub fn map_exit(ctx: RetProbeContext) -> u32 {
 #[kretprobe]
 pub fn unmap_exit(ctx: RetProbeContext) -> u32 {
     floor!();
-    if let Some(o) = op_exit(pt_op::UNMAP) {
+    let t = Thread::current();
+    if let Some(o) = op_exit(t, pt_op::UNMAP) {
         let done: u64 = ctx.ret();
-        emit_map(o, kind::UNMAP, done, 0);
+        emit_map(t, o, kind::UNMAP, done, 0);
     }
     0
 }
@@ -185,9 +188,10 @@ pub fn map_fentry(ctx: FEntryContext) -> u32 {
 #[fexit(function = "iommu_map")]
 pub fn map_fexit(ctx: FExitContext) -> u32 {
     floor!();
-    if let Some(o) = op_exit(pt_op::MAP) {
+    let t = Thread::current();
+    if let Some(o) = op_exit(t, pt_op::MAP) {
         let errno = errno_of_int(ctx.arg(6));
-        emit_map(o, kind::MAP, if errno == 0 { o.size } else { 0 }, errno);
+        emit_map(t, o, kind::MAP, if errno == 0 { o.size } else { 0 }, errno);
     }
     0
 }
@@ -202,8 +206,9 @@ pub fn unmap_fentry(ctx: FEntryContext) -> u32 {
 #[fexit(function = "iommu_unmap")]
 pub fn unmap_fexit(ctx: FExitContext) -> u32 {
     floor!();
-    if let Some(o) = op_exit(pt_op::UNMAP) {
-        emit_map(o, kind::UNMAP, ctx.arg(3), 0);
+    let t = Thread::current();
+    if let Some(o) = op_exit(t, pt_op::UNMAP) {
+        emit_map(t, o, kind::UNMAP, ctx.arg(3), 0);
     }
     0
 }
@@ -218,8 +223,9 @@ pub fn unmap_fast_fentry(ctx: FEntryContext) -> u32 {
 #[fexit(function = "iommu_unmap_fast")]
 pub fn unmap_fast_fexit(ctx: FExitContext) -> u32 {
     floor!();
-    if let Some(o) = op_exit(pt_op::UNMAP) {
-        emit_map(o, kind::UNMAP, ctx.arg(4), 0);
+    let t = Thread::current();
+    if let Some(o) = op_exit(t, pt_op::UNMAP) {
+        emit_map(t, o, kind::UNMAP, ctx.arg(4), 0);
     }
     0
 }

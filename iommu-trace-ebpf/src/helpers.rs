@@ -10,18 +10,32 @@ use aya_ebpf::{
 };
 use iommu_trace_common::{Config, EventHeader};
 
-use crate::maps::{EVENTS, LOST};
+use crate::maps::{EVENTS, LOST, SUBMITS};
 
 const MAX_ERRNO: i64 = 4095;
 
 /// Submit flags: wake the reader only once the ring holds `wakeup_bytes`; the collector
-/// also drains on a short timer. A wakeup per event would cost a context switch per event.
+/// also drains on a short timer. A wakeup per event would cost a context switch per event,
+/// and asking the ring its fill a helper call per event: it is asked on every 32nd record
+/// of a CPU (a per-CPU counter, a lookup the verifier inlines), which overshoots the
+/// threshold by 31 records at most.
 #[inline(always)]
 pub(crate) fn submit_flags() -> u64 {
     let threshold = cfg!(wakeup_bytes) as u64;
     if threshold == 0 {
-        0
-    } else if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+        return 0;
+    }
+    if let Some(n) = SUBMITS.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, only this CPU writes it.
+        let n = unsafe {
+            *n = (*n).wrapping_add(1);
+            *n
+        };
+        if n % 32 != 0 {
+            return BPF_RB_NO_WAKEUP as u64;
+        }
+    }
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -36,29 +50,117 @@ pub(crate) fn count_lost(reason: u32) {
     }
 }
 
+/// The thread a program runs in, asked of the kernel once per program: every helper call
+/// costs about as much as the attach point itself under emulation (docs/design-notes.md §3).
+#[derive(Clone, Copy)]
+pub(crate) struct Thread(u64);
+
+impl Thread {
+    #[inline(always)]
+    pub(crate) fn current() -> Thread {
+        Thread(bpf_get_current_pid_tgid())
+    }
+
+    #[inline(always)]
+    pub(crate) fn tid(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// Whether the pid filter (`record --pid`) lets this thread's events through.
+    #[inline(always)]
+    pub(crate) fn wanted(self) -> bool {
+        let filter = cfg!(filter_pid);
+        filter == 0 || (self.0 >> 32) as u32 == filter
+    }
+
+    /// An event header stamped now.
+    #[inline(always)]
+    pub(crate) fn header(self, kind: u32) -> EventHeader {
+        EventHeader {
+            kind,
+            // SAFETY: helpers without arguments.
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            pid: (self.0 >> 32) as u32,
+            tid: self.0 as u32,
+            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        }
+    }
+}
+
 #[inline(always)]
 pub(crate) fn current_tid() -> u32 {
-    bpf_get_current_pid_tgid() as u32
+    Thread::current().tid()
 }
 
 #[inline(always)]
 pub(crate) fn wanted() -> bool {
     let filter = cfg!(filter_pid);
-    filter == 0 || (bpf_get_current_pid_tgid() >> 32) as u32 == filter
+    filter == 0 || Thread::current().wanted()
 }
 
 #[inline(always)]
 pub(crate) fn header(kind: u32) -> EventHeader {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    EventHeader {
-        kind,
-        // SAFETY: helpers without arguments.
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        pid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    Thread::current().header(kind)
+}
+
+/// How a program reads kernel memory. A trampoline program (fentry/fexit) reads through the
+/// pointers the verifier typed from BTF (its arguments and the pointer fields reached from
+/// them, at offsets the frozen `CONFIG` makes constants): one load instruction each, a fault
+/// caught by the JIT's exception table and read as 0, like the helper's. A kprobe's
+/// arguments are plain numbers to the verifier, so it calls `bpf_probe_read_kernel`, a call
+/// and a fault-checked copy per field, which under TCG cost more than the program around
+/// them (docs/design-notes.md §3).
+pub(crate) trait Reader: Copy {
+    /// A read per field costs no more than one read of a window holding several.
+    const CHEAP_FIELDS: bool;
+    fn u64(self, addr: u64) -> u64;
+    fn u32(self, addr: u64) -> u32;
+    fn u8(self, addr: u64) -> u8;
+}
+
+/// `bpf_probe_read_kernel`: any address, any program type.
+#[derive(Clone, Copy)]
+pub(crate) struct Helper;
+
+/// Direct loads: only from a pointer the verifier knows the BTF type of, plus a constant
+/// offset that lands on a field of the read's size; anything else fails to load.
+#[derive(Clone, Copy)]
+pub(crate) struct Typed;
+
+impl Reader for Helper {
+    const CHEAP_FIELDS: bool = false;
+    #[inline(always)]
+    fn u64(self, addr: u64) -> u64 {
+        read_u64(addr)
+    }
+    #[inline(always)]
+    fn u32(self, addr: u64) -> u32 {
+        read_u32(addr)
+    }
+    #[inline(always)]
+    fn u8(self, addr: u64) -> u8 {
+        read_u8(addr)
+    }
+}
+
+impl Reader for Typed {
+    const CHEAP_FIELDS: bool = true;
+    // SAFETY (all three): the verifier admits the load only through a BTF-typed pointer and
+    // turns it into a fault-tolerant one (BPF_PROBE_MEM); volatile so that the compiler keeps
+    // each field's own load, of its own size.
+    #[inline(always)]
+    fn u64(self, addr: u64) -> u64 {
+        unsafe { core::ptr::read_volatile(addr as *const u64) }
+    }
+    #[inline(always)]
+    fn u32(self, addr: u64) -> u32 {
+        unsafe { core::ptr::read_volatile(addr as *const u32) }
+    }
+    #[inline(always)]
+    fn u8(self, addr: u64) -> u8 {
+        unsafe { core::ptr::read_volatile(addr as *const u8) }
     }
 }
 

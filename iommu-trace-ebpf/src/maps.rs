@@ -23,6 +23,10 @@ pub(crate) static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::C
 #[map]
 pub(crate) static DRIVER_BY_IP: HashMap<u64, u32> = HashMap::with_max_entries(64, 0);
 
+/// Per-CPU count of records submitted, for `submit_flags`' wakeup check.
+#[map]
+pub(crate) static SUBMITS: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 /// Domains allocated through the traced ops and not yet freed.
 #[map]
 pub(crate) static TRACKED: HashMap<u64, u32> = HashMap::with_max_entries(1 << 16, 0);

@@ -12,10 +12,7 @@ use aya_ebpf::{
 use iommu_trace_common::{ioas_op, kind, lost, Config, IoasOpEvent, PinEvent, PAGES_BLOCK};
 
 use crate::{
-    helpers::{
-        count_lost, current_tid, errno_of_int, field, header, read_u32, read_u64, read_u8,
-        submit_flags, wanted,
-    },
+    helpers::{count_lost, errno_of_int, field, submit_flags, Helper, Reader, Thread, Typed},
     maps::{IoasCtx, PinCtx, EVENTS, IOAS_CTX, PIN_CTX},
 };
 
@@ -30,7 +27,8 @@ fn now() -> u64 {
 /// lookup (as `OP_CTX`, domain_ops.rs).
 #[inline(always)]
 fn ioas_enter(ucmd: u64, op: u32) -> u32 {
-    if !wanted() {
+    let t = Thread::current();
+    if !t.wanted() {
         return 0;
     }
     let c = IoasCtx {
@@ -39,7 +37,7 @@ fn ioas_enter(ucmd: u64, op: u32) -> u32 {
         op,
         _pad: 0,
     };
-    let tid = current_tid();
+    let tid = t.tid();
     match IOAS_CTX.get_ptr_mut(&tid) {
         // SAFETY: this thread's own entry.
         Some(slot) => unsafe { *slot = c },
@@ -61,7 +59,7 @@ pub fn ioas_map_fentry(ctx: FEntryContext) -> u32 {
 #[fexit(function = "iommufd_ioas_map")]
 pub fn ioas_map_fexit(ctx: FExitContext) -> u32 {
     floor!();
-    ioas_exit(ctx.arg(1))
+    ioas_exit(Typed, Some(ctx.arg(0)), ctx.arg(1))
 }
 
 #[fentry(function = "iommufd_ioas_unmap")]
@@ -73,7 +71,7 @@ pub fn ioas_unmap_fentry(ctx: FEntryContext) -> u32 {
 #[fexit(function = "iommufd_ioas_unmap")]
 pub fn ioas_unmap_fexit(ctx: FExitContext) -> u32 {
     floor!();
-    ioas_exit(ctx.arg(1))
+    ioas_exit(Typed, Some(ctx.arg(0)), ctx.arg(1))
 }
 
 #[kprobe]
@@ -118,17 +116,20 @@ pub fn option_entry(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn ioas_op_exit(ctx: RetProbeContext) -> u32 {
     floor!();
-    ioas_exit(ctx.ret())
+    ioas_exit(Helper, None, ctx.ret())
 }
 
+/// `ucmd`: the handler's argument where the program sees it (fexit: typed, so read
+/// directly), else the one its entry kept.
 #[inline(always)]
-fn ioas_exit(ret: u64) -> u32 {
+fn ioas_exit<R: Reader>(r: R, ucmd: Option<u64>, ret: u64) -> u32 {
     // A thread id reused by a process the filter leaves out must not meet a context its
     // predecessor left behind (an exit missed).
-    if !wanted() {
+    let t = Thread::current();
+    if !t.wanted() {
         return 0;
     }
-    let Some(slot) = IOAS_CTX.get_ptr_mut(&current_tid()) else {
+    let Some(slot) = IOAS_CTX.get_ptr_mut(&t.tid()) else {
         return 0;
     };
     // SAFETY: this thread's own entry; copied, then marked idle.
@@ -140,15 +141,18 @@ fn ioas_exit(ret: u64) -> u32 {
     if c.op == 0 {
         return 0;
     }
-    let cmd = field(c.ucmd, cfg!(ucmd_cmd)).map_or(0, read_u64);
-    let ictx = field(c.ucmd, cfg!(ucmd_ictx)).map_or(0, read_u64);
+    let ucmd = ucmd.unwrap_or(c.ucmd);
+    let cmd = field(ucmd, cfg!(ucmd_cmd)).map_or(0, |a| r.u64(a));
+    let ictx = field(ucmd, cfg!(ucmd_ictx)).map_or(0, |a| r.u64(a));
+    // The handler's end is the header's time stamp (one clock read, not two).
+    let hdr = t.header(kind::IOAS_OP);
     let mut e = IoasOpEvent {
-        hdr: header(kind::IOAS_OP),
+        hdr,
         ictx,
         iova: 0,
         length: 0,
         source: 0,
-        latency_ns: now().saturating_sub(c.start),
+        latency_ns: hdr.ts_ns.saturating_sub(c.start),
         op: c.op,
         ioas_id: 0,
         aux: 0,
@@ -208,7 +212,8 @@ fn ioas_exit(ret: u64) -> u32 {
 /// The kprobe path: the kretprobe cannot see the arguments, so the entry keeps them for it.
 #[inline(always)]
 fn pin_enter(pages: u64, npages: u64, inc: u64) -> u32 {
-    if !wanted() {
+    let t = Thread::current();
+    if !t.wanted() {
         return 0;
     }
     let c = PinCtx {
@@ -217,7 +222,7 @@ fn pin_enter(pages: u64, npages: u64, inc: u64) -> u32 {
         inc: (inc & 0xff != 0) as u32,
         active: 1,
     };
-    let tid = current_tid();
+    let tid = t.tid();
     match PIN_CTX.get_ptr_mut(&tid) {
         // SAFETY: this thread's own entry.
         Some(slot) => unsafe { *slot = c },
@@ -244,10 +249,11 @@ pub fn pin_entry(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn pin_exit(ctx: RetProbeContext) -> u32 {
     floor!();
-    if !wanted() {
+    let t = Thread::current();
+    if !t.wanted() {
         return 0;
     }
-    let Some(slot) = PIN_CTX.get_ptr_mut(&current_tid()) else {
+    let Some(slot) = PIN_CTX.get_ptr_mut(&t.tid()) else {
         return 0;
     };
     // SAFETY: this thread's own entry; copied, then marked idle.
@@ -259,7 +265,7 @@ pub fn pin_exit(ctx: RetProbeContext) -> u32 {
     if c.active == 0 {
         return 0;
     }
-    pin_done(c.pages, c.npages, c.inc, ctx.ret())
+    pin_done(t, Helper, c.pages, c.npages, c.inc, ctx.ret())
 }
 
 /// The trampoline path: one fexit program, which sees the arguments and the return value,
@@ -267,11 +273,19 @@ pub fn pin_exit(ctx: RetProbeContext) -> u32 {
 #[fexit(function = "iopt_pages_update_pinned")]
 pub fn pin_fexit(ctx: FExitContext) -> u32 {
     floor!();
-    if !wanted() {
+    let t = Thread::current();
+    if !t.wanted() {
         return 0;
     }
     let inc: u64 = ctx.arg(2);
-    pin_done(ctx.arg(0), ctx.arg(1), (inc & 0xff != 0) as u32, ctx.arg(4))
+    pin_done(
+        t,
+        Typed,
+        ctx.arg(0),
+        ctx.arg(1),
+        (inc & 0xff != 0) as u32,
+        ctx.arg(4),
+    )
 }
 
 /// The `struct iopt_pages` fields the pin event needs.
@@ -284,58 +298,75 @@ struct PagesFields {
     mm: u64,
 }
 
-/// Reads them in one call when `Config::pages_block` says they fit a window, else one by one.
-#[inline(always)]
-fn pages_fields(p: u64) -> PagesFields {
-    let block = cfg!(pages_block);
-    const WORDS: usize = (PAGES_BLOCK / 8) as usize;
-    // SAFETY: bpf_probe_read_kernel checks the address.
-    let read = (block != Config::UNSET)
-        .then(|| unsafe { bpf_probe_read_kernel((p + block as u64) as *const [u64; WORDS]) });
-    let Some(Ok(w)) = read else {
-        // No window, or its read failed: one read per field.
-        return PagesFields {
-            npinned: field(p, cfg!(pages_npinned)).map_or(0, read_u64),
-            npages: field(p, cfg!(pages_npages)).map_or(0, read_u64),
-            mode: field(p, cfg!(pages_account_mode)).map_or(0, read_u8) as u32,
-            task: field(p, cfg!(pages_source_task)).map_or(0, read_u64),
-            user: field(p, cfg!(pages_source_user)).map_or(0, read_u64),
-            mm: field(p, cfg!(pages_source_mm)).map_or(0, read_u64),
+impl PagesFields {
+    /// One read per field.
+    #[inline(always)]
+    fn each(r: impl Reader, p: u64) -> PagesFields {
+        PagesFields {
+            npinned: field(p, cfg!(pages_npinned)).map_or(0, |a| r.u64(a)),
+            npages: field(p, cfg!(pages_npages)).map_or(0, |a| r.u64(a)),
+            mode: field(p, cfg!(pages_account_mode)).map_or(0, |a| r.u8(a)) as u32,
+            task: field(p, cfg!(pages_source_task)).map_or(0, |a| r.u64(a)),
+            user: field(p, cfg!(pages_source_user)).map_or(0, |a| r.u64(a)),
+            mm: field(p, cfg!(pages_source_mm)).map_or(0, |a| r.u64(a)),
+        }
+    }
+
+    /// Through the helper: in one call when `Config::pages_block` says the fields fit a
+    /// window, else one by one.
+    #[inline(always)]
+    fn windowed(p: u64) -> PagesFields {
+        let block = cfg!(pages_block);
+        const WORDS: usize = (PAGES_BLOCK / 8) as usize;
+        // SAFETY: bpf_probe_read_kernel checks the address.
+        let read = (block != Config::UNSET)
+            .then(|| unsafe { bpf_probe_read_kernel((p + block as u64) as *const [u64; WORDS]) });
+        let Some(Ok(w)) = read else {
+            // No window, or its read failed.
+            return PagesFields::each(Helper, p);
         };
-    };
-    // User space placed every field inside the window; the mask keeps the index in it.
-    let word = |off: u32| w[((off.wrapping_sub(block) / 8) as usize) & (WORDS - 1)];
-    let mode_at = cfg!(pages_account_mode);
-    PagesFields {
-        npinned: word(cfg!(pages_npinned)),
-        npages: word(cfg!(pages_npages)),
-        mode: ((word(mode_at) >> ((mode_at & 7) * 8)) & 0xff) as u32,
-        task: word(cfg!(pages_source_task)),
-        user: word(cfg!(pages_source_user)),
-        mm: word(cfg!(pages_source_mm)),
+        // User space placed every field inside the window; the mask keeps the index in it.
+        let word = |off: u32| w[((off.wrapping_sub(block) / 8) as usize) & (WORDS - 1)];
+        let mode_at = cfg!(pages_account_mode);
+        PagesFields {
+            npinned: word(cfg!(pages_npinned)),
+            npages: word(cfg!(pages_npages)),
+            mode: ((word(mode_at) >> ((mode_at & 7) * 8)) & 0xff) as u32,
+            task: word(cfg!(pages_source_task)),
+            user: word(cfg!(pages_source_user)),
+            mm: word(cfg!(pages_source_mm)),
+        }
     }
 }
 
 /// The accounting returned: the `iopt_pages`' mode and totals, and its target's, read now
 /// (after the change, or after the refusal: then the totals are those the check saw).
 #[inline(always)]
-fn pin_done(p: u64, npages: u64, inc: u32, ret: u64) -> u32 {
-    let f = pages_fields(p);
+fn pin_done<R: Reader>(t: Thread, r: R, p: u64, npages: u64, inc: u32, ret: u64) -> u32 {
+    let f = if R::CHEAP_FIELDS {
+        PagesFields::each(r, p)
+    } else {
+        PagesFields::windowed(p)
+    };
     let (mode, task, user, mm) = (f.mode, f.task, f.user, f.mm);
     // Mode none (the creator had CAP_IPC_LOCK) charges nobody: its limit and target are not
     // read (RLIM_INFINITY and uid 0 stand for "none").
     let (locked_pages, limit_bytes, target_uid) = match mode {
         1 | 2 => {
-            let signal = field(task, cfg!(task_signal)).map_or(0, read_u64);
-            let limit = field(signal, cfg!(signal_memlock)).map_or(0, read_u64);
+            let signal = field(task, cfg!(task_signal)).map_or(0, |a| r.u64(a));
+            let limit = field(signal, cfg!(signal_memlock)).map_or(0, |a| r.u64(a));
             if mode == 1 {
                 (
-                    field(user, cfg!(user_locked_vm)).map_or(0, read_u64),
+                    field(user, cfg!(user_locked_vm)).map_or(0, |a| r.u64(a)),
                     limit,
-                    field(user, cfg!(user_uid)).map_or(0, read_u32),
+                    field(user, cfg!(user_uid)).map_or(0, |a| r.u32(a)),
                 )
             } else {
-                (field(mm, cfg!(mm_locked_vm)).map_or(0, read_u64), limit, 0)
+                (
+                    field(mm, cfg!(mm_locked_vm)).map_or(0, |a| r.u64(a)),
+                    limit,
+                    0,
+                )
             }
         }
         _ => (0, u64::MAX, 0),
@@ -345,19 +376,19 @@ fn pin_done(p: u64, npages: u64, inc: u32, ret: u64) -> u32 {
         return 0;
     };
     entry.write(PinEvent {
-        hdr: header(kind::PIN),
+        hdr: t.header(kind::PIN),
         pages: p,
         npages,
         npinned: f.npinned,
         total_pages: f.npages,
         limit_bytes,
         locked_pages,
-        pinned_vm: field(mm, cfg!(mm_pinned_vm)).map_or(0, read_u64),
+        pinned_vm: field(mm, cfg!(mm_pinned_vm)).map_or(0, |a| r.u64(a)),
         source_mm: mm,
         inc,
         mode,
         target_uid,
-        target_pid: field(task, cfg!(task_tgid)).map_or(0, read_u32),
+        target_pid: field(task, cfg!(task_tgid)).map_or(0, |a| r.u32(a)),
         errno: errno_of_int(ret),
         _pad: 0,
     });

@@ -9,9 +9,11 @@
 # guest has it (x86_64), bpftrace counting the calls of the same functions.
 R=/results
 export RUST_LOG=warn
+# Sizes: `BENCH_LOOPS=N BENCH_ROUNDS=R BENCH_PAGES=1,16 cargo xtask bench capture` on the host
+# (xtask passes them on the kernel command line).
 N=${BENCH_LOOPS:-30000}
-PAGES=1
-ROUNDS=5
+ROUNDS=${BENCH_ROUNDS:-5}
+SIZES=$(echo "${BENCH_PAGES:-1,16}" | tr ',' ' ')
 . /scenarios/vfio-bind.sh
 NOOBJ=""
 for f in iommufd_destroy iommufd_ioas_alloc_ioctl iommufd_hwpt_alloc iommufd_fault_alloc \
@@ -96,6 +98,14 @@ rounds() {
         # The floor: every program attached the same way, each returning at once.
         traced_loop $R/floor$r$SFX.json /tmp/floor.itc $R/floor-record$r$SFX.log --floor
         rm -f /tmp/floor.itc
+        # Another build's record (xtask bench capture --against), the change's baseline.
+        if command -v iommu-trace-against > /dev/null; then
+            TRACER=iommu-trace-against
+            traced_loop $R/against$r$SFX.json /tmp/against.itc $R/against-record$r$SFX.log
+            echo $? > $R/against-record$r$SFX.rc
+            TRACER=iommu-trace
+            rm -f /tmp/against.itc
+        fi
         served_loop $R/serve$r$SFX.json $R/serve-metrics$r$SFX.txt $R/serve$r$SFX.log
         echo $? > $R/serve$r$SFX.rc
         if [ -n "$BPFTRACE_PROBES" ]; then
@@ -109,6 +119,11 @@ rounds() {
 # pages per map (64 KiB, the size of a small guest RAM slot's chunks): the same events per
 # operation, spread over 16 pages (the loop's pages are never physically adjacent, so each
 # is its own iommu_map, as in every run).
-rounds 1 $N ""
-rounds 16 $((N / 2)) "-16p"
+for pages in $SIZES; do
+    case $pages in
+    1) rounds 1 $N "" ;;
+    16) rounds 16 $((N / 2)) "-16p" ;;
+    *) echo "BENCH_PAGES: 1 or 16, not $pages" >&2; exit 2 ;;
+    esac
+done
 exit 0

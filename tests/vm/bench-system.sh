@@ -8,7 +8,7 @@
 R=/results
 export RUST_LOG=warn
 N=${BENCH_ITERATIONS:-4000}
-ROUNDS=5
+ROUNDS=${BENCH_ROUNDS:-5}
 # In its own memory cgroup, as the exercise's workload runs: charged pages, per-cgroup stats.
 echo +memory > /sys/fs/cgroup/cgroup.subtree_control
 mkdir -p /sys/fs/cgroup/churn

@@ -90,6 +90,11 @@ enum Cmd {
         kernel: String,
         #[arg(long, value_enum, default_value_t = kernel::Arch::host())]
         arch: kernel::Arch,
+        /// `capture`: also run `record` of another build in every round (its static guest
+        /// binary, `<target dir>/<arch>-unknown-linux-gnu/release/iommu-trace`), to measure a
+        /// change against what it changed in one boot.
+        #[arg(long)]
+        against: Option<std::path::PathBuf>,
     },
     /// Record the exercise workload and print its summary: on this host when it has
     /// iommufd, else in a QEMU VM running the test kernel.
@@ -297,10 +302,15 @@ fn main() -> Result<()> {
             )?;
             exporter_test(&root)
         }
-        Cmd::Bench { what, kernel, arch } => {
+        Cmd::Bench {
+            what,
+            kernel,
+            arch,
+            against,
+        } => {
             match what.as_str() {
-                "capture" => vm::bench(&kernel, arch, &vm::BENCH_CAPTURE),
-                "system" => vm::bench(&kernel, arch, &vm::BENCH_SYSTEM),
+                "capture" => vm::bench(&kernel, arch, &vm::BENCH_CAPTURE, against.as_deref()),
+                "system" => vm::bench(&kernel, arch, &vm::BENCH_SYSTEM, against.as_deref()),
                 // Pure user space: no eBPF object needed, so none is built.
                 "replay" => util::run(
                     std::process::Command::new(env!("CARGO"))

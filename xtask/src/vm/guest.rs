@@ -110,12 +110,21 @@ fn copy_guest_programs(arch: Arch, stage: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A host file a scenario needs in the guest.
+#[derive(Clone, Copy)]
+pub enum Extra<'a> {
+    /// A dynamically linked program of an x86_64 host, at its own path, with its libraries.
+    Program(&'a Path),
+    /// A static program, at `bin/NAME`.
+    Static(&'a Path, &'a str),
+}
+
 /// Writes the initramfs: busybox, iommu-trace, memchurn, /init and the scenarios, and the host
-/// programs of `extra` with their libraries (an x86_64 guest's).
+/// files of `extra`.
 pub(super) fn build_initramfs(
     arch: Arch,
     binary: &Path,
-    extra: &[&Path],
+    extra: &[Extra],
     out: &Path,
 ) -> Result<()> {
     let stage = out.with_extension("d");
@@ -124,8 +133,14 @@ pub(super) fn build_initramfs(
         std::fs::create_dir_all(stage.join(d))?;
     }
     copy_guest_programs(arch, &stage)?;
-    for program in extra {
-        copy_with_libs(program, &stage)?;
+    for e in extra {
+        match *e {
+            Extra::Program(p) => copy_with_libs(p, &stage)?,
+            Extra::Static(p, name) => {
+                std::fs::copy(p, stage.join("bin").join(name))
+                    .with_context(|| format!("copying {}", p.display()))?;
+            }
+        }
     }
     run(
         Command::new(format!("{}strip", arch.cross_prefix().unwrap_or_default()))

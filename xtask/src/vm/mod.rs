@@ -17,7 +17,7 @@ mod guest;
 mod qemu;
 
 pub(crate) use guest::build_guest_binary;
-use guest::build_initramfs;
+use guest::{build_initramfs, Extra};
 use qemu::{boot, boot_with};
 
 /// The emulated IOMMU of an x86_64 machine (q35 has either; arm64 virt always gets an
@@ -90,19 +90,26 @@ pub const BENCH_SYSTEM: Scenario = Scenario {
     check: checks::bench_system,
 };
 
-/// Runs a benchmark scenario and prints what its check measured.
-pub fn bench(version: &str, arch: Arch, scenario: &Scenario) -> Result<()> {
+/// Runs a benchmark scenario and prints what its check measured. `against`: another build's
+/// guest binary (a static iommu-trace of the guest's architecture), whose `record` the
+/// capture benchmark runs in every round too, so that a change is measured against what it
+/// changed side by side in one boot.
+pub fn bench(version: &str, arch: Arch, scenario: &Scenario, against: Option<&Path>) -> Result<()> {
+    let mut extra = Vec::new();
     // bpftrace, the tool the capture benchmark compares with: the host's, copied with its
     // libraries, so only into an x86_64 guest on an x86_64 host.
-    let bpftrace = Path::new("/usr/bin/bpftrace");
-    let extra: &[&Path] = if checks::bench_has_bpftrace(arch) && scenario.name == BENCH_CAPTURE.name
-    {
+    if checks::bench_has_bpftrace(arch) && scenario.name == BENCH_CAPTURE.name {
         setup::bench_tools()?;
-        &[bpftrace]
-    } else {
-        &[]
-    };
-    let (k, initramfs) = prepare(version, arch, None, extra)?;
+        extra.push(Extra::Program(Path::new("/usr/bin/bpftrace")));
+    }
+    if let Some(other) = against {
+        if scenario.name != BENCH_CAPTURE.name {
+            bail!("--against is for the capture benchmark");
+        }
+        ensure_static_for(other, arch)?;
+        extra.push(Extra::Static(other, "iommu-trace-against"));
+    }
+    let (k, initramfs) = prepare(version, arch, None, &extra)?;
     let dir = std::env::temp_dir().join(format!("iommu-trace-bench-{}", std::process::id()));
     let vm = boot(arch, Iommu::Intel, &k.bzimage, &initramfs, scenario, &dir)?;
     let mut failed = 0;
@@ -125,12 +132,12 @@ pub fn bench(version: &str, arch: Arch, scenario: &Scenario) -> Result<()> {
 /// Prepares everything for a boot: set-up, kernel, guest binary, initramfs.
 /// The kernel and the initramfs of `arch`; the guest's iommu-trace is the one of `package`
 /// (a .deb of `cargo xtask dist`, unpacked as dpkg would install it) when one is given.
-/// `extra`: host programs the scenario runs (x86_64 guests), copied with their libraries.
+/// `extra`: host files the scenario runs.
 fn prepare(
     version: &str,
     arch: Arch,
     package: Option<&Path>,
-    extra: &[&Path],
+    extra: &[Extra],
 ) -> Result<(kernel::Kernel, PathBuf)> {
     let target = [(version.to_string(), arch)];
     setup::for_kernels(&target)?;
@@ -168,6 +175,48 @@ fn prepare(
     std::fs::create_dir_all(initramfs.parent().expect("has parent"))?;
     build_initramfs(arch, &binary, extra, &initramfs)?;
     Ok((k, initramfs))
+}
+
+/// `--against`'s binary must run in the guest: a static ELF program of its architecture
+/// (what `cargo xtask vm-test` builds: `<target dir>/<arch>-unknown-linux-gnu/release/
+/// iommu-trace`). Read from the ELF header: machine at 18, program headers at 32 (offset),
+/// 54 (entry size) and 56 (count); a PT_INTERP (3) entry means dynamically linked.
+fn ensure_static_for(binary: &Path, arch: Arch) -> Result<()> {
+    let elf = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
+    let machine = match arch {
+        Arch::X86_64 => 62,
+        Arch::Arm64 => 183,
+    };
+    let is_static = (|| {
+        if !elf.starts_with(b"\x7fELF\x02\x01") || u16_at(18)? != machine {
+            return Some(false);
+        }
+        let (off, size, count) = (u64_at(32)? as usize, u16_at(54)? as usize, u16_at(56)?);
+        let interp = (0..count as usize).any(|i| u32_at(off + i * size) == Some(3));
+        Some(!interp)
+    })()
+    .unwrap_or(false);
+    if !is_static {
+        bail!(
+            "{} is not a static little-endian 64-bit {arch} ELF program: give the guest binary \
+             of another checkout, <target dir>/{}-unknown-linux-gnu/release/iommu-trace",
+            binary.display(),
+            match arch {
+                Arch::X86_64 => "x86_64",
+                Arch::Arm64 => "aarch64",
+            }
+        );
+    }
+    Ok(())
 }
 
 /// The guest's iommu-trace: unpacked from `package` (as dpkg would install it), or built.

@@ -205,8 +205,9 @@ fn boot_once(
         .arg(initramfs)
         .arg("-append")
         .arg(format!(
-            "{cmdline} panic=-1 loglevel=4 scenario={}{}",
+            "{cmdline} panic=-1 loglevel=4 scenario={}{}{}",
             scenario.name,
+            bench_size(scenario),
             match interactive {
                 Some((rows, cols)) => format!(" rows={rows} cols={cols} quiet"),
                 None => String::new(),
@@ -279,6 +280,30 @@ fn boot_once(
         console,
         elapsed,
     })
+}
+
+/// A benchmark's size from the host's environment (`BENCH_ROUNDS=1 cargo xtask bench capture`
+/// for a quick look; `BENCH_LOOPS`, `BENCH_PAGES`, `BENCH_ITERATIONS`): the kernel hands
+/// unknown `NAME=value` parameters to init as environment variables, and the benchmark's
+/// script reads them. Other scenarios are never sized from outside.
+fn bench_size(scenario: &Scenario) -> String {
+    if !scenario.name.starts_with("bench-") {
+        return String::new();
+    }
+    [
+        "BENCH_ROUNDS",
+        "BENCH_LOOPS",
+        "BENCH_PAGES",
+        "BENCH_ITERATIONS",
+    ]
+    .iter()
+    .filter_map(|name| {
+        let v = std::env::var(name).ok()?;
+        // One word of digits: a command line has no quoting.
+        let ok = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b',');
+        ok.then(|| format!(" {name}={v}"))
+    })
+    .collect()
 }
 
 #[cfg(test)]
