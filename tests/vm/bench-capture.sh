@@ -32,12 +32,12 @@ done
 loop() { busybox taskset -c 1 iommu-trace exercise --steps loop --loop $N --loop-pages $PAGES --no-hugepages -o "$1" > "$1.log" 2>&1; }
 . /scenarios/traced.sh
 traced_loop() { traced loop "$@"; }
-# The loop into $1 while `iommu-trace serve` runs, its /metrics after the loop into $2, its
-# log into $3; returns the exporter's exit status.
+# The loop into $1 while `iommu-trace serve` (or TRACER's) runs, its /metrics after the loop
+# into $2, its log into $3; returns the exporter's exit status.
 served_loop() {
     out=$1 metrics=$2 log=$3
     rm -f /tmp/serve-ready
-    busybox taskset -c 0 iommu-trace serve --listen 127.0.0.1:9464 --ready-file /tmp/serve-ready > "$log" 2>&1 &
+    busybox taskset -c 0 ${TRACER:-iommu-trace} serve --listen 127.0.0.1:9464 --ready-file /tmp/serve-ready > "$log" 2>&1 &
     SRV=$!
     i=0
     while [ ! -e /tmp/serve-ready ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
@@ -103,8 +103,11 @@ rounds() {
             TRACER=iommu-trace-against
             traced_loop $R/against$r$SFX.json /tmp/against.itc $R/against-record$r$SFX.log
             echo $? > $R/against-record$r$SFX.rc
-            TRACER=iommu-trace
             rm -f /tmp/against.itc
+            # Its serve too: the kernel's run time of each of its programs (BPF stats).
+            served_loop $R/against-serve$r$SFX.json $R/against-serve-metrics$r$SFX.txt \
+                $R/against-serve$r$SFX.log
+            TRACER=iommu-trace
         fi
         served_loop $R/serve$r$SFX.json $R/serve-metrics$r$SFX.txt $R/serve$r$SFX.log
         echo $? > $R/serve$r$SFX.rc

@@ -88,6 +88,7 @@ fn measure(dir: &Path, sfx: &str) -> Result<String, String> {
     let mut bpftrace = Vec::new();
     let mut against = Vec::new();
     let mut programs = ProgramTimes::default();
+    let mut against_programs = ProgramTimes::default();
     let (mut events, mut bytes, mut traced_ns, mut lost, mut ops) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for r in 1.. {
         if !dir.join(format!("base{r}{sfx}.json")).exists() {
@@ -114,6 +115,12 @@ fn measure(dir: &Path, sfx: &str) -> Result<String, String> {
                 format!("the --against build's recorder failed in round {r}")
             })?;
             against.push(rate(&format!("against{r}{sfx}.json"))?.0);
+            let served = format!("against-serve{r}{sfx}.json");
+            if dir.join(&served).exists() {
+                let (_, ops, _) = rate(&served)?;
+                let metrics = format!("against-serve-metrics{r}{sfx}.txt");
+                against_programs.add(&read(dir, &metrics)?, ops);
+            }
         }
         if dir.join(format!("bpftrace{r}{sfx}.json")).exists() {
             let (rate, ops, _) = rate(&format!("bpftrace{r}{sfx}.json"))?;
@@ -223,13 +230,14 @@ fn measure(dir: &Path, sfx: &str) -> Result<String, String> {
     Ok(format!(
         "map/unmap loop of {pages} page(s) per map, {ops} ops per run, {} rounds: median {b:.0} ops/s untraced {base:.0?}, \
          {t:.0} ops/s traced {traced:.0?}; slowdown {:.1}% (time ratio {:.3}); \
-         {events} events recorded at {:.0} events/s, 0 lost; {:.1} bytes/event on disk{objects}{floor_text}{}",
+         {events} events recorded at {:.0} events/s, 0 lost; {:.1} bytes/event on disk{objects}{floor_text}{}{}",
         traced.len(),
         (b / t - 1.0) * 100.0,
         b / t,
         events as f64 / (traced_ns as f64 / 1e9),
         bytes as f64 / events.max(1) as f64,
-        programs.report()
+        programs.report("serve's programs"),
+        against_programs.report("the --against build's serve's programs"),
     ))
 }
 
@@ -274,7 +282,7 @@ impl ProgramTimes {
         }
     }
 
-    fn report(&self) -> String {
+    fn report(&self, whose: &str) -> String {
         if self.ops == 0 || self.by_program.is_empty() {
             return String::new();
         }
@@ -294,7 +302,7 @@ impl ProgramTimes {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        format!("; serve's programs ran {total:.0} ns per op (BPF stats): {each}")
+        format!("; {whose} ran {total:.0} ns per op (BPF stats): {each}")
     }
 }
 
@@ -420,10 +428,10 @@ mod tests {
         t.add(metrics, 1000);
         // Per op: pin 6 us / 2 runs, map 2 us / 1 run; the idle program is left out.
         assert_eq!(
-            t.report(),
+            t.report("serve's programs"),
             "; serve's programs ran 8000 ns per op (BPF stats): \
              pin_fexit 6000 ns (2.00 runs x 3000 ns), map_fexit 2000 ns (1.00 runs x 2000 ns)"
         );
-        assert_eq!(ProgramTimes::default().report(), "");
+        assert_eq!(ProgramTimes::default().report("serve's programs"), "");
     }
 }
