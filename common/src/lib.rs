@@ -424,6 +424,13 @@ pub struct Config {
     pub user_locked_vm: u32,
     pub mm_locked_vm: u32,
     pub mm_pinned_vm: u32,
+    /// `struct task_struct`: `pid`, `comm`, `cgroups`; `struct css_set::dfl_cgrp`: the
+    /// event header read from the current task in trampoline programs (with `task_tgid`,
+    /// `cgroup_kn`, `kn_id`), instead of three helper calls.
+    pub task_pid: u32,
+    pub task_comm: u32,
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
     /// Only trace tasks in this thread group when non-zero.
     pub filter_pid: u32,
     /// Wake the reader when the ring holds this many bytes (0: on every event).
@@ -525,6 +532,10 @@ impl Config {
             user_locked_vm: Self::UNSET,
             mm_locked_vm: Self::UNSET,
             mm_pinned_vm: Self::UNSET,
+            task_pid: Self::UNSET,
+            task_comm: Self::UNSET,
+            task_cgroups: Self::UNSET,
+            css_set_dfl_cgrp: Self::UNSET,
             folio_memcg_data: Self::UNSET,
             memcg_data_kmem: 0,
             memcg_data_flags_mask: 0,

@@ -188,7 +188,7 @@ pub fn map_fentry(ctx: FEntryContext) -> u32 {
 #[fexit(function = "iommu_map")]
 pub fn map_fexit(ctx: FExitContext) -> u32 {
     floor!();
-    let t = Thread::current();
+    let t = Thread::current_typed();
     if let Some(o) = op_exit(t, pt_op::MAP) {
         let errno = errno_of_int(ctx.arg(6));
         emit_map(t, o, kind::MAP, if errno == 0 { o.size } else { 0 }, errno);
@@ -206,7 +206,7 @@ pub fn unmap_fentry(ctx: FEntryContext) -> u32 {
 #[fexit(function = "iommu_unmap")]
 pub fn unmap_fexit(ctx: FExitContext) -> u32 {
     floor!();
-    let t = Thread::current();
+    let t = Thread::current_typed();
     if let Some(o) = op_exit(t, pt_op::UNMAP) {
         emit_map(t, o, kind::UNMAP, ctx.arg(3), 0);
     }
@@ -223,7 +223,7 @@ pub fn unmap_fast_fentry(ctx: FEntryContext) -> u32 {
 #[fexit(function = "iommu_unmap_fast")]
 pub fn unmap_fast_fexit(ctx: FExitContext) -> u32 {
     floor!();
-    let t = Thread::current();
+    let t = Thread::current_typed();
     if let Some(o) = op_exit(t, pt_op::UNMAP) {
         emit_map(t, o, kind::UNMAP, ctx.arg(4), 0);
     }

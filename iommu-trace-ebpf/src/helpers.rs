@@ -5,7 +5,8 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_task_btf, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
     },
 };
 use iommu_trace_common::{Config, EventHeader};
@@ -53,39 +54,96 @@ pub(crate) fn count_lost(reason: u32) {
 /// The thread a program runs in, asked of the kernel once per program: every helper call
 /// costs about as much as the attach point itself under emulation (docs/design-notes.md §3).
 #[derive(Clone, Copy)]
-pub(crate) struct Thread(u64);
+pub(crate) struct Thread {
+    pid_tgid: u64,
+    /// The `task_struct`, BTF-typed (trampoline programs, `current_typed`), else 0.
+    task: u64,
+}
 
 impl Thread {
+    /// Through `bpf_get_current_pid_tgid`: any program type.
     #[inline(always)]
     pub(crate) fn current() -> Thread {
-        Thread(bpf_get_current_pid_tgid())
+        Thread {
+            pid_tgid: bpf_get_current_pid_tgid(),
+            task: 0,
+        }
+    }
+
+    /// Through the current task's BTF type (fentry/fexit only: docs/kernel-facts.md §11):
+    /// one helper call for the ids, and then for the header's cgroup and command name,
+    /// where `current` and `header` make three.
+    #[inline(always)]
+    pub(crate) fn current_typed() -> Thread {
+        let (pid_at, tgid_at) = (cfg!(task_pid), cfg!(task_tgid));
+        if pid_at == Config::UNSET || tgid_at == Config::UNSET {
+            return Thread::current();
+        }
+        // SAFETY: helper without arguments; its result is typed by the verifier.
+        let task = unsafe { bpf_get_current_task_btf() } as u64;
+        let pid = Typed.u32(task + pid_at as u64) as u64;
+        let tgid = Typed.u32(task + tgid_at as u64) as u64;
+        Thread {
+            pid_tgid: tgid << 32 | pid,
+            task,
+        }
     }
 
     #[inline(always)]
     pub(crate) fn tid(self) -> u32 {
-        self.0 as u32
+        self.pid_tgid as u32
     }
 
     /// Whether the pid filter (`record --pid`) lets this thread's events through.
     #[inline(always)]
     pub(crate) fn wanted(self) -> bool {
         let filter = cfg!(filter_pid);
-        filter == 0 || (self.0 >> 32) as u32 == filter
+        filter == 0 || (self.pid_tgid >> 32) as u32 == filter
     }
 
     /// An event header stamped now.
     #[inline(always)]
     pub(crate) fn header(self, kind: u32) -> EventHeader {
+        let (cgroup_id, comm) = match self.typed_cgroup_and_comm() {
+            Some(found) => found,
+            // SAFETY: helper without arguments.
+            None => (
+                unsafe { bpf_get_current_cgroup_id() },
+                bpf_get_current_comm().unwrap_or([0; 16]),
+            ),
+        };
         EventHeader {
             kind,
             // SAFETY: helpers without arguments.
             cpu: unsafe { bpf_get_smp_processor_id() },
             ts_ns: unsafe { bpf_ktime_get_ns() },
-            pid: (self.0 >> 32) as u32,
-            tid: self.0 as u32,
-            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            pid: (self.pid_tgid >> 32) as u32,
+            tid: self.pid_tgid as u32,
+            cgroup_id,
+            comm,
         }
+    }
+
+    /// What `bpf_get_current_cgroup_id` and `bpf_get_current_comm` return, read from the
+    /// typed task: `task->cgroups->dfl_cgrp->kn->id` (`task_dfl_cgroup`, `cgroup_id`) and
+    /// the 16 bytes of `task->comm`.
+    #[inline(always)]
+    fn typed_cgroup_and_comm(self) -> Option<(u64, [u8; 16])> {
+        let comm_at = cfg!(task_comm);
+        if self.task == 0 || comm_at == Config::UNSET {
+            return None;
+        }
+        let r = Typed;
+        let css_set = field(self.task, cfg!(task_cgroups)).map(|a| r.u64(a))?;
+        let cgroup = field(css_set, cfg!(css_set_dfl_cgrp)).map(|a| r.u64(a))?;
+        let kn = field(cgroup, cfg!(cgroup_kn)).map(|a| r.u64(a))?;
+        let id = field(kn, cfg!(kn_id)).map(|a| r.u64(a))?;
+        let lo = r.u64(self.task + comm_at as u64).to_le_bytes();
+        let hi = r.u64(self.task + comm_at as u64 + 8).to_le_bytes();
+        let mut comm = [0u8; 16];
+        comm[..8].copy_from_slice(&lo);
+        comm[8..].copy_from_slice(&hi);
+        Some((id, comm))
     }
 }
 
@@ -118,6 +176,8 @@ pub(crate) trait Reader: Copy {
     fn u64(self, addr: u64) -> u64;
     fn u32(self, addr: u64) -> u32;
     fn u8(self, addr: u64) -> u8;
+    /// The current thread, asked the way this reader's programs can.
+    fn thread(self) -> Thread;
 }
 
 /// `bpf_probe_read_kernel`: any address, any program type.
@@ -143,6 +203,10 @@ impl Reader for Helper {
     fn u8(self, addr: u64) -> u8 {
         read_u8(addr)
     }
+    #[inline(always)]
+    fn thread(self) -> Thread {
+        Thread::current()
+    }
 }
 
 impl Reader for Typed {
@@ -161,6 +225,10 @@ impl Reader for Typed {
     #[inline(always)]
     fn u8(self, addr: u64) -> u8 {
         unsafe { core::ptr::read_volatile(addr as *const u8) }
+    }
+    #[inline(always)]
+    fn thread(self) -> Thread {
+        Thread::current_typed()
     }
 }
 

@@ -125,7 +125,7 @@ pub fn ioas_op_exit(ctx: RetProbeContext) -> u32 {
 fn ioas_exit<R: Reader>(r: R, ucmd: Option<u64>, ret: u64) -> u32 {
     // A thread id reused by a process the filter leaves out must not meet a context its
     // predecessor left behind (an exit missed).
-    let t = Thread::current();
+    let t = r.thread();
     if !t.wanted() {
         return 0;
     }
@@ -273,7 +273,7 @@ pub fn pin_exit(ctx: RetProbeContext) -> u32 {
 #[fexit(function = "iopt_pages_update_pinned")]
 pub fn pin_fexit(ctx: FExitContext) -> u32 {
     floor!();
-    let t = Thread::current();
+    let t = Typed.thread();
     if !t.wanted() {
         return 0;
     }

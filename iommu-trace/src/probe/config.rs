@@ -63,6 +63,10 @@ pub fn ebpf_config(plan: &Plan, filter_pid: u32) -> Config {
     c.user_locked_vm = get("user_struct.locked_vm");
     c.mm_locked_vm = get("mm_struct.locked_vm");
     c.mm_pinned_vm = get("mm_struct.pinned_vm");
+    c.task_pid = get("task_struct.pid");
+    c.task_comm = get("task_struct.comm");
+    c.task_cgroups = get("task_struct.cgroups");
+    c.css_set_dfl_cgrp = get("css_set.dfl_cgrp");
     c.folio_memcg_data = get("folio.memcg_data");
     c.objcg_memcg = get("obj_cgroup.memcg");
     c.memcg_css_cgroup = get("mem_cgroup.css.cgroup");

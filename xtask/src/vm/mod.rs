@@ -201,7 +201,11 @@ fn ensure_static_for(binary: &Path, arch: Arch) -> Result<()> {
             return Some(false);
         }
         let (off, size, count) = (u64_at(32)? as usize, u16_at(54)? as usize, u16_at(56)?);
-        let interp = (0..count as usize).any(|i| u32_at(off + i * size) == Some(3));
+        let mut interp = false;
+        for i in 0..count as usize {
+            // Every program header must be there to tell.
+            interp |= u32_at(off.checked_add(i.checked_mul(size)?)?)? == 3;
+        }
         Some(!interp)
     })()
     .unwrap_or(false);
@@ -502,8 +506,43 @@ mod tested;
 
 #[cfg(test)]
 mod tests {
-    use super::{tested, Iommu, DEFAULT_X86_IOMMUS};
+    use super::{ensure_static_for, tested, Iommu, DEFAULT_X86_IOMMUS};
     use crate::kernel::{Arch, MATRIX};
+
+    /// A 64-byte ELF64 header for `machine` and one program header of type `ptype`.
+    fn elf(machine: u16, ptype: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 64 + 56];
+        b[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        b[18..20].copy_from_slice(&machine.to_le_bytes());
+        b[32..40].copy_from_slice(&64u64.to_le_bytes());
+        b[54..56].copy_from_slice(&56u16.to_le_bytes());
+        b[56..58].copy_from_slice(&1u16.to_le_bytes());
+        b[64..68].copy_from_slice(&ptype.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn against_takes_only_a_static_program_of_the_guests_arch() {
+        let dir = std::env::temp_dir().join(format!("against-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let check = |bytes: Vec<u8>, arch: Arch| {
+            let p = dir.join("bin");
+            std::fs::write(&p, bytes).unwrap();
+            ensure_static_for(&p, arch).is_ok()
+        };
+        // PT_LOAD (1) only: static. PT_INTERP (3): dynamically linked.
+        assert!(check(elf(62, 1), Arch::X86_64));
+        assert!(check(elf(183, 1), Arch::Arm64));
+        assert!(!check(elf(62, 3), Arch::X86_64));
+        assert!(!check(elf(183, 1), Arch::X86_64));
+        assert!(!check(b"#!/bin/sh\n".to_vec(), Arch::X86_64));
+        // Program headers past the end of the file: not taken for static.
+        let mut cut = elf(62, 1);
+        cut.truncate(66);
+        assert!(!check(cut, Arch::X86_64));
+        assert!(ensure_static_for(&dir.join("missing"), Arch::X86_64).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn iommu_name(i: Iommu) -> &'static str {
         match i {
