@@ -107,6 +107,7 @@ rounds() {
             # Its serve too: the kernel's run time of each of its programs (BPF stats).
             served_loop $R/against-serve$r$SFX.json $R/against-serve-metrics$r$SFX.txt \
                 $R/against-serve$r$SFX.log
+            echo $? > $R/against-serve$r$SFX.rc
             TRACER=iommu-trace
         fi
         served_loop $R/serve$r$SFX.json $R/serve-metrics$r$SFX.txt $R/serve$r$SFX.log

@@ -117,6 +117,9 @@ fn measure(dir: &Path, sfx: &str) -> Result<String, String> {
             against.push(rate(&format!("against{r}{sfx}.json"))?.0);
             let served = format!("against-serve{r}{sfx}.json");
             if dir.join(&served).exists() {
+                ensure(rc(dir, &format!("against-serve{r}{sfx}.rc"))? == 0, || {
+                    format!("the --against build's serve failed in round {r}")
+                })?;
                 let (_, ops, _) = rate(&served)?;
                 let metrics = format!("against-serve-metrics{r}{sfx}.txt");
                 against_programs.add(&read(dir, &metrics)?, ops);

@@ -95,19 +95,20 @@ pub const BENCH_SYSTEM: Scenario = Scenario {
 /// capture benchmark runs in every round too, so that a change is measured against what it
 /// changed side by side in one boot.
 pub fn bench(version: &str, arch: Arch, scenario: &Scenario, against: Option<&Path>) -> Result<()> {
+    qemu::bench_size(scenario)?;
     let mut extra = Vec::new();
-    // bpftrace, the tool the capture benchmark compares with: the host's, copied with its
-    // libraries, so only into an x86_64 guest on an x86_64 host.
-    if checks::bench_has_bpftrace(arch) && scenario.name == BENCH_CAPTURE.name {
-        setup::bench_tools()?;
-        extra.push(Extra::Program(Path::new("/usr/bin/bpftrace")));
-    }
     if let Some(other) = against {
         if scenario.name != BENCH_CAPTURE.name {
             bail!("--against is for the capture benchmark");
         }
         ensure_static_for(other, arch)?;
         extra.push(Extra::Static(other, "iommu-trace-against"));
+    }
+    // bpftrace, the tool the capture benchmark compares with: the host's, copied with its
+    // libraries, so only into an x86_64 guest on an x86_64 host.
+    if checks::bench_has_bpftrace(arch) && scenario.name == BENCH_CAPTURE.name {
+        setup::bench_tools()?;
+        extra.push(Extra::Program(Path::new("/usr/bin/bpftrace")));
     }
     let (k, initramfs) = prepare(version, arch, None, &extra)?;
     let dir = std::env::temp_dir().join(format!("iommu-trace-bench-{}", std::process::id()));
@@ -212,12 +213,9 @@ fn ensure_static_for(binary: &Path, arch: Arch) -> Result<()> {
     if !is_static {
         bail!(
             "{} is not a static little-endian 64-bit {arch} ELF program: give the guest binary \
-             of another checkout, <target dir>/{}-unknown-linux-gnu/release/iommu-trace",
+             of another checkout, <target dir>/{}/release/iommu-trace",
             binary.display(),
-            match arch {
-                Arch::X86_64 => "x86_64",
-                Arch::Arm64 => "aarch64",
-            }
+            arch.rust_target()
         );
     }
     Ok(())
@@ -542,6 +540,12 @@ mod tests {
         assert!(!check(cut, Arch::X86_64));
         assert!(ensure_static_for(&dir.join("missing"), Arch::X86_64).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+        // Only the capture benchmark runs another build: refused before any set-up or build.
+        let err = super::bench("6.12", Arch::X86_64, &super::BENCH_SYSTEM, Some(&dir));
+        assert!(err
+            .unwrap_err()
+            .to_string()
+            .contains("--against is for the capture"));
     }
 
     fn iommu_name(i: Iommu) -> &'static str {

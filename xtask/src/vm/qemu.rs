@@ -207,7 +207,7 @@ fn boot_once(
         .arg(format!(
             "{cmdline} panic=-1 loglevel=4 scenario={}{}{}",
             scenario.name,
-            bench_size(scenario),
+            bench_size(scenario)?,
             match interactive {
                 Some((rows, cols)) => format!(" rows={rows} cols={cols} quiet"),
                 None => String::new(),
@@ -285,25 +285,33 @@ fn boot_once(
 /// A benchmark's size from the host's environment (`BENCH_ROUNDS=1 cargo xtask bench capture`
 /// for a quick look; `BENCH_LOOPS`, `BENCH_PAGES`, `BENCH_ITERATIONS`): the kernel hands
 /// unknown `NAME=value` parameters to init as environment variables, and the benchmark's
-/// script reads them. Other scenarios are never sized from outside.
-fn bench_size(scenario: &Scenario) -> String {
+/// script reads them. Other scenarios are never sized from outside. `vm::bench` asks first,
+/// so that a bad value fails before a kernel build, not after.
+pub(super) fn bench_size(scenario: &Scenario) -> Result<String> {
+    bench_params(scenario, |name| std::env::var(name).ok())
+}
+
+fn bench_params(scenario: &Scenario, var: impl Fn(&str) -> Option<String>) -> Result<String> {
     if !scenario.name.starts_with("bench-") {
-        return String::new();
+        return Ok(String::new());
     }
-    [
+    let mut out = String::new();
+    for name in [
         "BENCH_ROUNDS",
         "BENCH_LOOPS",
         "BENCH_PAGES",
         "BENCH_ITERATIONS",
-    ]
-    .iter()
-    .filter_map(|name| {
-        let v = std::env::var(name).ok()?;
-        // One word of digits: a command line has no quoting.
-        let ok = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b',');
-        ok.then(|| format!(" {name}={v}"))
-    })
-    .collect()
+    ] {
+        let Some(v) = var(name) else {
+            continue;
+        };
+        // Numbers, or a comma list of them (BENCH_PAGES=1,16): a command line has no quoting.
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit() || b == b',') {
+            bail!("{name}={v:?}: a number (BENCH_PAGES: 1, 16 or 1,16) is expected");
+        }
+        out.push_str(&format!(" {name}={v}"));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -325,5 +333,36 @@ mod tests {
         }
         std::fs::remove_file(&path).unwrap();
         assert!(!timer_stalled(&path), "a missing console is no stall");
+    }
+
+    #[test]
+    fn bench_sizes_reach_only_benchmarks_and_only_as_numbers() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let sized = env(&[("BENCH_ROUNDS", "3"), ("BENCH_PAGES", "1,16")]);
+        assert_eq!(
+            bench_params(&crate::vm::BENCH_CAPTURE, sized).unwrap(),
+            " BENCH_ROUNDS=3 BENCH_PAGES=1,16"
+        );
+        assert_eq!(
+            bench_params(&crate::vm::BENCH_CAPTURE, env(&[])).unwrap(),
+            ""
+        );
+        let exercise = &crate::vm::SCENARIOS[0];
+        assert!(!exercise.name.starts_with("bench-"));
+        assert_eq!(bench_params(exercise, sized).unwrap(), "");
+        for bad in ["", "3 quiet", "three", "-1"] {
+            let err = bench_params(&crate::vm::BENCH_SYSTEM, |_| Some(bad.to_string()));
+            assert!(
+                err.unwrap_err().to_string().contains("BENCH_ROUNDS="),
+                "{bad:?} taken"
+            );
+        }
     }
 }
