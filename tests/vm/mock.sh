@@ -19,6 +19,9 @@ sh -c 'echo $$ > /sys/fs/cgroup/exercise/cgroup.procs; echo $$ > /results/exerci
 echo $? > $R/exercise.rc
 # The pinned-memory limits: the same mock as an unprivileged user under a 64 KiB
 # RLIMIT_MEMLOCK (it drops root itself; its report goes through this root shell).
+# Whether this kernel has IOAS_CHANGE_PROCESS (7.x), for the check: from kallsyms, not us.
+grep -qw iommufd_ioas_change_process /proc/kallsyms && echo yes > $R/change-process.txt \
+    || echo no > $R/change-process.txt
 sh -c 'echo $$ > /results/limits.pid; exec iommu-trace exercise --no-vfio --no-hugepages \
        --pin-limits-as 65534 --memlock 65536' > $R/limits.json 2> $R/limits.log
 echo $? > $R/limits.rc

@@ -54,6 +54,75 @@ pub fn memfd(name: &str, len: u64) -> std::io::Result<std::os::fd::OwnedFd> {
     Ok(fd)
 }
 
+/// Runs `call` in a forked child and returns the child's pid, `call`'s answer and what
+/// `inspect(pid)` returns, run here while the child, its answer given, still lives (so that
+/// its `/proc/PID` can be read). The child makes raw system calls only and never allocates
+/// (a fork copies one thread; a lock another thread held stays taken in the child).
+/// Errors are the errno of `pipe`, `fork` or the pipe read.
+pub fn in_child<T>(
+    call: impl FnOnce() -> i32,
+    inspect: impl FnOnce(libc::pid_t) -> T,
+) -> Result<(libc::pid_t, i32, T), i32> {
+    let (mut answer, mut release) = ([0; 2], [0; 2]);
+    // SAFETY: arrays of two fds, as pipe2 wants.
+    unsafe {
+        if libc::pipe2(answer.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(last_errno());
+        }
+        if libc::pipe2(release.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            let e = last_errno();
+            libc::close(answer[0]);
+            libc::close(answer[1]);
+            return Err(e);
+        }
+    }
+    let close_all = || {
+        for fd in answer.iter().chain(&release) {
+            // SAFETY: our own pipe ends, closed once.
+            unsafe { libc::close(*fd) };
+        }
+    };
+    // SAFETY: the child runs `call` (an ioctl), then write, read and _exit only.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        let e = last_errno();
+        close_all();
+        return Err(e);
+    }
+    if pid == 0 {
+        let e = call();
+        let mut byte = 0u8;
+        // SAFETY: plain system calls on the inherited pipe ends; _exit skips every handler.
+        unsafe {
+            libc::write(answer[1], (&e as *const i32).cast(), 4);
+            // Until the parent has looked at us (or died: then read returns 0).
+            libc::close(release[1]);
+            libc::read(release[0], (&mut byte as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    let mut e = 0i32;
+    // SAFETY: reading 4 bytes into an i32 from our pipe end; the write end is closed first
+    // so that a child that died before answering gives end of file, not a hang.
+    let got = unsafe {
+        libc::close(answer[1]);
+        libc::read(answer[0], (&mut e as *mut i32).cast(), 4)
+    };
+    let result = if got == 4 {
+        Ok((pid, e, inspect(pid)))
+    } else {
+        Err(if got < 0 { last_errno() } else { libc::EPIPE })
+    };
+    // SAFETY: our pipe ends; closing the release pipe lets the child exit; then reap it.
+    unsafe {
+        libc::close(answer[0]);
+        libc::close(release[0]);
+        libc::close(release[1]);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    result
+}
+
 /// Closes `fd`; the errno, 0 on success.
 pub fn close(fd: RawFd) -> i32 {
     #[cfg(test)]
@@ -196,6 +265,22 @@ impl Drop for Mapping {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_child_answers_while_the_child_lives_then_reaps_it() {
+        let (pid, answer, alive) = in_child(
+            || 7,
+            |pid| std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok(),
+        )
+        .unwrap();
+        assert!(pid > 0 && pid as u32 != std::process::id());
+        assert_eq!(answer, 7);
+        assert!(alive, "the child was gone before it was inspected");
+        // Reaped: no child of that pid is left to wait for.
+        // SAFETY: a non-blocking wait on a pid we forked.
+        let rc = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        assert_eq!((rc, last_errno()), (-1, libc::ECHILD));
+    }
 
     #[test]
     fn errno_names() {

@@ -38,6 +38,8 @@ pub const IOMMU_IOAS_MAP: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x05);
 pub const IOMMU_IOAS_UNMAP: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x06);
 /// 7.x only (`IOMMUFD_CMD_IOAS_MAP_FILE` = 0x8f): 6.12 answers ENOTTY.
 pub const IOMMU_IOAS_MAP_FILE: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x0f);
+/// 7.x only (`IOMMUFD_CMD_IOAS_CHANGE_PROCESS` = 0x92): 6.12 answers ENOTTY.
+pub const IOMMU_IOAS_CHANGE_PROCESS: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x12);
 pub const IOMMU_OPTION: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x07);
 pub const IOMMU_VFIO_IOAS: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x08);
 pub const IOMMU_HWPT_ALLOC: u32 = io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE + 0x09);
@@ -165,6 +167,14 @@ pub struct IommuIoasMapFile {
     pub start: u64,
     pub length: u64,
     pub iova: u64,
+}
+
+/// iommufd.h `struct iommu_ioas_change_process` (8 bytes, 7.x).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IommuIoasChangeProcess {
+    pub size: u32,
+    pub reserved: u32,
 }
 
 /// iommufd.h `struct iommu_ioas_unmap` (24 bytes). `length` is in/out (bytes unmapped).
@@ -467,6 +477,8 @@ mod tests {
         assert_eq!(IOMMU_IOAS_ALLOW_IOVAS, 0x3b82);
         assert_eq!(IOMMU_IOAS_COPY, 0x3b83);
         assert_eq!(IOMMU_IOAS_MAP_FILE, 0x3b8f);
+        assert_eq!(IOMMU_IOAS_CHANGE_PROCESS, 0x3b92);
+        assert_eq!(std::mem::size_of::<IommuIoasChangeProcess>(), 8);
         assert_eq!(std::mem::size_of::<IommuIoasCopy>(), 40);
         assert_eq!(std::mem::size_of::<IommuIoasMapFile>(), 40);
         assert_eq!(IOMMU_IOAS_IOVA_RANGES, 0x3b84);

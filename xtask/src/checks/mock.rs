@@ -67,15 +67,20 @@ fn limits_run(dir: &Path) -> Result<(), String> {
     pins::pinned_memory_matches_the_kernel(&report, pid, &events)?;
     pins::enomem_explained(&report, pid, &events)?;
     pins::exit_uncharge_fails_and_unpins(pid, &events)?;
-    // The front end says why, in words, for both accountings.
+    let has_change_process = read(dir, "change-process.txt")?.trim() == "yes";
+    pins::change_process_moves_the_charge(&report, pid, &events, has_change_process)?;
+    // The front end says why, in words, for both accountings, of every refusal.
+    let refusals = report["steps"]
+        .as_array()
+        .map_or(0, |st| st.iter().filter(|st| st["errno"] == 12).count());
     let summary = read(dir, "summary.txt")?;
     ensure(
-        summary.contains("pinned-memory refusals (3;")
+        summary.contains(&format!("pinned-memory refusals ({refusals};"))
             && summary.contains("take uid 65534 (per-user accounting")
             && summary.contains("take the creator's mm (per-mm accounting")
             && summary.contains("of 64.0 KiB: raise that limit by at least")
             // ... and with what the traced mappings held of the total the kernel compared.
             && summary.contains("this process's iommufd mappings"),
-        || format!("inspect --summary does not explain the three refusals:\n{summary}"),
+        || format!("inspect --summary does not explain the {refusals} refusals:\n{summary}"),
     )
 }

@@ -107,11 +107,20 @@ pub(super) fn ioas_ops_match_the_workload(
         ("IOMMU_IOAS_UNMAP", "ioas_unmap", "user_va", true),
         ("IOMMU_IOAS_COPY", "ioas_copy", "src_iova", false),
         ("IOMMU_IOAS_MAP_FILE", "ioas_map_file", "start", false),
+        // No IOAS, address or length: 0 on both sides.
+        (
+            "IOMMU_IOAS_CHANGE_PROCESS",
+            "ioas_change_process",
+            "start",
+            false,
+        ),
     ] {
         let want: Vec<IoasCall> = steps
             .iter()
-            // ENOTTY: an ioctl this kernel does not have, refused before any handler.
+            // ENOTTY: an ioctl this kernel does not have, refused before any handler. A
+            // child's call is its own process's (`change_process_moves_the_charge`).
             .filter(|st| s(st, "call") == call && st["errno"].is_u64() && u(st, "errno") != 25)
+            .filter(|st| s(&st["params"], "caller") != "child")
             .map(|st| {
                 let (p, out, ok) = (&st["params"], &st["outputs"], u(st, "errno") == 0);
                 let iova = if ok && out["iova"].is_u64() {
@@ -248,6 +257,106 @@ pub(super) fn exit_uncharge_fails_and_unpins(pid: u64, events: &[Value]) -> Resu
     })
 }
 
+/// IOAS_CHANGE_PROCESS in the limits run (`steps/change_process.rs`), from the kernel's own
+/// counters first: with user memory mapped it is refused (EINVAL); a child's call moves the
+/// MAP_FILE pages to the child (its `VmPin`, read from its /proc while it lived, holds them;
+/// this process's loses them), this process's call brings them back. Then the capture: the
+/// child's `ioas_change_process`, its charge (the child's uid and pid, the child's
+/// `pinned_vm` after it equal to the `VmPin` read) and this process's uncharge.
+/// `has_ioctl`: the kernel has the ioctl (its handler is in /proc/kallsyms, read by the
+/// scenario); a kernel that has it may not answer ENOTTY.
+pub(super) fn change_process_moves_the_charge(
+    report: &Value,
+    pid: u64,
+    events: &[Value],
+    has_ioctl: bool,
+) -> Result<(), String> {
+    let steps = report["steps"].as_array().cloned().unwrap_or_default();
+    let find = |name: &str| {
+        steps
+            .iter()
+            .find(|st| s(st, "name") == name)
+            .ok_or_else(|| format!("the limits run has no step {name}"))
+    };
+    let refused = find("limits_change_process_user_memory")?;
+    if !has_ioctl {
+        return ensure(u(refused, "errno") == 25, || {
+            format!("no IOAS_CHANGE_PROCESS in kallsyms, yet the ioctl answered {refused}")
+        });
+    }
+    ensure(u(refused, "errno") == 22, || {
+        format!("IOAS_CHANGE_PROCESS with user memory mapped: {refused}")
+    })?;
+    let half = u(&find("limits_map_file_half")?["params"], "length") as i64;
+    let child = find("limits_change_process_child")?;
+    let back = find("limits_change_process_back")?;
+    for st in [child, back] {
+        ensure(u(st, "errno") == 0, || format!("{st}"))?;
+    }
+    let child_pid = u(&child["outputs"], "child_pid");
+    let child_vmpin = child["outputs"]["child_pinned_bytes"]
+        .as_i64()
+        .ok_or("the child's VmPin was not read")?;
+    ensure(child_vmpin == half, || {
+        format!("the child's VmPin after its call is {child_vmpin} bytes, not the {half} moved")
+    })?;
+    let samples = report["memory_samples"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let vmpin = |label: &str| {
+        samples
+            .iter()
+            .find(|x| s(x, "label") == label)
+            .map(|x| i(x, "pinned_bytes"))
+            .ok_or_else(|| format!("the workload took no {label:?} sample"))
+    };
+    let (before, out, back_in) = (
+        vmpin("change_process_before")?,
+        vmpin("change_process_moved_out")?,
+        vmpin("change_process_moved_back")?,
+    );
+    ensure(out - before == -half && back_in - out == half, || {
+        format!(
+            "this process's VmPin moved {} then {} bytes around the two calls, not -{half} \
+             then +{half}",
+            out - before,
+            back_in - out
+        )
+    })?;
+    // The capture: the child's call and the two halves of its move.
+    ensure(
+        events.iter().any(|e| {
+            s(e, "event") == "ioas_change_process" && u(e, "pid") == child_pid && u(e, "errno") == 0
+        }),
+        || format!("no ioas_change_process event of the child (pid {child_pid})"),
+    )?;
+    let uid = u(&find("drop_privileges")?["params"], "uid");
+    let page = report["page_size"].as_i64().unwrap_or(4096);
+    let by_child: Vec<&Value> = events
+        .iter()
+        .filter(|e| s(e, "event") == "pin" && u(e, "pid") == child_pid)
+        .collect();
+    let charge = by_child.iter().find(|e| u(e, "target_pid") == child_pid);
+    ensure(
+        charge.is_some_and(|e| {
+            i(e, "charged") * page == half
+                && s(e, "mode") == "user"
+                && u(e, "target_uid") == uid
+                && i(e, "pinned_vm_bytes") == child_vmpin
+        }),
+        || {
+            format!("the child's charge (+{half} bytes to uid {uid}, its pinned_vm {child_vmpin}) is not in the capture: {by_child:?}")
+        },
+    )?;
+    ensure(
+        by_child
+            .iter()
+            .any(|e| u(e, "target_pid") == pid && i(e, "charged") * page == -half),
+        || format!("no uncharge of -{half} bytes from pid {pid} by the child: {by_child:?}"),
+    )
+}
+
 /// The unprivileged limits run (`exercise --pin-limits-as`, `steps/pin_limits.rs`): every
 /// ENOMEM the workload met has its `pin` event, in order, saying why: the RLIMIT_MEMLOCK the
 /// workload set, the accounting the kernel used (per-user for the first iommufd, per-mm for
@@ -273,22 +382,31 @@ pub(super) fn enomem_explained(report: &Value, pid: u64, events: &[Value]) -> Re
         format!("steps with another answer: {bad:?}")
     })?;
     let enomem: Vec<&Value> = steps.iter().filter(|st| u(st, "errno") == 12).collect();
-    let wanted_modes: Vec<&str> = enomem
+    let names: Vec<&str> = enomem.iter().map(|st| s(st, "name")).collect();
+    // MAP_FILE only where the kernel has it (steps/change_process.rs).
+    let map_file = find("limits_map_file_over_user").is_some_and(|st| u(st, "errno") != 25);
+    let wanted: Vec<&str> = [
+        "limits_map_over_user",
+        "limits_hwpt_alloc_over_user",
+        "limits_map_file_over_user",
+        "limits_mm_map_over",
+    ]
+    .into_iter()
+    .filter(|n| map_file || *n != "limits_map_file_over_user")
+    .collect();
+    ensure(names == wanted, || {
+        format!("the run met ENOMEM at {names:?}, not at {wanted:?}")
+    })?;
+    let wanted_modes: Vec<&str> = names
         .iter()
-        .map(|st| {
-            if s(st, "name").starts_with("limits_mm_") {
+        .map(|n| {
+            if n.starts_with("limits_mm_") {
                 "mm"
             } else {
                 "user"
             }
         })
         .collect();
-    ensure(wanted_modes == ["user", "user", "mm"], || {
-        format!(
-            "the run met ENOMEM at {:?}",
-            enomem.iter().map(|st| s(st, "name")).collect::<Vec<_>>()
-        )
-    })?;
     let refused: Vec<&Value> = events
         .iter()
         .filter(|e| s(e, "event") == "pin" && u(e, "pid") == pid && u(e, "errno") == 12)
@@ -348,6 +466,67 @@ mod tests {
             })
             .collect();
         json!({"page_size": 4096, "memory_samples": s})
+    }
+
+    /// A limits run whose child (pid 9) took 8 pages from pid 7 and gave them back.
+    fn change_process_run() -> (Value, Vec<Value>) {
+        let p = 4096;
+        let mut r = report(&[
+            ("change_process_before", 10, 8 * p, 0),
+            ("change_process_moved_out", 20, 0, 0),
+            ("change_process_moved_back", 30, 8 * p, 0),
+        ]);
+        r["steps"] = json!([
+            {"name": "drop_privileges", "errno": 0, "params": {"uid": 65534}},
+            {"name": "limits_change_process_user_memory", "errno": 22},
+            {"name": "limits_map_file_half", "errno": 0, "params": {"length": 8 * p}},
+            {"name": "limits_change_process_child", "errno": 0,
+             "outputs": {"child_pid": 9, "child_pinned_bytes": 8 * p}},
+            {"name": "limits_change_process_back", "errno": 0},
+        ]);
+        let pin = |pid: u64, target: u64, charged: i64, vm: u64| {
+            json!({"event": "pin", "pid": pid, "target_pid": target, "pages": charged,
+                   "charged": charged, "mode": "user", "target_uid": 65534,
+                   "pinned_vm_bytes": vm, "errno": 0})
+        };
+        let events = vec![
+            pin(9, 9, 8, 8 * p),
+            pin(9, 7, -8, 0),
+            json!({"event": "ioas_change_process", "pid": 9, "errno": 0}),
+            pin(7, 7, 8, 8 * p),
+            pin(7, 9, -8, 0),
+        ];
+        (r, events)
+    }
+
+    // The kernel's counters first (the child's and this process's VmPin), then the capture:
+    // the child's call, its charge and this process's uncharge.
+    #[test]
+    fn a_change_process_is_checked_against_both_processes_vmpin() {
+        let (r, events) = change_process_run();
+        change_process_moves_the_charge(&r, 7, &events, true).unwrap();
+        // A kernel with the ioctl may not answer ENOTTY; one without it must.
+        let err = change_process_moves_the_charge(&r, 7, &events, false).unwrap_err();
+        assert!(err.contains("no IOAS_CHANGE_PROCESS in kallsyms"), "{err}");
+        let mut absent = r.clone();
+        absent["steps"][1]["errno"] = json!(25);
+        change_process_moves_the_charge(&absent, 7, &[], false).unwrap();
+        // The child's VmPin did not gain the pages.
+        let mut wrong = r.clone();
+        wrong["steps"][3]["outputs"]["child_pinned_bytes"] = json!(0);
+        let err = change_process_moves_the_charge(&wrong, 7, &events, true).unwrap_err();
+        assert!(err.contains("the child's VmPin"), "{err}");
+        // This process's VmPin did not move.
+        let mut still = r.clone();
+        still["memory_samples"][1]["pinned_bytes"] = json!(8 * 4096);
+        let err = change_process_moves_the_charge(&still, 7, &events, true).unwrap_err();
+        assert!(err.contains("VmPin moved 0 then"), "{err}");
+        // The capture lost the child's charge, or this process's uncharge.
+        for gone in [0, 1] {
+            let mut lost = events.clone();
+            lost.remove(gone);
+            assert!(change_process_moves_the_charge(&r, 7, &lost, true).is_err());
+        }
     }
 
     // Inputs, results and outputs compared call by call; a missing event is a failure.

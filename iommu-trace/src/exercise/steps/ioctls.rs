@@ -202,10 +202,17 @@ impl Runner<'_> {
         e == 0
     }
 
-    /// IOAS_MAP_FILE of `length` bytes of a fresh memfd at `iova` (fixed). 7.x only: on a
-    /// kernel without it the ioctl is refused before any handler (ENOTTY) and the step says
-    /// so.
-    pub(super) fn map_memfd(&mut self, name: &str, ioas: u32, length: u64, iova: u64) -> bool {
+    /// IOAS_MAP_FILE of `length` bytes of a fresh memfd at `iova` (fixed), expected to
+    /// answer `expected`. 7.x only: on a kernel without it the ioctl is refused before any
+    /// handler (ENOTTY) and the step says so.
+    pub(super) fn map_memfd(
+        &mut self,
+        name: &str,
+        ioas: u32,
+        length: u64,
+        iova: u64,
+        expected: i32,
+    ) -> bool {
         let call = "IOMMU_IOAS_MAP_FILE";
         let fd = match crate::exercise::sys::memfd(name, length) {
             Ok(fd) => fd,
@@ -240,7 +247,7 @@ impl Runner<'_> {
                 "iova": iova,
             }))
             .errno(e)
-            .expect(if absent { libc::ENOTTY } else { 0 });
+            .expect(if absent { libc::ENOTTY } else { expected });
         if absent {
             s = s.note("this kernel has no IOMMU_IOAS_MAP_FILE (before 6.13)");
         }

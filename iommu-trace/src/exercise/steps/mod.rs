@@ -42,6 +42,7 @@
 //! close of an iommufd with objects alive; `map_patterns` the IOAS map/unmap patterns; `failures`
 //! the calls the kernel must refuse (negative HWPT_ALLOC variants, EBUSY destroys).
 
+mod change_process;
 mod failures;
 mod ioctls;
 mod map_patterns;

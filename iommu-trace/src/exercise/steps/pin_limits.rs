@@ -10,6 +10,8 @@
 //!   `limit` more pages: ENOMEM (the uid's `locked_vm` would pass the limit);
 //! * IOAS_MAP of `limit` pages into an IOAS without a domain: OK, nothing pinned (lazy);
 //!   HWPT_ALLOC on that IOAS for the mock device: ENOMEM (filling the new domain pins);
+//! * 7.x: IOAS_CHANGE_PROCESS refused, then MAP_FILE and the charge moved to a child and
+//!   back (`change_process.rs`);
 //! * per-mm, on the second iommufd: limit/2 pages OK (charged to this mm's `locked_vm`,
 //!   `VmLck`), `limit` more: ENOMEM.
 
@@ -115,8 +117,12 @@ impl Runner<'_> {
             ENOMEM,
             "filling the new domain pins the IOAS's pages: over RLIMIT_MEMLOCK",
         ));
+        let has_change_process = self.change_process_refused("limits_change_process_user_memory");
         self.unmap_all("limits_unmap_all", ioas);
         self.unmap_all("limits_lazy_unmap_all", lazy);
+        if has_change_process {
+            self.change_process_flow(ioas, half, limit_pages);
+        }
 
         // Per-mm accounting, on the second iommufd.
         let user_fd = self.iommufd;

@@ -53,7 +53,7 @@ impl Runner<'_> {
                 len,
             );
         self.sample_memory("pin_copied");
-        let file = self.map_memfd(&name("map_file_memfd"), ioas, len, base + IOVA_PIN_FILE);
+        let file = self.map_memfd(&name("map_file_memfd"), ioas, len, base + IOVA_PIN_FILE, 0);
         self.sample_memory("pin_memfd_mapped");
         for (done, iova, what) in [
             (copied, IOVA_PIN_COPY, "unmap_copy"),
