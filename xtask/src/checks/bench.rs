@@ -14,20 +14,24 @@ use crate::kernel::Arch;
 /// when the check passes.
 pub fn bench_capture(dir: &Path, arch: Arch) -> Vec<Outcome> {
     let mut out = Vec::new();
-    // `BENCH_PAGES` may have left one size out, not both.
-    if dir.join("base1.json").exists() || !dir.join("base1-16p.json").exists() {
-        out.push(outcome("capture", measure(dir, "")));
-    }
-    // A guest that carries bpftrace must have run it: a comparison that did not run is a
-    // failure, not a shorter line.
-    if bench_has_bpftrace(arch) && !dir.join("bpftrace1.json").exists() {
-        out.push(Outcome::fail(
-            "capture-bpftrace",
-            "bpftrace did not run in the guest (no bpftrace1.json; see scenario.log)",
-        ));
-    }
-    if dir.join("base1-16p.json").exists() {
-        out.push(outcome("capture-16-pages", measure(dir, "-16p")));
+    let ran = |sfx: &str| dir.join(format!("base1{sfx}.json")).exists();
+    for (name, sfx) in [("capture", ""), ("capture-16-pages", "-16p")] {
+        // `BENCH_PAGES` may have left one size out, not both: with no run at all, the
+        // one-page measure says what is missing.
+        let expected = ran(sfx) || (sfx.is_empty() && !ran("-16p"));
+        if !expected {
+            continue;
+        }
+        // A guest that carries bpftrace must have run it: a comparison that did not run is
+        // a failure, not a shorter line.
+        let bpftrace = format!("bpftrace1{sfx}.json");
+        if bench_has_bpftrace(arch) && !dir.join(&bpftrace).exists() {
+            out.push(Outcome::fail(
+                &format!("{name}-bpftrace"),
+                format!("bpftrace did not run in the guest (no {bpftrace}; see scenario.log)"),
+            ));
+        }
+        out.push(outcome(name, measure(dir, sfx)));
     }
     out
 }
@@ -415,6 +419,36 @@ fn measure_system(dir: &Path) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // With only the 16-page loop asked for (`BENCH_PAGES=16`), bpftrace's run is looked for
+    // under that size's name, not the one-page one's.
+    #[test]
+    fn bpftrace_is_looked_for_under_the_size_that_ran() {
+        let dir = std::env::temp_dir().join(format!("bench-sizes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("base1-16p.json"), "{}").unwrap();
+        let names = |dir: &Path| -> Vec<(String, bool)> {
+            bench_capture(dir, Arch::X86_64)
+                .into_iter()
+                .map(|o| (o.name, o.ok))
+                .collect()
+        };
+        let got = names(&dir);
+        assert!(
+            got.iter().all(|(n, _)| n.starts_with("capture-16-pages")),
+            "{got:?}"
+        );
+        if bench_has_bpftrace(Arch::X86_64) {
+            assert!(
+                got.contains(&("capture-16-pages-bpftrace".into(), false)),
+                "{got:?}"
+            );
+            std::fs::write(dir.join("bpftrace1-16p.json"), "{}").unwrap();
+            let got = names(&dir);
+            assert!(!got.iter().any(|(n, _)| n.ends_with("bpftrace")), "{got:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn program_times_per_op_from_the_exporters_counters() {
