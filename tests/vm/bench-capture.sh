@@ -123,6 +123,8 @@ rounds() {
 # pages per map (64 KiB, the size of a small guest RAM slot's chunks): the same events per
 # operation, spread over 16 pages (the loop's pages are never physically adjacent, so each
 # is its own iommu_map, as in every run).
+# The sizes asked for, so that the check can tell a size left out from one that failed.
+echo "$SIZES" > $R/sizes.txt
 for pages in $SIZES; do
     case $pages in
     1) rounds 1 $N "" ;;

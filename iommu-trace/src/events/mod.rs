@@ -665,6 +665,15 @@ impl Pin {
             }
             _ => "; or create the mapping from a process with CAP_IPC_LOCK",
         };
+        // IOAS_CHANGE_PROCESS charges the caller through a temporary `iopt_pages` of no
+        // pages before it uncharges the old creator (docs/kernel-facts.md §8.2).
+        let hint = if self.total_pages == 0 {
+            " (IOAS_CHANGE_PROCESS charges the caller before it uncharges the mappings' old \
+             creator: between processes of one user, per-user accounting needs room for the \
+             pins twice)"
+        } else {
+            hint
+        };
         Some(format!(
             "{}: pinning {} more would take {target} from {} to {} locked, over RLIMIT_MEMLOCK \
              of the mapping's creator (pid {}) of {}: raise that limit by at least {}{hint}",
@@ -742,6 +751,15 @@ mod naming_tests {
                 && !why.contains("IOMMU_OPTION"),
             "{why}"
         );
+        // IOAS_CHANGE_PROCESS's charge of the caller: a temporary `iopt_pages` of no pages.
+        let mut moved = p.clone();
+        (moved.mode, moved.target_uid, moved.total_pages) = (PinMode::User, Some(7), 0);
+        let why = moved.refusal().unwrap();
+        assert!(
+            why.contains("uid 7") && why.contains("IOAS_CHANGE_PROCESS charges the caller"),
+            "{why}"
+        );
+        assert!(!p.refusal().unwrap().contains("IOAS_CHANGE_PROCESS"));
         p.limit_bytes = None;
         assert!(p.refusal().unwrap().contains("unlimited"));
         p.mode = PinMode::None;

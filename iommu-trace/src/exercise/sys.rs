@@ -1,6 +1,6 @@
 //! Thin unsafe wrappers: ioctl returning an errno, anonymous / hugetlb mappings.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// `errno` of the last failed libc call.
 pub fn last_errno() -> i32 {
@@ -41,7 +41,6 @@ pub const FAKE_CLOSE: u32 = u32::MAX;
 
 /// A memfd of `len` bytes (for IOAS_MAP_FILE), named after the step that maps it.
 pub fn memfd(name: &str, len: u64) -> std::io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
     let cname = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
     // SAFETY: a NUL-terminated name and flags; the fd returned is ours.
     let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
@@ -49,77 +48,85 @@ pub fn memfd(name: &str, len: u64) -> std::io::Result<std::os::fd::OwnedFd> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: fd was just created and is owned by nobody else.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     std::fs::File::from(fd.try_clone()?).set_len(len)?;
     Ok(fd)
 }
 
+/// A pipe's two ends, closed on drop.
+fn pipe() -> Result<(OwnedFd, OwnedFd), i32> {
+    let mut fds = [0; 2];
+    // SAFETY: an array of two fds, as pipe2 wants; on success both are ours.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(last_errno());
+        }
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+    }
+}
+
+/// A system call returning -1 with EINTR is made again.
+fn retry_eintr(mut f: impl FnMut() -> isize) -> isize {
+    loop {
+        let rc = f();
+        if rc >= 0 || last_errno() != libc::EINTR {
+            return rc;
+        }
+    }
+}
+
 /// Runs `call` in a forked child and returns the child's pid, `call`'s answer and what
 /// `inspect(pid)` returns, run here while the child, its answer given, still lives (so that
-/// its `/proc/PID` can be read). The child makes raw system calls only and never allocates
-/// (a fork copies one thread; a lock another thread held stays taken in the child).
-/// Errors are the errno of `pipe`, `fork` or the pipe read.
-pub fn in_child<T>(
+/// its `/proc/PID` can be read); then lets the child exit and reaps it. Errors: the errno of
+/// `pipe2`, `fork` or the read of the answer, EPIPE when the child died before answering.
+///
+/// # Safety
+///
+/// A fork copies the calling thread only: a lock another thread held stays taken in the
+/// child. If other threads may exist, `call` must not allocate or take locks (an ioctl is
+/// fine). A panic in `call` ends the child with EIO as its answer, not in the parent's
+/// frames.
+pub unsafe fn in_child<T>(
     call: impl FnOnce() -> i32,
     inspect: impl FnOnce(libc::pid_t) -> T,
 ) -> Result<(libc::pid_t, i32, T), i32> {
-    let (mut answer, mut release) = ([0; 2], [0; 2]);
-    // SAFETY: arrays of two fds, as pipe2 wants.
-    unsafe {
-        if libc::pipe2(answer.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            return Err(last_errno());
-        }
-        if libc::pipe2(release.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            let e = last_errno();
-            libc::close(answer[0]);
-            libc::close(answer[1]);
-            return Err(e);
-        }
-    }
-    let close_all = || {
-        for fd in answer.iter().chain(&release) {
-            // SAFETY: our own pipe ends, closed once.
-            unsafe { libc::close(*fd) };
-        }
-    };
-    // SAFETY: the child runs `call` (an ioctl), then write, read and _exit only.
+    let (answer_rx, answer_tx) = pipe()?;
+    let (release_rx, release_tx) = pipe()?;
+    // SAFETY: the caller vouches for `call`; the child then writes, reads and _exits only.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        let e = last_errno();
-        close_all();
-        return Err(e);
+        return Err(last_errno());
     }
     if pid == 0 {
-        let e = call();
+        let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or(libc::EIO);
         let mut byte = 0u8;
-        // SAFETY: plain system calls on the inherited pipe ends; _exit skips every handler.
+        // SAFETY: plain system calls on the inherited pipe ends; _exit runs no destructor
+        // and no handler of the parent's.
         unsafe {
-            libc::write(answer[1], (&e as *const i32).cast(), 4);
-            // Until the parent has looked at us (or died: then read returns 0).
-            libc::close(release[1]);
-            libc::read(release[0], (&mut byte as *mut u8).cast(), 1);
+            libc::write(answer_tx.as_raw_fd(), (&e as *const i32).cast(), 4);
+            // Until the parent has looked at us, or died (then read returns 0).
+            libc::close(release_tx.as_raw_fd());
+            retry_eintr(|| libc::read(release_rx.as_raw_fd(), (&mut byte as *mut u8).cast(), 1));
             libc::_exit(0);
         }
     }
+    // Our copy of the answer's write end closed first: a child that died before answering
+    // gives end of file, not a hang.
+    drop(answer_tx);
     let mut e = 0i32;
-    // SAFETY: reading 4 bytes into an i32 from our pipe end; the write end is closed first
-    // so that a child that died before answering gives end of file, not a hang.
-    let got = unsafe {
-        libc::close(answer[1]);
-        libc::read(answer[0], (&mut e as *mut i32).cast(), 4)
+    // SAFETY: reading at most 4 bytes into an i32 from our pipe end.
+    let got = retry_eintr(|| unsafe {
+        libc::read(answer_rx.as_raw_fd(), (&mut e as *mut i32).cast(), 4)
+    });
+    let result = match got {
+        4 => Ok((pid, e, inspect(pid))),
+        n if n < 0 => Err(last_errno()),
+        _ => Err(libc::EPIPE),
     };
-    let result = if got == 4 {
-        Ok((pid, e, inspect(pid)))
-    } else {
-        Err(if got < 0 { last_errno() } else { libc::EPIPE })
-    };
-    // SAFETY: our pipe ends; closing the release pipe lets the child exit; then reap it.
-    unsafe {
-        libc::close(answer[0]);
-        libc::close(release[0]);
-        libc::close(release[1]);
-        libc::waitpid(pid, std::ptr::null_mut(), 0);
-    }
+    // Closing the release pipe lets the child exit (also when `inspect` panicked: drops).
+    drop((release_tx, release_rx, answer_rx));
+    // SAFETY: waiting for the child we forked.
+    retry_eintr(|| unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) } as isize);
     result
 }
 
@@ -268,10 +275,15 @@ mod tests {
 
     #[test]
     fn in_child_answers_while_the_child_lives_then_reaps_it() {
-        let (pid, answer, alive) = in_child(
-            || 7,
-            |pid| std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok(),
-        )
+        // The child is not a zombie yet while inspected: its status has a memory part
+        // (a zombie's has no VmPin line).
+        // SAFETY: the child only returns a number.
+        let (pid, answer, alive) = unsafe {
+            in_child(
+                || 7,
+                |pid| crate::procfs::memory_held(&pid.to_string()).is_some(),
+            )
+        }
         .unwrap();
         assert!(pid > 0 && pid as u32 != std::process::id());
         assert_eq!(answer, 7);
@@ -280,6 +292,16 @@ mod tests {
         // SAFETY: a non-blocking wait on a pid we forked.
         let rc = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
         assert_eq!((rc, last_errno()), (-1, libc::ECHILD));
+    }
+
+    // A child that dies before answering is EPIPE, not a hang. (A panicking `call` is not
+    // tried here: its message takes the stderr lock, which another test thread may have
+    // held at the fork.)
+    #[test]
+    fn in_child_reports_a_child_that_died_before_answering() {
+        // SAFETY: the child exits at once.
+        let died = unsafe { in_child(|| libc::_exit(3), |_| ()) };
+        assert_eq!(died.map(|(_, e, _)| e), Err(libc::EPIPE));
     }
 
     #[test]

@@ -14,12 +14,13 @@ use crate::kernel::Arch;
 /// when the check passes.
 pub fn bench_capture(dir: &Path, arch: Arch) -> Vec<Outcome> {
     let mut out = Vec::new();
-    let ran = |sfx: &str| dir.join(format!("base1{sfx}.json")).exists();
-    for (name, sfx) in [("capture", ""), ("capture-16-pages", "-16p")] {
-        // `BENCH_PAGES` may have left one size out, not both: with no run at all, the
-        // one-page measure says what is missing.
-        let expected = ran(sfx) || (sfx.is_empty() && !ran("-16p"));
-        if !expected {
+    // The sizes the guest was asked for (`BENCH_PAGES`, written by bench-capture.sh): a size
+    // asked for is measured, so one that failed to run fails its check. Without the file
+    // (the scenario did not start), the one-page measure says what is missing.
+    let asked = std::fs::read_to_string(dir.join("sizes.txt")).unwrap_or_else(|_| "1".into());
+    let asked: Vec<&str> = asked.split_whitespace().collect();
+    for (name, sfx, pages) in [("capture", "", "1"), ("capture-16-pages", "-16p", "16")] {
+        if !asked.contains(&pages) {
             continue;
         }
         // A guest that carries bpftrace must have run it: a comparison that did not run is
@@ -426,6 +427,7 @@ mod tests {
     fn bpftrace_is_looked_for_under_the_size_that_ran() {
         let dir = std::env::temp_dir().join(format!("bench-sizes-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("sizes.txt"), "16\n").unwrap();
         std::fs::write(dir.join("base1-16p.json"), "{}").unwrap();
         let names = |dir: &Path| -> Vec<(String, bool)> {
             bench_capture(dir, Arch::X86_64)
@@ -447,6 +449,10 @@ mod tests {
             let got = names(&dir);
             assert!(!got.iter().any(|(n, _)| n.ends_with("bpftrace")), "{got:?}");
         }
+        // Both sizes asked for, the one-page run missing: its check runs, and fails.
+        std::fs::write(dir.join("sizes.txt"), "1 16\n").unwrap();
+        let got = names(&dir);
+        assert!(got.contains(&("capture".into(), false)), "{got:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

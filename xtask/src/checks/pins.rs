@@ -354,6 +354,48 @@ pub(super) fn change_process_moves_the_charge(
             .iter()
             .any(|e| u(e, "target_pid") == pid && i(e, "charged") * page == -half),
         || format!("no uncharge of -{half} bytes from pid {pid} by the child: {by_child:?}"),
+    )?;
+    // This process's call back uncharges the child (gone by then).
+    ensure(
+        events.iter().any(|e| {
+            s(e, "event") == "pin"
+                && u(e, "pid") == pid
+                && u(e, "target_pid") == child_pid
+                && i(e, "charged") * page == -half
+                && u(e, "errno") == 0
+        }),
+        || format!("no uncharge of -{half} bytes from the child (pid {child_pid}) by pid {pid}"),
+    )?;
+    // One page more cannot move: the child's call is refused and nothing moves (its charge
+    // is refused in the capture, its VmPin stays 0, this process's gains only the page).
+    let over = find("limits_change_process_child_over_half")?;
+    let over_pid = u(&over["outputs"], "child_pid");
+    ensure(
+        u(over, "errno") == 12 && over["outputs"]["child_pinned_bytes"].as_i64() == Some(0),
+        || format!("the child's call over half the limit: {over}"),
+    )?;
+    let refused_at = vmpin("change_process_refused")?;
+    ensure(refused_at - back_in == page, || {
+        format!(
+            "this process's VmPin moved {} bytes over the refused call and the one page mapped \
+             before it, not {page}",
+            refused_at - back_in
+        )
+    })?;
+    ensure(
+        events.iter().any(|e| {
+            s(e, "event") == "pin"
+                && u(e, "pid") == over_pid
+                && u(e, "target_pid") == over_pid
+                && u(e, "errno") == 12
+                && i(e, "pages") * page == half + page
+        }),
+        || {
+            format!(
+                "no refused charge of {} bytes to the child (pid {over_pid})",
+                half + page
+            )
+        },
     )
 }
 
@@ -383,16 +425,21 @@ pub(super) fn enomem_explained(report: &Value, pid: u64, events: &[Value]) -> Re
     })?;
     let enomem: Vec<&Value> = steps.iter().filter(|st| u(st, "errno") == 12).collect();
     let names: Vec<&str> = enomem.iter().map(|st| s(st, "name")).collect();
-    // MAP_FILE only where the kernel has it (steps/change_process.rs).
+    // MAP_FILE and IOAS_CHANGE_PROCESS only where the kernel has them
+    // (steps/change_process.rs); the latter's refusal is its child's.
     let map_file = find("limits_map_file_over_user").is_some_and(|st| u(st, "errno") != 25);
+    let child = find("limits_change_process_child_over_half");
+    let child_pid = child.map_or(0, |st| u(&st["outputs"], "child_pid"));
     let wanted: Vec<&str> = [
         "limits_map_over_user",
         "limits_hwpt_alloc_over_user",
         "limits_map_file_over_user",
+        "limits_change_process_child_over_half",
         "limits_mm_map_over",
     ]
     .into_iter()
     .filter(|n| map_file || *n != "limits_map_file_over_user")
+    .filter(|n| child.is_some() || *n != "limits_change_process_child_over_half")
     .collect();
     ensure(names == wanted, || {
         format!("the run met ENOMEM at {names:?}, not at {wanted:?}")
@@ -409,7 +456,8 @@ pub(super) fn enomem_explained(report: &Value, pid: u64, events: &[Value]) -> Re
         .collect();
     let refused: Vec<&Value> = events
         .iter()
-        .filter(|e| s(e, "event") == "pin" && u(e, "pid") == pid && u(e, "errno") == 12)
+        .filter(|e| s(e, "event") == "pin" && u(e, "errno") == 12)
+        .filter(|e| u(e, "pid") == pid || (child_pid != 0 && u(e, "pid") == child_pid))
         .collect();
     ensure(refused.len() == enomem.len(), || {
         format!(
@@ -432,7 +480,13 @@ pub(super) fn enomem_explained(report: &Value, pid: u64, events: &[Value]) -> Re
         ensure(mode != "user" || u(p, "target_uid") == uid, || {
             format!("{name}: charged to uid {}, not {uid}", p["target_uid"])
         })?;
-        ensure(u(p, "target_pid") == pid && i(p, "charged") == 0, || {
+        // IOAS_CHANGE_PROCESS charges its caller, the child.
+        let target = if name == "limits_change_process_child_over_half" {
+            child_pid
+        } else {
+            pid
+        };
+        ensure(u(p, "target_pid") == target && i(p, "charged") == 0, || {
             format!(
                 "{name}: target_pid {} charged {}",
                 p["target_pid"], p["charged"]
@@ -475,6 +529,7 @@ mod tests {
             ("change_process_before", 10, 8 * p, 0),
             ("change_process_moved_out", 20, 0, 0),
             ("change_process_moved_back", 30, 8 * p, 0),
+            ("change_process_refused", 40, 9 * p, 0),
         ]);
         r["steps"] = json!([
             {"name": "drop_privileges", "errno": 0, "params": {"uid": 65534}},
@@ -483,6 +538,8 @@ mod tests {
             {"name": "limits_change_process_child", "errno": 0,
              "outputs": {"child_pid": 9, "child_pinned_bytes": 8 * p}},
             {"name": "limits_change_process_back", "errno": 0},
+            {"name": "limits_change_process_child_over_half", "errno": 12,
+             "outputs": {"child_pid": 10, "child_pinned_bytes": 0}},
         ]);
         let pin = |pid: u64, target: u64, charged: i64, vm: u64| {
             json!({"event": "pin", "pid": pid, "target_pid": target, "pages": charged,
@@ -495,6 +552,8 @@ mod tests {
             json!({"event": "ioas_change_process", "pid": 9, "errno": 0}),
             pin(7, 7, 8, 8 * p),
             pin(7, 9, -8, 0),
+            json!({"event": "pin", "pid": 10, "target_pid": 10, "pages": 9, "charged": 0,
+                   "mode": "user", "errno": 12}),
         ];
         (r, events)
     }
@@ -521,8 +580,9 @@ mod tests {
         still["memory_samples"][1]["pinned_bytes"] = json!(8 * 4096);
         let err = change_process_moves_the_charge(&still, 7, &events, true).unwrap_err();
         assert!(err.contains("VmPin moved 0 then"), "{err}");
-        // The capture lost the child's charge, or this process's uncharge.
-        for gone in [0, 1] {
+        // The capture lost the child's charge, this process's uncharge, the uncharge of the
+        // child on the way back, or the refused charge.
+        for gone in [0, 1, 4, 5] {
             let mut lost = events.clone();
             lost.remove(gone);
             assert!(change_process_moves_the_charge(&r, 7, &lost, true).is_err());

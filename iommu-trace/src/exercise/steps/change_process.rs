@@ -9,7 +9,10 @@
 //! * MAP_FILE of half the limit: charged to this process; of the whole limit more: ENOMEM;
 //! * a forked child calls it: the child's `VmPin` (read from its /proc while it lives) gains
 //!   the pages, this process's loses them;
-//! * this process calls it again: the pages come back (from the child's mm, gone by then).
+//! * this process calls it again: the pages come back (from the child's mm, gone by then);
+//! * one page more mapped, the child's call is refused (ENOMEM) and nothing moves: the caller
+//!   is charged before the old creator is uncharged, and parent and child are one uid, so
+//!   for a moment that uid holds the pages twice: more than half the limit cannot move.
 
 use libc::{EINVAL, ENOMEM};
 use serde_json::json;
@@ -40,7 +43,7 @@ impl Runner<'_> {
         let (over, at) = (limit * PAGE_4K, base + (1 << 20));
         self.map_memfd("limits_map_file_over_user", ioas, over, at, ENOMEM);
         self.sample_memory("change_process_before");
-        self.change_process_in_child("limits_change_process_child");
+        self.change_process_in_child("limits_change_process_child", 0);
         self.sample_memory("change_process_moved_out");
         self.change_process(
             "limits_change_process_back",
@@ -48,6 +51,13 @@ impl Runner<'_> {
             "the pages come back from the child's mm",
         );
         self.sample_memory("change_process_moved_back");
+        // The moves above fit because `half` is at most half the limit (charged twice at
+        // once); one page more cannot move.
+        let more = base + (2 << 20);
+        if self.map_memfd("limits_map_file_one_more", ioas, PAGE_4K, more, 0) {
+            self.change_process_in_child("limits_change_process_child_over_half", ENOMEM);
+            self.sample_memory("change_process_refused");
+        }
         self.unmap_all("limits_file_unmap_all", ioas);
         self.sample_memory("change_process_unmapped");
     }
@@ -68,20 +78,24 @@ impl Runner<'_> {
         e
     }
 
-    /// IOAS_CHANGE_PROCESS by a child sharing the iommufd: the step's outputs are the
-    /// child's pid and its `VmPin` after the call, read while it lives.
-    fn change_process_in_child(&mut self, name: &str) {
+    /// IOAS_CHANGE_PROCESS by a child sharing the iommufd, expected to answer `expected`:
+    /// the step's outputs are the child's pid and its `VmPin` after the call, read while it
+    /// lives.
+    fn change_process_in_child(&mut self, name: &str, expected: i32) {
         let fd = self.iommufd;
-        let answer = in_child(
-            || {
-                let mut cmd = IommuIoasChangeProcess {
-                    size: size32::<IommuIoasChangeProcess>(),
-                    reserved: 0,
-                };
-                ioctl(fd, IOMMU_IOAS_CHANGE_PROCESS, &mut cmd)
-            },
-            |pid| crate::procfs::memory_held(&pid.to_string()),
-        );
+        // SAFETY: the exercise runs on one thread; the child makes one ioctl.
+        let answer = unsafe {
+            in_child(
+                || {
+                    let mut cmd = IommuIoasChangeProcess {
+                        size: size32::<IommuIoasChangeProcess>(),
+                        reserved: 0,
+                    };
+                    ioctl(fd, IOMMU_IOAS_CHANGE_PROCESS, &mut cmd)
+                },
+                |pid| crate::procfs::memory_held(&pid.to_string()),
+            )
+        };
         let s = step(name, StepGroup::Mock, CALL, Some(IOMMU_IOAS_CHANGE_PROCESS))
             .params(json!({ "caller": "child" }));
         match answer {
@@ -90,7 +104,12 @@ impl Runner<'_> {
                 if let Some(h) = held {
                     s = s.out("child_pinned_bytes", h.pinned_bytes);
                 }
-                self.record_change_process(s, e, 0, "the pages move to the child's mm");
+                let why = if expected == 0 {
+                    "the pages move to the child's mm"
+                } else {
+                    "the child would be charged before the parent is uncharged: over the limit"
+                };
+                self.record_change_process(s, e, expected, why);
             }
             Err(e) => {
                 self.record(s.note(format!(
