@@ -5,8 +5,9 @@
 # probes (IOAS ioctls, pin accounting: one event each per op of the loop), which measures
 # what those cost; the floor (`record --floor`: the same attach points, programs that return
 # at once), what attaching at all costs, which every other mode's added cost is compared
-# with; `iommu-trace serve`, the exporter as an operator leaves it running; and, where the
-# guest has it (x86_64), bpftrace counting the calls of the same functions.
+# with; `iommu-trace serve`, the exporter as an operator leaves it running; `record` with the
+# kernel's BPF run-time statistics on (what serve's self-metrics cost); and, where the guest
+# has it (x86_64), bpftrace counting the calls of the same functions.
 R=/results
 export RUST_LOG=warn
 # Sizes: `BENCH_LOOPS=N BENCH_ROUNDS=R BENCH_PAGES=1,16 cargo xtask bench capture` on the host
@@ -112,6 +113,14 @@ rounds() {
         fi
         served_loop $R/serve$r$SFX.json $R/serve-metrics$r$SFX.txt $R/serve$r$SFX.log
         echo $? > $R/serve$r$SFX.rc
+        # record with the kernel's BPF run-time statistics on, as serve keeps them for its
+        # self-metrics: what those statistics cost, apart from serve's own work.
+        if [ -w /proc/sys/kernel/bpf_stats_enabled ]; then
+            echo 1 > /proc/sys/kernel/bpf_stats_enabled
+            traced_loop $R/stats$r$SFX.json /tmp/stats.itc $R/stats-record$r$SFX.log
+            echo 0 > /proc/sys/kernel/bpf_stats_enabled
+            rm -f /tmp/stats.itc
+        fi
         if [ -n "$BPFTRACE_PROBES" ]; then
             bpftrace_loop $R/bpftrace$r$SFX.json $R/bpftrace$r$SFX.log
         fi

@@ -90,6 +90,7 @@ fn measure(dir: &Path, sfx: &str) -> Result<String, String> {
     let mut noobj = Vec::new();
     let mut floor = Vec::new();
     let mut serve = Vec::new();
+    let mut stats = Vec::new();
     let mut bpftrace = Vec::new();
     let mut against = Vec::new();
     let mut programs = ProgramTimes::default();
@@ -114,6 +115,9 @@ fn measure(dir: &Path, sfx: &str) -> Result<String, String> {
             served_every_op(dir, &format!("{r}{sfx}"), ops)?;
             programs.add(&read(dir, &format!("serve-metrics{r}{sfx}.txt"))?, ops);
             serve.push(rate);
+        }
+        if dir.join(format!("stats{r}{sfx}.json")).exists() {
+            stats.push(rate(&format!("stats{r}{sfx}.json"))?.0);
         }
         if dir.join(format!("against{r}{sfx}.json")).exists() {
             ensure(rc(dir, &format!("against-record{r}{sfx}.rc"))? == 0, || {
@@ -203,6 +207,20 @@ fn measure(dir: &Path, sfx: &str) -> Result<String, String> {
                 format!("; {name} {m:.0} ops/s {rates:.0?}, adding {}", ours(m))
             }
         };
+        // What the kernel's BPF statistics (serve's self-metrics) add to record.
+        let stats_part = if stats.is_empty() {
+            String::new()
+        } else {
+            let m = median(stats.clone());
+            format!(
+                "{}: the statistics add {:.0} ns per op",
+                mode(
+                    "record with the kernel's BPF run-time statistics on",
+                    &stats
+                ),
+                added(m) - added(t)
+            )
+        };
         // record's added cost per operation against another tracer's: the tool people run
         // today, and another build of ours (--against).
         let versus = |rates: &[f64], what: &str| {
@@ -228,7 +246,7 @@ fn measure(dir: &Path, sfx: &str) -> Result<String, String> {
         };
         format!(
             "; floor (same attach points, programs that return at once) {f:.0} ops/s {floor:.0?}, \
-             adding {floor_ns:.0} ns per op; added per op traced {}{base_part}{}{}{versus_bpftrace}{versus_against}",
+             adding {floor_ns:.0} ns per op; added per op traced {}{base_part}{}{stats_part}{}{versus_bpftrace}{versus_against}",
             ours(t),
             mode("serve", &serve),
             mode("bpftrace counting the same functions' calls", &bpftrace),
