@@ -12,6 +12,23 @@ fn i(v: &Value, key: &str) -> i64 {
     v.get(key).and_then(Value::as_i64).unwrap_or(0)
 }
 
+/// The workload's step named `name`.
+fn step<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    report["steps"]
+        .as_array()?
+        .iter()
+        .find(|st| s(st, "name") == name)
+}
+
+/// The workload's memory sample labelled `label`: its `VmPin` and `VmLck`, in bytes.
+fn sample(report: &Value, label: &str) -> Result<(i64, i64), String> {
+    let x = report["memory_samples"]
+        .as_array()
+        .and_then(|all| all.iter().find(|x| s(x, "label") == label))
+        .ok_or_else(|| format!("the workload took no {label:?} sample"))?;
+    Ok((i(x, "pinned_bytes"), i(x, "locked_bytes")))
+}
+
 /// What the capture says the workload's mm holds at `ts_ns`: pinned and locked pages since
 /// `from_ns`. Every accounted change of an `iopt_pages` the workload created moves its
 /// `pinned_vm` (all modes); only mode `mm` moves its `locked_vm`.
@@ -174,24 +191,8 @@ pub(super) fn pin_sharing_matches_the_kernel(
     pid: u64,
     events: &[Value],
 ) -> Result<(), String> {
-    let samples = report["memory_samples"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let at = |label: &str| -> Result<(i64, i64), String> {
-        let x = samples
-            .iter()
-            .find(|x| s(x, "label") == label)
-            .ok_or_else(|| format!("the workload took no {label:?} sample"))?;
-        Ok((i(x, "pinned_bytes"), i(x, "locked_bytes")))
-    };
-    let steps = report["steps"].as_array().cloned().unwrap_or_default();
-    let errno = |name: &str| {
-        steps
-            .iter()
-            .find(|st| s(st, "name") == name)
-            .map(|st| u(st, "errno"))
-    };
+    let at = |label: &str| sample(report, label);
+    let errno = |name: &str| step(report, name).map(|st| u(st, "errno"));
     // steps/pin_sharing.rs maps 4 pages of 4 KiB (the exercise's page) each time.
     let len = 4 * 4096;
     let memfd = match errno("mock_pin_map_file_memfd") {
@@ -271,13 +272,8 @@ pub(super) fn change_process_moves_the_charge(
     events: &[Value],
     has_ioctl: bool,
 ) -> Result<(), String> {
-    let steps = report["steps"].as_array().cloned().unwrap_or_default();
-    let find = |name: &str| {
-        steps
-            .iter()
-            .find(|st| s(st, "name") == name)
-            .ok_or_else(|| format!("the limits run has no step {name}"))
-    };
+    let find =
+        |name: &str| step(report, name).ok_or_else(|| format!("the limits run has no step {name}"));
     let refused = find("limits_change_process_user_memory")?;
     if !has_ioctl {
         return ensure(u(refused, "errno") == 25, || {
@@ -300,17 +296,7 @@ pub(super) fn change_process_moves_the_charge(
     ensure(child_vmpin == half, || {
         format!("the child's VmPin after its call is {child_vmpin} bytes, not the {half} moved")
     })?;
-    let samples = report["memory_samples"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let vmpin = |label: &str| {
-        samples
-            .iter()
-            .find(|x| s(x, "label") == label)
-            .map(|x| i(x, "pinned_bytes"))
-            .ok_or_else(|| format!("the workload took no {label:?} sample"))
-    };
+    let vmpin = |label: &str| sample(report, label).map(|(pinned, _)| pinned);
     let (before, out, back_in) = (
         vmpin("change_process_before")?,
         vmpin("change_process_moved_out")?,
@@ -406,7 +392,7 @@ pub(super) fn change_process_moves_the_charge(
 /// takes past the limit.
 pub(super) fn enomem_explained(report: &Value, pid: u64, events: &[Value]) -> Result<(), String> {
     let steps = report["steps"].as_array().cloned().unwrap_or_default();
-    let find = |name: &str| steps.iter().find(|st| s(st, "name") == name);
+    let find = |name: &str| step(report, name);
     let drop = find("drop_privileges").ok_or("the limits run did not drop privileges")?;
     ensure(u(drop, "errno") == 0, || {
         format!("drop_privileges failed: {drop}")

@@ -14,6 +14,8 @@
 //!   is charged before the old creator is uncharged, and parent and child are one uid, so
 //!   for a moment that uid holds the pages twice: more than half the limit cannot move.
 
+use std::os::fd::RawFd;
+
 use libc::{EINVAL, ENOMEM};
 use serde_json::json;
 
@@ -64,11 +66,7 @@ impl Runner<'_> {
 
     /// One IOAS_CHANGE_PROCESS by this process; returns the errno.
     fn change_process(&mut self, name: &str, expected: i32, why: &str) -> i32 {
-        let mut cmd = IommuIoasChangeProcess {
-            size: size32::<IommuIoasChangeProcess>(),
-            reserved: 0,
-        };
-        let e = ioctl(self.iommufd, IOMMU_IOAS_CHANGE_PROCESS, &mut cmd);
+        let e = change_process_ioctl(self.iommufd);
         self.record_change_process(
             step(name, StepGroup::Mock, CALL, Some(IOMMU_IOAS_CHANGE_PROCESS)),
             e,
@@ -86,13 +84,7 @@ impl Runner<'_> {
         // SAFETY: the exercise runs on one thread; the child makes one ioctl.
         let answer = unsafe {
             in_child(
-                || {
-                    let mut cmd = IommuIoasChangeProcess {
-                        size: size32::<IommuIoasChangeProcess>(),
-                        reserved: 0,
-                    };
-                    ioctl(fd, IOMMU_IOAS_CHANGE_PROCESS, &mut cmd)
-                },
+                || change_process_ioctl(fd),
                 |pid| crate::procfs::memory_held(&pid.to_string()),
             )
         };
@@ -131,4 +123,13 @@ impl Runner<'_> {
             s.note(why)
         });
     }
+}
+
+/// The ioctl itself, by whichever process calls it; the errno.
+fn change_process_ioctl(iommufd: RawFd) -> i32 {
+    let mut cmd = IommuIoasChangeProcess {
+        size: size32::<IommuIoasChangeProcess>(),
+        reserved: 0,
+    };
+    ioctl(iommufd, IOMMU_IOAS_CHANGE_PROCESS, &mut cmd)
 }
