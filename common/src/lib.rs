@@ -47,6 +47,10 @@ pub mod kind {
     pub const PIN: u32 = 11;
     /// `PtGrowEvent`: a tracked domain's page table gained top levels.
     pub const PT_GROW: u32 = 12;
+    /// `MapBatchEvent`: up to `MAP_BATCH_MAX` `iommu_map` / `iommu_unmap` calls one thread
+    /// made inside one IOAS ioctl, sent as one record (each is a `MAP` or `UNMAP` event to
+    /// user space).
+    pub const MAP_BATCH: u32 = 13;
 }
 
 /// `IoasOpEvent::op`: which ioctl handler (iommufd/ioas.c, 6.12 and 7.3).
@@ -226,6 +230,54 @@ pub struct MapEvent {
     pub errno: i32,
     pub _pad: u32,
     pub latency_ns: u64,
+}
+
+/// Calls a `MapBatchEvent` holds at most. The eBPF side keeps the batch in the thread's
+/// operation context (one LRU-hash value per thread), so this bounds that value's size.
+pub const MAP_BATCH_MAX: usize = 8;
+
+/// One `iommu_map` or `iommu_unmap` call of a batch: what its `MapEvent` would carry, its
+/// end time and CPU in place of the header's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MapBatchEntry {
+    pub domain: u64,
+    pub iova: u64,
+    pub paddr: u64,
+    pub size: u64,
+    pub done: u64,
+    /// The call's return (`bpf_ktime_get_ns`): the event's time stamp.
+    pub end_ns: u64,
+    pub latency_ns: u64,
+    pub errno: i32,
+    /// `kind::MAP` or `kind::UNMAP`.
+    pub kind: u16,
+    /// The CPU the call returned on (at most 65,535: NR_CPUS is 8,192 on x86-64).
+    pub cpu: u16,
+}
+
+/// The map and unmap calls of one thread inside an IOAS ioctl (`kind::MAP_BATCH`), sent
+/// when the thread's next record would otherwise overtake them (docs/design-notes.md §3):
+/// the header is the flush's (thread, cgroup, command name); the record is as long as
+/// `count` entries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MapBatchEvent {
+    pub hdr: EventHeader,
+    /// Entries in use, 1 to `MAP_BATCH_MAX`.
+    pub count: u32,
+    /// Up to 64 bytes: a record's length is then a multiple of 64, a form whose bound the
+    /// eBPF verifier follows (it loses it through `n << 6 | 56`).
+    pub _pad: [u32; 3],
+    pub entries: [MapBatchEntry; MAP_BATCH_MAX],
+}
+
+impl MapBatchEvent {
+    /// Bytes of a record with `count` entries.
+    pub const fn record_len(count: usize) -> usize {
+        core::mem::offset_of!(MapBatchEvent, entries)
+            + count * core::mem::size_of::<MapBatchEntry>()
+    }
 }
 
 /// Page-table pages allocated or freed while an operation on a tracked domain ran,
@@ -608,6 +660,8 @@ pub const fn event_size(kind: u32) -> usize {
         kind::IOAS_OP => core::mem::size_of::<IoasOpEvent>(),
         kind::PIN => core::mem::size_of::<PinEvent>(),
         kind::PT_GROW => core::mem::size_of::<PtGrowEvent>(),
+        // Variable: the shortest, one entry (`MapBatchEvent::record_len`).
+        kind::MAP_BATCH => MapBatchEvent::record_len(1),
         _ => 0,
     }
 }
@@ -630,6 +684,12 @@ mod tests {
         assert_eq!(size_of::<IoasOpEvent>(), 48 + 40 + 24);
         assert_eq!(size_of::<PinEvent>(), 48 + 64 + 24);
         assert_eq!(size_of::<PtGrowEvent>(), 48 + 16);
+        assert_eq!(size_of::<MapBatchEntry>(), 64);
+        assert_eq!(
+            size_of::<MapBatchEvent>(),
+            MapBatchEvent::record_len(MAP_BATCH_MAX)
+        );
+        assert_eq!(core::mem::offset_of!(MapBatchEvent, entries), 64);
         assert_eq!(event_size(kind::UNMAP), size_of::<MapEvent>());
         assert_eq!(event_size(99), 0);
     }

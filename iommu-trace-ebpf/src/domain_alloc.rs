@@ -16,6 +16,7 @@ use iommu_trace_common::{
 use crate::{
     helpers::{
         count_lost, current_tid, errno_of, field, header, read_u32, read_u64, submit_flags, wanted,
+        Thread,
     },
     maps::{
         ALLOC_CTX, DRIVER_BY_IP, EVENTS, IOCTL_CTX, IOMMUFD_ONLY, PAGING_CTX, SCRATCH, TRACKED,
@@ -244,10 +245,24 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
     // Pages allocated inside the op belong to the new domain (on failure they are reported
     // against domain 0, so the totals still reconcile with nr_iommu_pages).
     if charged != 0 {
-        emit_pt(domain, charged as i64, 1, pt_op::ALLOC, memcg);
+        emit_pt(
+            Thread::current(),
+            domain,
+            charged as i64,
+            1,
+            pt_op::ALLOC,
+            memcg,
+        );
     }
     if uncharged != 0 {
-        emit_pt(domain, uncharged as i64, 0, pt_op::ALLOC, 0);
+        emit_pt(
+            Thread::current(),
+            domain,
+            uncharged as i64,
+            0,
+            pt_op::ALLOC,
+            0,
+        );
     }
     0
 }

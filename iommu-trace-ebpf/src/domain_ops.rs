@@ -1,5 +1,6 @@
 //! Operations on tracked domains: free, map, unmap, through kprobes or BPF trampolines;
-//! the per-thread operation stack (`op_enter`/`op_exit`) that page-table accounting reads.
+//! the per-thread operation stack (`op_enter`/`op_exit`) that page-table accounting reads,
+//! kept in the thread's context (thread_ctx.rs).
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
@@ -10,7 +11,8 @@ use iommu_trace_common::{kind, lost, pt_op, DomainFreeEvent, MapEvent};
 
 use crate::{
     helpers::{count_lost, current_tid, errno_of_int, submit_flags, Thread},
-    maps::{Op, OpCtx, EVENTS, OP_CTX, TRACKED},
+    maps::{Op, OpCtx, EVENTS, TRACKED},
+    thread_ctx,
 };
 
 #[inline(always)]
@@ -19,7 +21,9 @@ fn op_enter(domain: u64, op: u32, iova: u64, paddr: u64, size: u64) {
     if unsafe { TRACKED.get(&domain) }.is_none() {
         return;
     }
-    let tid = current_tid();
+    let Some(c) = thread_ctx::get_or_make(current_tid()) else {
+        return;
+    };
     let o = Op {
         domain,
         // SAFETY: helper without arguments.
@@ -30,41 +34,24 @@ fn op_enter(domain: u64, op: u32, iova: u64, paddr: u64, size: u64) {
         op,
         _pad: 0,
     };
-    match OP_CTX.get_ptr_mut(&tid) {
-        Some(c) => {
-            // SAFETY: this thread's own entry.
-            let c = unsafe { &mut *c };
-            match c.depth {
-                0 => {
-                    c.ops[0] = o;
-                    c.depth = 1;
-                }
-                1 => {
-                    c.ops[1] = o;
-                    c.depth = 2;
-                }
-                _ => {}
-            }
+    match c.depth {
+        0 => {
+            c.ops[0] = o;
+            c.depth = 1;
         }
-        None => {
-            let c = OpCtx {
-                ops: [o, o],
-                depth: 1,
-                _pad: 0,
-            };
-            if OP_CTX.insert(&tid, &c, 0).is_err() {
-                count_lost(lost::CONTEXT_FULL);
-            }
+        1 => {
+            c.ops[1] = o;
+            c.depth = 2;
         }
+        _ => {}
     }
 }
 
-/// Pops the thread's innermost operation, if it is of kind `op`.
+/// Pops the thread's innermost operation, if it is of kind `op`; with the thread's
+/// context, where its event goes.
 #[inline(always)]
-fn op_exit(t: Thread, op: u32) -> Option<Op> {
-    let c = OP_CTX.get_ptr_mut(&t.tid())?;
-    // SAFETY: this thread's own entry.
-    let c = unsafe { &mut *c };
+fn op_exit(t: Thread, op: u32) -> Option<(&'static mut OpCtx, Op)> {
+    let c = thread_ctx::get(t.tid())?;
     if c.depth == 0 {
         return None;
     }
@@ -73,7 +60,7 @@ fn op_exit(t: Thread, op: u32) -> Option<Op> {
         return None;
     }
     c.depth -= 1;
-    Some(top)
+    Some((c, top))
 }
 
 #[kprobe]
@@ -88,9 +75,10 @@ pub fn domain_free_entry(ctx: ProbeContext) -> u32 {
 pub fn domain_free_exit(_ctx: RetProbeContext) -> u32 {
     floor!();
     let t = Thread::current();
-    let Some(o) = op_exit(t, pt_op::FREE) else {
+    let Some((c, o)) = op_exit(t, pt_op::FREE) else {
         return 0;
     };
+    thread_ctx::flush(t, c);
     let _ = TRACKED.remove(&o.domain);
     let Some(mut entry) = EVENTS.reserve::<DomainFreeEvent>(0) else {
         count_lost(lost::RINGBUF_FULL);
@@ -129,9 +117,16 @@ pub fn unmap_entry(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// The operation's event; its end is the header's time stamp (one clock read, not two).
+/// The operation's event: into the thread's batch inside a batching IOAS handler, else a
+/// record of its own (after the batch, if one is pending), whose end is the header's time
+/// stamp (one clock read, not two).
 #[inline(always)]
-fn emit_map(t: Thread, o: Op, kind: u32, done: u64, errno: i32) {
+fn emit_map(t: Thread, c: &mut OpCtx, o: Op, kind: u32, done: u64, errno: i32) {
+    if thread_ctx::batching(c) {
+        thread_ctx::append(t, c, &o, kind, done, errno);
+        return;
+    }
+    thread_ctx::flush(t, c);
     let Some(mut entry) = EVENTS.reserve::<MapEvent>(0) else {
         count_lost(lost::RINGBUF_FULL);
         return;
@@ -155,10 +150,17 @@ fn emit_map(t: Thread, o: Op, kind: u32, done: u64, errno: i32) {
 pub fn map_exit(ctx: RetProbeContext) -> u32 {
     floor!();
     let t = Thread::current();
-    if let Some(o) = op_exit(t, pt_op::MAP) {
+    if let Some((c, o)) = op_exit(t, pt_op::MAP) {
         let ret: u64 = ctx.ret();
         let errno = errno_of_int(ret);
-        emit_map(t, o, kind::MAP, if errno == 0 { o.size } else { 0 }, errno);
+        emit_map(
+            t,
+            c,
+            o,
+            kind::MAP,
+            if errno == 0 { o.size } else { 0 },
+            errno,
+        );
     }
     0
 }
@@ -167,9 +169,9 @@ pub fn map_exit(ctx: RetProbeContext) -> u32 {
 pub fn unmap_exit(ctx: RetProbeContext) -> u32 {
     floor!();
     let t = Thread::current();
-    if let Some(o) = op_exit(t, pt_op::UNMAP) {
+    if let Some((c, o)) = op_exit(t, pt_op::UNMAP) {
         let done: u64 = ctx.ret();
-        emit_map(t, o, kind::UNMAP, done, 0);
+        emit_map(t, c, o, kind::UNMAP, done, 0);
     }
     0
 }
@@ -189,9 +191,16 @@ pub fn map_fentry(ctx: FEntryContext) -> u32 {
 pub fn map_fexit(ctx: FExitContext) -> u32 {
     floor!();
     let t = Thread::current_typed();
-    if let Some(o) = op_exit(t, pt_op::MAP) {
+    if let Some((c, o)) = op_exit(t, pt_op::MAP) {
         let errno = errno_of_int(ctx.arg(6));
-        emit_map(t, o, kind::MAP, if errno == 0 { o.size } else { 0 }, errno);
+        emit_map(
+            t,
+            c,
+            o,
+            kind::MAP,
+            if errno == 0 { o.size } else { 0 },
+            errno,
+        );
     }
     0
 }
@@ -207,8 +216,8 @@ pub fn unmap_fentry(ctx: FEntryContext) -> u32 {
 pub fn unmap_fexit(ctx: FExitContext) -> u32 {
     floor!();
     let t = Thread::current_typed();
-    if let Some(o) = op_exit(t, pt_op::UNMAP) {
-        emit_map(t, o, kind::UNMAP, ctx.arg(3), 0);
+    if let Some((c, o)) = op_exit(t, pt_op::UNMAP) {
+        emit_map(t, c, o, kind::UNMAP, ctx.arg(3), 0);
     }
     0
 }
@@ -224,8 +233,8 @@ pub fn unmap_fast_fentry(ctx: FEntryContext) -> u32 {
 pub fn unmap_fast_fexit(ctx: FExitContext) -> u32 {
     floor!();
     let t = Thread::current_typed();
-    if let Some(o) = op_exit(t, pt_op::UNMAP) {
-        emit_map(t, o, kind::UNMAP, ctx.arg(4), 0);
+    if let Some((c, o)) = op_exit(t, pt_op::UNMAP) {
+        emit_map(t, c, o, kind::UNMAP, ctx.arg(4), 0);
     }
     0
 }

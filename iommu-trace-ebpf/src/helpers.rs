@@ -45,9 +45,14 @@ pub(crate) fn submit_flags() -> u64 {
 
 #[inline(always)]
 pub(crate) fn count_lost(reason: u32) {
+    count_lost_n(reason, 1)
+}
+
+#[inline(always)]
+pub(crate) fn count_lost_n(reason: u32, n: u64) {
     if let Some(p) = LOST.get_ptr_mut(reason) {
         // SAFETY: per-CPU slot, only this CPU writes it.
-        unsafe { *p += 1 };
+        unsafe { *p += n };
     }
 }
 

@@ -30,6 +30,7 @@ mod objects;
 mod pins;
 mod pt_grow;
 mod pt_pages;
+mod thread_ctx;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use iommu_trace_common::{lost, Config, USER_DATA_MAX};
+use iommu_trace_common::{lost, Config, MapBatchEvent, USER_DATA_MAX};
 
 /// Offsets from BTF and filters; user space rewrites this before loading.
 #[no_mangle]
@@ -46,12 +46,18 @@ pub(crate) static IOCTL_CTX: HashMap<u32, IoctlCtx> = HashMap::with_max_entries(
 pub(crate) static PAGING_CTX: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 #[map]
 pub(crate) static ALLOC_CTX: HashMap<u32, AllocCtx> = HashMap::with_max_entries(4096, 0);
-/// Map, unmap and free in progress, per thread. A thread's entry stays when its operation
-/// ends (`depth` 0): map/unmap are hot, and an insert plus a delete per call cost more than
-/// the lookups. LRU reclaims the entries of threads gone; it could only take a live one
-/// with more than this many threads inside an IOMMU operation at once.
+/// Per thread: map, unmap and free in progress, the IOAS mapping ioctl handler it is in,
+/// and the map calls it made there not sent yet (thread_ctx.rs). One map for all three:
+/// each program on the hot path makes one lookup. A thread's entry stays when it is idle:
+/// map/unmap are hot, and an insert plus a delete per call cost more than the lookups. LRU
+/// reclaims the entries of threads gone; it could only take a live one with more than this
+/// many threads inside an IOMMU operation at once (a value is about 700 bytes: 2.9 MiB).
 #[map]
-pub(crate) static OP_CTX: LruHashMap<u32, OpCtx> = LruHashMap::with_max_entries(16384, 0);
+pub(crate) static OP_CTX: LruHashMap<u32, OpCtx> = LruHashMap::with_max_entries(4096, 0);
+/// Never written: the zeroed value a thread's first `OP_CTX` entry is made from (it is
+/// larger than the eBPF stack allows building in place).
+#[map]
+pub(crate) static OP_CTX_ZERO: PerCpuArray<OpCtx> = PerCpuArray::with_max_entries(1, 0);
 /// iommufd objects allocated and not yet published or aborted, by object pointer.
 #[map]
 pub(crate) static PENDING_OBJECTS: LruHashMap<u64, PendingObject> =
@@ -70,10 +76,8 @@ pub(crate) static LATE_ABORTS: LruHashMap<u64, i32> = LruHashMap::with_max_entri
 /// the outermost of the nested contexts (a close that unbinds a selftest device is a close).
 #[map]
 pub(crate) static HOW_CTX: LruHashMap<u32, HowCtx> = LruHashMap::with_max_entries(4096, 0);
-/// IOAS mapping ioctls and pinned-page accounting calls in progress, per thread (entries
-/// stay, marked idle: pins.rs). LRU reclaims the entries of threads gone.
-#[map]
-pub(crate) static IOAS_CTX: LruHashMap<u32, IoasCtx> = LruHashMap::with_max_entries(4096, 0);
+/// Pinned-page accounting calls in progress (kprobe path), per thread (entries stay,
+/// marked idle: pins.rs). LRU reclaims the entries of threads gone.
 #[map]
 pub(crate) static PIN_CTX: LruHashMap<u32, PinCtx> = LruHashMap::with_max_entries(4096, 0);
 /// Set to 1 by user space once both iommufd context points are attached: from then on a
@@ -127,13 +131,19 @@ pub(crate) struct Op {
     pub(crate) _pad: u32,
 }
 
-/// Operations can nest once (iommu_map's error path calls iommu_unmap).
+/// A thread's operations (thread_ctx.rs). Operations can nest once (iommu_map's error
+/// path calls iommu_unmap).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct OpCtx {
     pub(crate) ops: [Op; 2],
     pub(crate) depth: u32,
     pub(crate) _pad: u32,
+    /// The IOAS mapping ioctl handler the thread is in (`ioas.op` 0 when none).
+    pub(crate) ioas: IoasCtx,
+    /// Map and unmap calls returned and not sent yet (`batch.count`); the header is
+    /// written when the batch goes out.
+    pub(crate) batch: MapBatchEvent,
 }
 
 /// Reads one field of `CONFIG`. Field by field: the whole struct would not fit the stack.
@@ -222,7 +232,9 @@ pub(crate) struct IoasCtx {
     pub(crate) start: u64,
     /// `ioas_op` value; 0 once the handler returned (the entry stays).
     pub(crate) op: u32,
-    pub(crate) _pad: u32,
+    /// 1 when the handler's exit is a trampoline (it always runs, and sends the batch):
+    /// map calls inside are batched.
+    pub(crate) batching: u32,
 }
 
 /// A pinned-page accounting call in progress, kprobe path (pins.rs): its arguments.

@@ -13,7 +13,8 @@ use iommu_trace_common::{ioas_op, kind, lost, Config, IoasOpEvent, PinEvent, PAG
 
 use crate::{
     helpers::{count_lost, errno_of_int, field, submit_flags, Helper, Reader, Thread, Typed},
-    maps::{IoasCtx, PinCtx, EVENTS, IOAS_CTX, PIN_CTX},
+    maps::{IoasCtx, PinCtx, EVENTS, PIN_CTX},
+    thread_ctx,
 };
 
 #[inline(always)]
@@ -22,38 +23,34 @@ fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// Per-thread contexts stay in their map once made (`op` / `active` 0 when idle): IOAS_MAP
-/// and IOAS_UNMAP run in loops, and an insert plus a delete per call cost more than a
-/// lookup (as `OP_CTX`, domain_ops.rs).
+/// The handler's context lives in the thread's `OP_CTX` entry, which stays once made (`op`
+/// 0 when idle): IOAS_MAP and IOAS_UNMAP run in loops, and an insert plus a delete per call
+/// cost more than a lookup. `batching`: the handler's exit is a trampoline, which always
+/// runs, so the map calls inside may wait for it in the thread's batch (thread_ctx.rs).
 #[inline(always)]
-fn ioas_enter(ucmd: u64, op: u32) -> u32 {
+fn ioas_enter(ucmd: u64, op: u32, batching: bool) -> u32 {
     let t = Thread::current();
     if !t.wanted() {
         return 0;
     }
-    let c = IoasCtx {
+    let Some(c) = thread_ctx::get_or_make(t.tid()) else {
+        return 0;
+    };
+    // A batch left by a handler whose exit was missed goes out before this one's calls.
+    thread_ctx::flush(t, c);
+    c.ioas = IoasCtx {
         ucmd,
         start: now(),
         op,
-        _pad: 0,
+        batching: batching as u32,
     };
-    let tid = t.tid();
-    match IOAS_CTX.get_ptr_mut(&tid) {
-        // SAFETY: this thread's own entry.
-        Some(slot) => unsafe { *slot = c },
-        None => {
-            if IOAS_CTX.insert(&tid, &c, 0).is_err() {
-                count_lost(lost::CONTEXT_FULL);
-            }
-        }
-    }
     0
 }
 
 #[fentry(function = "iommufd_ioas_map")]
 pub fn ioas_map_fentry(ctx: FEntryContext) -> u32 {
     floor!();
-    ioas_enter(ctx.arg(0), ioas_op::MAP)
+    ioas_enter(ctx.arg(0), ioas_op::MAP, true)
 }
 
 #[fexit(function = "iommufd_ioas_map")]
@@ -65,7 +62,7 @@ pub fn ioas_map_fexit(ctx: FExitContext) -> u32 {
 #[fentry(function = "iommufd_ioas_unmap")]
 pub fn ioas_unmap_fentry(ctx: FEntryContext) -> u32 {
     floor!();
-    ioas_enter(ctx.arg(0), ioas_op::UNMAP)
+    ioas_enter(ctx.arg(0), ioas_op::UNMAP, true)
 }
 
 #[fexit(function = "iommufd_ioas_unmap")]
@@ -77,37 +74,37 @@ pub fn ioas_unmap_fexit(ctx: FExitContext) -> u32 {
 #[kprobe]
 pub fn ioas_map_entry(ctx: ProbeContext) -> u32 {
     floor!();
-    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::MAP)
+    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::MAP, false)
 }
 
 #[kprobe]
 pub fn ioas_map_file_entry(ctx: ProbeContext) -> u32 {
     floor!();
-    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::MAP_FILE)
+    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::MAP_FILE, false)
 }
 
 #[kprobe]
 pub fn ioas_copy_entry(ctx: ProbeContext) -> u32 {
     floor!();
-    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::COPY)
+    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::COPY, false)
 }
 
 #[kprobe]
 pub fn ioas_unmap_entry(ctx: ProbeContext) -> u32 {
     floor!();
-    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::UNMAP)
+    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::UNMAP, false)
 }
 
 #[kprobe]
 pub fn ioas_change_process_entry(ctx: ProbeContext) -> u32 {
     floor!();
-    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::CHANGE_PROCESS)
+    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::CHANGE_PROCESS, false)
 }
 
 #[kprobe]
 pub fn option_entry(ctx: ProbeContext) -> u32 {
     floor!();
-    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::OPTION)
+    ioas_enter(ctx.arg(0).unwrap_or(0), ioas_op::OPTION, false)
 }
 
 /// The handler returned: its uAPI struct (`ucmd->cmd`, the kernel's copy, still on the
@@ -129,15 +126,13 @@ fn ioas_exit<R: Reader>(r: R, ucmd: Option<u64>, ret: u64) -> u32 {
     if !t.wanted() {
         return 0;
     }
-    let Some(slot) = IOAS_CTX.get_ptr_mut(&t.tid()) else {
+    let Some(slot) = thread_ctx::get(t.tid()) else {
         return 0;
     };
-    // SAFETY: this thread's own entry; copied, then marked idle.
-    let c = unsafe {
-        let c = *slot;
-        (*slot).op = 0;
-        c
-    };
+    // The calls the handler made go out before its end.
+    thread_ctx::flush(t, slot);
+    let c = slot.ioas;
+    slot.ioas.op = 0;
     if c.op == 0 {
         return 0;
     }
@@ -371,6 +366,10 @@ fn pin_done<R: Reader>(t: Thread, r: R, p: u64, npages: u64, inc: u32, ret: u64)
         }
         _ => (0, u64::MAX, 0),
     };
+    // The map calls before this change go out before it.
+    if let Some(c) = thread_ctx::get(t.tid()) {
+        thread_ctx::flush(t, c);
+    }
     let Some(mut entry) = EVENTS.reserve::<PinEvent>(0) else {
         count_lost(lost::RINGBUF_FULL);
         return 0;

@@ -5,8 +5,9 @@ use aya_ebpf::{macros::kprobe, programs::ProbeContext};
 use iommu_trace_common::{kind, lost, PtGrowEvent};
 
 use crate::{
-    helpers::{count_lost, field, header, read_u32, submit_flags},
+    helpers::{count_lost, field, read_u32, submit_flags, Thread},
     maps::{EVENTS, TRACKED},
+    thread_ctx,
 };
 
 #[inline(always)]
@@ -15,12 +16,17 @@ fn emit_grow(domain: u64, levels: u32) {
     if unsafe { TRACKED.get(&domain) }.is_none() {
         return;
     }
+    let t = Thread::current();
+    // The map calls before the growth go out before it.
+    if let Some(c) = thread_ctx::get(t.tid()) {
+        thread_ctx::flush(t, c);
+    }
     let Some(mut entry) = EVENTS.reserve::<PtGrowEvent>(0) else {
         count_lost(lost::RINGBUF_FULL);
         return;
     };
     entry.write(PtGrowEvent {
-        hdr: header(kind::PT_GROW),
+        hdr: t.header(kind::PT_GROW),
         domain,
         levels,
         _pad: 0,

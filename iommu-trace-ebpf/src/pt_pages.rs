@@ -9,8 +9,9 @@ use aya_ebpf::{
 use iommu_trace_common::{kind, lost, Config, PtPagesEvent};
 
 use crate::{
-    helpers::{count_lost, current_tid, field, header, read_u64, submit_flags},
-    maps::{ALLOC_CTX, EVENTS, OP_CTX},
+    helpers::{count_lost, field, read_u64, submit_flags, Thread},
+    maps::{ALLOC_CTX, EVENTS},
+    thread_ctx,
 };
 
 // Page-table pages: `__lruvec_stat_mod_folio(folio, NR_SECONDARY_PAGETABLE, ±pages)`,
@@ -125,7 +126,8 @@ pub fn pt_free_fentry(ctx: FEntryContext) -> u32 {
 /// the call costs a map lookup or two.
 #[inline(always)]
 fn pt_pages_seen(folio: impl FnOnce() -> Option<u64>, pages: impl FnOnce(u64) -> i32) -> u32 {
-    let tid = current_tid();
+    let t = Thread::current();
+    let tid = t.tid();
     if let Some(a) = ALLOC_CTX.get_ptr_mut(&tid) {
         // SAFETY: this thread's own entry.
         let a = unsafe { &mut *a };
@@ -146,33 +148,37 @@ fn pt_pages_seen(folio: impl FnOnce() -> Option<u64>, pages: impl FnOnce(u64) ->
         }
         return 0;
     }
-    let Some(c) = OP_CTX.get_ptr(&tid) else {
+    let Some(c) = thread_ctx::get(tid) else {
         return 0;
     };
-    // SAFETY: this thread's own entry, copied.
-    let c = unsafe { *c };
     if c.depth == 0 {
         return 0;
     }
-    let o = if c.depth == 2 { c.ops[1] } else { c.ops[0] };
+    let (domain, op) = if c.depth == 2 {
+        (c.ops[1].domain, c.ops[1].op)
+    } else {
+        (c.ops[0].domain, c.ops[0].op)
+    };
     let Some(folio) = folio() else {
         count_lost(lost::CONTEXT_FULL);
         return 0;
     };
     let val = pages(folio);
     let (charged, memcg) = memcg_of(folio);
-    emit_pt(o.domain, val as i64, charged, o.op, memcg);
+    // The map calls before this page go out before it.
+    thread_ctx::flush(t, c);
+    emit_pt(t, domain, val as i64, charged, op, memcg);
     0
 }
 
 #[inline(always)]
-pub(crate) fn emit_pt(domain: u64, delta: i64, charged: u32, op: u32, memcg_id: u64) {
+pub(crate) fn emit_pt(t: Thread, domain: u64, delta: i64, charged: u32, op: u32, memcg_id: u64) {
     let Some(mut entry) = EVENTS.reserve::<PtPagesEvent>(0) else {
         count_lost(lost::RINGBUF_FULL);
         return;
     };
     entry.write(PtPagesEvent {
-        hdr: header(kind::PT_PAGES),
+        hdr: t.header(kind::PT_PAGES),
         domain,
         delta,
         charged,

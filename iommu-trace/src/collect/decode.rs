@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use iommu_trace_common::{
     context, how, ioas_op, kind, object_flags, op, pt_op, DomainAllocEvent, DomainFreeEvent,
-    EventHeader, HwptAllocEvent, IoasOpEvent, MapEvent, ObjectEvent, PinEvent, PtGrowEvent,
-    PtPagesEvent,
+    EventHeader, HwptAllocEvent, IoasOpEvent, MapBatchEntry, MapBatchEvent, MapEvent, ObjectEvent,
+    PinEvent, PtGrowEvent, PtPagesEvent,
 };
 use thiserror::Error;
 
@@ -25,6 +25,8 @@ pub enum DecodeError {
     UnknownKind(u32),
     #[error("event kind {kind} needs {want} bytes, the record has {got}")]
     Size { kind: u32, want: usize, got: usize },
+    #[error("a batch of map calls says it holds {0} (1 to {max})", max = iommu_trace_common::MAP_BATCH_MAX)]
+    BatchCount(u32),
 }
 
 /// Decodes records with the driver table, object types and object reference slots of the
@@ -46,6 +48,72 @@ fn read<T: Copy>(bytes: &[u8]) -> T {
 fn comm(raw: &[u8; 16]) -> String {
     let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
     String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+/// The `MapOp` of a map or unmap call, from either record shape that carries one
+/// (`MapEvent`, `MapBatchEntry`: the same field names).
+macro_rules! map_op {
+    ($e:expr) => {
+        MapOp {
+            domain: KernelPtr($e.domain),
+            iova: $e.iova,
+            size: $e.size,
+            done: $e.done,
+            paddr: $e.paddr,
+            errno: $e.errno,
+            latency_ns: $e.latency_ns,
+        }
+    };
+}
+
+fn map_body(kind: u32, m: MapOp) -> EventBody {
+    if kind == kind::MAP {
+        EventBody::Map(m)
+    } else {
+        EventBody::Unmap(m)
+    }
+}
+
+/// A `MapBatchEvent`: each entry becomes the `map` or `unmap` event a `MapEvent` record
+/// would have, stamped with its own end time and CPU. Checked whole before any is pushed:
+/// a bad batch yields nothing, and is counted as one undecodable record.
+fn map_batch(h: &EventHeader, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
+    let fixed = MapBatchEvent::record_len(0);
+    if bytes.len() < fixed {
+        return Err(DecodeError::Size {
+            kind: h.kind,
+            want: fixed,
+            got: bytes.len(),
+        });
+    }
+    let count: u32 = read(&bytes[std::mem::offset_of!(MapBatchEvent, count)..]);
+    if count == 0 || count as usize > iommu_trace_common::MAP_BATCH_MAX {
+        return Err(DecodeError::BatchCount(count));
+    }
+    let want = MapBatchEvent::record_len(count as usize);
+    if bytes.len() < want {
+        return Err(DecodeError::Size {
+            kind: h.kind,
+            want,
+            got: bytes.len(),
+        });
+    }
+    let entry_len = std::mem::size_of::<MapBatchEntry>();
+    let entries: Vec<MapBatchEntry> = (0..count as usize)
+        .map(|i| read(&bytes[fixed + i * entry_len..]))
+        .collect();
+    if let Some(bad) = entries
+        .iter()
+        .find(|e| !matches!(u32::from(e.kind), kind::MAP | kind::UNMAP))
+    {
+        return Err(DecodeError::UnknownKind(u32::from(bad.kind)));
+    }
+    for e in entries {
+        let mut ev = event(h, map_body(u32::from(e.kind), map_op!(e)));
+        (ev.ts_ns, ev.cpu) = (e.end_ns, u32::from(e.cpu));
+        out.push(ev);
+    }
+    Ok(())
 }
 
 fn event(h: &EventHeader, body: EventBody) -> Event {
@@ -153,6 +221,20 @@ impl Decoder {
         }
     }
 
+    /// Decodes one ring-buffer record into the events it carries: one, or each call of a
+    /// batch of map calls (`MapBatchEvent`), in the order they returned.
+    pub fn decode_into(&self, bytes: &[u8], out: &mut Vec<Event>) -> Result<(), DecodeError> {
+        if bytes.len() >= std::mem::size_of::<EventHeader>() {
+            let h: EventHeader = read(bytes);
+            if h.kind == kind::MAP_BATCH {
+                return map_batch(&h, bytes, out);
+            }
+        }
+        out.push(self.decode(bytes)?);
+        Ok(())
+    }
+
+    /// Decodes a record that carries one event (every kind but `MAP_BATCH`).
     pub fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
         if bytes.len() < std::mem::size_of::<EventHeader>() {
             return Err(DecodeError::Short(bytes.len()));
@@ -200,20 +282,7 @@ impl Decoder {
             }
             kind::MAP | kind::UNMAP => {
                 let e: MapEvent = read(bytes);
-                let m = MapOp {
-                    domain: KernelPtr(e.domain),
-                    iova: e.iova,
-                    size: e.size,
-                    done: e.done,
-                    paddr: e.paddr,
-                    errno: e.errno,
-                    latency_ns: e.latency_ns,
-                };
-                if h.kind == kind::MAP {
-                    EventBody::Map(m)
-                } else {
-                    EventBody::Unmap(m)
-                }
+                map_body(h.kind, map_op!(e))
             }
             kind::PT_PAGES => {
                 let e: PtPagesEvent = read(bytes);
@@ -493,6 +562,86 @@ mod tests {
         let mut bad = bytes.clone();
         bad[0] = 77;
         assert_eq!(d.decode(&bad), Err(DecodeError::UnknownKind(77)));
+    }
+
+    fn batch_entry(kind: u32, iova: u64) -> MapBatchEntry {
+        MapBatchEntry {
+            domain: 0x2000,
+            iova,
+            paddr: if kind == kind::MAP { 0x9000 } else { 0 },
+            size: 4096,
+            done: 4096,
+            end_ns: 5000 + iova,
+            latency_ns: 300,
+            errno: 0,
+            kind: kind as u16,
+            cpu: 1,
+        }
+    }
+
+    #[test]
+    fn a_batch_becomes_its_calls_in_order_and_a_bad_one_nothing() {
+        let d = Decoder::new(vec![]);
+        let mut raw = MapBatchEvent {
+            hdr: hdr(kind::MAP_BATCH),
+            count: 3,
+            _pad: [0; 3],
+            entries: [MapBatchEntry::default(); iommu_trace_common::MAP_BATCH_MAX],
+        };
+        raw.entries[0] = batch_entry(kind::MAP, 0x1000);
+        raw.entries[1] = batch_entry(kind::UNMAP, 0x2000);
+        raw.entries[2] = MapBatchEntry {
+            errno: 12,
+            done: 0,
+            cpu: 0,
+            ..batch_entry(kind::MAP, 0x3000)
+        };
+        // The ring carries only the entries in use.
+        let bytes = bytes_of(&raw)[..MapBatchEvent::record_len(3)].to_vec();
+        let mut out = vec![];
+        d.decode_into(&bytes, &mut out).unwrap();
+        let seen: Vec<_> = out
+            .iter()
+            .map(|e| match &e.body {
+                EventBody::Map(m) => ("map", m.iova, m.paddr, m.errno, e.ts_ns, e.cpu),
+                EventBody::Unmap(m) => ("unmap", m.iova, m.paddr, m.errno, e.ts_ns, e.cpu),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("map", 0x1000, 0x9000, 0, 0x1000 + 5000, 1),
+                ("unmap", 0x2000, 0, 0, 0x2000 + 5000, 1),
+                ("map", 0x3000, 0x9000, 12, 0x3000 + 5000, 0),
+            ]
+        );
+        assert!(out
+            .iter()
+            .all(|e| (e.pid, e.tid, e.comm.as_str()) == (42, 43, "exercise")));
+
+        // Truncated, a count out of range, an entry of another kind: nothing comes out.
+        let mut out = vec![];
+        assert!(matches!(
+            d.decode_into(&bytes[..bytes.len() - 1], &mut out),
+            Err(DecodeError::Size { want, .. }) if want == bytes.len()
+        ));
+        for count in [0, iommu_trace_common::MAP_BATCH_MAX as u32 + 1] {
+            let mut bad = bytes.clone();
+            bad[48..52].copy_from_slice(&count.to_le_bytes());
+            assert_eq!(
+                d.decode_into(&bad, &mut out),
+                Err(DecodeError::BatchCount(count))
+            );
+        }
+        let mut bad = raw;
+        bad.entries[1].kind = kind::PIN as u16;
+        let bad = bytes_of(&bad)[..MapBatchEvent::record_len(3)].to_vec();
+        assert_eq!(
+            d.decode_into(&bad, &mut out),
+            Err(DecodeError::UnknownKind(kind::PIN))
+        );
+        assert!(out.is_empty());
     }
 
     #[test]

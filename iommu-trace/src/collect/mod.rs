@@ -141,11 +141,16 @@ fn drain(
     sink: &mut dyn EventSink,
     stats: &mut CollectStats,
 ) -> anyhow::Result<()> {
+    let mut events = Vec::new();
     while let Some(item) = ring.next() {
-        match decoder.decode(&item) {
-            Ok(e) => {
-                stats.events += 1;
-                sink.event(e)?;
+        let decoded = decoder.decode_into(&item, &mut events);
+        drop(item);
+        match decoded {
+            Ok(()) => {
+                for e in events.drain(..) {
+                    stats.events += 1;
+                    sink.event(e)?;
+                }
             }
             Err(err) => {
                 stats.decode_errors += 1;

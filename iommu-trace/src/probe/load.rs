@@ -224,12 +224,7 @@ fn whole_pairs_only(ebpf: &mut Ebpf, plan: &Plan, refused: &mut Vec<Refusal>) ->
         .filter(|a| !is_refused(a, refused))
         .collect::<Vec<_>>()
     {
-        let name = a.entry_program.as_str();
-        let unloaded = match ebpf.program_mut(name) {
-            Some(aya::programs::Program::FEntry(p)) => p.unload().map_err(|e| e.to_string()),
-            Some(aya::programs::Program::FExit(p)) => p.unload().map_err(|e| e.to_string()),
-            _ => Err(format!("program {name} is not a trampoline")),
-        };
+        let unloaded = unload_trampoline(ebpf, &a.entry_program);
         refused.push(Refusal {
             symbol: a.symbol.clone(),
             program_type: Some(a.program_type),
@@ -257,7 +252,39 @@ fn attach(
             *btf = Some(Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?);
         }
         let btf = btf.as_ref().expect("set above");
-        for (i, name) in programs.enumerate() {
+        let names: Vec<&String> = programs.collect();
+        let attached = attach_trampolines(ebpf, loaded, btf, a, &names);
+        if let Err((done, error)) = attached {
+            // A pair counts whole or not at all: an fentry whose fexit was refused would
+            // leave the thread's context waiting for an exit that never runs (an IOAS
+            // handler's batch of map calls would not go out at its end: thread_ctx.rs).
+            for name in &names[..done] {
+                if let Err(e) = unload_trampoline(ebpf, name) {
+                    log::warn!("unloading {name} after its pair was refused: {e}");
+                }
+                loaded.remove(name.as_str());
+            }
+            return Err(error);
+        }
+        return Ok(());
+    }
+    for name in programs {
+        attach_one(ebpf, loaded, name, &a.symbol)?;
+    }
+    Ok(())
+}
+
+/// Loads and attaches the programs of a trampoline attachment, in order; on an error, how
+/// many attached before it.
+fn attach_trampolines(
+    ebpf: &mut Ebpf,
+    loaded: &mut BTreeSet<String>,
+    btf: &Btf,
+    a: &Attachment,
+    names: &[&String],
+) -> Result<(), (usize, String)> {
+    for (i, &name) in names.iter().enumerate() {
+        let attached = (|| {
             let prog = ebpf
                 .program_mut(name)
                 .ok_or_else(|| format!("program {name} is not in the eBPF object"))?;
@@ -277,13 +304,20 @@ fn attach(
                 }
                 p.attach().map_err(|e| format!("attaching {name}: {e:#}"))?;
             }
-        }
-        return Ok(());
-    }
-    for name in programs {
-        attach_one(ebpf, loaded, name, &a.symbol)?;
+            Ok(())
+        })();
+        attached.map_err(|e| (i, e))?;
     }
     Ok(())
+}
+
+/// Unloads a trampoline program, which detaches it.
+fn unload_trampoline(ebpf: &mut Ebpf, name: &str) -> Result<(), String> {
+    match ebpf.program_mut(name) {
+        Some(aya::programs::Program::FEntry(p)) => p.unload().map_err(|e| e.to_string()),
+        Some(aya::programs::Program::FExit(p)) => p.unload().map_err(|e| e.to_string()),
+        _ => Err(format!("program {name} is not a trampoline")),
+    }
 }
 
 fn attach_one(
